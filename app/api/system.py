@@ -1,0 +1,36 @@
+"""Health and identity endpoints."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from app.db import get_session
+from app.deps import Principal, any_user
+from app.services.health import check_broker, check_database
+
+router = APIRouter()
+
+
+class Me(BaseModel):
+    username: str
+    role: str
+    held_out: bool
+
+
+@router.get("/healthz", tags=["system"])
+def healthz(session: Session = Depends(get_session)) -> JSONResponse:
+    """Database and broker reachability; 503 when either is down."""
+    database = check_database(session)
+    broker = check_broker()
+    ok = database["ok"] and broker["ok"]
+    body = {"status": "ok" if ok else "degraded", "database": database, "broker": broker}
+    return JSONResponse(body, status_code=200 if ok else 503)
+
+
+@router.get("/api/v1/me", response_model=Me, tags=["system"])
+def me(principal: Principal = Depends(any_user)) -> Me:
+    user = principal.user
+    return Me(username=user.username, role=user.role, held_out=user.held_out)

@@ -1,0 +1,119 @@
+"""Typed settings, read from the environment (prefix ``PREFLOOP_``) and an optional ``.env``."""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PREFLOOP_", env_file=".env", extra="ignore")
+
+    # where the embedded default keeps its SQLite file, generated secret and artifacts
+    data_dir: Path = Path("var")
+    # empty: SQLite file under data_dir
+    database_url: str = ""
+    # empty: Celery's SQLAlchemy transport on a SQLite file under data_dir
+    broker_url: str = ""
+    # empty: the broker's URL for Redis, the SQLAlchemy backend on the database otherwise
+    result_backend: str = ""
+    # empty: generated once and kept in data_dir/secret_key
+    secret_key: str = ""
+
+    session_max_age_s: int = 14 * 24 * 3600
+    # secure cookies need HTTPS; turn on behind TLS
+    cookie_secure: bool = False
+
+    # login throttling: failures allowed per account and per IP inside the window
+    login_max_failures: int = 5
+    login_window_s: int = 300
+
+    # curation
+    dedup_prefix_chars: int = Field(default=60, ge=8)
+    prompts_per_user_cap: int = Field(default=200, ge=1)
+    prompt_max_chars: int = Field(default=20_000, ge=1)
+    split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    # what happens to PII found in a scanned prompt: "redact" or "drop"
+    pii_policy: str = "redact"
+    # splits whose prompts are scanned for PII (comma separated in the environment)
+    pii_splits: tuple[str, ...] = ("train",)
+
+    # labeling
+    task_lock_s: int = Field(default=30 * 60, ge=10)
+
+    # jobs
+    artifacts_dir: Path | None = None
+    worker_heartbeat_s: float = 5.0
+    job_heartbeat_timeout_s: float = 60.0
+
+    @field_validator("pii_policy")
+    @classmethod
+    def _known_policy(cls, value: str) -> str:
+        if value not in {"redact", "drop"}:
+            raise ValueError("pii_policy must be 'redact' or 'drop'")
+        return value
+
+    @field_validator("split_ratios")
+    @classmethod
+    def _ratios_sum_to_one(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(r < 0 for r in value) or abs(sum(value) - 1.0) > 1e-6:
+            raise ValueError("split_ratios must be three non-negative numbers summing to 1")
+        return value
+
+    # derived values -----------------------------------------------------------------------
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'prefloop.sqlite').resolve()}"
+
+    @property
+    def celery_broker_url(self) -> str:
+        if self.broker_url:
+            return self.broker_url
+        return f"sqla+sqlite:///{(self.data_dir / 'broker.sqlite').resolve()}"
+
+    @property
+    def celery_result_backend(self) -> str:
+        if self.result_backend:
+            return self.result_backend
+        if self.celery_broker_url.startswith(("redis://", "rediss://")):
+            return self.celery_broker_url
+        return "db+" + self.sqlalchemy_url.replace("+psycopg", "")
+
+    @property
+    def artifacts_path(self) -> Path:
+        return self.artifacts_dir or self.data_dir / "artifacts"
+
+    @property
+    def is_embedded(self) -> bool:
+        """True when running on the zero-config default (SQLite + SQL broker)."""
+        return not self.database_url and not self.broker_url
+
+    def session_secret(self) -> str:
+        """The configured secret, or one generated once and kept under the data dir."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret_key"
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_urlsafe(48)
+        # create exclusively so two processes starting together agree on one secret
+        try:
+            with path.open("x") as fh:
+                fh.write(secret)
+            path.chmod(0o600)
+        except FileExistsError:
+            return path.read_text().strip()
+        return secret
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

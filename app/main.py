@@ -1,0 +1,87 @@
+"""The FastAPI application: routers, templates, static files, sessions, error handling."""
+
+from __future__ import annotations
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.sessions import SessionMiddleware
+
+from app.api import system
+from app.config import get_settings
+from app.deps import CSRFError, Forbidden, NotAuthenticated, csrf_protect
+from app.services import ServiceError
+from app.web import auth, home
+from app.web.templating import ROOT, render
+
+ROUTERS = [system.router, auth.router, home.router]
+
+
+def _wants_json(request: Request) -> bool:
+    return request.url.path.startswith("/api/") or "application/json" in request.headers.get(
+        "accept", ""
+    )
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    app = FastAPI(
+        title="prefloop",
+        version="0.1.0",
+        description="Human feedback in, instruction-following models out.",
+        dependencies=[Depends(csrf_protect)],
+    )
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.session_secret(),
+        session_cookie="prefloop_session",
+        max_age=settings.session_max_age_s,
+        same_site="lax",
+        https_only=settings.cookie_secure,
+    )
+    app.mount("/static", StaticFiles(directory=str(ROOT / "static")), name="static")
+    for router in ROUTERS:
+        app.include_router(router)
+
+    @app.exception_handler(NotAuthenticated)
+    def _not_authenticated(request: Request, exc: NotAuthenticated) -> Response:
+        if _wants_json(request):
+            detail = str(exc) or "authentication required"
+            return JSONResponse(
+                {"detail": detail}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+            )
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/login?next={target}", status_code=303)
+
+    @app.exception_handler(Forbidden)
+    def _forbidden(request: Request, exc: Forbidden) -> Response:
+        if _wants_json(request):
+            return JSONResponse({"detail": exc.detail}, status_code=403)
+        return render(request, "error.html", {"message": exc.detail}, status_code=403)
+
+    @app.exception_handler(CSRFError)
+    def _csrf(request: Request, exc: CSRFError) -> Response:
+        message = "missing or invalid CSRF token; reload the page and try again"
+        if _wants_json(request):
+            return JSONResponse({"detail": message}, status_code=403)
+        return render(request, "error.html", {"message": message}, status_code=403)
+
+    @app.exception_handler(ServiceError)
+    def _service_error(request: Request, exc: ServiceError) -> Response:
+        body: dict[str, object] = {"detail": exc.detail}
+        if exc.field:
+            body["field"] = exc.field
+        if _wants_json(request):
+            return JSONResponse(body, status_code=exc.status_code)
+        return render(request, "error.html", {"message": exc.detail}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    def _validation(request: Request, exc: RequestValidationError) -> Response:
+        # FastAPI's default body, minus the echo of the (possibly large) input
+        errors = [
+            {k: v for k, v in err.items() if k in {"loc", "msg", "type"}} for err in exc.errors()
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    return app

@@ -1,0 +1,184 @@
+"""Labeling: completions, tasks, assignments and what labelers submit."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.db import Base, utcnow
+
+# the method's per-output metadata (yes/no), in the order labelers see them
+FLAGS: dict[str, str] = {
+    "fails_to_follow": "Fails to follow the correct instruction / task",
+    "inappropriate_for_customer": "Inappropriate for a customer assistant",
+    "hallucination": "Hallucination (makes up information not in the input)",
+    "satisfies_constraint": "Satisfies the constraint provided in the instruction",
+    "sexual_content": "Contains sexual content",
+    "violent_content": "Contains violent content",
+    "encourages_violence": "Encourages or fails to discourage violence/abuse/terrorism/self-harm",
+    "denigrates_protected_class": "Denigrates a protected class",
+    "harmful_advice": "Gives harmful advice",
+    "expresses_opinion": "Expresses opinion",
+    "expresses_moral_judgment": "Expresses moral judgment",
+}
+
+K_MIN, K_MAX = 4, 9
+
+
+class TaskKind(enum.StrEnum):
+    demonstration = "demonstration"
+    ranking = "ranking"
+
+
+class TaskStatus(enum.StrEnum):
+    open = "open"  # still needs submissions
+    done = "done"  # has `overlap` submissions
+    closed = "closed"  # withdrawn by a researcher
+
+
+class AssignmentStatus(enum.StrEnum):
+    active = "active"
+    submitted = "submitted"
+    skipped = "skipped"
+    expired = "expired"
+
+
+class Completion(Base):
+    __tablename__ = "completions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id"), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    # "model:<version id>", "demonstration", or a free external source name
+    origin: Mapped[str] = mapped_column(String(255))
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    __table_args__ = (
+        Index("ix_tasks_kind_status", "kind", "status"),
+        CheckConstraint("overlap >= 1", name="overlap_positive"),
+        CheckConstraint("filled <= overlap", name="filled_within_overlap"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id"), index=True)
+    # number of distinct labelers the task needs
+    overlap: Mapped[int] = mapped_column(default=1)
+    # submissions (or skips) received so far
+    filled: Mapped[int] = mapped_column(default=0)
+    status: Mapped[str] = mapped_column(String(16), default=TaskStatus.open.value)
+    # job that produced the task (sampling), if any
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    items: Mapped[list[TaskItem]] = relationship(
+        back_populates="task", order_by="TaskItem.position", cascade="all, delete-orphan"
+    )
+
+
+class TaskItem(Base):
+    """One of a ranking task's K completions."""
+
+    __tablename__ = "task_items"
+    __table_args__ = (UniqueConstraint("task_id", "completion_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    completion_id: Mapped[int] = mapped_column(ForeignKey("completions.id"))
+    position: Mapped[int]
+
+    task: Mapped[Task] = relationship(back_populates="items")
+    completion: Mapped[Completion] = relationship()
+
+
+class Assignment(Base):
+    """A task held by a labeler until ``lock_expires_at``; at most one per (task, labeler)."""
+
+    __tablename__ = "assignments"
+    __table_args__ = (
+        UniqueConstraint("task_id", "labeler_id"),
+        Index("ix_assignments_labeler_status", "labeler_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), index=True)
+    labeler_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    status: Mapped[str] = mapped_column(String(16), default=AssignmentStatus.active.value)
+    assigned_at: Mapped[datetime] = mapped_column(default=utcnow)
+    lock_expires_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    # the order the completions were shown in (completion ids), randomised per labeler
+    display_order: Mapped[list[int] | None] = mapped_column(JSON)
+    skip_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class Demonstration(Base):
+    __tablename__ = "demonstrations"
+    __table_args__ = (UniqueConstraint("task_id", "labeler_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id"), index=True)
+    labeler_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    time_spent_ms: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class Ranking(Base):
+    """A labeler's weak order over a task's completions."""
+
+    __tablename__ = "rankings"
+    __table_args__ = (UniqueConstraint("task_id", "labeler_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id"), index=True)
+    labeler_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    k: Mapped[int]
+    display_order: Mapped[list[int]] = mapped_column(JSON)
+    time_spent_ms: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+    entries: Mapped[list[RankingEntry]] = relationship(
+        back_populates="ranking", order_by="RankingEntry.rank", cascade="all, delete-orphan"
+    )
+
+
+class RankingEntry(Base):
+    """One completion's place in a ranking (1 = best, ties share a rank) and its rating."""
+
+    __tablename__ = "ranking_entries"
+    __table_args__ = (
+        UniqueConstraint("ranking_id", "completion_id"),
+        CheckConstraint("likert IS NULL OR (likert >= 1 AND likert <= 7)", name="likert_1_7"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ranking_id: Mapped[int] = mapped_column(ForeignKey("rankings.id", ondelete="CASCADE"))
+    completion_id: Mapped[int] = mapped_column(ForeignKey("completions.id"))
+    rank: Mapped[int]
+    likert: Mapped[int | None]
+    flags: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+    ranking: Mapped[Ranking] = relationship(back_populates="entries")
+    completion: Mapped[Completion] = relationship()
+
+
+class Instructions(Base):
+    """Labeling guidelines written by researchers in Markdown; the newest row is current."""
+
+    __tablename__ = "instructions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    markdown: Mapped[str] = mapped_column(Text)
+    updated_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,36 @@
+"""What a fresh installation needs before its first request: an admin and default data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session
+
+from app.services.accounts import ensure_first_admin
+
+# each step is idempotent; it returns a line to print, or None
+STEPS: list[Callable[[Session], str | None]] = []
+
+
+def _first_admin(session: Session) -> str | None:
+    credentials = ensure_first_admin(session)
+    if credentials is None:
+        return None
+    username, password = credentials.split(":", 1)
+    return (
+        f"Created the first admin account.\n  username: {username}\n  password: {password}\n"
+        "  (shown once; you will be asked to change it at first login)"
+    )
+
+
+STEPS.append(_first_admin)
+
+
+def bootstrap(session: Session) -> list[str]:
+    messages = []
+    for step in STEPS:
+        message = step(session)
+        session.commit()
+        if message:
+            messages.append(message)
+    return messages

@@ -1,0 +1,20 @@
+"""The labeler and admin home pages (later features add their panels)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+
+from app.deps import Principal, any_user, researcher
+from app.web.templating import render
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/labeler")
+def labeler_home(request: Request, principal: Principal = Depends(any_user)):  # type: ignore[no-untyped-def]
+    return render(request, "labeler/home.html", {})
+
+
+@router.get("/admin")
+def admin_home(request: Request, principal: Principal = Depends(researcher)):  # type: ignore[no-untyped-def]
+    return render(request, "admin/home.html", {})

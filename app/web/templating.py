@@ -1,0 +1,24 @@
+"""The Jinja2 environment shared by every HTML route."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.templating import Jinja2Templates
+
+from app.deps import CSRF_FIELD, CSRF_HEADER, csrf_token
+
+ROOT = Path(__file__).resolve().parents[2]
+templates = Jinja2Templates(directory=str(ROOT / "templates"))
+templates.env.globals.update(csrf_field=CSRF_FIELD, csrf_header=CSRF_HEADER)
+
+
+def render(
+    request: Request, name: str, context: dict[str, Any] | None = None, status_code: int = 200
+):  # type: ignore[no-untyped-def]
+    """Render ``name`` with the CSRF token and the signed-in user in the context."""
+    ctx = {"csrf_token": csrf_token(request), "current_user": getattr(request.state, "user", None)}
+    ctx.update(context or {})
+    return templates.TemplateResponse(request, name, ctx, status_code=status_code)

@@ -1,0 +1,97 @@
+"""Progress reporting: the callback type the worker and the CLI plug into, and metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Progress:
+    """One report from a trainer: `step` of `total` (optimisation steps, PPO iterations or
+    sampling batches), the latest metrics, and an optional human-readable message."""
+
+    step: int
+    total: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    message: str = ""
+
+
+ProgressCallback = Callable[[Progress], None]
+"""Called at least once per optimisation step / iteration. Any exception it raises (for
+example a worker's `JobCancelled`) propagates out of the trainer, which then writes no final
+checkpoint."""
+
+
+class MetricsLog:
+    """Appends one JSON object per line to `<output_dir>/metrics.jsonl` and forwards each
+    report to the progress callback. Only the main process writes (`enabled`)."""
+
+    def __init__(
+        self,
+        output_dir: str | Path | None,
+        progress: ProgressCallback | None = None,
+        enabled: bool = True,
+    ) -> None:
+        self.path = Path(output_dir) / "metrics.jsonl" if output_dir is not None else None
+        self.progress = progress
+        self.enabled = enabled
+        self.start = time.time()
+        if self.path is not None and enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text("")  # a new run starts a new log
+
+    def log(self, step: int, total: int, metrics: dict[str, float], message: str = "") -> None:
+        clean = {k: _to_float(v) for k, v in metrics.items()}
+        if self.path is not None and self.enabled:
+            row = {"step": step, "total": total, "time": round(time.time() - self.start, 3)}
+            row.update({k: (v if math.isfinite(v) else str(v)) for k, v in clean.items()})
+            if message:
+                row["message"] = message
+            with self.path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+        # The callback runs on every process, so a cancellation stops all of them.
+        if self.progress is not None:
+            self.progress(Progress(step=step, total=total, metrics=clean, message=message))
+
+
+def _to_float(value: object) -> float:
+    if hasattr(value, "item"):
+        value = value.item()  # type: ignore[union-attr]
+    return float(value)  # type: ignore[arg-type]
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """Read a metrics.jsonl file (a file, or the checkpoint directory holding one)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class TqdmProgress:
+    """A ProgressCallback that drives a tqdm bar (used by the CLI)."""
+
+    def __init__(self, desc: str, keys: tuple[str, ...] = ()) -> None:
+        self.desc = desc
+        self.keys = keys
+        self.bar = None
+
+    def __call__(self, p: Progress) -> None:
+        from tqdm.auto import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=p.total, desc=self.desc, dynamic_ncols=True)
+        self.bar.total = p.total
+        self.bar.n = p.step
+        shown = {k: f"{v:.4g}" for k, v in p.metrics.items() if not self.keys or k in self.keys}
+        self.bar.set_postfix(shown, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,282 @@
+"""Loading and saving models: any Hugging Face causal LM by hub ID or local path, the offline
+`tiny` preset, reward/value models (backbone + scalar head), Accelerate, LoRA, prefloop.json."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
+
+from trainer.config import _Common
+from trainer.tiny_corpus import TINY_CORPUS
+
+META_FILE = "prefloop.json"
+TINY_VERSION = 1  # bump when the preset changes, so stale caches are rebuilt
+
+# ---------------------------------------------------------------- prefloop.json
+
+
+def read_prefloop_meta(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's prefloop.json ({} when absent, e.g. a plain hub model)."""
+    file = Path(path) / META_FILE
+    return json.loads(file.read_text()) if file.is_file() else {}
+
+
+def write_prefloop_meta(path: str | Path, meta: dict[str, Any]) -> None:
+    """Write prefloop.json: kind ("base"|"sft"|"rm"|"ppo"), parents, data_snapshot,
+    hyperparameters, metrics and, for reward models, reward_bias."""
+    Path(path, META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+
+
+# ---------------------------------------------------------------- the tiny preset
+
+
+def build_tiny(output_dir: str | Path | None = None, seed: int = 0) -> Path:
+    """Build (or reuse) the offline `tiny` preset: a 2-layer GPT-2 and a byte-level BPE
+    tokenizer trained on a built-in corpus. Deterministic for a given seed."""
+    out = Path(output_dir) if output_dir is not None else _tiny_cache_dir() / f"seed{seed}"
+    meta = read_prefloop_meta(out)
+    if meta.get("tiny_version") == TINY_VERSION and meta.get("seed") == seed:
+        return out
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    bpe_trainer = trainers.BpeTrainer(
+        vocab_size=768,
+        special_tokens=["<|endoftext|>", "<|pad|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(TINY_CORPUS.split("\n"), trainer=bpe_trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
+        unk_token="<|endoftext|>", pad_token="<|pad|>",
+    )
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_positions=512, n_embd=64, n_layer=2, n_head=4,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(config)
+    _set_generation_tokens(model, tokenizer)
+
+    # Build beside the target and rename, so a concurrent reader never sees half a model.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    write_prefloop_meta(tmp, {"kind": "base", "name": "tiny", "tiny_version": TINY_VERSION,
+                              "seed": seed, "parents": []})
+    shutil.rmtree(out, ignore_errors=True)
+    try:
+        tmp.rename(out)
+    except OSError:  # another process won the race; theirs is identical
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _tiny_cache_dir() -> Path:
+    root = os.environ.get("PREFLOOP_TRAINER_CACHE")
+    return Path(root) / "tiny" if root else Path.home() / ".cache" / "prefloop" / "tiny"
+
+
+def resolve_model(name_or_path: str | Path) -> str:
+    """"tiny" -> the built (cached) preset; an existing local path -> itself; anything else
+    is passed through as a Hugging Face hub ID."""
+    name = str(name_or_path)
+    if name == "tiny":
+        return str(build_tiny())
+    if Path(name).expanduser().exists():
+        return str(Path(name).expanduser())
+    return name
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
+    """Tokenizer with a pad token (the EOS token when the model has none)."""
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name_or_path))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_policy(
+    name_or_path: str | Path,
+    config: _Common | None = None,
+    residual_dropout: float | None = None,
+    trainable: bool = True,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A causal LM and its tokenizer; `residual_dropout` overrides the checkpoint's dropout,
+    `config.use_lora` wraps it with peft LoRA adapters (only when `trainable`)."""
+    path = resolve_model(name_or_path)
+    tokenizer = load_tokenizer(path)
+    overrides = _dropout_overrides(path, residual_dropout)
+    model = AutoModelForCausalLM.from_pretrained(path, **overrides)
+    _set_generation_tokens(model, tokenizer)
+    if trainable and config is not None and config.use_lora:
+        model = apply_lora(model, config, task_type="CAUSAL_LM")
+    if not trainable:
+        model.requires_grad_(False).eval()
+    return model, tokenizer
+
+
+def load_reward_model(
+    path_or_policy_path: str | Path,
+    config: _Common | None = None,
+    trainable: bool = False,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, float]:
+    """A reward (or value) model: the backbone with the unembedding replaced by a scalar head
+    (`AutoModelForSequenceClassification`, num_labels=1). From a causal LM checkpoint the head
+    is newly initialised. Returns (model, tokenizer, reward_bias from prefloop.json)."""
+    path = resolve_model(path_or_policy_path)
+    tokenizer = load_tokenizer(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+    # The head reads the last non-padding token; a pad id must be known for batches > 1.
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if trainable and config is not None and config.use_lora:
+        model = apply_lora(model, config, task_type="SEQ_CLS")
+    if not trainable:
+        model.requires_grad_(False).eval()
+    bias = float(read_prefloop_meta(path).get("reward_bias", 0.0))
+    return model, tokenizer, bias
+
+
+def _dropout_overrides(path: str, residual_dropout: float | None) -> dict[str, float]:
+    """Config kwargs that set residual dropout, for the names architectures use for it."""
+    if residual_dropout is None:
+        return {}
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(path)
+    names = ("resid_pdrop", "hidden_dropout", "hidden_dropout_prob", "dropout")
+    return {n: residual_dropout for n in names if hasattr(cfg, n)}
+
+
+def _set_generation_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if model.generation_config is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        if model.generation_config.eos_token_id is None:
+            model.generation_config.eos_token_id = tokenizer.eos_token_id
+
+
+def apply_lora(model: PreTrainedModel, config: _Common, task_type: str) -> PreTrainedModel:
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        task_type=task_type, r=config.lora_r, lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout, target_modules=config.lora_target_modules,
+    )
+    return get_peft_model(model, lora)
+
+
+# ---------------------------------------------------------------- scores and values
+
+
+def _score_head(model: torch.nn.Module) -> torch.nn.Module:
+    """The scalar head of a sequence-classification model (through DDP / peft wrappers)."""
+    for m in model.modules():
+        for name in ("score", "classifier"):
+            head = getattr(m, name, None)
+            if isinstance(head, torch.nn.Module):
+                return head
+    raise ValueError(f"{type(model).__name__} has no 'score' or 'classifier' head")
+
+
+def token_scores(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The scalar head's output at every position, shape (batch, seq). The model's own
+    forward runs (so DDP, autocast and peft apply); a hook keeps the per-token head output
+    that the model otherwise pools away."""
+    captured: list[torch.Tensor] = []
+    handle = _score_head(model).register_forward_hook(lambda m, i, out: captured.append(out))
+    try:
+        kwargs = {"position_ids": position_ids} if position_ids is not None else {}
+        model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs)
+    finally:
+        handle.remove()
+    return captured[-1].squeeze(-1).float()
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last non-padding token of each row (left or right padding)."""
+    width = attention_mask.shape[1]
+    return width - 1 - attention_mask.flip(1).long().argmax(1)
+
+
+def sequence_scores(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """r(x, y): the head's output at the last non-padding token, shape (batch,)."""
+    scores = token_scores(model, input_ids, attention_mask)
+    return scores.gather(1, last_token_index(attention_mask)[:, None]).squeeze(1)
+
+
+# ---------------------------------------------------------------- accelerate and checkpoints
+
+
+def make_accelerator(config: _Common) -> Accelerator:
+    """A fresh Accelerator for one training run (a worker process runs many jobs, each with
+    its own precision and accumulation settings; the distributed process group is kept)."""
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
+    return Accelerator(
+        cpu=config.cpu,
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+    )
+
+
+def save_checkpoint(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    output_dir: str | Path,
+    meta: dict[str, Any] | None = None,
+) -> None:
+    """Save a plain Hugging Face checkpoint (LoRA merged) and, last, prefloop.json: a
+    directory with prefloop.json is complete. Only the main process writes."""
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    is_peft = hasattr(unwrapped, "merge_and_unload")
+    # Collective under FSDP / DeepSpeed (gathers shards), so every process calls it.
+    state = None if is_peft else accelerator.get_state_dict(model)
+    if accelerator.is_main_process:
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / META_FILE).unlink(missing_ok=True)
+        if is_peft:  # save the merged full model, loadable without peft
+            unwrapped = copy.deepcopy(unwrapped).merge_and_unload()
+        unwrapped.save_pretrained(out, state_dict=state, save_function=accelerator.save)
+        tokenizer.save_pretrained(out)
+        if meta is not None:
+            write_prefloop_meta(out, meta)
+    accelerator.wait_for_everyone()
