@@ -280,3 +280,30 @@ def save_checkpoint(
         if meta is not None:
             write_prefloop_meta(out, meta)
     accelerator.wait_for_everyone()
+
+
+def checkpoint_meta(
+    kind: str, parents: list[str], config: _Common, metrics: dict[str, float],
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """prefloop.json content: the caller's `meta` (e.g. data_snapshot, parents as model
+    version IDs) over our defaults; kind, hyperparameters and metrics are always ours."""
+    out: dict[str, Any] = {"parents": parents, "data_snapshot": None, **(meta or {})}
+    out.update(kind=kind, hyperparameters=config.to_dict(), metrics=metrics)
+    return out
+
+
+def finalize_checkpoint(accelerator: Accelerator, candidate: Path, output_dir: Path,
+                        meta: dict[str, Any]) -> None:
+    """Move a saved candidate's files into output_dir and write prefloop.json last."""
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (output_dir / META_FILE).unlink(missing_ok=True)
+        for f in candidate.iterdir():
+            target = output_dir / f.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            f.replace(target)
+        shutil.rmtree(candidate, ignore_errors=True)
+        write_prefloop_meta(output_dir, meta)
+    accelerator.wait_for_everyone()
