@@ -95,7 +95,7 @@ def run_worker(
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
 ) -> None:
     """Run a Celery worker consuming the given queues."""
-    from app.worker.celery_app import QUEUES, celery_app
+    from app.worker.celery_app import QUEUES, celery_app, queue_name
 
     names = [q.strip() for q in queues.split(",") if q.strip()]
     unknown = [q for q in names if q not in QUEUES]
@@ -103,7 +103,7 @@ def run_worker(
         fail(f"unknown queue(s) {unknown}; choose from {', '.join(QUEUES)}")
     argv = [
         "worker",
-        f"--queues={','.join(names)}",
+        f"--queues={','.join(queue_name(q) for q in names)}",
         f"--concurrency={concurrency}",
         f"--loglevel={loglevel}",
         "--pool=prefork" if concurrency > 1 else "--pool=solo",

@@ -48,8 +48,12 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime()}
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, foreign keys and serialised writers."""
+def make_engine(url: str, *, read_only: bool = False) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, foreign keys and serialised writers.
+
+    ``read_only`` (SQLite): plain deferred transactions that never take the write lock, for
+    long reads such as streamed exports that must not block writers.
+    """
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
@@ -64,10 +68,11 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         @event.listens_for(engine, "begin")
-        def _sqlite_begin_immediate(conn):  # type: ignore[no-untyped-def]
-            # one writer at a time: every transaction takes the write lock up front, which is
-            # what makes the task queue and the per-user cap correct on SQLite
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        def _sqlite_begin(conn):  # type: ignore[no-untyped-def]
+            # one writer at a time: every read-write transaction takes the write lock up front,
+            # which is what makes the task queue and the per-user cap correct on SQLite (a
+            # deferred transaction that reads then writes can fail with SQLITE_BUSY instead)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
@@ -84,6 +89,15 @@ def get_engine() -> Engine:
 @lru_cache
 def get_sessionmaker() -> sessionmaker[Session]:
     return sessionmaker(bind=get_engine(), expire_on_commit=False)
+
+
+@lru_cache
+def get_readonly_sessionmaker() -> sessionmaker[Session]:
+    """Sessions for long read-only work; on SQLite they do not hold the write lock."""
+    settings = get_settings()
+    if not settings.sqlalchemy_url.startswith("sqlite"):
+        return get_sessionmaker()
+    return sessionmaker(bind=make_engine(settings.sqlalchemy_url, read_only=True))
 
 
 def get_session() -> Iterator[Session]:

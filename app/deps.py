@@ -32,6 +32,21 @@ class CSRFError(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class CurrentUser:
+    """A plain copy of the signed-in user for templates: still readable after the session ends."""
+
+    id: int
+    username: str
+    role: str
+    held_out: bool
+    must_change_password: bool
+
+    @classmethod
+    def of(cls, user: User) -> CurrentUser:
+        return cls(user.id, user.username, user.role, user.held_out, user.must_change_password)
+
+
 @dataclass
 class Principal:
     user: User
@@ -60,7 +75,7 @@ def optional_principal(
         found = user_for_token(session, secret)
         if found is None:
             raise NotAuthenticated("invalid or revoked token")
-        request.state.user = found[0]
+        request.state.user = CurrentUser.of(found[0])
         return Principal(user=found[0], token=found[1])
     user_id = request.session.get("user_id")
     if user_id is None:
@@ -69,7 +84,7 @@ def optional_principal(
     if user is None or not user.is_active:
         request.session.clear()
         return None
-    request.state.user = user
+    request.state.user = CurrentUser.of(user)
     return Principal(user=user, token=None)
 
 

@@ -37,13 +37,17 @@ def service_unavailable(what: str, error: Exception) -> None:
 
 def _reset_caches() -> None:
     from app.config import get_settings
-    from app.db import get_engine, get_sessionmaker
+    from app.db import get_engine, get_readonly_sessionmaker, get_sessionmaker
 
     if get_sessionmaker.cache_info().currsize:
         get_engine().dispose()
+    if get_readonly_sessionmaker.cache_info().currsize:
+        bind = get_readonly_sessionmaker().kw["bind"]
+        bind.dispose()
     get_settings.cache_clear()
     get_engine.cache_clear()
     get_sessionmaker.cache_clear()
+    get_readonly_sessionmaker.cache_clear()
 
 
 @pytest.fixture(scope="session")

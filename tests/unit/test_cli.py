@@ -1,0 +1,85 @@
+"""The prefloop command: accounts and tokens, with clear errors and exit codes."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from app.cli import cli
+
+runner = CliRunner()
+
+
+def invoke(*args: str, input: str | None = None):  # type: ignore[no-untyped-def]
+    return runner.invoke(cli, list(args), input=input)
+
+
+def test_every_command_has_help() -> None:
+    for args in (
+        [],
+        ["serve"],
+        ["worker"],
+        ["db", "upgrade"],
+        ["users", "create"],
+        ["users", "held-out"],
+        ["tokens", "create"],
+        ["tokens", "revoke"],
+    ):
+        result = invoke(*args, "--help")
+        assert result.exit_code == 0, (args, result.output)
+        assert "Usage" in result.output
+
+
+def test_users_create_and_bad_input(app_env) -> None:  # type: ignore[no-untyped-def]
+    ok = invoke(
+        "users", "create", "ada", "--role", "researcher", "--password-stdin", input="s3cret-pass\n"
+    )
+    assert ok.exit_code == 0 and "created researcher 'ada'" in ok.output
+    dup = invoke(
+        "users", "create", "ada", "--role", "labeler", "--password-stdin", input="another-pass\n"
+    )
+    assert dup.exit_code != 0 and "already exists" in dup.output
+    role = invoke(
+        "users", "create", "bob", "--role", "boss", "--password-stdin", input="s3cret-pass\n"
+    )
+    assert role.exit_code == 2 and "unknown role 'boss'" in role.output
+    empty = invoke("users", "create", "bob", "--password-stdin", input="\n")
+    assert empty.exit_code == 2 and "password must not be empty" in empty.output
+    for result in (dup, role, empty):
+        assert "Traceback" not in result.output
+
+
+def test_held_out_flag(app_env, make_user, session) -> None:  # type: ignore[no-untyped-def]
+    from app.models import User
+
+    user = make_user("labeler")
+    assert invoke("users", "held-out", user.username, "on").exit_code == 0
+    assert session.get(User, user.id).held_out is True
+    session.rollback()  # release the SQLite write lock before the CLI writes
+    bad = invoke("users", "held-out", user.username, "maybe")
+    assert bad.exit_code == 2 and "'on' or 'off'" in bad.output
+    missing = invoke("users", "held-out", "nobody", "on")
+    assert missing.exit_code == 1 and "no user 'nobody'" in missing.output
+
+
+def test_tokens_create_prints_only_the_token_and_revoke_works(app_env, make_user, client) -> None:  # type: ignore[no-untyped-def]
+    user = make_user("researcher")
+    result = invoke("tokens", "create", user.username, "--name", "laptop")
+    assert result.exit_code == 0
+    secret = result.output.strip()
+    assert secret.startswith("pfl_") and "\n" not in secret
+    headers = {"Authorization": f"Bearer {secret}"}
+    assert client.get("/api/v1/me", headers=headers).json()["username"] == user.username
+    listing = invoke("tokens", "list", user.username)
+    token_id = listing.output.split("\t", 1)[0]
+    assert "laptop" in listing.output and secret not in listing.output
+    assert invoke("tokens", "revoke", token_id).exit_code == 0
+    assert client.get("/api/v1/me", headers=headers).status_code == 401
+    assert invoke("tokens", "revoke", "99999").exit_code == 1
+    assert invoke("tokens", "create", "nobody").exit_code == 1
+    bad_scope = invoke("tokens", "create", user.username, "--scope", "root")
+    assert bad_scope.exit_code == 1 and "unknown scope" in bad_scope.output
+
+
+def test_unknown_worker_queue_is_refused(app_env) -> None:  # type: ignore[no-untyped-def]
+    result = invoke("worker", "--queues", "tpu")
+    assert result.exit_code == 1 and "unknown queue" in result.output

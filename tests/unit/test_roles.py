@@ -1,0 +1,101 @@
+"""The role matrix: every route, called as anonymous / labeler / researcher / admin."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from fastapi.routing import APIRoute
+
+from app.main import create_app
+from app.models import Role, role_at_least
+from tests.conftest import csrf_from, login
+
+# routes anyone may call
+PUBLIC = {"/login", "/healthz", "/", "/logout"}
+ROLES = ["anonymous", "labeler", "researcher", "admin"]
+
+
+def minimum_role(route: APIRoute) -> Role | None:
+    """The role a route requires, read from its ``require_role`` dependency."""
+    stack = [route.dependant]
+    while stack:
+        dep = stack.pop()
+        if dep.call is not None and hasattr(dep.call, "minimum_role"):
+            return dep.call.minimum_role
+        stack.extend(dep.dependencies)
+    return None
+
+
+def iter_api_routes(routes: list) -> list[APIRoute]:  # type: ignore[type-arg]
+    """Every APIRoute, also those inside included routers (kept nested by newer FastAPI)."""
+    found: list[APIRoute] = []
+    for route in routes:
+        if isinstance(route, APIRoute):
+            found.append(route)
+        elif hasattr(route, "original_router"):
+            found.extend(iter_api_routes(route.original_router.routes))
+    return found
+
+
+def all_routes() -> list[tuple[str, str, Role | None]]:
+    out = []
+    for route in iter_api_routes(create_app().routes):
+        if True:
+            for method in sorted(route.methods - {"HEAD"}):
+                out.append((method, route.path, minimum_role(route)))
+    return out
+
+
+def concrete(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", "1", path)
+
+
+def test_every_route_is_public_or_requires_a_role() -> None:
+    unprotected = [(m, p) for m, p, role in all_routes() if role is None and p not in PUBLIC]
+    assert not unprotected, f"routes without a role dependency: {unprotected}"
+
+
+def test_role_matrix(client, make_user, make_token) -> None:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    users = {role: make_user(role) for role in ROLES[1:]}
+    tokens = {role: make_token(user) for role, user in users.items()}
+    checked = 0
+    for method, path, minimum in all_routes():
+        if minimum is None:
+            continue
+        url = concrete(path)
+        is_api = path.startswith("/api/")
+        for who in ROLES:
+            c = TestClient(client.app)
+            headers: dict[str, str] = {}
+            data = None
+            if who != "anonymous" and is_api:
+                headers["Authorization"] = f"Bearer {tokens[who]}"
+            elif who != "anonymous":
+                login(c, users[who])
+            if not is_api and method != "GET":
+                # a real form post: with the session's CSRF token
+                data = {"csrf_token": csrf_from(c.get("/login").text)}
+            r = c.request(method, url, headers=headers, data=data, follow_redirects=False)
+            where = f"{who} {method} {url} -> {r.status_code}"
+            if who == "anonymous":
+                if is_api:
+                    assert r.status_code == 401, where
+                else:
+                    assert r.status_code == 303 and "/login" in r.headers["location"], where
+            elif role_at_least(who, minimum):
+                assert r.status_code not in (401, 403) and r.status_code < 500, where
+            else:
+                assert r.status_code == 403, where
+            checked += 1
+    assert checked >= 4 * 3
+
+
+@pytest.mark.parametrize("path", ["/admin", "/api/v1/me"])
+def test_anonymous_reaches_only_login_and_health(client, path) -> None:  # type: ignore[no-untyped-def]
+    assert client.get("/login").status_code == 200
+    assert client.get("/healthz").status_code == 200
+    r = client.get(path, follow_redirects=False)
+    assert r.status_code in (303, 401)
