@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from app.services import ServiceError
+from trainer.cli import sample_command, score_command, train_app
 
 cli = typer.Typer(
     help="prefloop: human feedback in, instruction-following models out.",
@@ -23,6 +24,12 @@ tokens_cli = typer.Typer(
     help="API tokens for the JSON API (Authorization: Bearer <token>).", no_args_is_help=True
 )
 cli.add_typer(db_cli, name="db")
+# the trainer's own commands (trainer/ stands alone; the CLI only mounts them)
+cli.add_typer(train_app, name="train")
+cli.command("sample", help="Generate K completions per prompt from a checkpoint.")(sample_command)
+cli.command("score", help="Add the reward model's score to each prompt/completion record.")(
+    score_command
+)
 cli.add_typer(users_cli, name="users")
 cli.add_typer(tokens_cli, name="tokens")
 
