@@ -49,6 +49,14 @@ class Settings(BaseSettings):
     artifacts_dir: Path | None = None
     worker_heartbeat_s: float = 5.0
     job_heartbeat_timeout_s: float = 60.0
+    # prepended to the Celery queue names and Redis keys, so deployments (or test runs) can
+    # share one Redis without taking each other's jobs
+    queue_prefix: str = ""
+    # load the demo data set and labelers on the first start of the embedded default
+    demo_data: bool = True
+    # an Accelerate config file (DDP/FSDP/DeepSpeed, multi-node) for jobs with num_gpus > 1;
+    # empty: `accelerate launch --multi_gpu --num_processes <num_gpus>` on this machine
+    accelerate_config: str = ""
 
     @field_validator("pii_policy")
     @classmethod

@@ -1,0 +1,245 @@
+"""Job parameters, one Pydantic schema per kind, shared by the JSON API and the launch form.
+
+The hyper-parameters and their defaults come from trainer/config.py (the method's defaults),
+so the form, the API and the trainer never disagree; job-level fields (which models, which
+data, how many GPUs) are declared here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+
+from app.models.labeling import K_MAX, K_MIN
+from trainer.config import PPOConfig, RMConfig, SampleConfig, SFTConfig
+
+# bounds for hyper-parameters, by name (anything absent is only type-checked)
+_BOUNDS: dict[str, dict[str, float]] = {
+    "epochs": {"ge": 1},
+    "iterations": {"ge": 1},
+    "ppo_epochs": {"ge": 1},
+    "batch_size": {"ge": 1},
+    "eval_batch_size": {"ge": 1},
+    "rollout_batch_size": {"ge": 1},
+    "minibatch_size": {"ge": 1},
+    "ptx_batch_size": {"ge": 1},
+    "gradient_accumulation_steps": {"ge": 1},
+    "max_length": {"ge": 8},
+    "max_new_tokens": {"ge": 1},
+    "val_max_new_tokens": {"ge": 1},
+    "val_samples": {"ge": 0},
+    "lr": {"gt": 0},
+    "value_lr": {"gt": 0},
+    "warmup_ratio": {"ge": 0, "le": 1},
+    "min_lr_ratio": {"ge": 0, "le": 1},
+    "weight_decay": {"ge": 0},
+    "max_grad_norm": {"gt": 0},
+    "residual_dropout": {"ge": 0, "lt": 1},
+    "kl_coef": {"ge": 0},
+    "ptx_coef": {"ge": 0},
+    "top_p": {"gt": 0, "le": 1},
+    "temperature": {"ge": 0},
+    "gae_gamma": {"ge": 0, "le": 1},
+    "gae_lambda": {"ge": 0, "le": 1},
+    "clip_coef": {"gt": 0},
+    "lora_r": {"ge": 1},
+}
+
+
+class DataFilters(BaseModel):
+    """Which labeled data a training job reads when no snapshot is given (the split is the
+    job's: train for training, val for validation)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    since: datetime | None = None
+    until: datetime | None = None
+    use_case: str | None = None
+    labeler_id: int | None = None
+    include_held_out_labelers: bool = False
+
+
+class JobOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # > 1: the worker runs the trainer under `accelerate launch` on that many processes
+    num_gpus: int = Field(1, ge=1, le=1024)
+    filters: DataFilters = Field(default_factory=DataFilters)
+
+
+def _hyperparameter_fields(config_cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(config_cls)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(config_cls):
+        default = f.default if f.default is not dataclasses.MISSING else None
+        fields[f.name] = (hints[f.name], Field(default, **_BOUNDS.get(f.name, {})))
+    return fields
+
+
+def _hyperparameters(config_cls: type) -> type[BaseModel]:
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        f"{config_cls.__name__}Params",
+        __config__=ConfigDict(extra="forbid"),
+        **_hyperparameter_fields(config_cls),
+    )
+
+
+_SFTHyper = _hyperparameters(SFTConfig)
+_RMHyper = _hyperparameters(RMConfig)
+_PPOHyper = _hyperparameters(PPOConfig)
+_SampleHyper = _hyperparameters(SampleConfig)
+
+
+class SFTParams(JobOptions, _SFTHyper):  # type: ignore[misc, valid-type]
+    """Fine-tune a base model on demonstrations."""
+
+    # "tiny", a hub ID, a local path, or a registered model version id
+    base_model: str | int
+    # optional: pick the best epoch by this reward model's score on validation prompts
+    rm_model_version_id: int | None = None
+    train_snapshot_id: int | None = None
+    val_snapshot_id: int | None = None
+
+    @field_validator("base_model")
+    @classmethod
+    def _not_blank(cls, value: str | int) -> str | int:
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                raise ValueError("base_model must not be empty")
+            if value.isdigit():
+                return int(value)
+        return value
+
+
+class RMParams(JobOptions, _RMHyper):  # type: ignore[misc, valid-type]
+    """Train a reward model from an SFT model on comparisons."""
+
+    sft_model_version_id: int
+    train_snapshot_id: int | None = None
+    val_snapshot_id: int | None = None
+
+
+class PPOParams(JobOptions, _PPOHyper):  # type: ignore[misc, valid-type]
+    """PPO (PPO-ptx when ptx_coef > 0) from an SFT policy against a reward model."""
+
+    sft_model_version_id: int
+    rm_model_version_id: int
+    prompts_snapshot_id: int | None = None
+    # the method's PPO data set is API prompts only; False also uses labeler-written prompts
+    api_prompts_only: bool = True
+
+
+class SampleParams(JobOptions, _SampleHyper):  # type: ignore[misc, valid-type]
+    """K completions per prompt from one or more policies, as new ranking tasks."""
+
+    model_version_ids: list[int] = Field(min_length=1)
+    k: int = Field(ge=K_MIN, le=K_MAX)
+    prompt_count: int = Field(ge=1, le=100_000)
+    # explicit prompts; otherwise accepted prompts of `split` that have no ranking task yet
+    prompt_ids: list[int] | None = None
+    split: Literal["train", "val", "test"] = "train"
+    overlap: int = Field(1, ge=1, le=20)
+
+
+class ExportSnapshotParams(BaseModel):
+    """Freeze an export into a content-hashed snapshot file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: Literal["comparisons", "demonstrations", "prompts"]
+    format: Literal["rankings", "pairs"] | None = None
+    split: Literal["train", "val", "test"] | None = None
+    filters: DataFilters = Field(default_factory=DataFilters)
+    # for prompts: "ppo" is API prompts only
+    prompts_dataset: Literal["ppo"] | None = None
+
+
+PARAMS_BY_KIND: dict[str, type[BaseModel]] = {
+    "sft": SFTParams,
+    "rm": RMParams,
+    "ppo": PPOParams,
+    "sample": SampleParams,
+    "export-snapshot": ExportSnapshotParams,
+}
+
+# hyper-parameters handed to the trainer's config dataclass, per kind
+TRAINER_CONFIG_BY_KIND: dict[str, type] = {
+    "sft": SFTConfig,
+    "rm": RMConfig,
+    "ppo": PPOConfig,
+    "sample": SampleConfig,
+}
+
+
+def trainer_hyperparameters(kind: str, params: BaseModel) -> dict[str, Any]:
+    """The subset of ``params`` that is the trainer config of ``kind``."""
+    names = {f.name for f in dataclasses.fields(TRAINER_CONFIG_BY_KIND[kind])}
+    return {k: v for k, v in params.model_dump().items() if k in names}
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["sft", "rm", "ppo", "sample", "export-snapshot"]
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobCreated(BaseModel):
+    job_id: int
+    status: str
+
+
+class Progress(BaseModel):
+    step: int
+    total: int
+    fraction: float
+    eta_s: float | None
+
+
+class JobOut(BaseModel):
+    job_id: int
+    kind: str
+    status: str
+    progress: Progress
+    # latest value of each metric (full series: GET /api/v1/jobs/{id}/metrics)
+    metrics: dict[str, float]
+    model_version_id: int | None
+    error: str | None
+    params: dict[str, Any]
+    snapshot_ids: dict[str, int]
+    log_tail: str
+    cancel_requested: bool
+    rerun_of: int | None
+    created_by: str | None
+    worker: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+
+
+class ModelOut(BaseModel):
+    model_version_id: int
+    kind: str
+    name: str
+    parents: list[int]
+    path: str
+    metrics: dict[str, Any]
+    snapshot_ids: dict[str, int]
+    job_id: int | None
+    is_current: bool
+    created_at: datetime
+
+
+class WorkerOut(BaseModel):
+    hostname: str
+    queues: str
+    pid: int | None
+    started_at: datetime
+    last_seen: datetime
+    alive: bool

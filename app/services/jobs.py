@@ -1,0 +1,298 @@
+"""Training jobs: validate and launch, read with progress and metrics, cancel, re-run, and the
+crash sweep that fails jobs whose worker stopped sending heartbeats.
+
+A job row is the source of truth. The worker moves it queued -> running -> succeeded | failed |
+cancelled; the sweep (run by every worker, and lazily whenever jobs are read, so it also works
+with no worker alive) moves a running job whose heartbeat is older than
+``settings.job_heartbeat_timeout_s`` to failed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from app.config import get_settings
+from app.db import utcnow
+from app.models import Job, JobMetric, JobStatus, ModelVersion, Prompt, Snapshot, User
+from app.schemas.jobs import PARAMS_BY_KIND
+from app.services import Conflict, Invalid, NotFound, ServiceError
+from app.services.models_registry import POLICY_KINDS, check_base_model_name, require_kind
+
+ACTIVE = (JobStatus.queued.value, JobStatus.running.value)
+FINISHED = (JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.cancelled.value)
+RERUNNABLE = (JobStatus.failed.value, JobStatus.cancelled.value)
+
+
+class BrokerUnavailable(ServiceError):
+    status_code = 503
+
+
+# validation ------------------------------------------------------------------------------------
+
+
+def parse_params(kind: str, params: dict[str, Any]) -> BaseModel:
+    """The kind's schema applied to ``params``; a 422 naming the first bad field."""
+    schema = PARAMS_BY_KIND.get(kind)
+    if schema is None:
+        raise Invalid(f"unknown job kind {kind!r}; choose from {', '.join(PARAMS_BY_KIND)}", field="kind")
+    try:
+        return schema.model_validate(params)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(part) for part in err["loc"])
+        raise Invalid(f"{loc}: {err['msg']}", field=f"params.{loc}" if loc else "params") from None
+
+
+def _check_snapshot(session: Session, snapshot_id: int | None, dataset: str, field: str) -> None:
+    if snapshot_id is None:
+        return
+    snapshot = session.get(Snapshot, snapshot_id)
+    if snapshot is None:
+        raise Invalid(f"unknown snapshot {snapshot_id}", field=field)
+    if snapshot.dataset != dataset:
+        raise Invalid(
+            f"snapshot {snapshot_id} holds {snapshot.dataset}, expected {dataset}", field=field
+        )
+
+
+def check_references(session: Session, kind: str, p: Any) -> None:
+    """The model versions, snapshots and prompts a job names exist and fit their role."""
+    if kind == "sft":
+        if isinstance(p.base_model, int):
+            require_kind(session, p.base_model, POLICY_KINDS, "params.base_model")
+        else:
+            check_base_model_name(p.base_model, "params.base_model")
+        if p.rm_model_version_id is not None:
+            require_kind(session, p.rm_model_version_id, ("rm",), "params.rm_model_version_id")
+        _check_snapshot(session, p.train_snapshot_id, "demonstrations", "params.train_snapshot_id")
+        _check_snapshot(session, p.val_snapshot_id, "demonstrations", "params.val_snapshot_id")
+    elif kind == "rm":
+        require_kind(session, p.sft_model_version_id, ("sft",), "params.sft_model_version_id")
+        _check_snapshot(session, p.train_snapshot_id, "comparisons", "params.train_snapshot_id")
+        _check_snapshot(session, p.val_snapshot_id, "comparisons", "params.val_snapshot_id")
+    elif kind == "ppo":
+        require_kind(session, p.sft_model_version_id, ("sft", "ppo"), "params.sft_model_version_id")
+        require_kind(session, p.rm_model_version_id, ("rm",), "params.rm_model_version_id")
+        _check_snapshot(session, p.prompts_snapshot_id, "prompts", "params.prompts_snapshot_id")
+        if p.minibatch_size > p.rollout_batch_size:
+            raise Invalid(
+                "minibatch_size must not exceed rollout_batch_size", field="params.minibatch_size"
+            )
+    elif kind == "sample":
+        for i, version_id in enumerate(p.model_version_ids):
+            require_kind(session, version_id, POLICY_KINDS, f"params.model_version_ids.{i}")
+        if len(set(p.model_version_ids)) != len(p.model_version_ids):
+            raise Invalid("model_version_ids repeats a version", field="params.model_version_ids")
+        if p.prompt_ids:
+            found = set(
+                session.scalars(
+                    select(Prompt.id).where(Prompt.id.in_(p.prompt_ids), Prompt.status == "accepted")
+                )
+            )
+            missing = [i for i in p.prompt_ids if i not in found]
+            if missing:
+                raise Invalid(f"not accepted prompts: {missing[:10]}", field="params.prompt_ids")
+
+
+def validate_job(session: Session, kind: str, params: dict[str, Any]) -> BaseModel:
+    parsed = parse_params(kind, params)
+    check_references(session, kind, parsed)
+    return parsed
+
+
+# launching -------------------------------------------------------------------------------------
+
+
+def enqueue(job: Job) -> str:
+    """Send the job to its queue (gpu for training and sampling); returns the Celery task id."""
+    from app.worker.celery_app import RUN_JOB_TASK, current_celery, queue_for_kind
+
+    result = current_celery().send_task(RUN_JOB_TASK, args=[job.id], queue=queue_for_kind(job.kind))
+    return str(result.id)
+
+
+def create_job(
+    session: Session,
+    kind: str,
+    params: dict[str, Any],
+    created_by: User | None = None,
+    rerun_of: Job | None = None,
+) -> Job:
+    """Validate, store and enqueue a job. Commits: the worker must see the row it is sent."""
+    parsed = validate_job(session, kind, params)
+    job = Job(
+        kind=kind,
+        params=parsed.model_dump(mode="json"),
+        status=JobStatus.queued.value,
+        created_by_id=created_by.id if created_by else None,
+        rerun_of_id=rerun_of.id if rerun_of else None,
+    )
+    session.add(job)
+    session.commit()
+    try:
+        job.celery_task_id = enqueue(job)
+    except Exception as exc:  # the broker is down: say so instead of leaving a job queued forever
+        job.status = JobStatus.failed.value
+        job.error = f"could not reach the job broker: {type(exc).__name__}: {exc}"
+        job.finished_at = utcnow()
+        session.commit()
+        raise BrokerUnavailable(job.error) from None
+    session.commit()
+    return job
+
+
+def cancel_job(session: Session, job_id: int) -> Job:
+    """A queued job is cancelled at once; a running one stops at its next step."""
+    job = get_job(session, job_id)
+    if job.status == JobStatus.queued.value:
+        changed = session.execute(
+            update(Job)
+            .where(Job.id == job.id, Job.status == JobStatus.queued.value)
+            .values(status=JobStatus.cancelled.value, finished_at=utcnow(), cancel_requested=True)
+        ).rowcount
+        if changed:
+            session.refresh(job)
+            return job
+        session.refresh(job)
+    if job.status == JobStatus.running.value:
+        job.cancel_requested = True
+        session.flush()
+        return job
+    raise Conflict(f"job {job.id} is already {job.status}", field="status")
+
+
+def rerun_job(session: Session, job_id: int, created_by: User | None) -> Job:
+    job = get_job(session, job_id)
+    if job.status not in RERUNNABLE:
+        raise Conflict(
+            f"only failed or cancelled jobs can be re-run; job {job.id} is {job.status}",
+            field="status",
+        )
+    return create_job(session, job.kind, dict(job.params), created_by, rerun_of=job)
+
+
+# crash detection -------------------------------------------------------------------------------
+
+
+def sweep_stale_jobs(session: Session, now: datetime | None = None) -> list[int]:
+    """Fail every running job whose heartbeat is older than the timeout; returns their ids."""
+    timeout = get_settings().job_heartbeat_timeout_s
+    now = now or utcnow()
+    cutoff = now - timedelta(seconds=timeout)
+    stale = or_(
+        Job.heartbeat_at < cutoff, and_(Job.heartbeat_at.is_(None), Job.started_at < cutoff)
+    )
+    candidates = list(
+        session.execute(
+            select(Job.id, Job.worker).where(Job.status == JobStatus.running.value, stale)
+        )
+    )
+    failed = []
+    for job_id, worker in candidates:
+        reason = (
+            f"worker {worker or '?'} stopped sending heartbeats for more than {timeout:g}s "
+            "(the worker process died or was killed); re-run the job to try again"
+        )
+        changed = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.running.value, stale)
+            .values(status=JobStatus.failed.value, error=reason, finished_at=now)
+        ).rowcount
+        if changed:
+            failed.append(job_id)
+    return failed
+
+
+# reading ---------------------------------------------------------------------------------------
+
+
+def get_job(session: Session, job_id: int) -> Job:
+    if sweep_stale_jobs(session):
+        session.commit()
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} not found", field="job_id")
+    session.refresh(job)
+    return job
+
+
+def list_jobs(session: Session, limit: int = 100, status: str | None = None) -> list[Job]:
+    if sweep_stale_jobs(session):
+        session.commit()
+    query = select(Job).order_by(Job.id.desc()).limit(limit)
+    if status is not None:
+        query = query.where(Job.status == status)
+    return list(session.scalars(query))
+
+
+def latest_metrics(session: Session, job_id: int) -> dict[str, float]:
+    last = (
+        select(func.max(JobMetric.id))
+        .where(JobMetric.job_id == job_id)
+        .group_by(JobMetric.name)
+        .scalar_subquery()
+    )
+    rows = session.execute(
+        select(JobMetric.name, JobMetric.value).where(JobMetric.id.in_(last)).order_by(JobMetric.name)
+    )
+    return {name: value for name, value in rows}
+
+
+def metric_series(session: Session, job_id: int) -> dict[str, list[tuple[int, float]]]:
+    series: dict[str, list[tuple[int, float]]] = {}
+    rows = session.execute(
+        select(JobMetric.name, JobMetric.step, JobMetric.value)
+        .where(JobMetric.job_id == job_id)
+        .order_by(JobMetric.id)
+    )
+    for name, step, value in rows:
+        series.setdefault(name, []).append((step, value))
+    return series
+
+
+def eta_seconds(job: Job, now: datetime | None = None) -> float | None:
+    if job.status != JobStatus.running.value or not job.started_at or job.progress_step <= 0:
+        return None
+    elapsed = ((now or utcnow()) - job.started_at).total_seconds()
+    remaining = max(job.progress_total - job.progress_step, 0)
+    return round(elapsed / job.progress_step * remaining, 1)
+
+
+def model_version_of(session: Session, job_id: int) -> int | None:
+    return session.scalars(select(ModelVersion.id).where(ModelVersion.job_id == job_id)).first()
+
+
+def job_view(session: Session, job: Job) -> dict[str, Any]:
+    """The JSON API's view of a job."""
+    total = job.progress_total
+    creator = session.get(User, job.created_by_id) if job.created_by_id else None
+    return {
+        "job_id": job.id,
+        "kind": job.kind,
+        "status": job.status,
+        "progress": {
+            "step": job.progress_step,
+            "total": total,
+            "fraction": round(job.progress_step / total, 4) if total else 0.0,
+            "eta_s": eta_seconds(job),
+        },
+        "metrics": latest_metrics(session, job.id),
+        "model_version_id": model_version_of(session, job.id),
+        "error": job.error,
+        "params": job.params,
+        "snapshot_ids": job.snapshot_ids or {},
+        "log_tail": job.log_tail,
+        "cancel_requested": job.cancel_requested,
+        "rerun_of": job.rerun_of_id,
+        "created_by": creator.username if creator else None,
+        "worker": job.worker,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "heartbeat_at": job.heartbeat_at,
+    }

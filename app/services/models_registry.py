@@ -1,0 +1,140 @@
+"""The model registry: base models, and the SFT / RM / PPO versions training jobs produce.
+
+Lineage is kept as parent ids: base -> SFT -> RM, and SFT + RM -> PPO. Researchers mark one
+policy (base, SFT or PPO) as current: the one whose outputs go to labelers next.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from app.models import ModelVersion
+from app.services import Invalid, NotFound
+
+POLICY_KINDS = ("base", "sft", "ppo")
+KIND_LABELS = {"base": "base model", "sft": "SFT policy", "rm": "reward model", "ppo": "PPO policy"}
+TINY = "tiny"
+# a Hugging Face hub ID: "name" or "org/name"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def list_versions(session: Session, kind: str | None = None) -> list[ModelVersion]:
+    query = select(ModelVersion).order_by(ModelVersion.id.desc())
+    if kind is not None:
+        query = query.where(ModelVersion.kind == kind)
+    return list(session.scalars(query))
+
+
+def get_version(session: Session, version_id: int, field: str | None = None) -> ModelVersion:
+    version = session.get(ModelVersion, version_id)
+    if version is None:
+        raise NotFound(f"model version {version_id} not found", field=field)
+    return version
+
+
+def require_kind(
+    session: Session, version_id: int, kinds: tuple[str, ...], field: str
+) -> ModelVersion:
+    """The version, or a 422 naming the field when it is unknown or of the wrong kind (an RM
+    given where a policy is expected, say)."""
+    version = session.get(ModelVersion, version_id)
+    if version is None:
+        raise Invalid(f"unknown model version {version_id}", field=field)
+    if version.kind not in kinds:
+        wanted = " or ".join(KIND_LABELS[k] for k in kinds)
+        raise Invalid(
+            f"model version {version_id} is a {KIND_LABELS.get(version.kind, version.kind)}, "
+            f"expected a {wanted}",
+            field=field,
+        )
+    return version
+
+
+def check_base_model_name(name: str, field: str) -> None:
+    """A base model given by name must be "tiny", an existing local path or a hub ID."""
+    if name == TINY:
+        return
+    looks_like_path = name.startswith(("/", ".", "~")) or name.count("/") > 1
+    if looks_like_path:
+        if not Path(name).expanduser().exists():
+            raise Invalid(f"no model directory at {name}", field=field)
+        return
+    if not _HUB_ID.match(name):
+        raise Invalid(
+            f"{name!r} is neither 'tiny', a local path, a hub ID nor a model version id",
+            field=field,
+        )
+
+
+def ensure_base_version(session: Session, name_or_path: str) -> ModelVersion:
+    """The registered base version for a hub ID / path / "tiny", created on first use."""
+    existing = session.scalars(
+        select(ModelVersion)
+        .where(ModelVersion.kind == "base", ModelVersion.path == name_or_path)
+        .order_by(ModelVersion.id)
+    ).first()
+    if existing is not None:
+        return existing
+    version = ModelVersion(kind="base", name=name_or_path, path=name_or_path, parent_ids=[])
+    session.add(version)
+    session.flush()
+    return version
+
+
+def register_version(
+    session: Session,
+    *,
+    kind: str,
+    path: str,
+    parent_ids: list[int],
+    metrics: dict[str, Any],
+    snapshot_ids: dict[str, int],
+    job_id: int | None,
+) -> ModelVersion:
+    version = ModelVersion(
+        kind=kind,
+        name=f"{kind}-{job_id}" if job_id is not None else kind,
+        path=path,
+        parent_ids=parent_ids,
+        metrics=metrics,
+        snapshot_ids=snapshot_ids,
+        job_id=job_id,
+    )
+    session.add(version)
+    session.flush()
+    return version
+
+
+def mark_current(session: Session, version_id: int) -> ModelVersion:
+    """Make ``version_id`` the current policy (exactly one is current)."""
+    version = require_kind(session, version_id, POLICY_KINDS, "model_version_id")
+    session.execute(
+        update(ModelVersion).where(ModelVersion.id != version.id).values(is_current=False)
+    )
+    version.is_current = True
+    session.flush()
+    return version
+
+
+def current_policy(session: Session) -> ModelVersion | None:
+    return session.scalars(select(ModelVersion).where(ModelVersion.is_current)).first()
+
+
+def version_view(version: ModelVersion) -> dict[str, Any]:
+    return {
+        "model_version_id": version.id,
+        "kind": version.kind,
+        "name": version.name,
+        "parents": list(version.parent_ids or []),
+        "path": version.path,
+        "metrics": version.metrics or {},
+        "snapshot_ids": version.snapshot_ids or {},
+        "job_id": version.job_id,
+        "is_current": version.is_current,
+        "created_at": version.created_at,
+    }

@@ -1,0 +1,117 @@
+"""Multi-GPU jobs: the worker runs the trainer under ``accelerate launch`` as a subprocess
+and streams its progress back by tailing the trainer's ``metrics.jsonl``.
+
+Parent side: ``run_under_accelerate``. Child side (every launched process):
+``python -m app.worker.launch <spec.json>`` calls the trainer function; the main process
+writes the final metrics to ``result.json``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from app.config import get_settings
+from trainer.callbacks import Progress
+
+POLL_S = 0.5
+CONFIG_CLASSES = {
+    "trainer.sft:train_sft": "SFTConfig",
+    "trainer.reward:train_reward_model": "RMConfig",
+    "trainer.ppo:train_ppo": "PPOConfig",
+}
+
+
+def launch_command(spec_path: Path, num_processes: int) -> list[str]:
+    config_file = get_settings().accelerate_config
+    topology = ["--config_file", config_file] if config_file else ["--multi_gpu"]
+    return [
+        sys.executable, "-m", "accelerate.commands.launch", *topology,
+        "--num_processes", str(num_processes),
+        "-m", "app.worker.launch", str(spec_path),
+    ]  # fmt: skip
+
+
+def _new_rows(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
+    """Complete JSON lines appended to ``path`` since ``offset`` (a half-written line waits)."""
+    if not path.exists():
+        return [], offset
+    with path.open("rb") as fh:
+        fh.seek(offset)
+        data = fh.read()
+    end = data.rfind(b"\n") + 1
+    rows = [json.loads(line) for line in data[:end].splitlines() if line.strip()]
+    return rows, offset + end
+
+
+def _progress_of(row: dict[str, Any]) -> Progress:
+    metrics = {
+        k: float(v)
+        for k, v in row.items()
+        if k not in {"step", "total", "time", "message"} and isinstance(v, int | float)
+    }
+    return Progress(int(row["step"]), int(row["total"]), metrics, str(row.get("message", "")))
+
+
+def run_under_accelerate(
+    ctx: Any, function: str, hyper: dict[str, Any], kwargs: dict[str, Any], num_processes: int
+) -> dict[str, float]:
+    from app.worker.runners import JobFailed
+
+    out = Path(kwargs["output_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("metrics.jsonl", "result.json"):
+        (out / stale).unlink(missing_ok=True)
+    spec_path = out / "launch.json"
+    spec_path.write_text(json.dumps({"function": function, "config": hyper, "kwargs": kwargs}))
+    log_path = out / "launch.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            launch_command(spec_path, num_processes), stdout=log_file, stderr=subprocess.STDOUT
+        )
+        offset = 0
+        try:
+            while True:
+                finished = proc.poll() is not None
+                rows, offset = _new_rows(out / "metrics.jsonl", offset)
+                for row in rows:
+                    ctx.reporter(_progress_of(row))  # raises JobCancelled when asked to stop
+                if finished:
+                    break
+                time.sleep(POLL_S)
+        except BaseException:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+    if proc.returncode != 0:
+        tail = deque(log_path.read_text(errors="replace").splitlines(), maxlen=8)
+        for line in tail:
+            ctx.reporter.log(line)
+        raise JobFailed(f"accelerate launch exited with {proc.returncode}: {tail[-1] if tail else ''}")
+    return json.loads((out / "result.json").read_text())
+
+
+def main(spec_file: str) -> None:
+    spec = json.loads(Path(spec_file).read_text())
+    module_name, _, name = spec["function"].partition(":")
+    fn = getattr(importlib.import_module(module_name), name)
+    config_cls = getattr(importlib.import_module("trainer.config"), CONFIG_CLASSES[spec["function"]])
+    metrics = fn(**spec["kwargs"], config=config_cls.from_dict(spec["config"]))
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        result = Path(spec["kwargs"]["output_dir"]) / "result.json"
+        result.write_text(json.dumps(metrics))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

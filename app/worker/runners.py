@@ -1,0 +1,332 @@
+"""What each job kind does: pull its data snapshots through the export service, call the
+trainer, and describe the result to register (the task in tasks.py commits it atomically with
+the job's final status).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session
+
+from app.config import get_settings
+from app.db import get_sessionmaker
+from app.models import Job, ModelVersion, Prompt, Snapshot, Task, TaskKind, User
+from app.schemas.jobs import TRAINER_CONFIG_BY_KIND, trainer_hyperparameters
+from app.services.models_registry import ensure_base_version, get_version
+from app.worker.reporting import JobReporter
+
+log = logging.getLogger(__name__)
+
+
+class JobFailed(Exception):
+    """A failure with a message meant for the researcher (no traceback needed)."""
+
+
+@dataclass
+class JobContext:
+    job_id: int
+    kind: str
+    params: Any
+    created_by_id: int | None
+    reporter: JobReporter
+    snapshot_ids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def output_dir(self) -> Path:
+        return get_settings().artifacts_path / "models" / f"{self.kind}-{self.job_id}"
+
+
+@dataclass
+class Outcome:
+    """A finished job's result: a model version to register and/or database writes to make
+    in the same transaction that marks the job succeeded."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    model_kind: str | None = None
+    model_path: str | None = None
+    parent_ids: list[int] = field(default_factory=list)
+    apply: Callable[[Session, Job], None] | None = None
+
+
+def _session() -> Session:
+    return get_sessionmaker()()
+
+
+def _creator(session: Session, ctx: JobContext) -> User | None:
+    return session.get(User, ctx.created_by_id) if ctx.created_by_id else None
+
+
+def take_snapshot(
+    ctx: JobContext,
+    role: str,
+    dataset: str,
+    split: str | None,
+    fmt: str | None = None,
+    given_id: int | None = None,
+    prompts_dataset: str | None = None,
+) -> Snapshot:
+    """The given snapshot, or a new one of the current data through the export service."""
+    from app.schemas.export import ExportFilters
+    from app.services.export import create_snapshot
+
+    with _session() as session:
+        if given_id is not None:
+            snapshot = session.get(Snapshot, given_id)
+            if snapshot is None:
+                raise JobFailed(f"snapshot {given_id} no longer exists")
+        else:
+            filters = ExportFilters(
+                split=split, dataset=prompts_dataset, **ctx.params.filters.model_dump()
+            )
+            snapshot = create_snapshot(session, dataset, filters, fmt, _creator(session, ctx))
+            session.commit()
+        ctx.snapshot_ids[role] = snapshot.id
+        ctx.reporter.log(f"{role} data: snapshot {snapshot.id} ({snapshot.row_count} {dataset})")
+        return snapshot
+
+
+def _optional(snapshot: Snapshot) -> str | None:
+    return snapshot.path if snapshot.row_count else None
+
+
+def _model_path(version_id: int) -> str:
+    with _session() as session:
+        return get_version(session, version_id).path
+
+
+def _call_trainer(ctx: JobContext, function: str, **kwargs: Any) -> dict[str, float]:
+    """Run a trainer function in this process, or under `accelerate launch` on num_gpus."""
+    hyper = trainer_hyperparameters(ctx.kind, ctx.params)
+    meta = {"job_id": ctx.job_id, "data_snapshot": dict(ctx.snapshot_ids)}
+    if ctx.params.num_gpus > 1:
+        from app.worker.launch import run_under_accelerate
+
+        ctx.reporter.log(f"launching {function} on {ctx.params.num_gpus} processes")
+        return run_under_accelerate(
+            ctx, function, hyper, dict(kwargs, meta=meta), ctx.params.num_gpus
+        )
+    import importlib
+
+    module_name, _, name = function.partition(":")
+    fn = getattr(importlib.import_module(module_name), name)
+    config = TRAINER_CONFIG_BY_KIND[ctx.kind].from_dict(hyper)
+    return fn(**kwargs, config=config, progress=ctx.reporter, meta=meta)
+
+
+def run_sft(ctx: JobContext) -> Outcome:
+    p = ctx.params
+    with _session() as session:
+        if isinstance(p.base_model, int):
+            base = get_version(session, p.base_model)
+        else:
+            base = ensure_base_version(session, p.base_model)
+            session.commit()
+        base_id, base_path = base.id, base.path
+    train = take_snapshot(ctx, "train", "demonstrations", "train", given_id=p.train_snapshot_id)
+    if not train.row_count:
+        raise JobFailed("no demonstrations in the train split yet: label some first")
+    val = take_snapshot(ctx, "val", "demonstrations", "val", given_id=p.val_snapshot_id)
+    reward_model = _model_path(p.rm_model_version_id) if p.rm_model_version_id else None
+    metrics = _call_trainer(
+        ctx,
+        "trainer.sft:train_sft",
+        model=base_path,
+        train=train.path,
+        val=_optional(val),
+        reward_model=reward_model,
+        output_dir=str(ctx.output_dir),
+    )
+    return Outcome(metrics, "sft", str(ctx.output_dir), [base_id])
+
+
+def run_rm(ctx: JobContext) -> Outcome:
+    p = ctx.params
+    sft_path = _model_path(p.sft_model_version_id)
+    train = take_snapshot(
+        ctx, "train", "comparisons", "train", "rankings", given_id=p.train_snapshot_id
+    )
+    if not train.row_count:
+        raise JobFailed("no rankings in the train split yet: label some ranking tasks first")
+    val = take_snapshot(ctx, "val", "comparisons", "val", "rankings", given_id=p.val_snapshot_id)
+    # labeler demonstrations score 0 on average after training (the method's RM bias)
+    demos = take_snapshot(ctx, "demonstrations", "demonstrations", "train")
+    metrics = _call_trainer(
+        ctx,
+        "trainer.reward:train_reward_model",
+        model=sft_path,
+        train=train.path,
+        val=_optional(val),
+        demonstrations=_optional(demos),
+        output_dir=str(ctx.output_dir),
+    )
+    return Outcome(metrics, "rm", str(ctx.output_dir), [p.sft_model_version_id])
+
+
+def _pretrain_texts(ctx: JobContext) -> str | None:
+    """PPO-ptx's pre-training texts: the demonstrations as plain text (prompt then response),
+    since the platform holds no pre-training corpus of its own."""
+    from trainer.data import read_jsonl, write_jsonl
+
+    demos = take_snapshot(ctx, "pretrain", "demonstrations", "train")
+    if not demos.row_count:
+        return None
+    path = ctx.output_dir.parent / f".ptx-{ctx.job_id}.jsonl"
+    rows = read_jsonl(demos.path)
+    write_jsonl(path, ({"text": f"{r['prompt']}\n{r['completion']}"} for r in rows))
+    return str(path)
+
+
+def run_ppo(ctx: JobContext) -> Outcome:
+    p = ctx.params
+    policy_path = _model_path(p.sft_model_version_id)
+    rm_path = _model_path(p.rm_model_version_id)
+    prompts = take_snapshot(
+        ctx,
+        "prompts",
+        "prompts",
+        "train",
+        given_id=p.prompts_snapshot_id,
+        prompts_dataset="ppo" if p.api_prompts_only else None,
+    )
+    if not prompts.row_count:
+        raise JobFailed("no prompts for PPO in the train split (API prompts only by default)")
+    pretrain = _pretrain_texts(ctx) if p.ptx_coef > 0 else None
+    if p.ptx_coef > 0 and pretrain is None:
+        raise JobFailed("PPO-ptx (ptx_coef > 0) needs demonstrations as pre-training texts")
+    metrics = _call_trainer(
+        ctx,
+        "trainer.ppo:train_ppo",
+        policy=policy_path,
+        reward_model=rm_path,
+        prompts=prompts.path,
+        pretrain_texts=pretrain,
+        output_dir=str(ctx.output_dir),
+    )
+    return Outcome(
+        metrics, "ppo", str(ctx.output_dir), [p.sft_model_version_id, p.rm_model_version_id]
+    )
+
+
+def _prompts_to_sample(session: Session, p: Any) -> list[tuple[int, str]]:
+    if p.prompt_ids:
+        rows = session.execute(select(Prompt.id, Prompt.text).where(Prompt.id.in_(p.prompt_ids)))
+        return sorted(rows, key=lambda r: p.prompt_ids.index(r[0]))[: p.prompt_count]
+    has_ranking_task = exists().where(Task.prompt_id == Prompt.id, Task.kind == TaskKind.ranking)
+    query = (
+        select(Prompt.id, Prompt.text)
+        .where(Prompt.status == "accepted", Prompt.split == p.split, ~has_ranking_task)
+        .order_by(Prompt.id)
+        .limit(p.prompt_count)
+    )
+    return [(row[0], row[1]) for row in session.execute(query)]
+
+
+def run_sample(ctx: JobContext) -> Outcome:
+    """K completions per prompt shared round-robin between the model versions, then one
+    ranking task per prompt for the labelers."""
+    from trainer.config import SampleConfig
+    from trainer.sample import sample_completions
+
+    p = ctx.params
+    with _session() as session:
+        prompts = _prompts_to_sample(session, p)
+        versions = [(v, get_version(session, v).path) for v in p.model_version_ids]
+    if not prompts:
+        raise JobFailed(f"no accepted {p.split} prompts without a ranking task to sample for")
+    share = [p.k // len(versions) + (i < p.k % len(versions)) for i in range(len(versions))]
+    total_batches = sum(math.ceil(len(prompts) * n / p.batch_size) for n in share if n)
+    config = SampleConfig.from_dict(trainer_hyperparameters("sample", p))
+    by_prompt: dict[int, list[dict[str, Any]]] = {pid: [] for pid, _ in prompts}
+    done = 0
+    for (version_id, path), n in zip(versions, share, strict=True):
+        if not n:
+            continue
+        ctx.reporter.offset, ctx.reporter.scale_total = done, total_batches
+        ctx.reporter.log(f"sampling {n} per prompt from model version {version_id}")
+        records = sample_completions(
+            path, [text for _, text in prompts], n, config, progress=ctx.reporter
+        )
+        done += math.ceil(len(prompts) * n / p.batch_size)
+        for i, record in enumerate(records):
+            text = record["completion"] if record["completion"].strip() else "(empty response)"
+            by_prompt[prompts[i // n][0]].append(
+                {"text": text, "origin": f"model:{version_id}", "model_version_id": version_id}
+            )
+
+    def create_tasks(session: Session, job: Job) -> None:
+        from app.services.completions import add_completions, create_ranking_task
+
+        creator = _creator(session, ctx)
+        for prompt_id, items in by_prompt.items():
+            completions = add_completions(session, prompt_id, items)
+            create_ranking_task(
+                session, prompt_id, [c.id for c in completions], p.overlap, job.id, creator
+            )
+
+    metrics = {"prompts": float(len(prompts)), "completions": float(len(prompts) * p.k)}
+    return Outcome(metrics, apply=create_tasks)
+
+
+def run_export_snapshot(ctx: JobContext) -> Outcome:
+    from app.schemas.export import ExportFilters
+    from app.services.export import create_snapshot
+
+    p = ctx.params
+    filters = ExportFilters(split=p.split, dataset=p.prompts_dataset, **p.filters.model_dump())
+    with _session() as session:
+        snapshot = create_snapshot(session, p.dataset, filters, p.format, _creator(session, ctx))
+        session.commit()
+        ctx.snapshot_ids["snapshot"] = snapshot.id
+        ctx.reporter.log(f"snapshot {snapshot.id}: {snapshot.row_count} rows, {snapshot.sha256}")
+        return Outcome({"rows": float(snapshot.row_count)})
+
+
+RUNNERS: dict[str, Callable[[JobContext], Outcome]] = {
+    "sft": run_sft,
+    "rm": run_rm,
+    "ppo": run_ppo,
+    "sample": run_sample,
+    "export-snapshot": run_export_snapshot,
+}
+
+
+def parse_stored_params(kind: str, params: dict[str, Any]) -> BaseModel:
+    from app.schemas.jobs import PARAMS_BY_KIND
+
+    return PARAMS_BY_KIND[kind].model_validate(params)
+
+
+def finite_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for name, value in metrics.items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(number):
+            out[name] = number
+    return out
+
+
+def register(session: Session, job: Job, outcome: Outcome) -> ModelVersion | None:
+    from app.services.models_registry import register_version
+
+    if outcome.model_kind is None or outcome.model_path is None:
+        return None
+    return register_version(
+        session,
+        kind=outcome.model_kind,
+        path=outcome.model_path,
+        parent_ids=outcome.parent_ids,
+        metrics=finite_metrics(outcome.metrics),
+        snapshot_ids=dict(job.snapshot_ids or {}),
+        job_id=job.id,
+    )

@@ -1,0 +1,135 @@
+"""The jobs API without a worker: validation (422s), the lifecycle rules, the crash sweep, the
+model registry. Runs on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from app.db import get_sessionmaker, utcnow
+from app.models import Job, ModelVersion
+
+
+def _version(kind: str, parents: list[int] | None = None, path: str = "tiny") -> int:
+    with get_sessionmaker()() as s:
+        v = ModelVersion(kind=kind, name=kind, path=path, parent_ids=parents or [])
+        s.add(v)
+        s.commit()
+        return v.id
+
+
+@pytest.fixture
+def api(api_as):  # type: ignore[no-untyped-def]
+    return api_as("researcher")
+
+
+def test_sft_job_is_queued_with_the_methods_defaults(api) -> None:  # type: ignore[no-untyped-def]
+    r = api.post("/api/v1/jobs", json={"kind": "sft", "params": {"base_model": "tiny"}})
+    assert r.status_code == 201, r.text
+    job = api.get(f"/api/v1/jobs/{r.json()['job_id']}").json()
+    assert job["status"] == "queued" and job["kind"] == "sft"
+    assert job["params"]["epochs"] == 16 and job["params"]["residual_dropout"] == 0.2
+    assert job["progress"] == {"step": 0, "total": 0, "fraction": 0.0, "eta_s": None}
+    assert job["model_version_id"] is None and job["error"] is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "field"),
+    [
+        ("sample", {"model_version_ids": ["SFT"], "k": 3, "prompt_count": 2}, "params.k"),
+        ("sample", {"model_version_ids": ["SFT"], "k": 10, "prompt_count": 2}, "params.k"),
+        ("sample", {"model_version_ids": ["RM"], "k": 4, "prompt_count": 2}, "params.model_version_ids.0"),
+        ("sample", {"model_version_ids": [999], "k": 4, "prompt_count": 2}, "params.model_version_ids.0"),
+        ("ppo", {"sft_model_version_id": "RM", "rm_model_version_id": "RM"}, "params.sft_model_version_id"),
+        ("ppo", {"sft_model_version_id": "SFT", "rm_model_version_id": "SFT"}, "params.rm_model_version_id"),
+        ("rm", {"sft_model_version_id": "RM"}, "params.sft_model_version_id"),
+        ("rm", {"sft_model_version_id": 12345}, "params.sft_model_version_id"),
+        ("sft", {"base_model": "RM"}, "params.base_model"),
+        ("sft", {"base_model": "/no/such/dir"}, "params.base_model"),
+        ("sft", {"base_model": "tiny", "epochs": 0}, "params.epochs"),
+        ("sft", {"base_model": "tiny", "lerning_rate": 1}, "params.lerning_rate"),
+        ("sft", {}, "params.base_model"),
+        ("ppo", {"sft_model_version_id": "SFT", "rm_model_version_id": "RM", "kl_coef": -1}, "params.kl_coef"),
+    ],
+)
+def test_bad_combinations_are_422_naming_the_field(api, kind, params, field) -> None:  # type: ignore[no-untyped-def]
+    base = _version("base")
+    ids = {"SFT": _version("sft", [base]), "RM": _version("rm")}
+    resolved = {
+        k: ([ids.get(x, x) for x in v] if isinstance(v, list) else ids.get(v, v) if isinstance(v, str) else v)
+        for k, v in params.items()
+    }
+    r = api.post("/api/v1/jobs", json={"kind": kind, "params": resolved})
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == field
+    with get_sessionmaker()() as s:
+        assert s.query(Job).count() == 0  # nothing half-created
+
+
+def test_unknown_kind_is_422(api) -> None:  # type: ignore[no-untyped-def]
+    r = api.post("/api/v1/jobs", json={"kind": "dpo", "params": {}})
+    assert r.status_code == 422
+
+
+def test_cancel_queued_then_rerun_with_the_same_params(api) -> None:  # type: ignore[no-untyped-def]
+    job_id = api.post(
+        "/api/v1/jobs", json={"kind": "sft", "params": {"base_model": "tiny", "epochs": 2}}
+    ).json()["job_id"]
+    r = api.post(f"/api/v1/jobs/{job_id}/cancel")
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert api.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 409
+    r = api.post(f"/api/v1/jobs/{job_id}/rerun")
+    assert r.status_code == 201
+    again = api.get(f"/api/v1/jobs/{r.json()['job_id']}").json()
+    assert again["status"] == "queued" and again["rerun_of"] == job_id
+    assert again["params"] == api.get(f"/api/v1/jobs/{job_id}").json()["params"]
+    assert api.post(f"/api/v1/jobs/{again['job_id']}/rerun").status_code == 409
+
+
+def test_running_job_with_stale_heartbeat_is_failed_when_read(api) -> None:  # type: ignore[no-untyped-def]
+    job_id = api.post("/api/v1/jobs", json={"kind": "sft", "params": {"base_model": "tiny"}}).json()[
+        "job_id"
+    ]
+    with get_sessionmaker()() as s:
+        job = s.get(Job, job_id)
+        job.status, job.worker = "running", "gpu@dead-host"
+        job.started_at = job.heartbeat_at = utcnow() - timedelta(minutes=5)
+        s.commit()
+    job = api.get(f"/api/v1/jobs/{job_id}").json()
+    assert job["status"] == "failed"
+    assert "gpu@dead-host" in job["error"] and "heartbeat" in job["error"]
+    assert api.post(f"/api/v1/jobs/{job_id}/rerun").status_code == 201
+
+
+def test_fresh_heartbeat_keeps_a_running_job_running(api) -> None:  # type: ignore[no-untyped-def]
+    job_id = api.post("/api/v1/jobs", json={"kind": "sft", "params": {"base_model": "tiny"}}).json()[
+        "job_id"
+    ]
+    with get_sessionmaker()() as s:
+        job = s.get(Job, job_id)
+        job.status, job.started_at, job.heartbeat_at = "running", utcnow(), utcnow()
+        s.commit()
+    assert api.get(f"/api/v1/jobs/{job_id}").json()["status"] == "running"
+    r = api.post(f"/api/v1/jobs/{job_id}/cancel")
+    assert r.json()["status"] == "running" and r.json()["cancel_requested"] is True
+
+
+def test_models_registry_and_mark_current(api) -> None:  # type: ignore[no-untyped-def]
+    base = _version("base")
+    sft = _version("sft", [base])
+    rm = _version("rm", [sft])
+    models = {m["model_version_id"]: m for m in api.get("/api/v1/models").json()}
+    assert models[rm]["parents"] == [sft] and models[sft]["kind"] == "sft"
+    assert api.post(f"/api/v1/models/{rm}/current").status_code == 422  # an RM is no policy
+    assert api.post("/api/v1/models/999/current").status_code == 404
+    assert api.post(f"/api/v1/models/{sft}/current").json()["is_current"] is True
+    assert api.post(f"/api/v1/models/{base}/current").status_code == 200
+    current = [m["model_version_id"] for m in api.get("/api/v1/models").json() if m["is_current"]]
+    assert current == [base]
+
+
+def test_labelers_cannot_touch_jobs(api_as) -> None:  # type: ignore[no-untyped-def]
+    labeler = api_as("labeler")
+    assert labeler.post("/api/v1/jobs", json={"kind": "sft", "params": {"base_model": "tiny"}}).status_code == 403
+    assert labeler.get("/api/v1/models").status_code == 403
