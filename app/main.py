@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
-from app.api import system
+from app.api import export, system
 from app.api import jobs as jobs_api
 from app.config import get_settings
 from app.deps import CSRFError, Forbidden, NotAuthenticated, csrf_protect
@@ -16,7 +16,7 @@ from app.services import ServiceError
 from app.web import auth, home
 from app.web.templating import ROOT, render
 
-ROUTERS = [system.router, auth.router, home.router, jobs_api.router]
+ROUTERS = [system.router, auth.router, home.router, export.router, jobs_api.router]
 
 
 def _wants_json(request: Request) -> bool:

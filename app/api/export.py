@@ -1,0 +1,203 @@
+"""Export API: labeled data out, streamed, and frozen snapshots of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse, StreamingResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.db import get_session
+from app.deps import Principal, researcher
+from app.models import Snapshot, User
+from app.schemas.export import ExportFilters, SnapshotOut, SnapshotRequest, parse_filters
+from app.services import Invalid, NotFound
+from app.services.export import ExportStream, create_snapshot
+from app.services.export_formats import OUTPUTS, choose_output, encode
+
+router = APIRouter(prefix="/api/v1/export", tags=["export"])
+
+
+def filter_params(
+    split: str | None = Query(None, description="train, val or test"),
+    since: str | None = Query(None, description="created at or after (ISO 8601; UTC if no zone)"),
+    until: str | None = Query(None, description="created before (ISO 8601)"),
+    use_case: str | None = Query(None, description="the prompt's use case, e.g. Generation"),
+    labeler_id: str | None = Query(None, description="only this labeler's labels (a user id)"),
+    labeler: str | None = Query(None, description="the same by username"),
+    include_held_out_labelers: str | None = Query(
+        None, description="true: include held-out labelers' work (default false)"
+    ),
+    after: str | None = Query(None, description="resume after this record id (pairs: pair_id)"),
+) -> None:
+    """Documents the filters in the OpenAPI schema; ``_filters`` reads and checks them
+    (all strings here, so every bad value gets the same ``{"detail", "field"}`` 422)."""
+
+
+# query parameters every export takes besides the filters
+_CONTROL = {"format", "output", "labeler"}
+
+
+def _filters(request: Request, session: Session) -> ExportFilters:
+    """The filters of the query string; unknown or repeated parameters are a 422."""
+    params = request.query_params
+    allowed = set(ExportFilters.model_fields) | _CONTROL
+    for name in params:
+        if name not in allowed:
+            raise Invalid(f"unknown parameter {name!r}", field=name)
+        if len(params.getlist(name)) > 1:
+            raise Invalid(f"{name} given more than once", field=name)
+    values: dict[str, Any] = {k: v for k, v in params.items() if k not in _CONTROL}
+    username = params.get("labeler")
+    if username is not None:
+        if "labeler_id" in values:
+            raise Invalid("give labeler or labeler_id, not both", field="labeler")
+        user_id = session.scalar(select(User.id).where(User.username == username))
+        if user_id is None:
+            raise Invalid(f"no user named {username!r}", field="labeler")
+        values["labeler_id"] = user_id
+    return parse_filters(values)
+
+
+def _stream(request: Request, session: Session, kind: str) -> StreamingResponse:
+    filters = _filters(request, session)
+    chosen = choose_output(request.query_params.get("output"), request.headers.get("accept"))
+    # the request's session lives until the response is sent; end its transaction so it
+    # holds no lock (SQLite) while the stream reads on a session of its own
+    session.commit()
+    stream = ExportStream(kind, filters, request.query_params.get("format"))
+    media_type, suffix = OUTPUTS[chosen]
+    name = "-".join(p for p in (kind, stream.fmt, filters.split and filters.split.value) if p)
+    headers = {
+        "X-Total-Count": str(stream.count),
+        "Content-Disposition": f'attachment; filename="{name}.{suffix}"',
+        "Cache-Control": "no-store",
+    }
+    body = encode(stream, chosen, kind, stream.fmt)
+    return StreamingResponse(body, media_type=media_type, headers=headers)
+
+
+_OUTPUT_DOC = "ndjson (default), json (an array) or parquet; or send an Accept header"
+
+
+@router.get("/comparisons")
+def export_comparisons(
+    request: Request,
+    format: str | None = Query(None, description="rankings (default) or pairs"),
+    output: str | None = Query(None, description=_OUTPUT_DOC),
+    _filters_doc: None = Depends(filter_params),
+    session: Session = Depends(get_session),
+    _: Principal = Depends(researcher),
+) -> StreamingResponse:
+    """Rankings (one record per submitted ranking) or pairs (one per better/worse pair)."""
+    return _stream(request, session, "comparisons")
+
+
+@router.get("/demonstrations")
+def export_demonstrations(
+    request: Request,
+    output: str | None = Query(None, description=_OUTPUT_DOC),
+    _filters_doc: None = Depends(filter_params),
+    session: Session = Depends(get_session),
+    _: Principal = Depends(researcher),
+) -> StreamingResponse:
+    """Labeler demonstrations as prompt/completion records (the SFT data set)."""
+    return _stream(request, session, "demonstrations")
+
+
+@router.get("/prompts")
+def export_prompts(
+    request: Request,
+    dataset: str | None = Query(None, description="ppo: API prompts only (the PPO data set)"),
+    output: str | None = Query(None, description=_OUTPUT_DOC),
+    _filters_doc: None = Depends(filter_params),
+    session: Session = Depends(get_session),
+    _: Principal = Depends(researcher),
+) -> StreamingResponse:
+    """Accepted prompts, no labels needed."""
+    return _stream(request, session, "prompts")
+
+
+def _snapshot_out(snapshot: Snapshot) -> SnapshotOut:
+    path = Path(snapshot.path)
+    return SnapshotOut(
+        snapshot_id=snapshot.id,
+        export=snapshot.dataset,
+        format=snapshot.format,
+        filters=snapshot.filters,
+        row_count=snapshot.row_count,
+        sha256=snapshot.sha256,
+        bytes=path.stat().st_size if path.exists() else None,
+        created_by_id=snapshot.created_by_id,
+        created_at=snapshot.created_at,
+        download_url=f"/api/v1/export/snapshots/{snapshot.id}/download",
+    )
+
+
+@router.post("/snapshots", status_code=201, response_model=SnapshotOut)
+def create_export_snapshot(
+    body: SnapshotRequest,
+    session: Session = Depends(get_session),
+    principal: Principal = Depends(researcher),
+) -> SnapshotOut:
+    """Freeze an export to a content-hashed file, so a job and a later audit read the same rows."""
+    values = body.model_dump(exclude={"export", "format"}, exclude_defaults=True)
+    filters = parse_filters(values)
+    session.commit()  # no open transaction while the export reads (SQLite has one writer)
+    snapshot = create_snapshot(session, body.export, filters, body.format, principal.user)
+    session.commit()
+    return _snapshot_out(snapshot)
+
+
+@router.get("/snapshots", response_model=list[SnapshotOut])
+def list_snapshots(
+    limit: int = Query(50, ge=1, le=500),
+    session: Session = Depends(get_session),
+    _: Principal = Depends(researcher),
+) -> list[SnapshotOut]:
+    """The newest snapshots first."""
+    rows = session.scalars(select(Snapshot).order_by(Snapshot.id.desc()).limit(limit))
+    return [_snapshot_out(s) for s in rows]
+
+
+def _get_snapshot(session: Session, snapshot_id: int) -> Snapshot:
+    snapshot = session.get(Snapshot, snapshot_id)
+    if snapshot is None:
+        raise NotFound(f"no snapshot with id {snapshot_id}", field="snapshot_id")
+    return snapshot
+
+
+@router.get("/snapshots/{snapshot_id}", response_model=SnapshotOut)
+def get_snapshot(
+    snapshot_id: int,
+    session: Session = Depends(get_session),
+    _: Principal = Depends(researcher),
+) -> SnapshotOut:
+    return _snapshot_out(_get_snapshot(session, snapshot_id))
+
+
+@router.get("/snapshots/{snapshot_id}/download")
+def download_snapshot(
+    snapshot_id: int,
+    session: Session = Depends(get_session),
+    _: Principal = Depends(researcher),
+) -> FileResponse:
+    """The snapshot's file, byte for byte (its sha256 in ``X-Content-SHA256``)."""
+    snapshot = _get_snapshot(session, snapshot_id)
+    path = Path(snapshot.path)
+    if not path.is_file():
+        raise NotFound(f"the file of snapshot {snapshot_id} is missing from the artifact store")
+    name = f"snapshot-{snapshot.id}-{snapshot.dataset}.jsonl"
+    return FileResponse(
+        path,
+        media_type=OUTPUTS["ndjson"][0],
+        filename=name,
+        headers={
+            "X-Total-Count": str(snapshot.row_count),
+            "X-Content-SHA256": snapshot.sha256,
+            "ETag": f'"{snapshot.sha256}"',
+        },
+    )

@@ -1,0 +1,440 @@
+"""Export: comparisons (rankings or pairs), demonstrations and prompts, by split, streamed.
+
+Only accepted prompts appear (never duplicates, over-cap or PII-dropped ones), with their
+stored text, which is the PII-redacted text for scanned splits. Labels of held-out labelers
+are left out unless asked for, and so are skipped tasks.
+
+Records are read by keyset pagination on the record id (constant memory), which is also the
+resume cursor ``after``:
+- rankings: ``ranking_id``; demonstrations: ``demonstration_id``; prompts: ``prompt_id``;
+- pairs: ``pair_id`` = ``"<group_id>:<n>"``, the n-th pair (from 0) of ranking ``group_id``;
+  ``after=<group_id>`` resumes after a whole ranking.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session, aliased
+
+from app.config import get_settings
+from app.db import get_readonly_sessionmaker, is_postgres
+from app.models import (
+    Assignment,
+    AssignmentStatus,
+    Completion,
+    Demonstration,
+    Prompt,
+    PromptSource,
+    PromptStatus,
+    Ranking,
+    RankingEntry,
+    Snapshot,
+    UseCase,
+    User,
+)
+from app.schemas.export import PAIR_CURSOR_RE, ExportFilters, parse_format, parse_kind
+from app.services import Invalid
+
+# rankings (or demonstrations, prompts) read per query; a K=9 page is 36x as many pairs
+PAGE_SIZE = 500
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a stream resumes: after record ``last_id``; for pairs, also after pair ``pair``
+    of ranking ``last_id`` (None: after the whole ranking)."""
+
+    last_id: int
+    pair: int | None = None
+
+    @classmethod
+    def parse(cls, after: str | None) -> Cursor:
+        if after is None:
+            return cls(0)
+        match = PAIR_CURSOR_RE.match(after)
+        if match is None:  # ExportFilters.check_for has said why already
+            raise Invalid("after is not a valid cursor", field="after")
+        pair = match.group(2)
+        return cls(int(match.group(1)), int(pair) if pair is not None else None)
+
+
+def _not_skipped(task_id: Any, labeler_id: Any) -> Any:
+    """A label whose assignment was skipped is no label (whatever a service left behind)."""
+    skipped = select(Assignment.id).where(
+        Assignment.task_id == task_id,
+        Assignment.labeler_id == labeler_id,
+        Assignment.status == AssignmentStatus.skipped.value,
+    )
+    return ~skipped.exists()
+
+
+def _held_out_ids() -> Select[tuple[int]]:
+    return select(User.id).where(User.held_out.is_(True))
+
+
+def _prompt_conditions(filters: ExportFilters) -> list[Any]:
+    conditions: list[Any] = [Prompt.status == PromptStatus.accepted.value]
+    if filters.split is not None:
+        conditions.append(Prompt.split == filters.split.value)
+    if filters.use_case is not None:
+        conditions.append(Prompt.use_case == filters.use_case)
+    return conditions
+
+
+def _time_conditions(column: Any, filters: ExportFilters) -> list[Any]:
+    conditions = []
+    if filters.since is not None:
+        conditions.append(column >= filters.since)
+    if filters.until is not None:
+        conditions.append(column < filters.until)
+    return conditions
+
+
+def _label_query(model: type[Ranking] | type[Demonstration], filters: ExportFilters) -> Select:
+    """Rows of ``model`` (with their prompt) that pass the filters, in id order."""
+    conditions = _prompt_conditions(filters) + _time_conditions(model.created_at, filters)
+    conditions.append(_not_skipped(model.task_id, model.labeler_id))
+    if filters.labeler_id is not None:
+        conditions.append(model.labeler_id == filters.labeler_id)
+    if not filters.include_held_out_labelers:
+        conditions.append(model.labeler_id.not_in(_held_out_ids()))
+    columns = [model.id, model.prompt_id, model.labeler_id, Prompt.text, Prompt.split]
+    columns.append(Prompt.use_case)
+    if model is Ranking:
+        columns.append(Ranking.k)
+    else:
+        columns.append(Demonstration.text.label("completion"))
+    return (
+        select(*columns)
+        .join(Prompt, Prompt.id == model.prompt_id)
+        .where(*conditions)
+        .order_by(model.id)
+    )
+
+
+def _prompt_query(filters: ExportFilters) -> Select:
+    conditions = _prompt_conditions(filters) + _time_conditions(Prompt.created_at, filters)
+    if filters.dataset == "ppo":  # the method's PPO data set: customer (API) prompts only
+        conditions.append(Prompt.source == PromptSource.api.value)
+    if filters.labeler_id is not None:
+        conditions.append(Prompt.author_id == filters.labeler_id)
+    if not filters.include_held_out_labelers:
+        # a prompt a held-out labeler wrote is their work too
+        conditions.append((Prompt.author_id.is_(None)) | Prompt.author_id.not_in(_held_out_ids()))
+    columns = [Prompt.id, Prompt.text, Prompt.split, Prompt.source, Prompt.kind, Prompt.use_case]
+    return select(*columns).where(*conditions).order_by(Prompt.id)
+
+
+def _id_column(kind: str) -> Any:
+    return {"comparisons": Ranking.id, "demonstrations": Demonstration.id, "prompts": Prompt.id}[
+        kind
+    ]
+
+
+def _base_query(kind: str, filters: ExportFilters) -> Select:
+    if kind == "comparisons":
+        return _label_query(Ranking, filters)
+    if kind == "demonstrations":
+        return _label_query(Demonstration, filters)
+    return _prompt_query(filters)
+
+
+def validate_filters(session: Session, kind: str, filters: ExportFilters, fmt: str | None) -> str:
+    """Check the request against the data (unknown labeler or use case: 422); returns fmt."""
+    parse_kind(kind)
+    fmt = parse_format(kind, fmt)
+    filters.check_for(kind, fmt)
+    if filters.labeler_id is not None:
+        user = session.get(User, filters.labeler_id)
+        if user is None:
+            raise Invalid(f"no user with id {filters.labeler_id}", field="labeler_id")
+        if user.held_out and not filters.include_held_out_labelers:
+            raise Invalid(
+                f"user {filters.labeler_id} is a held-out labeler; "
+                "pass include_held_out_labelers=true to export their work",
+                field="labeler_id",
+            )
+    if filters.use_case is not None:
+        known = select(UseCase.id).where(UseCase.name == filters.use_case)
+        used = select(Prompt.id).where(Prompt.use_case == filters.use_case)
+        if not session.scalar(select(known.exists() | used.exists())):
+            raise Invalid(f"unknown use case {filters.use_case!r}", field="use_case")
+    return fmt
+
+
+def _count(session: Session, kind: str, fmt: str | None, filters: ExportFilters) -> int:
+    cursor = Cursor.parse(filters.after)
+    base = _base_query(kind, filters).where(_id_column(kind) > cursor.last_id)
+    if fmt != "pairs":
+        return session.scalar(select(func.count()).select_from(base.subquery())) or 0
+    groups = base.subquery()
+    better, worse = aliased(RankingEntry), aliased(RankingEntry)
+    pairs = (
+        select(func.count())
+        .select_from(groups)
+        .join(better, better.ranking_id == groups.c.id)
+        .join(worse, (worse.ranking_id == groups.c.id) & (better.rank < worse.rank))
+    )
+    total = session.scalar(pairs) or 0
+    if cursor.pair is not None:  # the rest of the ranking the cursor is inside
+        head = _base_query(kind, filters).where(Ranking.id == cursor.last_id)
+        for page in _ranking_pages(session, head):
+            total += sum(1 for p in _pairs_of(page[0]) if p["_n"] > cursor.pair)
+    return total
+
+
+def _entries(session: Session, ranking_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    query = (
+        select(
+            RankingEntry.ranking_id,
+            RankingEntry.completion_id,
+            Completion.text,
+            RankingEntry.rank,
+            RankingEntry.likert,
+            RankingEntry.flags,
+        )
+        .join(Completion, Completion.id == RankingEntry.completion_id)
+        .where(RankingEntry.ranking_id.in_(ranking_ids))
+        .order_by(RankingEntry.ranking_id, RankingEntry.rank, RankingEntry.completion_id)
+    )
+    by_ranking: dict[int, list[dict[str, Any]]] = {rid: [] for rid in ranking_ids}
+    for rid, cid, text, rank, likert, flags in session.execute(query).all():
+        by_ranking[rid].append(
+            {
+                "completion_id": cid,
+                "text": text,
+                "rank": rank,
+                "likert": likert,
+                "flags": flags or [],
+            }
+        )
+    return by_ranking
+
+
+def _ranking_pages(session: Session, query: Select) -> Iterator[list[dict[str, Any]]]:
+    """Ranking records, a page at a time, keyset-paginated on the ranking id."""
+    last = 0
+    while True:
+        rows = session.execute(query.where(Ranking.id > last).limit(PAGE_SIZE)).all()
+        if not rows:
+            return
+        entries = _entries(session, [r.id for r in rows])
+        yield [
+            {
+                "ranking_id": r.id,
+                "prompt_id": r.prompt_id,
+                "prompt": r.text,
+                "split": r.split,
+                "use_case": r.use_case,
+                "labeler_id": r.labeler_id,
+                "k": r.k,
+                "completions": entries[r.id],
+            }
+            for r in rows
+        ]
+        last = rows[-1].id
+
+
+def _pairs_of(ranking: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every (better, worse) pair of a ranking, ties left out, in a stable order.
+
+    ``_n`` is the pair's index inside its group (popped before output).
+    """
+    completions = ranking["completions"]  # sorted by (rank, completion_id)
+    group = ranking["ranking_id"]
+    n = 0
+    for i, better in enumerate(completions):
+        for worse in completions[i + 1 :]:
+            if worse["rank"] == better["rank"]:
+                continue
+            yield {
+                "pair_id": f"{group}:{n}",
+                "group_id": group,
+                "prompt_id": ranking["prompt_id"],
+                "prompt": ranking["prompt"],
+                "chosen": better["text"],
+                "rejected": worse["text"],
+                "chosen_completion_id": better["completion_id"],
+                "rejected_completion_id": worse["completion_id"],
+                "split": ranking["split"],
+                "labeler_id": ranking["labeler_id"],
+                "_n": n,
+            }
+            n += 1
+
+
+def _simple_pages(session: Session, kind: str, query: Select) -> Iterator[dict[str, Any]]:
+    id_column = _id_column(kind)
+    last = 0
+    while True:
+        rows = session.execute(query.where(id_column > last).limit(PAGE_SIZE)).all()
+        if not rows:
+            return
+        for r in rows:
+            if kind == "demonstrations":
+                yield {
+                    "demonstration_id": r.id,
+                    "prompt_id": r.prompt_id,
+                    "prompt": r.text,
+                    "completion": r.completion,
+                    "split": r.split,
+                    "use_case": r.use_case,
+                    "labeler_id": r.labeler_id,
+                }
+            else:
+                yield {
+                    "prompt_id": r.id,
+                    "prompt": r.text,
+                    "split": r.split,
+                    "source": r.source,
+                    "kind": r.kind,
+                    "use_case": r.use_case,
+                }
+        last = rows[-1].id
+
+
+def _records(
+    session: Session, kind: str, fmt: str | None, filters: ExportFilters
+) -> Iterator[dict[str, Any]]:
+    cursor = Cursor.parse(filters.after)
+    id_column = _id_column(kind)
+    query = _base_query(kind, filters)
+    if kind != "comparisons":
+        yield from _simple_pages(session, kind, query.where(id_column > cursor.last_id))
+        return
+    if fmt == "rankings":
+        for page in _ranking_pages(session, query.where(Ranking.id > cursor.last_id)):
+            yield from page
+        return
+    if cursor.pair is not None:
+        for page in _ranking_pages(session, query.where(Ranking.id == cursor.last_id)):
+            for pair in _pairs_of(page[0]):
+                if pair.pop("_n") > cursor.pair:
+                    yield pair
+    for page in _ranking_pages(session, query.where(Ranking.id > cursor.last_id)):
+        for ranking in page:
+            for pair in _pairs_of(ranking):
+                del pair["_n"]
+                yield pair
+
+
+# the contract used by the jobs worker ---------------------------------------------------------
+
+
+def iter_records(
+    session: Session, kind: str, filters: ExportFilters, fmt: str | None = None
+) -> Iterator[dict[str, Any]]:
+    """The export's records in id order, read page by page on ``session``."""
+    fmt = validate_filters(session, kind, filters, fmt)
+    return _records(session, kind, fmt, filters)
+
+
+def count_records(
+    session: Session, kind: str, filters: ExportFilters, fmt: str | None = None
+) -> int:
+    """How many records ``iter_records`` yields for the same arguments."""
+    fmt = validate_filters(session, kind, filters, fmt)
+    return _count(session, kind, fmt, filters)
+
+
+class ExportStream:
+    """One consistent export on a read-only session of its own: ``count``, then the records.
+
+    The HTTP response streams after the request has returned, so the stream cannot use the
+    request's session. Count and records come from one transaction that sees one snapshot
+    (REPEATABLE READ on PostgreSQL; a WAL read transaction on SQLite, which blocks no
+    writer), so ``count`` is exactly the number of records. Iterating to the end closes the
+    session; otherwise call ``close()`` (or use ``with``).
+    """
+
+    def __init__(self, kind: str, filters: ExportFilters, fmt: str | None):
+        self.kind, self.filters = kind, filters
+        self.session = get_readonly_sessionmaker()()
+        try:
+            if is_postgres(self.session):
+                self.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            self.fmt = validate_filters(self.session, kind, filters, fmt)
+            self.count = _count(self.session, kind, self.fmt, filters)
+        except BaseException:
+            self.close()
+            raise
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        try:
+            yield from _records(self.session, self.kind, self.fmt, self.filters)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> ExportStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def snapshots_dir() -> Path:
+    return get_settings().artifacts_path / "snapshots"
+
+
+def create_snapshot(
+    session: Session,
+    kind: str,
+    filters: ExportFilters,
+    fmt: str | None = None,
+    created_by: User | None = None,
+) -> Snapshot:
+    """Freeze an export into a content-hashed JSONL file and record it (flushed, not committed).
+
+    The file is named by the sha256 of its bytes, so equal exports share one file.
+    """
+    from app.services.export_formats import encode_ndjson
+
+    directory = snapshots_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    rows = 0
+    with ExportStream(kind, filters, fmt) as stream:
+        fmt = stream.fmt
+
+        def counted() -> Iterator[dict[str, Any]]:
+            nonlocal rows
+            for record in stream:
+                rows += 1
+                yield record
+
+        fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=".partial-", suffix=".jsonl")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in encode_ndjson(counted()):
+                    digest.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            final = directory / f"{digest.hexdigest()}.jsonl"
+            os.replace(tmp_name, final)  # atomic: a reader never sees half a file
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+    snapshot = Snapshot(
+        dataset=kind,
+        format=fmt or "records",
+        filters=filters.as_json(),
+        row_count=rows,
+        sha256=digest.hexdigest(),
+        path=str(final),
+        created_by_id=created_by.id if created_by is not None else None,
+    )
+    session.add(snapshot)
+    session.flush()
+    return snapshot
