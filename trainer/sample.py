@@ -29,7 +29,8 @@ def generate(
     device = next(model.parameters()).device
     ids, mask = pad(prompt_ids, tokenizer.pad_token_id, side="left")
     ids, mask = ids.to(device), mask.to(device)
-    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p}
+    # top_k=0: sample from the full distribution, the one PPO computes log-probs of.
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
     sequences = model.generate(
         input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, use_cache=True,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,

@@ -1,0 +1,51 @@
+"""Records and the shared prompt template."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trainer import data
+from trainer.models import load_tokenizer
+
+
+def test_one_template_for_every_step(tiny: Path) -> None:
+    tokenizer = load_tokenizer(str(tiny))
+    prompt_ids = data.encode_prompt(tokenizer, "Describe the frog.", 64)
+    ids, n_prompt = data.encode_example(tokenizer, "Describe the frog.", "kind warm", 64)
+    assert ids[:n_prompt] == prompt_ids  # SFT/RM inputs start exactly as sampling prompts do
+    assert ids[-1] == tokenizer.eos_token_id
+    assert "### Response:" in tokenizer.decode(prompt_ids)
+    batch = data.sft_batch(tokenizer, [{"prompt": "Describe the frog.", "completion": "kind warm"}],
+                           64)
+    labelled = batch["labels"][0][batch["labels"][0] != -100].tolist()
+    assert labelled == ids[n_prompt:]  # loss on response tokens only
+
+
+def test_long_examples_are_truncated_to_max_length(tiny: Path) -> None:
+    tokenizer = load_tokenizer(str(tiny))
+    ids, n_prompt = data.encode_example(tokenizer, "word " * 100, "kind " * 100, 32)
+    assert len(ids) == 32 and 0 < n_prompt <= 16
+
+
+def test_rankings_are_validated_and_all_tied_ones_dropped() -> None:
+    rows = data.rankings([
+        {"prompt": "p", "completions": [{"text": "a", "rank": 1}, {"text": "b", "rank": 1}]},
+        {"prompt": "q", "completions": [{"text": "a", "rank": 2}, {"text": "b", "rank": 1}]},
+    ])
+    assert rows == [{"prompt": "q", "texts": ["a", "b"], "ranks": [2, 1]}]
+    with pytest.raises(ValueError, match="record 0: 'completions'"):
+        data.rankings([{"prompt": "p"}])
+    with pytest.raises(ValueError, match="at least 2"):
+        data.rankings([{"prompt": "p", "completions": [{"text": "a", "rank": 1}]}])
+    with pytest.raises(ValueError, match="'completion' must be a str"):
+        data.demonstrations([{"prompt": "p"}])
+
+
+def test_jsonl_round_trip_and_errors(tmp_path: Path) -> None:
+    data.write_jsonl(tmp_path / "a.jsonl", [{"prompt": "é"}, {"prompt": "b"}])
+    assert data.prompts(tmp_path / "a.jsonl") == ["é", "b"]
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "a"}\nnot json\n')
+    with pytest.raises(ValueError, match="bad.jsonl:2"):
+        data.read_jsonl(tmp_path / "bad.jsonl")
