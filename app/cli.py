@@ -6,10 +6,12 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from app.cli_export import export_cli
 from app.services import ServiceError
 from trainer.cli import sample_command, score_command, train_app
 
@@ -32,6 +34,9 @@ cli.command("score", help="Add the reward model's score to each prompt/completio
 )
 cli.add_typer(users_cli, name="users")
 cli.add_typer(tokens_cli, name="tokens")
+cli.add_typer(export_cli, name="export")
+prompts_cli = typer.Typer(help="Prompts: bulk import, split pins.", no_args_is_help=True)
+cli.add_typer(prompts_cli, name="prompts")
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -250,6 +255,55 @@ def tokens_revoke(
         except ServiceError as exc:
             fail(exc.detail)
         typer.echo(f"revoked token {token_id}")
+
+
+# prompts --------------------------------------------------------------------------------------
+
+
+@prompts_cli.command("import")
+def prompts_import(
+    file: Annotated[Path, typer.Argument(help="JSONL: one prompt object per line.")],
+    report: Annotated[
+        Path | None, typer.Option(help="Write each line's result to this JSONL file.")
+    ] = None,
+) -> None:
+    """Ingest prompts ({"text", "user_id", "external_id"?, "use_case"?, "metadata"?} per line)
+    through the curation pipeline, with a progress bar and a summary of statuses."""
+    from app.services.intake_import import count_lines, import_jsonl
+
+    if not file.is_file():
+        fail(f"no such file: {file}", 2)
+    total = count_lines(file)
+    report_fh = report.open("w", encoding="utf-8") if report else None
+    try:
+        with _session() as session, typer.progressbar(length=total, label="importing") as bar:
+            summary = import_jsonl(session, file, on_batch=bar.update, report=report_fh)
+    except ServiceError as exc:
+        fail(exc.detail)
+    finally:
+        if report_fh is not None:
+            report_fh.close()
+    typer.echo(f"{summary.lines} prompts read from {file}")
+    for status in ("accepted", "duplicate", "over_cap", "rejected"):
+        typer.echo(f"  {status:<10} {summary.statuses.get(status, 0)}")
+    for reason, n in summary.reasons.most_common(5):
+        typer.echo(f"    {n} rejected: {reason}")
+
+
+@prompts_cli.command("pin")
+def prompts_pin(
+    user_id: str, split: Annotated[str, typer.Argument(help="train, val or test.")]
+) -> None:
+    """Pin a user ID to a split; the user's existing prompts move with it."""
+    from app.services.curation.splits import pin_split
+
+    with _session() as session:
+        try:
+            moved = pin_split(session, user_id, split)
+            session.commit()
+        except ServiceError as exc:
+            fail(exc.detail, 2 if exc.status_code == 422 else 1)
+        typer.echo(f"pinned {user_id!r} to {split}; moved {moved} prompt(s)")
 
 
 def main() -> None:

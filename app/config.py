@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     pii_policy: str = "redact"
     # splits whose prompts are scanned for PII (comma separated in the environment)
     pii_splits: tuple[str, ...] = ("train",)
+    # spaCy model used to detect person names; empty: the first installed en_core_web_*,
+    # "none": never (structured PII is found by pattern recognizers without any model)
+    pii_ner_model: str = ""
 
     # labeling
     task_lock_s: int = Field(default=30 * 60, ge=10)

@@ -10,13 +10,23 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from app.api import export, system
 from app.api import jobs as jobs_api
+from app.api import prompts as prompts_api
 from app.config import get_settings
 from app.deps import CSRFError, Forbidden, NotAuthenticated, csrf_protect
 from app.services import ServiceError
 from app.web import auth, home
+from app.web import prompts as prompts_web
 from app.web.templating import ROOT, render
 
-ROUTERS = [system.router, auth.router, home.router, export.router, jobs_api.router]
+ROUTERS = [
+    system.router,
+    auth.router,
+    home.router,
+    export.router,
+    jobs_api.router,
+    prompts_api.router,
+    prompts_web.router,
+]
 
 
 def _wants_json(request: Request) -> bool:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from sqlalchemy.orm import Session
 
 from app.services.accounts import ensure_first_admin
+from app.services.prompts import ensure_default_use_cases
 
 # each step is idempotent; it returns a line to print, or None
 STEPS: list[Callable[[Session], str | None]] = []
@@ -24,6 +25,7 @@ def _first_admin(session: Session) -> str | None:
 
 
 STEPS.append(_first_admin)
+STEPS.append(ensure_default_use_cases)
 
 
 def bootstrap(session: Session) -> list[str]:

@@ -1,0 +1,209 @@
+"""JSON API of prompt intake: ingest, read, labeler-written prompts, use cases, split pins."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.orm import Session
+
+from app.db import get_session
+from app.deps import Principal, any_user, require_role, researcher
+from app.models import Role
+from app.schemas.intake import (
+    IngestRequest,
+    IngestResponse,
+    LabelerPromptIn,
+    LabelerPromptOut,
+    PromptOut,
+    PromptUseCaseIn,
+    SplitPinIn,
+    SplitPinOut,
+    UseCaseIn,
+    UseCaseOut,
+    UseCasePatch,
+)
+from app.services import Invalid
+from app.services.curation import splits
+from app.services.intake import ingest_prompts
+from app.services.intake_stats import data_overview
+from app.services.prompts import (
+    add_use_case,
+    build_labeler_prompt,
+    get_prompt,
+    list_use_cases,
+    prompt_as_dict,
+    set_prompt_use_case,
+    submit_labeler_prompt,
+    update_use_case,
+)
+
+router = APIRouter(prefix="/api/v1", tags=["prompts"])
+ingester = require_role(Role.researcher, scope="ingest")
+Body = TypeVar("Body", bound=BaseModel)
+
+
+def json_body(model: type[Body]) -> Callable[[Request], Awaitable[Body]]:
+    """Dependency: the validated JSON body (routes stay sync and run in the threadpool)."""
+
+    async def dependency(request: Request) -> Body:
+        return await parse_body(request, model)
+
+    return dependency
+
+
+async def parse_body(request: Request, model: type[Body]) -> Body:
+    """Validate the JSON body; a malformed one is a 422 naming the first bad field."""
+    try:
+        raw = json.loads(await request.body() or b"null")
+    except ValueError as exc:
+        raise Invalid(f"request body is not valid JSON ({exc})", field="body") from exc
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"]) or "body"
+        raise Invalid(f"{field}: {error['msg']}", field=field) from exc
+
+
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+
+
+@router.post("/prompts", response_model=IngestResponse, openapi_extra=_schema(IngestRequest))
+def ingest(
+    principal: Principal = Depends(ingester),
+    body: IngestRequest = Depends(json_body(IngestRequest)),
+    session: Session = Depends(get_session),
+) -> dict[str, Any]:
+    """Ingest up to 1,000 prompts; one result per prompt, in input order."""
+    items = [p.model_dump() for p in body.prompts]
+    return {"results": ingest_prompts(session, items, source="api", author=principal.user)}
+
+
+@router.get("/prompts/{prompt_id}", response_model=PromptOut)
+def read_prompt(
+    prompt_id: int,
+    principal: Principal = Depends(researcher),
+    session: Session = Depends(get_session),
+) -> dict[str, Any]:
+    """The prompt as stored: text after any redaction, split, status, PII report."""
+    return prompt_as_dict(get_prompt(session, prompt_id))
+
+
+@router.put("/prompts/{prompt_id}/use-case", response_model=PromptOut)
+def put_prompt_use_case(
+    prompt_id: int,
+    principal: Principal = Depends(any_user),
+    body: PromptUseCaseIn = Depends(json_body(PromptUseCaseIn)),
+    session: Session = Depends(get_session),
+) -> dict[str, Any]:
+    """Set or clear a prompt's use case (labelers categorise prompts they work on)."""
+    prompt = set_prompt_use_case(session, prompt_id, body.use_case)
+    session.commit()
+    return prompt_as_dict(prompt)
+
+
+@router.post(
+    "/labeler-prompts", response_model=LabelerPromptOut, openapi_extra=_schema(LabelerPromptIn)
+)
+def labeler_prompt(
+    principal: Principal = Depends(any_user),
+    body: LabelerPromptIn = Depends(json_body(LabelerPromptIn)),
+    session: Session = Depends(get_session),
+) -> dict[str, Any]:
+    """The JSON twin of the labeler's prompt form; the user ID is the caller's."""
+    item = build_labeler_prompt(
+        body.kind,
+        text=body.text,
+        instruction=body.instruction,
+        examples=[e.model_dump() for e in body.examples],
+        use_case=body.use_case,
+    )
+    result = submit_labeler_prompt(session, principal.user, item)
+    prompt = get_prompt(session, result["prompt_id"]) if result["prompt_id"] else None
+    return {"result": result, "prompt": prompt_as_dict(prompt) if prompt else None}
+
+
+@router.get("/use-cases", response_model=list[UseCaseOut])
+def use_cases(
+    principal: Principal = Depends(any_user), session: Session = Depends(get_session)
+) -> list[Any]:
+    found = list_use_cases(session)
+    session.commit()  # keeps the defaults seeded on first use
+    return found
+
+
+@router.post("/use-cases", response_model=UseCaseOut, status_code=201)
+def create_use_case(
+    principal: Principal = Depends(researcher),
+    body: UseCaseIn = Depends(json_body(UseCaseIn)),
+    session: Session = Depends(get_session),
+) -> Any:
+    use_case = add_use_case(session, body.name, body.description)
+    session.commit()
+    return use_case
+
+
+@router.patch("/use-cases/{use_case_id}", response_model=UseCaseOut)
+def edit_use_case(
+    use_case_id: int,
+    principal: Principal = Depends(researcher),
+    body: UseCasePatch = Depends(json_body(UseCasePatch)),
+    session: Session = Depends(get_session),
+) -> Any:
+    use_case = update_use_case(session, use_case_id, **body.model_dump(exclude_unset=True))
+    session.commit()
+    return use_case
+
+
+@router.get("/split-pins", response_model=list[SplitPinOut])
+def split_pins(
+    principal: Principal = Depends(researcher), session: Session = Depends(get_session)
+) -> list[Any]:
+    return splits.list_pins(session)
+
+
+@router.put("/split-pins/{user_id}", response_model=SplitPinOut)
+def put_split_pin(
+    user_id: str,
+    principal: Principal = Depends(researcher),
+    body: SplitPinIn = Depends(json_body(SplitPinIn)),
+    session: Session = Depends(get_session),
+) -> dict[str, Any]:
+    """Pin a user ID to a split; the user's existing prompts move with it."""
+    moved = splits.pin_split(session, user_id, body.split)
+    session.commit()
+    pin = next(p for p in splits.list_pins(session) if p.user_id == user_id.strip())
+    return {
+        "user_id": pin.user_id,
+        "split": pin.split,
+        "created_at": pin.created_at,
+        "moved": moved,
+    }
+
+
+@router.delete("/split-pins/{user_id}", status_code=204)
+def delete_split_pin(
+    user_id: str,
+    principal: Principal = Depends(researcher),
+    session: Session = Depends(get_session),
+) -> None:
+    splits.unpin_split(session, user_id)
+    session.commit()
+
+
+@router.get("/data/overview")
+def overview(
+    principal: Principal = Depends(researcher), session: Session = Depends(get_session)
+) -> dict[str, Any]:
+    """The admin data page's figures as JSON."""
+    return data_overview(session)

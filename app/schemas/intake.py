@@ -1,0 +1,128 @@
+"""Request and response bodies of the prompt intake and curation API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_PROMPTS_PER_CALL = 1000
+
+
+class PromptIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # any JSON value: a non-string is answered per item as "rejected", not as a 422
+    text: Any = Field(description="The prompt text.")
+    user_id: str = Field(min_length=1, max_length=255, description="The customer's user ID.")
+    external_id: str | None = Field(default=None, max_length=255)
+    use_case: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class IngestRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompts: list[PromptIn] = Field(min_length=1, max_length=MAX_PROMPTS_PER_CALL)
+
+
+class IngestResult(BaseModel):
+    external_id: str | None
+    status: Literal["accepted", "duplicate", "over_cap", "rejected"]
+    prompt_id: int | None
+    split: Literal["train", "val", "test"] | None
+    reason: str | None
+
+
+class IngestResponse(BaseModel):
+    results: list[IngestResult]
+
+
+class PromptOut(BaseModel):
+    prompt_id: int
+    text: str
+    split: str | None
+    source: str
+    kind: str
+    user_id: str
+    external_id: str | None
+    use_case: str | None
+    status: str
+    reason: str | None
+    duplicate_of: int | None
+    pii: dict[str, int] | None = Field(description="Entity type -> count; null when not scanned.")
+    structure: dict[str, Any] | None
+    metadata: dict[str, Any] | None
+    created_at: datetime
+
+
+class FewShotExample(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str
+    response: str
+
+
+class LabelerPromptIn(BaseModel):
+    """A labeler-written prompt: plain, few-shot (instruction + examples) or for a use case."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["plain", "few_shot", "use_case"]
+    text: str = ""
+    instruction: str = ""
+    examples: list[FewShotExample] = Field(default_factory=list)
+    use_case: str | None = None
+
+
+class LabelerPromptOut(BaseModel):
+    result: IngestResult
+    prompt: PromptOut | None
+
+
+class PromptUseCaseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    use_case: str | None
+
+
+class UseCaseOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    description: str
+    position: int
+    active: bool
+
+
+class UseCaseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64)
+    description: str = ""
+
+
+class UseCasePatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=64)
+    description: str | None = None
+    active: bool | None = None
+    position: int | None = None
+
+
+class SplitPinIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    split: Literal["train", "val", "test"]
+
+
+class SplitPinOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    user_id: str
+    split: str
+    created_at: datetime
+    moved: int | None = Field(default=None, description="Prompts moved by this pin.")

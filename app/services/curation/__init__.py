@@ -1,0 +1,1 @@
+"""Curation rules every prompt passes: de-duplication, splits by user ID, PII, per-user cap."""

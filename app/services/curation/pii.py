@@ -1,0 +1,166 @@
+"""PII detection and redaction with Microsoft Presidio, fully offline.
+
+Presidio's default analyzer wants a downloaded spaCy model; here the NLP engine is a blank
+English spaCy pipeline (tokenizer only, lower-cased tokens as lemmas so Presidio's context words
+still raise scores), and the entities are found by pattern recognizers: Presidio's own plus
+those in ``pii_recognizers``. Person names need a statistical NER model: when a spaCy model with
+NER is installed (``PREFLOOP_PII_NER_MODEL``, or the first of en_core_web_{lg,md,sm,trf}), it
+is used and PERSON is detected too; otherwise names are not detected.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import spacy
+from presidio_analyzer import AnalyzerEngine, RecognizerRegistry, RecognizerResult
+from presidio_analyzer.nlp_engine import SpacyNlpEngine
+from presidio_analyzer.predefined_recognizers import (
+    CreditCardRecognizer,
+    IbanRecognizer,
+    IpRecognizer,
+    PhoneRecognizer,
+    SpacyRecognizer,
+)
+from presidio_anonymizer import AnonymizerEngine
+from presidio_anonymizer.entities import OperatorConfig
+from spacy.language import Language
+
+from app.config import get_settings
+from app.services.curation.pii_recognizers import (
+    CredentialUrlRecognizer,
+    InternationalPhoneRecognizer,
+    LuhnCardRecognizer,
+    OfflineEmailRecognizer,
+    StrictSsnRecognizer,
+)
+
+log = logging.getLogger(__name__)
+
+STRUCTURED_ENTITIES = [
+    "EMAIL_ADDRESS",
+    "PHONE_NUMBER",
+    "CREDIT_CARD",
+    "US_SSN",
+    "IP_ADDRESS",
+    "IBAN_CODE",
+    "URL_CREDENTIALS",
+]
+NER_MODELS = ["en_core_web_lg", "en_core_web_md", "en_core_web_sm", "en_core_web_trf"]
+# phonenumbers regions tried for numbers written without a +country prefix
+PHONE_REGIONS = ["US", "GB", "DE", "FR", "IN", "CA", "AU", "BR", "ES", "IT", "NL", "JP", "MX"]
+# below this Presidio score a match is ignored (unvalidated weak patterns, no context)
+SCORE_THRESHOLD = 0.35
+
+
+@Language.component("prefloop_lower_lemma")
+def _lower_lemma(doc):  # type: ignore[no-untyped-def]
+    # a blank pipeline has no lemmatizer; Presidio's context enhancer compares lemmas
+    for token in doc:
+        token.lemma_ = token.lower_
+    return doc
+
+
+class BlankSpacyNlpEngine(SpacyNlpEngine):
+    """Presidio's spaCy engine on ``spacy.blank("en")``: nothing to download, no NER."""
+
+    def __init__(self) -> None:
+        super().__init__(models=[{"lang_code": "en", "model_name": "blank:en"}])
+
+    def load(self) -> None:
+        nlp = spacy.blank("en")
+        nlp.add_pipe("prefloop_lower_lemma")
+        self.nlp = {"en": nlp}
+
+
+def installed_ner_model() -> str | None:
+    """The spaCy NER model to use for person names, or None when none is installed."""
+    configured = get_settings().pii_ner_model
+    if configured == "none":
+        return None
+    candidates = [configured] if configured else NER_MODELS
+    return next((name for name in candidates if spacy.util.is_package(name)), None)
+
+
+@dataclass
+class PiiScan:
+    """The outcome of one scan: text with typed placeholders and entity type -> count."""
+
+    text: str
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def found(self) -> bool:
+        return bool(self.counts)
+
+
+class PiiFilter:
+    """One analyzer + anonymizer, built once per process (see ``get_pii_filter``)."""
+
+    def __init__(self, ner_model: str | None = None) -> None:
+        registry = RecognizerRegistry(supported_languages=["en"])
+        for recognizer in (
+            OfflineEmailRecognizer(),
+            PhoneRecognizer(supported_regions=PHONE_REGIONS),
+            InternationalPhoneRecognizer(),
+            CreditCardRecognizer(),
+            LuhnCardRecognizer(),
+            StrictSsnRecognizer(),
+            IpRecognizer(),
+            IbanRecognizer(),
+            CredentialUrlRecognizer(),
+        ):
+            registry.add_recognizer(recognizer)
+        self.entities = list(STRUCTURED_ENTITIES)
+        if ner_model:
+            nlp_engine: SpacyNlpEngine = SpacyNlpEngine(
+                models=[{"lang_code": "en", "model_name": ner_model}]
+            )
+            registry.add_recognizer(SpacyRecognizer(supported_entities=["PERSON"]))
+            self.entities.append("PERSON")
+        else:
+            nlp_engine = BlankSpacyNlpEngine()
+        self.ner_model = ner_model
+        self.analyzer = AnalyzerEngine(
+            registry=registry, nlp_engine=nlp_engine, supported_languages=["en"]
+        )
+        self.anonymizer = AnonymizerEngine()
+
+    def find(self, text: str) -> list[RecognizerResult]:
+        """Non-overlapping detections; a longer span wins over one it overlaps."""
+        results = self.analyzer.analyze(
+            text=text, language="en", entities=self.entities, score_threshold=SCORE_THRESHOLD
+        )
+        chosen: list[RecognizerResult] = []
+        for result in sorted(results, key=lambda r: (r.start - r.end, -r.score, r.start)):
+            if all(result.end <= c.start or result.start >= c.end for c in chosen):
+                chosen.append(result)
+        return sorted(chosen, key=lambda r: r.start)
+
+    def scan(self, text: str) -> PiiScan:
+        """Replace each detected span by ``<ENTITY_TYPE>`` and count the entity types."""
+        found = self.find(text)
+        if not found:
+            return PiiScan(text=text)
+        operators = {
+            entity: OperatorConfig("replace", {"new_value": f"<{entity}>"})
+            for entity in {r.entity_type for r in found}
+        }
+        redacted = self.anonymizer.anonymize(
+            text=text,
+            analyzer_results=found,  # type: ignore[arg-type]
+            operators=operators,
+        ).text
+        return PiiScan(text=redacted, counts=dict(Counter(r.entity_type for r in found)))
+
+
+@lru_cache(maxsize=1)
+def get_pii_filter() -> PiiFilter:
+    """The process-wide filter (building Presidio's registry takes a noticeable moment)."""
+    model = installed_ner_model()
+    if model is None:
+        log.info("no spaCy NER model installed: person names are not detected as PII")
+    return PiiFilter(ner_model=model)

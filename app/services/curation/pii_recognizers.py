@@ -1,0 +1,126 @@
+"""Recognizers added to Presidio's where its defaults miss common formats.
+
+Presidio's built-in card recognizer misses 15-digit Amex groupings and card numbers that start
+with digits outside its prefix list; its SSN recognizer scores plain ``123-45-6789`` low without
+context words; it has no recognizer for URLs carrying a user name and password.
+"""
+
+from __future__ import annotations
+
+import re
+
+import tldextract
+from presidio_analyzer import Pattern, PatternRecognizer
+from presidio_analyzer.predefined_recognizers import EmailRecognizer
+
+# the suffix list shipped inside tldextract; the module-level default fetches it over the network
+_OFFLINE_TLDS = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+
+
+def luhn_valid(digits: str) -> bool:
+    """The Luhn checksum used by every payment card number."""
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = int(char)
+        if position % 2 == 1:
+            value *= 2
+            if value > 9:
+                value -= 9
+        total += value
+    return total % 10 == 0
+
+
+class LuhnCardRecognizer(PatternRecognizer):
+    """13-19 digit card numbers, plain or grouped by single spaces or dashes, Luhn-checked."""
+
+    PATTERNS = [
+        Pattern("card (grouped or plain)", r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])", 0.1),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__(
+            supported_entity="CREDIT_CARD",
+            patterns=self.PATTERNS,
+            context=["card", "credit", "visa", "mastercard", "amex", "cc", "payment"],
+            name="LuhnCardRecognizer",
+        )
+
+    def validate_result(self, pattern_text: str) -> bool | None:
+        digits = re.sub(r"[ -]", "", pattern_text)
+        if not 13 <= len(digits) <= 19 or len(set(digits)) == 1:
+            return False
+        # separators, when used, must be consistent (one kind), as printed on cards and forms
+        if " " in pattern_text and "-" in pattern_text:
+            return False
+        return luhn_valid(digits)
+
+
+class StrictSsnRecognizer(PatternRecognizer):
+    """US social security numbers written ``AAA-GG-SSSS`` or ``AAA GG SSSS``, invalid areas out."""
+
+    PATTERNS = [Pattern("ssn", r"\b\d{3}([- ])\d{2}\1\d{4}\b", 0.6)]
+
+    def __init__(self) -> None:
+        super().__init__(
+            supported_entity="US_SSN",
+            patterns=self.PATTERNS,
+            context=["ssn", "social", "security", "ss#"],
+            name="StrictSsnRecognizer",
+        )
+
+    def validate_result(self, pattern_text: str) -> bool | None:
+        area, group, serial = re.split(r"[- ]", pattern_text)
+        if area in {"000", "666"} or area.startswith("9"):
+            return False
+        return group != "00" and serial != "0000"
+
+
+class CredentialUrlRecognizer(PatternRecognizer):
+    """URLs with a ``user:password@`` part (database DSNs, basic-auth links)."""
+
+    PATTERNS = [
+        Pattern(
+            "url with credentials",
+            r"\b[a-z][a-z0-9+.\-]*://[^\s/:@]+:[^\s/@]+@[^\s\"'<>]+",
+            0.95,
+        )
+    ]
+
+    def __init__(self) -> None:
+        super().__init__(
+            supported_entity="URL_CREDENTIALS",
+            patterns=self.PATTERNS,
+            name="CredentialUrlRecognizer",
+        )
+
+
+class InternationalPhoneRecognizer(PatternRecognizer):
+    """``+CC`` numbers in any grouping; the phonenumbers-based recognizer covers national forms."""
+
+    PATTERNS = [
+        Pattern(
+            "international phone",
+            r"(?<![\w+])\+\d{1,3}(?:[ .\-]?\(?\d{1,4}\)?){2,5}(?![\w])",
+            0.5,
+        ),
+        Pattern("00-prefixed phone", r"(?<!\d)00\d{1,3}(?:[ .\-]\d{2,4}){2,5}(?!\d)", 0.4),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__(
+            supported_entity="PHONE_NUMBER",
+            patterns=self.PATTERNS,
+            context=["phone", "call", "tel", "mobile", "cell", "whatsapp", "number", "fax"],
+            name="InternationalPhoneRecognizer",
+        )
+
+    def validate_result(self, pattern_text: str) -> bool | None:
+        digits = re.sub(r"\D", "", pattern_text)
+        return 8 <= len(digits) <= 15
+
+
+class OfflineEmailRecognizer(EmailRecognizer):
+    """Presidio's e-mail recognizer validating the domain against the bundled suffix list."""
+
+    def validate_result(self, pattern_text: str) -> bool | None:
+        return _OFFLINE_TLDS(pattern_text).suffix != ""

@@ -1,0 +1,297 @@
+"""The one pipeline every prompt passes, whichever door it came in by (API, CLI, labeler form).
+
+``ingest_prompts`` validates, assigns the user's split, scans for PII, de-duplicates and applies
+the per-user cap, in batches: a handful of bulk queries per batch and one transaction per batch
+(it commits). Per item it returns ``{"external_id", "status", "prompt_id", "split", "reason"}``
+in input order, where status is accepted | duplicate | over_cap | rejected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.config import get_settings
+from app.models import Prompt, PromptKind, PromptSource, PromptStatus, User
+from app.services.curation import dedup, quota
+from app.services.curation.pii import PiiScan, get_pii_filter
+from app.services.curation.pii_policy import drop_reason, scanned_split
+from app.services.curation.splits import splits_for_users
+from app.services.prompts import use_case_lookup
+
+BATCH_SIZE = 1000
+MAX_RETRIES = 3
+# statuses stored on prompts -> status reported to the submitter
+REPORTED = {PromptStatus.pii_dropped.value: PromptStatus.rejected.value}
+
+
+@dataclass
+class _Item:
+    index: int
+    text: str
+    user_id: str
+    external_id: str | None
+    use_case: str | None
+    metadata: dict[str, Any] | None
+    kind: str
+    structure: dict[str, Any] | None
+    split: str = ""
+    scan: PiiScan | None = None
+    key: str = ""
+    status: str = ""
+    reason: str | None = None
+    duplicate_of: int | None = None
+    duplicate_of_item: int | None = None  # index of an earlier item of the same batch
+    prompt_id: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def labeler_user_id(user: User) -> str:
+    """The user ID under which a labeler's own prompts are capped and split."""
+    return f"labeler:{user.id}"
+
+
+def _result(
+    external_id: Any, status: str, prompt_id: int | None, split: str | None, reason: str | None
+) -> dict[str, Any]:
+    return {
+        "external_id": external_id,
+        "status": REPORTED.get(status, status),
+        "prompt_id": prompt_id,
+        "split": split,
+        "reason": reason,
+    }
+
+
+def _rejected(raw: Any, reason: str) -> dict[str, Any]:
+    external_id = raw.get("external_id") if isinstance(raw, dict) else None
+    return _result(
+        external_id if isinstance(external_id, str) else None, "rejected", None, None, reason
+    )
+
+
+def _validate(
+    raw: Any, index: int, *, source: str, author: User | None, use_cases: dict[str, str]
+) -> _Item | str:
+    """An ``_Item`` for a well-formed prompt, else the reason it is rejected."""
+    if not isinstance(raw, dict):
+        return "item must be an object with 'text' and 'user_id'"
+    text = raw.get("text")
+    if not isinstance(text, str):
+        kind = "null" if text is None else type(text).__name__
+        return f"text must be a string (non-text input: {kind})"
+    if not text.strip():
+        return "text is empty"
+    limit = get_settings().prompt_max_chars
+    if len(text) > limit:
+        return f"text is {len(text)} characters; the limit is {limit}"
+    if "\x00" in text:
+        return "text contains a NUL character (binary data, not text)"
+    labeler = source == PromptSource.labeler.value and author is not None
+    if labeler:
+        user_id: Any = labeler_user_id(author)
+    else:
+        user_id = raw.get("user_id")
+    if not isinstance(user_id, str) or not user_id.strip():
+        return "user_id must be a non-empty string"
+    external_id = raw.get("external_id")
+    if external_id is not None and (not isinstance(external_id, str) or not external_id.strip()):
+        return "external_id must be a non-empty string or null"
+    use_case = raw.get("use_case")
+    if use_case is not None:
+        if not isinstance(use_case, str) or use_case.strip().casefold() not in use_cases:
+            names = ", ".join(sorted(use_cases.values()))
+            return f"unknown use case {use_case!r}; choose one of: {names}"
+        use_case = use_cases[use_case.strip().casefold()]
+    metadata = raw.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        return "metadata must be an object or null"
+    return _Item(
+        index=index,
+        text=text,
+        user_id=user_id.strip(),
+        external_id=external_id.strip() if external_id else None,
+        use_case=use_case,
+        metadata=metadata,
+        # only the labeler door writes the kinds and few-shot structure of its own prompts
+        kind=(raw.get("kind") if labeler else None) or PromptKind.api.value,
+        structure=raw.get("structure") if labeler else None,
+    )
+
+
+def ingest_prompts(
+    session: Session,
+    items: list[dict[str, Any]],
+    *,
+    source: str = "api",
+    author: User | None = None,
+) -> list[dict[str, Any]]:
+    """Run ``items`` through the curation pipeline and store them; commits per batch."""
+    results: list[dict[str, Any]] = []
+    for start in range(0, len(items), BATCH_SIZE):
+        batch = items[start : start + BATCH_SIZE]
+        for attempt in range(MAX_RETRIES):
+            try:
+                results.extend(_ingest_batch(session, batch, source=source, author=author))
+                session.commit()
+                break
+            except IntegrityError:
+                # a concurrent ingest stored the same external_id first: retry, which now
+                # finds it and answers idempotently
+                session.rollback()
+                if attempt == MAX_RETRIES - 1:
+                    raise
+    return results
+
+
+def _ingest_batch(
+    session: Session, batch: list[Any], *, source: str, author: User | None
+) -> list[dict[str, Any]]:
+    settings = get_settings()
+    results: list[dict[str, Any] | None] = [None] * len(batch)
+    use_cases = use_case_lookup(session)
+    items: list[_Item] = []
+    for index, raw in enumerate(batch):
+        checked = _validate(raw, index, source=source, author=author, use_cases=use_cases)
+        if isinstance(checked, str):
+            results[index] = _rejected(raw, checked)
+        else:
+            items.append(checked)
+
+    # idempotency: an external_id seen before answers with the stored prompt
+    external_ids = {i.external_id for i in items if i.external_id}
+    if external_ids:
+        stored = session.scalars(select(Prompt).where(Prompt.external_id.in_(external_ids)))
+        known = {p.external_id: p for p in stored}
+        fresh: list[_Item] = []
+        first_of: dict[str, int] = {}
+        for item in items:
+            prompt = known.get(item.external_id) if item.external_id else None
+            if prompt is not None:
+                results[item.index] = _result(
+                    prompt.external_id, prompt.status, prompt.id, prompt.split, prompt.reason
+                )
+            elif item.external_id in first_of:
+                item.extra["same_as"] = first_of[item.external_id]
+            else:
+                if item.external_id:
+                    first_of[item.external_id] = item.index
+                fresh.append(item)
+        repeats = [i for i in items if "same_as" in i.extra]
+        items = fresh
+    else:
+        repeats = []
+
+    # PII is the slow part: scan outside the write transaction with the splits as they are
+    # now, then re-check the splits under the quota locks and scan anything that moved
+    provisional = splits_for_users(session, {i.user_id for i in items})
+    session.commit()  # SQLite: release the write lock taken by that read
+    pii_filter = get_pii_filter()
+    for item in items:
+        if scanned_split(provisional[item.user_id]):
+            item.scan = pii_filter.scan(item.text)
+
+    quotas = quota.lock_quotas(session, {i.user_id for i in items})
+    splits = splits_for_users(session, quotas.keys())
+    drop = settings.pii_policy == "drop"
+    for item in items:
+        item.split = splits[item.user_id]
+        if scanned_split(item.split):
+            item.scan = item.scan or pii_filter.scan(item.text)
+        else:
+            item.scan = None
+        item.key = dedup.dedup_key(item.text, settings.dedup_prefix_chars)
+        if item.scan is not None and item.scan.found and drop:
+            item.status, item.reason = PromptStatus.pii_dropped.value, drop_reason(item.scan)
+
+    # dedup against stored keys, then within the batch; the cap counts accepted prompts only
+    owners = dedup.key_owners(session, {i.key for i in items if not i.status})
+    claimed_in_batch: dict[str, int] = {}
+    granted: dict[str, int] = {}
+    cap = settings.prompts_per_user_cap
+    for item in items:
+        if item.status:
+            continue
+        if item.key in owners:
+            item.status, item.duplicate_of = PromptStatus.duplicate.value, owners[item.key]
+        elif item.key in claimed_in_batch:
+            item.status = PromptStatus.duplicate.value
+            item.duplicate_of_item = claimed_in_batch[item.key]
+        elif quotas[item.user_id] + granted.get(item.user_id, 0) < cap:
+            item.status = PromptStatus.accepted.value
+            granted[item.user_id] = granted.get(item.user_id, 0) + 1
+            claimed_in_batch[item.key] = item.index
+        else:
+            item.status = PromptStatus.over_cap.value
+            item.reason = f"user ID {item.user_id!r} already has {cap} accepted prompts (the cap)"
+
+    _store(session, items, source=source, author=author)
+    by_index = {item.index: item for item in items}
+    _resolve_duplicates(session, items, by_index, granted)
+    quota.store_quotas(session, granted)
+
+    for item in items:
+        results[item.index] = _result(
+            item.external_id, item.status, item.prompt_id, item.split, item.reason
+        )
+    for item in repeats:
+        results[item.index] = results[item.extra["same_as"]]
+    return [r for r in results if r is not None]
+
+
+def _store(session: Session, items: list[_Item], *, source: str, author: User | None) -> None:
+    if not items:
+        return
+    rows = [
+        {
+            "text": item.scan.text if item.scan is not None else item.text,
+            "source": source,
+            "kind": item.kind,
+            "user_id": item.user_id,
+            "author_id": author.id if author is not None else None,
+            "external_id": item.external_id,
+            "use_case": item.use_case,
+            "structure": item.structure,
+            "metadata_": item.metadata,
+            "split": item.split,
+            "status": item.status,
+            "reason": item.reason,
+            "duplicate_of_id": item.duplicate_of,
+            "dedup_key": item.key,
+            "pii": item.scan.counts if item.scan is not None else None,
+        }
+        for item in items
+    ]
+    ids = session.scalars(insert(Prompt).returning(Prompt.id, sort_by_parameter_order=True), rows)
+    for item, prompt_id in zip(items, ids, strict=True):
+        item.prompt_id = prompt_id
+
+
+def _resolve_duplicates(
+    session: Session, items: list[_Item], by_index: dict[int, _Item], granted: dict[str, int]
+) -> None:
+    """Claim the keys of accepted prompts; ones a concurrent ingest won become duplicates."""
+    accepted = {i.key: i for i in items if i.status == PromptStatus.accepted.value}
+    won = dedup.claim_keys(session, {key: item.prompt_id for key, item in accepted.items()})  # type: ignore[misc]
+    lost = {key: item for key, item in accepted.items() if key not in won}
+    owners = dedup.key_owners(session, set(lost)) if lost else {}
+    changes: list[dict[str, Any]] = []
+    for key, item in lost.items():
+        item.status, item.duplicate_of = PromptStatus.duplicate.value, owners[key]
+        granted[item.user_id] -= 1
+        changes.append(
+            {"id": item.prompt_id, "status": item.status, "duplicate_of_id": owners[key]}
+        )
+    for item in items:
+        if item.duplicate_of_item is not None:
+            first = by_index[item.duplicate_of_item]
+            item.duplicate_of = first.duplicate_of if first.key in lost else first.prompt_id
+            changes.append(
+                {"id": item.prompt_id, "status": item.status, "duplicate_of_id": item.duplicate_of}
+            )
+    if changes:
+        session.execute(update(Prompt), changes)

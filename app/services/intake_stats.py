@@ -1,0 +1,111 @@
+"""Figures for the admin data page: data-set sizes like the paper's table, and curation counts.
+
+Data-set membership (of accepted prompts only; duplicates, over-cap and dropped prompts are in
+none):
+- SFT: prompts with a demonstration task or a demonstration;
+- RM: prompts with a ranking task or a ranking;
+- PPO: prompts from the API (customers' prompts; the paper's PPO set has no labeler prompts).
+A prompt can be in several data sets.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from sqlalchemy import exists, func, or_, select
+from sqlalchemy.orm import Session
+
+from app.models import Demonstration, Prompt, PromptSource, PromptStatus, Ranking, Task, TaskKind
+from app.services.curation.splits import SPLITS
+
+DATASETS = ["SFT", "RM", "PPO"]
+SOURCES = [s.value for s in PromptSource]
+
+
+def _dataset_filters() -> dict[str, Any]:
+    def has_task(kind: TaskKind) -> Any:
+        return exists().where(Task.prompt_id == Prompt.id, Task.kind == kind.value)
+
+    return {
+        "SFT": or_(
+            has_task(TaskKind.demonstration),
+            exists().where(Demonstration.prompt_id == Prompt.id),
+        ),
+        "RM": or_(has_task(TaskKind.ranking), exists().where(Ranking.prompt_id == Prompt.id)),
+        "PPO": Prompt.source == PromptSource.api.value,
+    }
+
+
+def dataset_table(session: Session) -> dict[str, Any]:
+    """``rows``: one per (data set, split) with counts per source and in total."""
+    accepted = Prompt.status == PromptStatus.accepted.value
+    counts: dict[tuple[str, str, str], int] = {}
+    for name, condition in [("All accepted", None), *_dataset_filters().items()]:
+        query = select(Prompt.split, Prompt.source, func.count()).where(accepted)
+        if condition is not None:
+            query = query.where(condition)
+        for split, source, n in session.execute(query.group_by(Prompt.split, Prompt.source)):
+            counts[(name, split or "-", source)] = n
+    rows = []
+    for name in ["All accepted", *DATASETS]:
+        for split in SPLITS:
+            by_source = {source: counts.get((name, split, source), 0) for source in SOURCES}
+            rows.append(
+                {"dataset": name, "split": split, **by_source, "total": sum(by_source.values())}
+            )
+    return {"sources": SOURCES, "rows": rows}
+
+
+def use_case_distribution(session: Session) -> list[dict[str, Any]]:
+    """Accepted prompts per use case (unset last), with shares."""
+    rows = session.execute(
+        select(Prompt.use_case, func.count())
+        .where(Prompt.status == PromptStatus.accepted.value)
+        .group_by(Prompt.use_case)
+    ).all()
+    total = sum(n for _, n in rows) or 1
+    ordered = sorted(rows, key=lambda r: (r[0] is None, -r[1], r[0] or ""))
+    return [
+        {"use_case": name or "(not set)", "count": n, "share": n / total} for name, n in ordered
+    ]
+
+
+def curation_counts(session: Session) -> dict[str, Any]:
+    """Prompts per status, users at the cap, and PII entity types found."""
+    by_status = dict(
+        session.execute(select(Prompt.status, func.count()).group_by(Prompt.status)).tuples().all()
+    )
+    capped_users = session.scalar(
+        select(func.count(func.distinct(Prompt.user_id))).where(
+            Prompt.status == PromptStatus.over_cap.value
+        )
+    )
+    entities: Counter[str] = Counter()
+    with_pii = scanned = 0
+    # the JSON report is summed here rather than in SQL: JSON functions differ per backend
+    for (report,) in session.execute(
+        select(Prompt.pii).where(Prompt.pii.is_not(None)).execution_options(yield_per=5000)
+    ):
+        if report is None:
+            continue
+        scanned += 1
+        if report:
+            with_pii += 1
+            entities.update(report)
+    return {
+        "by_status": {s.value: by_status.get(s.value, 0) for s in PromptStatus},
+        "total": sum(by_status.values()),
+        "capped_users": capped_users or 0,
+        "scanned": scanned,
+        "with_pii": with_pii,
+        "entities": dict(entities.most_common()),
+    }
+
+
+def data_overview(session: Session) -> dict[str, Any]:
+    return {
+        "datasets": dataset_table(session),
+        "use_cases": use_case_distribution(session),
+        "curation": curation_counts(session),
+    }

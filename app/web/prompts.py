@@ -1,0 +1,274 @@
+"""HTML pages of prompt intake: labelers' prompt forms, the admin data page, use cases, pins."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import RedirectResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.db import get_session
+from app.deps import Principal, any_user, researcher
+from app.models import Prompt, PromptKind
+from app.services import ServiceError
+from app.services.curation import splits
+from app.services.intake import labeler_user_id
+from app.services.intake_stats import data_overview
+from app.services.prompts import (
+    MAX_FEW_SHOT_EXAMPLES,
+    add_use_case,
+    build_labeler_prompt,
+    list_use_cases,
+    submit_labeler_prompt,
+    update_use_case,
+)
+from app.web.templating import render
+
+router = APIRouter(include_in_schema=False)
+KINDS = {
+    PromptKind.plain.value: "Plain",
+    PromptKind.few_shot.value: "Few-shot",
+    PromptKind.use_case.value: "Use case",
+}
+STATUS_MESSAGES = {
+    "accepted": "Thank you: your prompt was accepted.",
+    "duplicate": "This prompt starts like one we already have, so it was recorded as a duplicate.",
+    "over_cap": "You have reached the limit of prompts per person; this one was not added.",
+}
+
+
+def _examples_from_form(form: Any) -> list[dict[str, str]]:
+    return [
+        {"query": str(form.get(f"query_{n}", "")), "response": str(form.get(f"response_{n}", ""))}
+        for n in range(MAX_FEW_SHOT_EXAMPLES)
+        if f"query_{n}" in form or f"response_{n}" in form
+    ]
+
+
+def _form_page(
+    request: Request,
+    session: Session,
+    principal: Principal,
+    kind: str,
+    values: dict[str, Any],
+    *,
+    error: str | None = None,
+    field: str | None = None,
+    notice: str | None = None,
+    status_code: int = 200,
+):  # type: ignore[no-untyped-def]
+    mine = session.scalars(
+        select(Prompt)
+        .where(Prompt.user_id == labeler_user_id(principal.user))
+        .order_by(Prompt.id.desc())
+        .limit(10)
+    ).all()
+    examples = values.get("examples") or []
+    rows = max(3, len(examples))
+    examples = examples + [{"query": "", "response": ""}] * (rows - len(examples))
+    ctx = {
+        "kind": kind if kind in KINDS else PromptKind.plain.value,
+        "kinds": KINDS,
+        "values": values,
+        "examples": examples,
+        "use_cases": list_use_cases(session, active_only=True),
+        "error": error,
+        "error_field": field,
+        "notice": notice,
+        "mine": mine,
+    }
+    session.commit()  # keeps the default use cases seeded on first use
+    return render(request, "labeler/prompt_form.html", ctx, status_code=status_code)
+
+
+@router.get("/labeler/prompts/new")
+def new_prompt_form(  # type: ignore[no-untyped-def]
+    request: Request,
+    kind: str = PromptKind.plain.value,
+    principal: Principal = Depends(any_user),
+    session: Session = Depends(get_session),
+):
+    return _form_page(request, session, principal, kind, {})
+
+
+@router.post("/labeler/prompts/new")
+async def submit_prompt_form(  # type: ignore[no-untyped-def]
+    request: Request,
+    principal: Principal = Depends(any_user),
+    session: Session = Depends(get_session),
+):
+    form = await request.form()
+    kind = str(form.get("kind", PromptKind.plain.value))
+    values = {
+        "text": str(form.get("text", "")),
+        "instruction": str(form.get("instruction", "")),
+        "use_case": str(form.get("use_case", "")) or None,
+        "examples": _examples_from_form(form),
+    }
+    try:
+        item = build_labeler_prompt(kind, **values)
+        result = submit_labeler_prompt(session, principal.user, item)
+    except ServiceError as exc:
+        session.rollback()
+        return _form_page(
+            request,
+            session,
+            principal,
+            kind,
+            values,
+            error=exc.detail,
+            field=exc.field,
+            status_code=exc.status_code,
+        )
+    notice = STATUS_MESSAGES.get(result["status"], result["status"])
+    if result["status"] == "accepted":
+        return _form_page(request, session, principal, kind, {}, notice=notice)
+    # not added: keep what they wrote so they can change it
+    return _form_page(request, session, principal, kind, values, error=notice, status_code=409)
+
+
+# admin ----------------------------------------------------------------------------------------
+
+
+@router.get("/admin/data")
+def data_page(  # type: ignore[no-untyped-def]
+    request: Request,
+    principal: Principal = Depends(researcher),
+    session: Session = Depends(get_session),
+):
+    return render(request, "admin/data.html", data_overview(session))
+
+
+def _use_case_page(
+    request: Request,
+    session: Session,
+    *,
+    error: str | None = None,
+    values: dict[str, str] | None = None,
+    status_code: int = 200,
+):  # type: ignore[no-untyped-def]
+    ctx = {"use_cases": list_use_cases(session), "error": error, "values": values or {}}
+    session.commit()
+    return render(request, "admin/data_use_cases.html", ctx, status_code=status_code)
+
+
+@router.get("/admin/data/use-cases")
+def use_cases_page(  # type: ignore[no-untyped-def]
+    request: Request,
+    principal: Principal = Depends(researcher),
+    session: Session = Depends(get_session),
+):
+    return _use_case_page(request, session)
+
+
+@router.post("/admin/data/use-cases")
+async def use_case_add(  # type: ignore[no-untyped-def]
+    request: Request,
+    principal: Principal = Depends(researcher),
+    session: Session = Depends(get_session),
+):
+    form = await request.form()
+    values = {"name": str(form.get("name", "")), "description": str(form.get("description", ""))}
+    try:
+        add_use_case(session, values["name"], values["description"])
+        session.commit()
+    except ServiceError as exc:
+        session.rollback()
+        return _use_case_page(
+            request, session, error=exc.detail, values=values, status_code=exc.status_code
+        )
+    return RedirectResponse("/admin/data/use-cases", status_code=303)
+
+
+@router.post("/admin/data/use-cases/{use_case_id}")
+async def use_case_edit(  # type: ignore[no-untyped-def]
+    use_case_id: int,
+    request: Request,
+    principal: Principal = Depends(researcher),
+    session: Session = Depends(get_session),
+):
+    form = await request.form()
+    try:
+        position = int(str(form.get("position", "0")) or 0)
+    except ValueError:
+        position = None
+    try:
+        update_use_case(
+            session,
+            use_case_id,
+            name=str(form.get("name", "")),
+            description=str(form.get("description", "")),
+            active=form.get("active") == "on",
+            position=position,
+        )
+        session.commit()
+    except ServiceError as exc:
+        session.rollback()
+        return _use_case_page(request, session, error=exc.detail, status_code=exc.status_code)
+    return RedirectResponse("/admin/data/use-cases", status_code=303)
+
+
+def _pins_page(
+    request: Request,
+    session: Session,
+    *,
+    error: str | None = None,
+    notice: str | None = None,
+    values: dict[str, str] | None = None,
+    status_code: int = 200,
+):  # type: ignore[no-untyped-def]
+    ctx = {
+        "pins": splits.list_pins(session),
+        "splits": splits.SPLITS,
+        "error": error,
+        "notice": notice,
+        "values": values or {},
+    }
+    return render(request, "admin/data_pins.html", ctx, status_code=status_code)
+
+
+@router.get("/admin/data/pins")
+def pins_page(  # type: ignore[no-untyped-def]
+    request: Request,
+    principal: Principal = Depends(researcher),
+    session: Session = Depends(get_session),
+):
+    return _pins_page(request, session)
+
+
+@router.post("/admin/data/pins")
+async def pin_add(  # type: ignore[no-untyped-def]
+    request: Request,
+    principal: Principal = Depends(researcher),
+    session: Session = Depends(get_session),
+):
+    form = await request.form()
+    values = {"user_id": str(form.get("user_id", "")), "split": str(form.get("split", ""))}
+    try:
+        moved = splits.pin_split(session, values["user_id"], values["split"])
+        session.commit()
+    except ServiceError as exc:
+        session.rollback()
+        return _pins_page(
+            request, session, error=exc.detail, values=values, status_code=exc.status_code
+        )
+    notice = f"Pinned {values['user_id'].strip()!r} to {values['split']}; moved {moved} prompt(s)."
+    return _pins_page(request, session, notice=notice)
+
+
+@router.post("/admin/data/pins/{user_id}/delete")
+def pin_delete(  # type: ignore[no-untyped-def]
+    user_id: str,
+    request: Request,
+    principal: Principal = Depends(researcher),
+    session: Session = Depends(get_session),
+):
+    try:
+        splits.unpin_split(session, user_id)
+        session.commit()
+    except ServiceError as exc:
+        session.rollback()
+        return _pins_page(request, session, error=exc.detail, status_code=exc.status_code)
+    return RedirectResponse("/admin/data/pins", status_code=303)
