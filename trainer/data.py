@@ -46,9 +46,13 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
 
 
 def load_records(source: Records | None) -> list[dict[str, Any]]:
-    """A JSONL path or an iterable of dicts, as a list (None -> [])."""
+    """A JSONL (or .parquet) path or an iterable of dicts, as a list (None -> [])."""
     if source is None:
         return []
+    if isinstance(source, str | Path) and str(source).endswith(".parquet"):
+        import pyarrow.parquet as pq  # export snapshots may be Parquet
+
+        return pq.read_table(source).to_pylist()
     if isinstance(source, str | Path):
         return read_jsonl(source)
     return list(source)

@@ -121,6 +121,8 @@ def train_reward_model(
                     "accuracy": (stats["correct"] / stats["pairs"].clamp(min=1)).item(),
                     "comparisons_per_second": comparisons / max(train_time, 1e-9)})
 
+    comparisons = int(accelerator.reduce(torch.tensor(comparisons, device=accelerator.device),
+                                         "sum"))  # over all processes
     metrics: dict[str, float] = {"first_loss": first_loss or 0.0, "final_loss": loss.item(),
                                  "steps": step, "comparisons": comparisons,
                                  "comparisons_per_second": comparisons / max(train_time, 1e-9)}

@@ -49,3 +49,13 @@ def test_jsonl_round_trip_and_errors(tmp_path: Path) -> None:
     (tmp_path / "bad.jsonl").write_text('{"prompt": "a"}\nnot json\n')
     with pytest.raises(ValueError, match="bad.jsonl:2"):
         data.read_jsonl(tmp_path / "bad.jsonl")
+
+
+def test_parquet_snapshots_read_like_jsonl(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"prompt": "p", "completions": [{"text": "a", "rank": 2}, {"text": "b", "rank": 1}]}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "r.parquet")
+    assert data.rankings(tmp_path / "r.parquet") == [
+        {"prompt": "p", "texts": ["a", "b"], "ranks": [2, 1]}]
