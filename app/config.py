@@ -47,6 +47,13 @@ class Settings(BaseSettings):
 
     # labeling
     task_lock_s: int = Field(default=30 * 60, ge=10)
+    # share of new tasks (0..1, chosen deterministically by prompt id) that need
+    # `agreement_overlap` distinct labelers instead of 1, to measure inter-annotator agreement
+    agreement_share: float = Field(default=0.0, ge=0.0, le=1.0)
+    agreement_overlap: int = Field(default=2, ge=2, le=20)
+    # splits whose accepted prompts get a demonstration task (the SFT data set)
+    demonstration_splits: tuple[str, ...] = ("train", "val")
+    demonstration_max_chars: int = Field(default=20_000, ge=1)
 
     # jobs
     artifacts_dir: Path | None = None

@@ -8,13 +8,15 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
+from app.api import completions as completions_api
 from app.api import export, system
 from app.api import jobs as jobs_api
 from app.api import prompts as prompts_api
+from app.api import tasks as tasks_api
 from app.config import get_settings
 from app.deps import CSRFError, Forbidden, NotAuthenticated, csrf_protect
 from app.services import ServiceError
-from app.web import auth, home
+from app.web import auth, home, instructions, labeler
 from app.web import prompts as prompts_web
 from app.web.templating import ROOT, render
 
@@ -26,6 +28,10 @@ ROUTERS = [
     jobs_api.router,
     prompts_api.router,
     prompts_web.router,
+    completions_api.router,
+    tasks_api.router,
+    labeler.router,
+    instructions.router,
 ]
 
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, utcnow
@@ -64,6 +73,15 @@ class Task(Base):
         Index("ix_tasks_kind_status", "kind", "status"),
         CheckConstraint("overlap >= 1", name="overlap_positive"),
         CheckConstraint("filled <= overlap", name="filled_within_overlap"),
+        CheckConstraint("filled >= 0", name="filled_not_negative"),
+        # one demonstration task per prompt, so lazy creation (INSERT ... SELECT) is idempotent
+        Index(
+            "uq_tasks_demonstration_prompt",
+            "prompt_id",
+            unique=True,
+            postgresql_where=text("kind = 'demonstration'"),
+            sqlite_where=text("kind = 'demonstration'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -71,8 +89,10 @@ class Task(Base):
     prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id"), index=True)
     # number of distinct labelers the task needs
     overlap: Mapped[int] = mapped_column(default=1)
-    # submissions (or skips) received so far
+    # slots taken: active assignments plus submissions and skips; the queue takes a slot with
+    # an atomic ``UPDATE ... WHERE filled < overlap`` and gives it back when a lock expires
     filled: Mapped[int] = mapped_column(default=0)
+    # "done" once `overlap` labelers submitted or skipped
     status: Mapped[str] = mapped_column(String(16), default=TaskStatus.open.value)
     # job that produced the task (sampling), if any
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))

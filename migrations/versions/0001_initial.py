@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 12:20:15.688459
+Create Date: 2026-11-25 12:33:00.338930
 """
 
 from collections.abc import Sequence
@@ -246,6 +246,7 @@ def upgrade() -> None:
         sa.Column("created_by_id", sa.Integer(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.CheckConstraint("filled <= overlap", name=op.f("ck_tasks_filled_within_overlap")),
+        sa.CheckConstraint("filled >= 0", name=op.f("ck_tasks_filled_not_negative")),
         sa.CheckConstraint("overlap >= 1", name=op.f("ck_tasks_overlap_positive")),
         sa.ForeignKeyConstraint(
             ["created_by_id"], ["users.id"], name=op.f("fk_tasks_created_by_id_users")
@@ -259,6 +260,13 @@ def upgrade() -> None:
     with op.batch_alter_table("tasks", schema=None) as batch_op:
         batch_op.create_index("ix_tasks_kind_status", ["kind", "status"], unique=False)
         batch_op.create_index(batch_op.f("ix_tasks_prompt_id"), ["prompt_id"], unique=False)
+        batch_op.create_index(
+            "uq_tasks_demonstration_prompt",
+            ["prompt_id"],
+            unique=True,
+            postgresql_where=sa.text("kind = 'demonstration'"),
+            sqlite_where=sa.text("kind = 'demonstration'"),
+        )
 
     op.create_table(
         "assignments",
@@ -444,6 +452,11 @@ def downgrade() -> None:
 
     op.drop_table("assignments")
     with op.batch_alter_table("tasks", schema=None) as batch_op:
+        batch_op.drop_index(
+            "uq_tasks_demonstration_prompt",
+            postgresql_where=sa.text("kind = 'demonstration'"),
+            sqlite_where=sa.text("kind = 'demonstration'"),
+        )
         batch_op.drop_index(batch_op.f("ix_tasks_prompt_id"))
         batch_op.drop_index("ix_tasks_kind_status")
 

@@ -1,0 +1,48 @@
+"""JSON twin of the labeling pages: take the next task, submit it (same services as the HTML)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query, Response
+from sqlalchemy.orm import Session
+
+from app.db import get_session
+from app.deps import Principal, any_user
+from app.schemas.labeling import NextTaskOut, SubmissionIn, SubmissionOut
+from app.services.labeling import describe_assignment, submit
+from app.services.queue import assign_next_task
+
+router = APIRouter(prefix="/api/v1/tasks", tags=["labeling"])
+
+
+@router.get(
+    "/next",
+    response_model=NextTaskOut,
+    responses={204: {"description": "nothing is waiting for you"}},
+)
+def next_task(
+    kind: str | None = Query(None, description="ranking or demonstration; any when omitted"),
+    principal: Principal = Depends(any_user),
+    session: Session = Depends(get_session),
+) -> NextTaskOut | Response:
+    """Hold the next task for you (your unfinished one first) until `lock_expires_at`."""
+    assignment = assign_next_task(session, principal.user, kind)
+    if assignment is None:
+        session.commit()
+        return Response(status_code=204)
+    described = describe_assignment(session, assignment)
+    session.commit()
+    return NextTaskOut.model_validate(described)
+
+
+@router.post("/{task_id}/submission", response_model=SubmissionOut)
+def post_submission(
+    task_id: int,
+    body: SubmissionIn,
+    principal: Principal = Depends(any_user),
+    session: Session = Depends(get_session),
+) -> SubmissionOut:
+    """`{"text"}`, `{"ranking", "ratings"}` or `{"skip": {"reason"}}`; an identical repeat is a
+    no-op that answers 200 again."""
+    result = submit(session, principal.user, task_id, body)
+    session.commit()
+    return SubmissionOut.model_validate(result)

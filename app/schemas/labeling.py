@@ -1,0 +1,105 @@
+"""JSON shapes of the labeling API: completions, ranking tasks, the next task, submissions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class CompletionIn(BaseModel):
+    text: str
+    origin: str
+    model_version_id: int | None = None
+
+
+class CompletionsIn(BaseModel):
+    prompt_id: int
+    completions: list[CompletionIn]
+
+
+class CompletionOut(BaseModel):
+    completion_id: int
+    text: str
+    origin: str
+
+
+class CompletionsOut(BaseModel):
+    completions: list[CompletionOut]
+
+
+class RankingTaskIn(BaseModel):
+    prompt_id: int
+    completion_ids: list[int]
+    # omitted: 1, or `agreement_overlap` for the configured share of prompts
+    overlap: int | None = None
+
+
+class RankingTaskOut(BaseModel):
+    task_id: int
+    kind: str
+    prompt_id: int
+    completion_ids: list[int]
+    k: int
+    overlap: int
+    status: str
+
+
+class PromptOut(BaseModel):
+    prompt_id: int
+    text: str
+    kind: str
+    # few-shot prompts: {"instruction", "examples": [{"query", "response"}]}
+    structure: dict[str, Any] | None = None
+
+
+class ShownCompletion(BaseModel):
+    completion_id: int
+    text: str
+
+
+class NextTaskOut(BaseModel):
+    task_id: int
+    kind: str
+    prompt: PromptOut
+    # rankings only, in the order shown to this labeler (stored with the assignment)
+    completions: list[ShownCompletion] | None = None
+    lock_expires_at: datetime
+
+
+class Rating(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    likert: int | None = None
+    flags: list[str] = Field(default_factory=list)
+
+
+class Skip(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str
+
+
+class SubmissionIn(BaseModel):
+    """Exactly one of ``text`` (demonstration), ``ranking`` (+ ``ratings``) or ``skip``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None = None
+    # tie groups, best first: [[3], [7, 5], [9]]
+    ranking: list[list[int]] | None = None
+    ratings: dict[int, Rating] | None = None
+    skip: Skip | None = None
+    # measured by the page; the server uses the time since assignment when absent
+    time_spent_ms: int | None = Field(default=None, ge=0)
+
+
+class SubmissionOut(BaseModel):
+    task_id: int
+    kind: str
+    status: str
+    demonstration_id: int | None = None
+    ranking_id: int | None = None
+    # true when this repeated an earlier identical submission (nothing new was stored)
+    replayed: bool = False

@@ -1,0 +1,320 @@
+"""What a labeler sees for a held task, and what they submit: demonstrations, rankings, skips.
+
+The HTML pages and the JSON API both call `describe_assignment` and `submit`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.config import get_settings
+from app.db import utcnow
+from app.models import (
+    FLAGS,
+    Assignment,
+    AssignmentStatus,
+    Completion,
+    Demonstration,
+    Prompt,
+    Ranking,
+    RankingEntry,
+    Task,
+    TaskKind,
+    TaskStatus,
+    User,
+)
+from app.schemas.labeling import SubmissionIn
+from app.services import Conflict, Invalid, NotFound, ServiceError
+from app.services.queue import FINISHED
+
+SKIP_REASON_MAX_CHARS = 2000
+
+
+class NotYours(ServiceError):
+    status_code = 403
+
+
+def describe_assignment(session: Session, assignment: Assignment) -> dict[str, Any]:
+    """The task as the labeler sees it: prompt, and for rankings the completions in the order
+    shown to this labeler."""
+    task = session.get_one(Task, assignment.task_id)
+    prompt = session.get_one(Prompt, task.prompt_id)
+    described: dict[str, Any] = {
+        "task_id": task.id,
+        "kind": task.kind,
+        "prompt": {
+            "prompt_id": prompt.id,
+            "text": prompt.text,
+            "kind": prompt.kind,
+            "structure": prompt.structure,
+        },
+        "lock_expires_at": assignment.lock_expires_at,
+    }
+    if task.kind == TaskKind.ranking.value:
+        order = assignment.display_order or [item.completion_id for item in task.items]
+        texts = dict(
+            session.execute(
+                select(Completion.id, Completion.text).where(Completion.id.in_(order))
+            ).all()
+        )
+        described["completions"] = [{"completion_id": cid, "text": texts[cid]} for cid in order]
+    return described
+
+
+def parse_submission(payload: SubmissionIn | dict[str, Any]) -> SubmissionIn:
+    if isinstance(payload, SubmissionIn):
+        return payload
+    try:
+        return SubmissionIn.model_validate(payload)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or None
+        raise Invalid(f"invalid submission: {err['msg']}", field=field) from None
+
+
+def submit(
+    session: Session, labeler: User, task_id: int, payload: SubmissionIn | dict[str, Any]
+) -> dict[str, Any]:
+    """Store a labeler's demonstration, ranking or skip for a task they hold.
+
+    Repeating an identical submission returns the stored result (nothing new is written);
+    a different one after submitting is a 409.
+    """
+    sub = parse_submission(payload)
+    given = [name for name in ("text", "ranking", "skip") if getattr(sub, name) is not None]
+    if len(given) != 1:
+        raise Invalid("send exactly one of 'text', 'ranking' or 'skip'", field="submission")
+    if sub.ratings is not None and sub.ranking is None:
+        raise Invalid("'ratings' go with a 'ranking'", field="ratings")
+    if session.get(Task, task_id) is None:
+        raise NotFound(f"task {task_id} does not exist", field="task_id")
+    # lock order: assignment, then task (as the queue does)
+    assignment = session.scalar(
+        select(Assignment)
+        .where(Assignment.task_id == task_id, Assignment.labeler_id == labeler.id)
+        .with_for_update()
+    )
+    if assignment is None:
+        raise NotYours(
+            f"task {task_id} is not assigned to you; get a task from GET /api/v1/tasks/next",
+            field="task_id",
+        )
+    task = session.scalar(select(Task).where(Task.id == task_id).with_for_update())
+    assert task is not None
+    if assignment.status in FINISHED:
+        if _same_as_stored(session, task, assignment, sub):
+            return _result(session, task, assignment, replayed=True)
+        raise Conflict(
+            f"you already {assignment.status} task {task_id}; a submission cannot be changed",
+            field="task_id",
+        )
+    now = utcnow()
+    if assignment.status == AssignmentStatus.expired.value or assignment.lock_expires_at <= now:
+        raise Conflict(
+            f"your hold on task {task_id} expired at {assignment.lock_expires_at:%H:%M} UTC; "
+            "take a task again (your draft is kept in this browser)",
+            field="task_id",
+        )
+    time_spent = sub.time_spent_ms
+    if time_spent is None:
+        time_spent = int((now - assignment.assigned_at) / timedelta(milliseconds=1))
+    if sub.skip is not None:
+        assignment.skip_reason = _skip_reason(sub.skip.reason)
+        assignment.status = AssignmentStatus.skipped.value
+    elif task.kind == TaskKind.demonstration.value:
+        if sub.text is None:
+            raise Invalid(f"task {task_id} is a demonstration: send 'text'", field="text")
+        session.add(
+            Demonstration(
+                task_id=task.id,
+                prompt_id=task.prompt_id,
+                labeler_id=labeler.id,
+                text=_demonstration_text(sub.text),
+                time_spent_ms=time_spent,
+            )
+        )
+        assignment.status = AssignmentStatus.submitted.value
+    else:
+        if sub.ranking is None:
+            raise Invalid(f"task {task_id} is a ranking: send 'ranking'", field="ranking")
+        shown = assignment.display_order or [item.completion_id for item in task.items]
+        groups = _validated_groups(sub.ranking, shown)
+        ratings = _validated_ratings(sub, shown)
+        ranking = Ranking(
+            task_id=task.id,
+            prompt_id=task.prompt_id,
+            labeler_id=labeler.id,
+            k=len(shown),
+            display_order=list(shown),
+            time_spent_ms=time_spent,
+        )
+        # rank 1 = best; tied completions share their group's rank
+        ranking.entries = [
+            RankingEntry(
+                completion_id=cid,
+                rank=position,
+                likert=ratings.get(cid, (None, []))[0],
+                flags=ratings.get(cid, (None, []))[1],
+            )
+            for position, group in enumerate(groups, start=1)
+            for cid in group
+        ]
+        session.add(ranking)
+        assignment.status = AssignmentStatus.submitted.value
+    assignment.finished_at = now
+    session.flush()
+    finished = session.scalar(
+        select(func.count())
+        .select_from(Assignment)
+        .where(Assignment.task_id == task.id, Assignment.status.in_(FINISHED))
+    )
+    if finished is not None and finished >= task.overlap:
+        task.status = TaskStatus.done.value
+    session.flush()
+    return _result(session, task, assignment, replayed=False)
+
+
+def _skip_reason(reason: str) -> str:
+    reason = reason.strip()
+    if not reason:
+        raise Invalid("say why you skip this task (e.g. the prompt is unclear)", field="skip")
+    if len(reason) > SKIP_REASON_MAX_CHARS:
+        raise Invalid(f"the reason is longer than {SKIP_REASON_MAX_CHARS} characters", field="skip")
+    return reason
+
+
+def _demonstration_text(text: str) -> str:
+    # browsers submit textarea line breaks as CRLF; store what the labeler typed
+    text = text.replace("\r\n", "\n")
+    if not text.strip():
+        raise Invalid("write the ideal response before submitting", field="text")
+    limit = get_settings().demonstration_max_chars
+    if len(text) > limit:
+        raise Invalid(f"the response is longer than {limit} characters", field="text")
+    return text
+
+
+def _validated_groups(ranking: list[list[int]], shown: list[int]) -> list[list[int]]:
+    seen: set[int] = set()
+    for group in ranking:
+        if not group:
+            raise Invalid("a tie group in 'ranking' is empty", field="ranking")
+        for cid in group:
+            if cid not in shown:
+                raise Invalid(f"completion {cid} is not part of this task", field="ranking")
+            if cid in seen:
+                raise Invalid(f"completion {cid} is ranked more than once", field="ranking")
+            seen.add(cid)
+    missing = [cid for cid in shown if cid not in seen]
+    if missing:
+        raise Invalid(
+            f"completions {missing} are not ranked; place every completion exactly once",
+            field="ranking",
+        )
+    return ranking
+
+
+def _validated_ratings(sub: SubmissionIn, shown: list[int]) -> dict[int, tuple[int | None, list]]:
+    ratings: dict[int, tuple[int | None, list]] = {}
+    for cid, rating in (sub.ratings or {}).items():
+        if cid not in shown:
+            raise Invalid(f"completion {cid} is not part of this task", field=f"ratings.{cid}")
+        if rating.likert is not None and not 1 <= rating.likert <= 7:
+            raise Invalid(
+                f"overall quality must be 1 to 7, got {rating.likert}",
+                field=f"ratings.{cid}.likert",
+            )
+        unknown = [f for f in rating.flags if f not in FLAGS]
+        if unknown:
+            raise Invalid(
+                f"unknown flag(s) {unknown}; known flags: {', '.join(FLAGS)}",
+                field=f"ratings.{cid}.flags",
+            )
+        # stored once each, in the order labelers see them
+        ratings[cid] = (rating.likert, [f for f in FLAGS if f in rating.flags])
+    return ratings
+
+
+def _same_as_stored(
+    session: Session, task: Task, assignment: Assignment, sub: SubmissionIn
+) -> bool:
+    if sub.skip is not None:
+        return (
+            assignment.status == AssignmentStatus.skipped.value
+            and assignment.skip_reason == sub.skip.reason.strip()
+        )
+    if assignment.status != AssignmentStatus.submitted.value:
+        return False
+    if task.kind == TaskKind.demonstration.value:
+        stored = session.scalar(
+            select(Demonstration.text).where(
+                Demonstration.task_id == task.id, Demonstration.labeler_id == assignment.labeler_id
+            )
+        )
+        return sub.text is not None and stored == sub.text.replace("\r\n", "\n")
+    ranking = session.scalar(
+        select(Ranking).where(
+            Ranking.task_id == task.id, Ranking.labeler_id == assignment.labeler_id
+        )
+    )
+    if ranking is None or sub.ranking is None:
+        return False
+    stored_groups: dict[int, set[int]] = {}
+    stored_ratings = {}
+    for entry in ranking.entries:
+        stored_groups.setdefault(entry.rank, set()).add(entry.completion_id)
+        stored_ratings[entry.completion_id] = (entry.likert, sorted(entry.flags))
+    given_ratings = {
+        cid: (r.likert, sorted(set(r.flags))) for cid, r in (sub.ratings or {}).items()
+    }
+    empty = (None, [])
+    return [stored_groups[k] for k in sorted(stored_groups)] == [
+        set(g) for g in sub.ranking
+    ] and all(
+        stored_ratings.get(cid, empty) == given_ratings.get(cid, empty)
+        for cid in set(stored_ratings) | set(given_ratings)
+    )
+
+
+def _result(
+    session: Session, task: Task, assignment: Assignment, *, replayed: bool
+) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "task_id": task.id,
+        "kind": task.kind,
+        "status": assignment.status,
+        "replayed": replayed,
+    }
+    if assignment.status == AssignmentStatus.submitted.value:
+        model = Demonstration if task.kind == TaskKind.demonstration.value else Ranking
+        key = "demonstration_id" if model is Demonstration else "ranking_id"
+        result[key] = session.scalar(
+            select(model.id).where(
+                model.task_id == task.id, model.labeler_id == assignment.labeler_id
+            )
+        )
+    return result
+
+
+def labeler_counts(session: Session, labeler: User) -> dict[str, dict[str, int]]:
+    """The labeler's finished work, today (UTC) and in total: per kind, and skips."""
+    midnight = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+    rows = session.execute(
+        select(Task.kind, Assignment.status, Assignment.finished_at)
+        .join(Task, Task.id == Assignment.task_id)
+        .where(Assignment.labeler_id == labeler.id, Assignment.status.in_(FINISHED))
+    ).all()
+    counts = {
+        period: {"demonstration": 0, "ranking": 0, "skipped": 0} for period in ("today", "total")
+    }
+    for kind, status, finished_at in rows:
+        key = "skipped" if status == AssignmentStatus.skipped.value else kind
+        counts["total"][key] += 1
+        if isinstance(finished_at, datetime) and finished_at >= midnight:
+            counts["today"][key] += 1
+    return counts

@@ -1,0 +1,253 @@
+"""The task queue: which task a labeler gets next, held for them by a lock that expires.
+
+Correctness under concurrency rests on the database, not on this process:
+- a slot is taken by ``UPDATE tasks SET filled = filled + 1 WHERE id = ? AND filled < overlap``
+  and the check constraint ``filled <= overlap`` backs it up, so no task gets more labelers
+  than its overlap;
+- ``unique (task_id, labeler_id)`` on assignments, demonstrations and rankings means one labeler
+  holds and submits a task at most once;
+- on PostgreSQL candidate tasks are read with ``FOR UPDATE SKIP LOCKED`` so concurrent labelers
+  take different tasks instead of queueing on one row; on SQLite every transaction is
+  ``BEGIN IMMEDIATE`` (see app/db.py), so the whole assignment is serialised.
+Lock order is always assignments, then tasks (here and in ``labeling.submit``), so the two
+never deadlock.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, case, exists, func, literal, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.config import get_settings
+from app.db import UTCDateTime, is_postgres, utcnow
+from app.models import (
+    Assignment,
+    AssignmentStatus,
+    Prompt,
+    PromptStatus,
+    Task,
+    TaskKind,
+    TaskStatus,
+    User,
+)
+from app.services import Conflict, Invalid
+
+FINISHED = (AssignmentStatus.submitted.value, AssignmentStatus.skipped.value)
+# a few retries cover the (PostgreSQL-only) case where a locked candidate filled up meanwhile
+_MAX_ATTEMPTS = 5
+
+
+def parse_kind(kind: str | None) -> str | None:
+    """``None``/empty for any kind, else a known task kind (422 otherwise)."""
+    if kind in (None, ""):
+        return None
+    try:
+        return TaskKind(kind).value
+    except ValueError:
+        names = ", ".join(k.value for k in TaskKind)
+        raise Invalid(f"unknown task kind {kind!r}; use one of {names}", field="kind") from None
+
+
+def release_expired_locks(session: Session, now: datetime | None = None) -> int:
+    """Mark active assignments past their lock as expired and give their slots back."""
+    now = now or utcnow()
+    rows = session.execute(
+        select(Assignment.id, Assignment.task_id)
+        .where(Assignment.status == AssignmentStatus.active.value)
+        .where(Assignment.lock_expires_at <= now)
+        .order_by(Assignment.id)
+        # another labeler releasing the same rows right now: leave them to it
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not rows:
+        return 0
+    session.execute(
+        update(Assignment)
+        .where(Assignment.id.in_([r.id for r in rows]))
+        .values(status=AssignmentStatus.expired.value)
+    )
+    for task_id, count in sorted(Counter(r.task_id for r in rows).items()):
+        session.execute(update(Task).where(Task.id == task_id).values(filled=Task.filled - count))
+    return len(rows)
+
+
+def _missing_demonstration_tasks():  # type: ignore[no-untyped-def]
+    """Accepted prompts of the SFT data set's splits that have no demonstration task yet."""
+    settings = get_settings()
+    has_task = exists().where(
+        Task.prompt_id == Prompt.id, Task.kind == TaskKind.demonstration.value
+    )
+    return (
+        select(Prompt.id)
+        .where(Prompt.status == PromptStatus.accepted.value)
+        .where(Prompt.split.in_(settings.demonstration_splits))
+        .where(~has_task)
+    )
+
+
+def ensure_demonstration_tasks(session: Session) -> int:
+    """Create the missing demonstration tasks in one idempotent ``INSERT ... SELECT``.
+
+    Called lazily by the queue (and the labeler home), so prompts accepted by any door get a
+    task without a background job. The partial unique index on (prompt_id) for demonstration
+    tasks plus ``ON CONFLICT DO NOTHING`` makes concurrent calls safe.
+    """
+    missing = _missing_demonstration_tasks()
+    # cheap read first: the insert (which may wait on a concurrent one) only when needed
+    if session.scalar(select(exists(missing))) is not True:
+        return 0
+    settings = get_settings()
+    share_pct = round(settings.agreement_share * 100)
+    overlap = case((Prompt.id % 100 < share_pct, settings.agreement_overlap), else_=1)
+    rows = missing.add_columns(
+        literal(TaskKind.demonstration.value),
+        overlap,
+        literal(0),
+        literal(TaskStatus.open.value),
+        literal(utcnow(), UTCDateTime()),
+    ).order_by(Prompt.id)
+    dialect = postgresql if is_postgres(session) else sqlite
+    stmt = (
+        dialect.insert(Task)
+        .from_select(["prompt_id", "kind", "overlap", "filled", "status", "created_at"], rows)
+        .on_conflict_do_nothing()
+    )
+    return session.execute(stmt).rowcount or 0
+
+
+def _open_for(labeler: User, kind: str | None):  # type: ignore[no-untyped-def]
+    """Tasks this labeler may take now: open, a free slot, not theirs, not done by them."""
+    mine = select(Assignment.task_id).where(
+        Assignment.labeler_id == labeler.id,
+        Assignment.status != AssignmentStatus.expired.value,
+    )
+    query = (
+        select(Task)
+        .join(Prompt, Prompt.id == Task.prompt_id)
+        .where(Task.status == TaskStatus.open.value)
+        .where(Task.filled < Task.overlap)
+        .where(Prompt.status == PromptStatus.accepted.value)
+        # a labeler never labels a prompt they wrote
+        .where(or_(Prompt.author_id.is_(None), Prompt.author_id != labeler.id))
+        .where(Task.id.not_in(mine))
+    )
+    if kind is not None:
+        query = query.where(Task.kind == kind)
+    return query
+
+
+def own_active_assignment(
+    session: Session, labeler: User, kind: str | None, now: datetime | None = None
+) -> Assignment | None:
+    now = now or utcnow()
+    query = (
+        select(Assignment)
+        .join(Task, Task.id == Assignment.task_id)
+        .where(Assignment.labeler_id == labeler.id)
+        .where(Assignment.status == AssignmentStatus.active.value)
+        .where(Assignment.lock_expires_at > now)
+        .order_by(Assignment.assigned_at, Assignment.id)
+        .limit(1)
+    )
+    if kind is not None:
+        query = query.where(Task.kind == kind)
+    return session.scalar(query)
+
+
+def assign_next_task(session: Session, labeler: User, kind: str | None) -> Assignment | None:
+    """Hold the next task for ``labeler`` (their own still-active one first), or None.
+
+    Flushes but does not commit: the caller commits, which releases the row lock.
+    """
+    kind = parse_kind(kind)
+    now = utcnow()
+    release_expired_locks(session, now)
+    if kind in (None, TaskKind.demonstration.value):
+        ensure_demonstration_tasks(session)
+    own = own_active_assignment(session, labeler, kind, now)
+    if own is not None:
+        return own
+    for _ in range(_MAX_ATTEMPTS):
+        task = session.scalar(
+            _open_for(labeler, kind)
+            .order_by(Task.id)
+            .limit(1)
+            .with_for_update(skip_locked=True, of=Task)
+        )
+        if task is None:
+            return None
+        taken = session.execute(
+            update(Task)
+            .where(Task.id == task.id, Task.filled < Task.overlap)
+            .values(filled=Task.filled + 1)
+            .execution_options(synchronize_session=False)
+        )
+        if taken.rowcount == 1:
+            return _hold(session, task, labeler, now)
+    return None
+
+
+def _hold(session: Session, task: Task, labeler: User, now: datetime) -> Assignment:
+    lock_until = now + timedelta(seconds=get_settings().task_lock_s)
+    # an earlier hold of the same task that expired: take it up again (same order shown)
+    assignment = session.scalar(
+        select(Assignment).where(Assignment.task_id == task.id, Assignment.labeler_id == labeler.id)
+    )
+    if assignment is not None:
+        assignment.status = AssignmentStatus.active.value
+        assignment.assigned_at = now
+        assignment.lock_expires_at = lock_until
+        assignment.finished_at = None
+    else:
+        order = None
+        if task.kind == TaskKind.ranking.value:
+            # randomised per labeler, so position bias averages out; stored with the ranking
+            order = [item.completion_id for item in task.items]
+            random.SystemRandom().shuffle(order)
+        assignment = Assignment(
+            task_id=task.id,
+            labeler_id=labeler.id,
+            assigned_at=now,
+            lock_expires_at=lock_until,
+            display_order=order,
+        )
+        session.add(assignment)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        # the same labeler took this task in a parallel request (two tabs)
+        raise Conflict("this task was just assigned to you in another request; retry") from None
+    session.refresh(task)
+    return assignment
+
+
+def waiting_counts(session: Session, labeler: User) -> dict[str, int]:
+    """Tasks of each kind this labeler could take now (their own active holds included)."""
+    counts = {k.value: 0 for k in TaskKind}
+    open_tasks = _open_for(labeler, None).subquery()
+    for kind, n in session.execute(
+        select(open_tasks.c.kind, func.count()).group_by(open_tasks.c.kind)
+    ):
+        counts[kind] = counts.get(kind, 0) + n
+    held = session.execute(
+        select(Task.kind, func.count())
+        .join(Assignment, Assignment.task_id == Task.id)
+        .where(
+            and_(
+                Assignment.labeler_id == labeler.id,
+                Assignment.status == AssignmentStatus.active.value,
+                Assignment.lock_expires_at > utcnow(),
+            )
+        )
+        .group_by(Task.kind)
+    )
+    for kind, n in held:
+        counts[kind] = counts.get(kind, 0) + n
+    return counts

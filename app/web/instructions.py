@@ -1,0 +1,74 @@
+"""The labeling instructions: read by everyone, edited by researchers at /admin/instructions."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import RedirectResponse
+from sqlalchemy.orm import Session
+
+from app.db import get_session
+from app.deps import Principal, any_user, researcher
+from app.services import ServiceError
+from app.services.instructions import (
+    current_instructions,
+    current_markdown,
+    render_markdown,
+    save_instructions,
+)
+from app.web.templating import render
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/instructions")
+def instructions_page(  # type: ignore[no-untyped-def]
+    request: Request,
+    principal: Principal = Depends(any_user),
+    session: Session = Depends(get_session),
+):
+    current = current_instructions(session)
+    ctx = {
+        "html": render_markdown(current_markdown(session)),
+        "updated_at": current.created_at if current else None,
+    }
+    return render(request, "labeler/instructions.html", ctx)
+
+
+@router.get("/admin/instructions")
+def instructions_edit(  # type: ignore[no-untyped-def]
+    request: Request,
+    saved: bool = False,
+    principal: Principal = Depends(researcher),
+    session: Session = Depends(get_session),
+):
+    markdown = current_markdown(session)
+    ctx = {"markdown": markdown, "preview": render_markdown(markdown), "saved": saved}
+    return render(request, "admin/instructions.html", ctx)
+
+
+@router.post("/admin/instructions/preview")
+def instructions_preview(  # type: ignore[no-untyped-def]
+    request: Request,
+    markdown: str = Form(""),
+    principal: Principal = Depends(researcher),
+):
+    """htmx: the sanitised rendering of the text being edited."""
+    return render(
+        request, "partials/instructions_preview.html", {"preview": render_markdown(markdown)}
+    )
+
+
+@router.post("/admin/instructions")
+def instructions_save(  # type: ignore[no-untyped-def]
+    request: Request,
+    markdown: str = Form(""),
+    principal: Principal = Depends(researcher),
+    session: Session = Depends(get_session),
+):
+    try:
+        save_instructions(session, markdown, principal.user)
+    except ServiceError as exc:
+        ctx = {"markdown": markdown, "preview": render_markdown(markdown), "error": exc.detail}
+        return render(request, "admin/instructions.html", ctx, status_code=exc.status_code)
+    session.commit()
+    return RedirectResponse("/admin/instructions?saved=1", status_code=303)

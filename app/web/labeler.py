@@ -1,0 +1,223 @@
+"""Labeler pages: home summary, take the next task, demonstration and ranking forms, skip.
+
+Routes are thin: they parse the form into the API's submission shape and call the same
+services as app/api/tasks.py. A rejected submission re-renders the form with the error and
+everything the labeler entered.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import RedirectResponse, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+
+from app.db import get_session, utcnow
+from app.deps import Principal, any_user
+from app.models import FLAGS, Assignment, AssignmentStatus, Task, TaskKind
+from app.services import Invalid, ServiceError
+from app.services.instructions import current_markdown, render_markdown
+from app.services.labeling import describe_assignment, labeler_counts, submit
+from app.services.queue import assign_next_task, ensure_demonstration_tasks, waiting_counts
+from app.web.templating import render
+
+router = APIRouter(prefix="/labeler", include_in_schema=False)
+
+LIKERT_LABELS = {1: "terrible", 4: "acceptable", 7: "excellent"}
+
+
+@router.get("/summary")
+def summary(  # type: ignore[no-untyped-def]
+    request: Request,
+    principal: Principal = Depends(any_user),
+    session: Session = Depends(get_session),
+):
+    """The home page's panel (loaded by htmx): what is waiting, and the labeler's own counts."""
+    ensure_demonstration_tasks(session)
+    waiting = waiting_counts(session, principal.user)
+    counts = labeler_counts(session, principal.user)
+    session.commit()
+    return render(request, "partials/labeler_summary.html", {"waiting": waiting, "counts": counts})
+
+
+@router.get("/next")
+def next_task(
+    kind: str | None = None,
+    principal: Principal = Depends(any_user),
+    session: Session = Depends(get_session),
+) -> RedirectResponse:
+    assignment = assign_next_task(session, principal.user, kind)
+    session.commit()
+    if assignment is None:
+        return RedirectResponse(f"/labeler?empty={kind or 'any'}", status_code=303)
+    return RedirectResponse(f"/labeler/tasks/{assignment.task_id}", status_code=303)
+
+
+def _held_assignment(session: Session, principal: Principal, task_id: int) -> Assignment:
+    assignment = session.scalar(
+        select(Assignment).where(
+            Assignment.task_id == task_id, Assignment.labeler_id == principal.user.id
+        )
+    )
+    if assignment is None:
+        raise ServiceError("this task is not assigned to you", status_code=403)
+    if assignment.status in (AssignmentStatus.submitted.value, AssignmentStatus.skipped.value):
+        raise ServiceError(f"you already {assignment.status} this task", status_code=409)
+    if (
+        assignment.status == AssignmentStatus.expired.value
+        or assignment.lock_expires_at <= utcnow()
+    ):
+        raise ServiceError(
+            "your hold on this task expired; take a task again from the Labeling page "
+            "(your draft is kept in this browser)",
+            status_code=409,
+        )
+    return assignment
+
+
+def _page(
+    request: Request,
+    session: Session,
+    assignment: Assignment,
+    *,
+    posted: dict[str, Any] | None = None,
+    error: ServiceError | None = None,
+):  # type: ignore[no-untyped-def]
+    task = describe_assignment(session, assignment)
+    ctx: dict[str, Any] = {
+        "task": task,
+        "posted": posted,
+        "error": error,
+        "instructions_html": render_markdown(current_markdown(session)),
+        "flags": FLAGS,
+        "likert_labels": LIKERT_LABELS,
+        "draft_key": f"prefloop:draft:{assignment.labeler_id}:{assignment.task_id}",
+    }
+    name = (
+        "labeler/ranking.html"
+        if task["kind"] == TaskKind.ranking.value
+        else "labeler/demonstration.html"
+    )
+    status = error.status_code if error is not None else 200
+    return render(request, name, ctx, status_code=status)
+
+
+@router.get("/tasks/{task_id}")
+def task_page(  # type: ignore[no-untyped-def]
+    request: Request,
+    task_id: int,
+    principal: Principal = Depends(any_user),
+    session: Session = Depends(get_session),
+):
+    assignment = _held_assignment(session, principal, task_id)
+    return _page(request, session, assignment)
+
+
+def _int_or_none(value: Any, field: str) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        return int(str(value))
+    except ValueError:
+        raise Invalid(f"{field} must be a whole number", field=field) from None
+
+
+def ranking_from_form(form: FormData, shown: list[int]) -> dict[str, Any]:
+    """The form's per-completion rank numbers (equal numbers = a tie), Likert and flags, as the
+    API's submission shape."""
+    ranks: dict[int, int] = {}
+    ratings: dict[int, dict[str, Any]] = {}
+    for cid in shown:
+        rank = _int_or_none(form.get(f"rank_{cid}"), f"rank_{cid}")
+        if rank is not None:
+            ranks[cid] = rank
+        ratings[cid] = {
+            "likert": _int_or_none(form.get(f"likert_{cid}"), f"likert_{cid}"),
+            "flags": [str(f) for f in form.getlist(f"flags_{cid}")],
+        }
+    groups: dict[int, list[int]] = {}
+    for cid, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
+        groups.setdefault(rank, []).append(cid)
+    return {
+        "ranking": [groups[r] for r in sorted(groups)],
+        "ratings": ratings,
+        "time_spent_ms": _int_or_none(form.get("time_spent_ms"), "time_spent_ms"),
+    }
+
+
+def _posted_state(form: FormData) -> dict[str, Any]:
+    """Everything the labeler sent, to put back into the form after an error."""
+    return {
+        "text": str(form.get("text", "")),
+        "skip_reason": str(form.get("skip_reason", "")),
+        "time_spent_ms": str(form.get("time_spent_ms", "")),
+        "ranks": {k[5:]: str(v) for k, v in form.items() if k.startswith("rank_")},
+        "likert": {k[7:]: str(v) for k, v in form.items() if k.startswith("likert_")},
+        "flags": {
+            key[6:]: [str(f) for f in form.getlist(key)] for key in form if key.startswith("flags_")
+        },
+    }
+
+
+def _submit_form(
+    request: Request,
+    session: Session,
+    principal: Principal,
+    task_id: int,
+    form: FormData,
+    *,
+    skip: bool,
+) -> Response:
+    assignment = _held_assignment(session, principal, task_id)
+    task = session.get_one(Task, task_id)
+    try:
+        if skip:
+            payload: dict[str, Any] = {
+                "skip": {"reason": str(form.get("skip_reason", ""))},
+                "time_spent_ms": _int_or_none(form.get("time_spent_ms"), "time_spent_ms"),
+            }
+        elif task.kind == TaskKind.demonstration.value:
+            payload = {
+                "text": str(form.get("text", "")),
+                "time_spent_ms": _int_or_none(form.get("time_spent_ms"), "time_spent_ms"),
+            }
+        else:
+            shown = assignment.display_order or [item.completion_id for item in task.items]
+            payload = ranking_from_form(form, shown)
+        submit(session, principal.user, task_id, payload)
+    except ServiceError as exc:
+        session.rollback()
+        return _page(request, session, assignment, posted=_posted_state(form), error=exc)
+    session.commit()
+    return RedirectResponse(f"/labeler?saved={task.kind}", status_code=303)
+
+
+@router.post("/tasks/{task_id}")
+async def task_submit(
+    request: Request,
+    task_id: int,
+    principal: Principal = Depends(any_user),
+    session: Session = Depends(get_session),
+) -> Response:
+    form = await request.form()
+    # the database work is blocking: keep it off the event loop
+    return await run_in_threadpool(
+        _submit_form, request, session, principal, task_id, form, skip=False
+    )
+
+
+@router.post("/tasks/{task_id}/skip")
+async def task_skip(
+    request: Request,
+    task_id: int,
+    principal: Principal = Depends(any_user),
+    session: Session = Depends(get_session),
+) -> Response:
+    form = await request.form()
+    return await run_in_threadpool(
+        _submit_form, request, session, principal, task_id, form, skip=True
+    )

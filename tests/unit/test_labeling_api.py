@@ -1,0 +1,261 @@
+"""The labeling JSON API: completions, ranking tasks, the next task and the three submissions."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from app.models import FLAGS, Demonstration, Ranking, RankingEntry
+from tests.labeling_support import make_prompt, make_ranking_task
+
+
+def _count(model) -> int:  # type: ignore[no-untyped-def]
+    return _read(lambda s: s.scalar(select(func.count()).select_from(model)))
+
+
+def _read(fn):  # type: ignore[no-untyped-def]
+    """Read in a short transaction of its own (on SQLite an open one would block the app)."""
+    from app.db import get_sessionmaker
+
+    with get_sessionmaker()() as s:
+        return fn(s)
+
+
+def test_completions_and_ranking_task_through_the_api(api_as) -> None:  # type: ignore[no-untyped-def]
+    researcher = api_as("researcher")
+    prompt_id = make_prompt()
+    r = researcher.post(
+        "/api/v1/completions",
+        json={
+            "prompt_id": prompt_id,
+            "completions": [{"text": f"answer {i}", "origin": "vendor-x"} for i in range(5)],
+        },
+    )
+    assert r.status_code == 201, r.text
+    completions = r.json()["completions"]
+    assert [c["text"] for c in completions] == [f"answer {i}" for i in range(5)]
+    assert {c["origin"] for c in completions} == {"vendor-x"}
+    ids = [c["completion_id"] for c in completions]
+
+    r = researcher.post(
+        "/api/v1/ranking-tasks", json={"prompt_id": prompt_id, "completion_ids": ids, "overlap": 2}
+    )
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["kind"] == "ranking" and body["k"] == 5 and body["overlap"] == 2
+    assert body["completion_ids"] == ids
+
+
+def test_ranking_task_rejections_say_why(api_as) -> None:  # type: ignore[no-untyped-def]
+    researcher = api_as("researcher")
+    prompt_id, other_prompt = make_prompt(), make_prompt()
+    _, ids = make_ranking_task(prompt_id, k=9)
+    _, other_ids = make_ranking_task(other_prompt, k=4)
+
+    def post(body):  # type: ignore[no-untyped-def]
+        return researcher.post("/api/v1/ranking-tasks", json={"prompt_id": prompt_id, **body})
+
+    cases = [
+        ({"completion_ids": ids[:3]}, "4 to 9"),
+        ({"completion_ids": [*ids, other_ids[0]]}, "4 to 9"),
+        ({"completion_ids": [ids[0], ids[0], ids[1], ids[2]]}, "repeated"),
+        ({"completion_ids": [*ids[:3], other_ids[0]]}, "another prompt"),
+        ({"completion_ids": [*ids[:3], 999_999]}, "unknown"),
+        ({"completion_ids": ids[:4], "overlap": 0}, "overlap"),
+    ]
+    for body, reason in cases:
+        r = post(body)
+        assert r.status_code == 422, (body, r.text)
+        assert reason in r.json()["detail"], r.json()
+        assert r.json()["field"] in {"completion_ids", "overlap"}
+    r = researcher.post(
+        "/api/v1/completions",
+        json={"prompt_id": 999_999, "completions": [{"text": "x", "origin": "y"}]},
+    )
+    assert r.status_code == 404
+    r = researcher.post(
+        "/api/v1/completions",
+        json={"prompt_id": prompt_id, "completions": [{"text": " ", "origin": "y"}]},
+    )
+    assert r.status_code == 422 and r.json()["field"] == "completions.0.text"
+
+
+def test_labelers_cannot_create_tasks(api_as) -> None:  # type: ignore[no-untyped-def]
+    labeler = api_as("labeler")
+    r = labeler.post("/api/v1/ranking-tasks", json={"prompt_id": 1, "completion_ids": [1, 2, 3, 4]})
+    assert r.status_code == 403
+
+
+def test_next_task_ranking_shape_and_204(api_as) -> None:  # type: ignore[no-untyped-def]
+    labeler = api_as("labeler")
+    assert labeler.get("/api/v1/tasks/next?kind=ranking").status_code == 204
+    prompt_id = make_prompt("Explain the moon landing to a 6 year old.")
+    task_id, ids = make_ranking_task(prompt_id, k=6)
+
+    r = labeler.get("/api/v1/tasks/next?kind=ranking")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["task_id"] == task_id and body["kind"] == "ranking"
+    assert body["prompt"] == {
+        "prompt_id": prompt_id,
+        "text": "Explain the moon landing to a 6 year old.",
+        "kind": "api",
+        "structure": None,
+    }
+    shown = [c["completion_id"] for c in body["completions"]]
+    assert sorted(shown) == sorted(ids)
+    # asking again re-offers the same held task, in the same order
+    again = labeler.get("/api/v1/tasks/next?kind=ranking").json()
+    assert [c["completion_id"] for c in again["completions"]] == shown
+    assert labeler.get("/api/v1/tasks/next?kind=nonsense").status_code == 422
+
+
+def test_demonstration_submission_and_idempotent_repeat(api_as) -> None:  # type: ignore[no-untyped-def]
+    labeler = api_as("labeler")
+    prompt_id = make_prompt("Write a haiku about rain.")
+    task = labeler.get("/api/v1/tasks/next?kind=demonstration").json()
+    assert (
+        task["prompt"]["prompt_id"] == prompt_id
+        and "completions" not in task
+        or task["completions"] is None
+    )
+    url = f"/api/v1/tasks/{task['task_id']}/submission"
+    text = "Soft rain on the roof\nthe gutters hum a low song\nthe garden drinks deep"
+    first = labeler.post(url, json={"text": text, "time_spent_ms": 4200})
+    assert first.status_code == 200, first.text
+    again = labeler.post(url, json={"text": text, "time_spent_ms": 9999})
+    assert again.status_code == 200 and again.json()["replayed"] is True
+    assert again.json()["demonstration_id"] == first.json()["demonstration_id"]
+    assert _count(Demonstration) == 1
+    demo = _read(lambda s: s.scalar(select(Demonstration)))
+    assert demo.text == text and demo.time_spent_ms == 4200 and demo.prompt_id == prompt_id
+    changed = labeler.post(url, json={"text": "something else"})
+    assert changed.status_code == 409
+    assert labeler.get("/api/v1/tasks/next?kind=demonstration").status_code == 204
+
+
+def test_ranking_submission_with_ties_likert_and_flags(api_as) -> None:  # type: ignore[no-untyped-def]
+    labeler = api_as("labeler")
+    task_id, ids = make_ranking_task(make_prompt(), k=5)
+    shown = [c["completion_id"] for c in labeler.get("/api/v1/tasks/next").json()["completions"]]
+    a, b, c, d, e = ids
+    body = {
+        "ranking": [[c], [a, e], [b], [d]],
+        "ratings": {
+            str(c): {"likert": 7, "flags": ["satisfies_constraint"]},
+            str(a): {"likert": 5, "flags": []},
+            str(d): {"likert": 1, "flags": ["hallucination", "harmful_advice"]},
+        },
+    }
+    r = labeler.post(f"/api/v1/tasks/{task_id}/submission", json=body)
+    assert r.status_code == 200, r.text
+    ranking = _read(lambda s: s.scalar(select(Ranking)))
+    assert ranking.k == 5 and ranking.display_order == shown and ranking.time_spent_ms >= 0
+    entries = {
+        en.completion_id: (en.rank, en.likert, en.flags)
+        for en in _read(lambda s: s.scalars(select(RankingEntry)).all())
+    }
+    assert entries == {
+        c: (1, 7, ["satisfies_constraint"]),
+        a: (2, 5, []),
+        e: (2, None, []),
+        b: (3, None, []),
+        d: (4, 1, ["hallucination", "harmful_advice"]),
+    }
+    # identical again (ties given in another order): 200, still one ranking
+    body["ranking"] = [[c], [e, a], [b], [d]]
+    assert labeler.post(f"/api/v1/tasks/{task_id}/submission", json=body).status_code == 200
+    assert _count(Ranking) == 1 and _count(RankingEntry) == 5
+
+
+@pytest.mark.parametrize(
+    ("make_body", "status", "field"),
+    [
+        (lambda ids: {"ranking": [[i] for i in ids[:-1]]}, 422, "ranking"),  # one missing
+        (lambda ids: {"ranking": [[i] for i in ids] + [[ids[0]]]}, 422, "ranking"),  # repeated
+        (lambda ids: {"ranking": [[i] for i in ids] + [[10**6]]}, 422, "ranking"),  # unknown id
+        (
+            lambda ids: {"ranking": [[i] for i in ids], "ratings": {str(ids[0]): {"likert": 8}}},
+            422,
+            "ratings.ID0.likert",
+        ),
+        (
+            lambda ids: {"ranking": [[i] for i in ids], "ratings": {str(ids[0]): {"likert": 0}}},
+            422,
+            "ratings.ID0.likert",
+        ),
+        (
+            lambda ids: {
+                "ranking": [[i] for i in ids],
+                "ratings": {str(ids[0]): {"flags": ["rude"]}},
+            },
+            422,
+            "ratings.ID0.flags",
+        ),
+        (
+            lambda ids: {"ranking": [[i] for i in ids], "ratings": {str(10**6): {"likert": 3}}},
+            422,
+            "ratings.1000000",
+        ),
+        (lambda ids: {"ranking": [[i] for i in ids], "skip": {"reason": "x"}}, 422, "submission"),
+        (lambda ids: {"text": "a demonstration for a ranking task"}, 422, "ranking"),
+        (lambda ids: {"skip": {"reason": "   "}}, 422, "skip"),
+        (lambda ids: {}, 422, "submission"),
+    ],
+)
+def test_invalid_ranking_submissions_are_rejected(api_as, make_body, status, field) -> None:  # type: ignore[no-untyped-def]
+    labeler = api_as("labeler")
+    task_id, ids = make_ranking_task(make_prompt(), k=4)
+    labeler.get("/api/v1/tasks/next")
+    r = labeler.post(f"/api/v1/tasks/{task_id}/submission", json=make_body(ids))
+    assert r.status_code == status, r.text
+    assert r.json()["field"] == field.replace("ID0", str(ids[0]))
+    assert _count(Ranking) == 0
+    # nothing was lost: a valid submission still goes through
+    ok = labeler.post(f"/api/v1/tasks/{task_id}/submission", json={"ranking": [ids]})
+    assert ok.status_code == 200, ok.text
+
+
+def test_submission_for_a_task_not_yours_or_expired(api_as, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    alice, bob = api_as("labeler"), api_as("labeler")
+    task_id, ids = make_ranking_task(make_prompt(), k=4)
+    assert (
+        bob.post(f"/api/v1/tasks/{task_id}/submission", json={"ranking": [ids]}).status_code == 403
+    )
+    assert bob.post("/api/v1/tasks/999999/submission", json={"ranking": [ids]}).status_code == 404
+    alice.get("/api/v1/tasks/next")
+    # alice's hold runs out
+    from app.db import get_sessionmaker, utcnow
+    from app.models import Assignment
+
+    with get_sessionmaker()() as s:
+        s.query(Assignment).update({"lock_expires_at": utcnow()})
+        s.commit()
+    r = alice.post(f"/api/v1/tasks/{task_id}/submission", json={"ranking": [ids]})
+    assert r.status_code == 409 and "expired" in r.json()["detail"]
+    # the slot went back: bob gets the task now
+    assert bob.get("/api/v1/tasks/next").json()["task_id"] == task_id
+    assert (
+        bob.post(f"/api/v1/tasks/{task_id}/submission", json={"ranking": [ids]}).status_code == 200
+    )
+
+
+def test_skip_with_reason_is_recorded_and_idempotent(api_as) -> None:  # type: ignore[no-untyped-def]
+    from app.models import Assignment, Task
+
+    labeler = api_as("labeler")
+    task_id, _ = make_ranking_task(make_prompt(), k=4)
+    labeler.get("/api/v1/tasks/next")
+    body = {"skip": {"reason": "I cannot tell what the user wants."}}
+    assert (
+        labeler.post(f"/api/v1/tasks/{task_id}/submission", json=body).json()["status"] == "skipped"
+    )
+    assert labeler.post(f"/api/v1/tasks/{task_id}/submission", json=body).status_code == 200
+    assignment = _read(lambda s: s.scalar(select(Assignment)))
+    assert assignment.status == "skipped" and assignment.skip_reason == body["skip"]["reason"]
+    assert _read(lambda s: s.get(Task, task_id)).status == "done"
+    assert _count(Ranking) == 0
+
+
+def test_flags_are_the_methods_eleven() -> None:
+    assert len(FLAGS) == 11
