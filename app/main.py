@@ -17,6 +17,7 @@ from app.config import get_settings
 from app.deps import CSRFError, Forbidden, NotAuthenticated, csrf_protect
 from app.services import ServiceError
 from app.web import auth, home, instructions, labeler
+from app.web import jobs as jobs_web
 from app.web import prompts as prompts_web
 from app.web.templating import ROOT, render
 
@@ -26,6 +27,7 @@ ROUTERS = [
     home.router,
     export.router,
     jobs_api.router,
+    jobs_web.router,
     prompts_api.router,
     prompts_web.router,
     completions_api.router,

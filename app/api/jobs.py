@@ -52,9 +52,7 @@ def get_job_metrics(
     """Every metric over time: ``{name: [{"step", "value"}, ...]}``."""
     job = job_service.get_job(session, job_id)
     series = job_service.metric_series(session, job.id)
-    return {
-        name: [{"step": s, "value": v} for s, v in points] for name, points in series.items()
-    }
+    return {name: [{"step": s, "value": v} for s, v in points] for name, points in series.items()}
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut)

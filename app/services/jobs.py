@@ -39,7 +39,9 @@ def parse_params(kind: str, params: dict[str, Any]) -> BaseModel:
     """The kind's schema applied to ``params``; a 422 naming the first bad field."""
     schema = PARAMS_BY_KIND.get(kind)
     if schema is None:
-        raise Invalid(f"unknown job kind {kind!r}; choose from {', '.join(PARAMS_BY_KIND)}", field="kind")
+        raise Invalid(
+            f"unknown job kind {kind!r}; choose from {', '.join(PARAMS_BY_KIND)}", field="kind"
+        )
     try:
         return schema.model_validate(params)
     except ValidationError as exc:
@@ -91,7 +93,9 @@ def check_references(session: Session, kind: str, p: Any) -> None:
         if p.prompt_ids:
             found = set(
                 session.scalars(
-                    select(Prompt.id).where(Prompt.id.in_(p.prompt_ids), Prompt.status == "accepted")
+                    select(Prompt.id).where(
+                        Prompt.id.in_(p.prompt_ids), Prompt.status == "accepted"
+                    )
                 )
             )
             missing = [i for i in p.prompt_ids if i not in found]
@@ -238,7 +242,9 @@ def latest_metrics(session: Session, job_id: int) -> dict[str, float]:
         .scalar_subquery()
     )
     rows = session.execute(
-        select(JobMetric.name, JobMetric.value).where(JobMetric.id.in_(last)).order_by(JobMetric.name)
+        select(JobMetric.name, JobMetric.value)
+        .where(JobMetric.id.in_(last))
+        .order_by(JobMetric.name)
     )
     return {name: value for name, value in rows}
 

@@ -96,7 +96,9 @@ def run_under_accelerate(
         tail = deque(log_path.read_text(errors="replace").splitlines(), maxlen=8)
         for line in tail:
             ctx.reporter.log(line)
-        raise JobFailed(f"accelerate launch exited with {proc.returncode}: {tail[-1] if tail else ''}")
+        raise JobFailed(
+            f"accelerate launch exited with {proc.returncode}: {tail[-1] if tail else ''}"
+        )
     return json.loads((out / "result.json").read_text())
 
 
@@ -104,7 +106,9 @@ def main(spec_file: str) -> None:
     spec = json.loads(Path(spec_file).read_text())
     module_name, _, name = spec["function"].partition(":")
     fn = getattr(importlib.import_module(module_name), name)
-    config_cls = getattr(importlib.import_module("trainer.config"), CONFIG_CLASSES[spec["function"]])
+    config_cls = getattr(
+        importlib.import_module("trainer.config"), CONFIG_CLASSES[spec["function"]]
+    )
     metrics = fn(**spec["kwargs"], config=config_cls.from_dict(spec["config"]))
     from accelerate import PartialState
 

@@ -39,10 +39,26 @@ def test_sft_job_is_queued_with_the_methods_defaults(api) -> None:  # type: igno
     [
         ("sample", {"model_version_ids": ["SFT"], "k": 3, "prompt_count": 2}, "params.k"),
         ("sample", {"model_version_ids": ["SFT"], "k": 10, "prompt_count": 2}, "params.k"),
-        ("sample", {"model_version_ids": ["RM"], "k": 4, "prompt_count": 2}, "params.model_version_ids.0"),
-        ("sample", {"model_version_ids": [999], "k": 4, "prompt_count": 2}, "params.model_version_ids.0"),
-        ("ppo", {"sft_model_version_id": "RM", "rm_model_version_id": "RM"}, "params.sft_model_version_id"),
-        ("ppo", {"sft_model_version_id": "SFT", "rm_model_version_id": "SFT"}, "params.rm_model_version_id"),
+        (
+            "sample",
+            {"model_version_ids": ["RM"], "k": 4, "prompt_count": 2},
+            "params.model_version_ids.0",
+        ),
+        (
+            "sample",
+            {"model_version_ids": [999], "k": 4, "prompt_count": 2},
+            "params.model_version_ids.0",
+        ),
+        (
+            "ppo",
+            {"sft_model_version_id": "RM", "rm_model_version_id": "RM"},
+            "params.sft_model_version_id",
+        ),
+        (
+            "ppo",
+            {"sft_model_version_id": "SFT", "rm_model_version_id": "SFT"},
+            "params.rm_model_version_id",
+        ),
         ("rm", {"sft_model_version_id": "RM"}, "params.sft_model_version_id"),
         ("rm", {"sft_model_version_id": 12345}, "params.sft_model_version_id"),
         ("sft", {"base_model": "RM"}, "params.base_model"),
@@ -50,14 +66,24 @@ def test_sft_job_is_queued_with_the_methods_defaults(api) -> None:  # type: igno
         ("sft", {"base_model": "tiny", "epochs": 0}, "params.epochs"),
         ("sft", {"base_model": "tiny", "lerning_rate": 1}, "params.lerning_rate"),
         ("sft", {}, "params.base_model"),
-        ("ppo", {"sft_model_version_id": "SFT", "rm_model_version_id": "RM", "kl_coef": -1}, "params.kl_coef"),
+        (
+            "ppo",
+            {"sft_model_version_id": "SFT", "rm_model_version_id": "RM", "kl_coef": -1},
+            "params.kl_coef",
+        ),
     ],
 )
 def test_bad_combinations_are_422_naming_the_field(api, kind, params, field) -> None:  # type: ignore[no-untyped-def]
     base = _version("base")
     ids = {"SFT": _version("sft", [base]), "RM": _version("rm")}
     resolved = {
-        k: ([ids.get(x, x) for x in v] if isinstance(v, list) else ids.get(v, v) if isinstance(v, str) else v)
+        k: (
+            [ids.get(x, x) for x in v]
+            if isinstance(v, list)
+            else ids.get(v, v)
+            if isinstance(v, str)
+            else v
+        )
         for k, v in params.items()
     }
     r = api.post("/api/v1/jobs", json={"kind": kind, "params": resolved})
@@ -88,9 +114,9 @@ def test_cancel_queued_then_rerun_with_the_same_params(api) -> None:  # type: ig
 
 
 def test_running_job_with_stale_heartbeat_is_failed_when_read(api) -> None:  # type: ignore[no-untyped-def]
-    job_id = api.post("/api/v1/jobs", json={"kind": "sft", "params": {"base_model": "tiny"}}).json()[
-        "job_id"
-    ]
+    job_id = api.post(
+        "/api/v1/jobs", json={"kind": "sft", "params": {"base_model": "tiny"}}
+    ).json()["job_id"]
     with get_sessionmaker()() as s:
         job = s.get(Job, job_id)
         job.status, job.worker = "running", "gpu@dead-host"
@@ -103,9 +129,9 @@ def test_running_job_with_stale_heartbeat_is_failed_when_read(api) -> None:  # t
 
 
 def test_fresh_heartbeat_keeps_a_running_job_running(api) -> None:  # type: ignore[no-untyped-def]
-    job_id = api.post("/api/v1/jobs", json={"kind": "sft", "params": {"base_model": "tiny"}}).json()[
-        "job_id"
-    ]
+    job_id = api.post(
+        "/api/v1/jobs", json={"kind": "sft", "params": {"base_model": "tiny"}}
+    ).json()["job_id"]
     with get_sessionmaker()() as s:
         job = s.get(Job, job_id)
         job.status, job.started_at, job.heartbeat_at = "running", utcnow(), utcnow()
@@ -131,5 +157,10 @@ def test_models_registry_and_mark_current(api) -> None:  # type: ignore[no-untyp
 
 def test_labelers_cannot_touch_jobs(api_as) -> None:  # type: ignore[no-untyped-def]
     labeler = api_as("labeler")
-    assert labeler.post("/api/v1/jobs", json={"kind": "sft", "params": {"base_model": "tiny"}}).status_code == 403
+    assert (
+        labeler.post(
+            "/api/v1/jobs", json={"kind": "sft", "params": {"base_model": "tiny"}}
+        ).status_code
+        == 403
+    )
     assert labeler.get("/api/v1/models").status_code == 403

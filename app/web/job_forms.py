@@ -1,0 +1,187 @@
+"""The job launch form: fields derived from each kind's Pydantic schema (so the form offers
+exactly what the API accepts, with the method's defaults), valid model/snapshot choices from
+the registry, and parsing of the submitted form back into params."""
+
+from __future__ import annotations
+
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.models import ModelVersion, Snapshot
+from app.schemas.jobs import PARAMS_BY_KIND, TRAINER_CONFIG_BY_KIND
+from app.services.models_registry import POLICY_KINDS
+
+KIND_TITLES = {
+    "sft": "Supervised fine-tuning (SFT)",
+    "rm": "Reward model (RM)",
+    "ppo": "PPO / PPO-ptx",
+    "sample": "Sample completions into ranking tasks",
+    "export-snapshot": "Export snapshot",
+}
+# which registered versions each model field may point at
+MODEL_FIELDS: dict[str, tuple[str, ...]] = {
+    "base_model": POLICY_KINDS,
+    "sft_model_version_id": ("sft",),
+    "rm_model_version_id": ("rm",),
+    "model_version_ids": POLICY_KINDS,
+}
+SNAPSHOT_FIELDS = {
+    "train_snapshot_id": "demonstrations",
+    "val_snapshot_id": "demonstrations",
+    "prompts_snapshot_id": "prompts",
+}
+FILTER_FIELDS = ("use_case", "since", "until", "include_held_out_labelers")
+HELP = {
+    "base_model": "a registered version, or type 'tiny', a hub ID or a local path below",
+    "num_gpus": "more than 1 runs the trainer under accelerate launch",
+    "ptx_coef": "gamma; > 0 mixes pre-training gradients (PPO-ptx)",
+    "kl_coef": "beta, the per-token KL penalty from the SFT policy",
+    "k": "completions per prompt (4..9)",
+    "rm_model_version_id": "optional: choose the best epoch by this RM's score",
+}
+
+
+@dataclass
+class FormField:
+    name: str
+    widget: str  # text | number | select | multiselect | checkbox | datetime
+    value: Any = None
+    choices: list[tuple[str, str]] = field(default_factory=list)
+    required: bool = False
+    help: str = ""
+    step: str = "any"
+
+
+def _strip_optional(annotation: Any) -> Any:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def _widget(annotation: Any) -> tuple[str, list[tuple[str, str]], str]:
+    annotation = _strip_optional(annotation)
+    if typing.get_origin(annotation) is Literal:
+        return "select", [(str(v), str(v)) for v in typing.get_args(annotation)], "any"
+    if annotation is bool:
+        return "checkbox", [], "any"
+    if annotation is int:
+        return "number", [], "1"
+    if annotation is float:
+        return "number", [], "any"
+    return "text", [], "any"
+
+
+def _version_choices(session: Session, kinds: tuple[str, ...]) -> list[tuple[str, str]]:
+    rows = session.scalars(
+        select(ModelVersion).where(ModelVersion.kind.in_(kinds)).order_by(ModelVersion.id.desc())
+    )
+    return [
+        (str(v.id), f"#{v.id} {v.kind} · {v.name}{' (current)' if v.is_current else ''}")
+        for v in rows
+    ]
+
+
+def _snapshot_choices(session: Session, dataset: str) -> list[tuple[str, str]]:
+    rows = session.scalars(
+        select(Snapshot).where(Snapshot.dataset == dataset).order_by(Snapshot.id.desc()).limit(50)
+    )
+    choices = [("", "current data (a new snapshot)")]
+    choices += [
+        (str(s.id), f"#{s.id} · {s.filters.get('split') or 'all'} · {s.row_count} rows")
+        for s in rows
+    ]
+    return choices
+
+
+def job_fields(session: Session, kind: str) -> tuple[list[FormField], list[FormField]]:
+    """(what to train on, hyper-parameters) for the form of ``kind``, with defaults."""
+    schema = PARAMS_BY_KIND[kind]
+    config = TRAINER_CONFIG_BY_KIND.get(kind)
+    hyper_names = set(config.__dataclass_fields__) if config else set()
+    hints = typing.get_type_hints(schema)
+    setup, hyper = [], []
+    for name, info in schema.model_fields.items():
+        if name == "filters":
+            continue
+        default = None if info.is_required() else info.get_default(call_default_factory=True)
+        widget, choices, step = _widget(hints[name])
+        if typing.get_origin(_strip_optional(hints[name])) is list and name not in MODEL_FIELDS:
+            continue  # list-valued settings (LoRA target modules, prompt ids): JSON API only
+        f = FormField(name, widget, default, choices, info.is_required(), HELP.get(name, ""), step)
+        if name in MODEL_FIELDS:
+            f.widget = "multiselect" if name == "model_version_ids" else "select"
+            f.choices = _version_choices(session, MODEL_FIELDS[name])
+            if not f.required:
+                f.choices.insert(0, ("", "none"))
+            if name == "model_version_ids":
+                current = session.scalars(
+                    select(ModelVersion.id).where(ModelVersion.is_current)
+                ).first()
+                f.value = [str(current)] if current else []
+        elif name in SNAPSHOT_FIELDS:
+            dataset = "comparisons" if kind == "rm" else SNAPSHOT_FIELDS[name]
+            f.widget, f.choices = "select", _snapshot_choices(session, dataset)
+        (hyper if name in hyper_names else setup).append(f)
+    return setup, hyper
+
+
+def filter_fields() -> list[FormField]:
+    return [
+        FormField("filters.use_case", "text", help="only prompts of this use case"),
+        FormField("filters.since", "datetime", help="labels created since (UTC)"),
+        FormField("filters.until", "datetime", help="labels created before (UTC)"),
+        FormField("filters.include_held_out_labelers", "checkbox", False),
+    ]
+
+
+def has_filters(kind: str) -> bool:
+    return "filters" in PARAMS_BY_KIND[kind].model_fields
+
+
+def params_from_form(kind: str, form: Any, setup: list[FormField], hyper: list[FormField]) -> dict:
+    """Submitted strings -> params for the schema (which converts and validates them).
+    Empty inputs are left out, so the schema's defaults apply."""
+    params: dict[str, Any] = {}
+    for f in setup + hyper:
+        if f.widget == "multiselect":
+            values = [v for v in form.getlist(f.name) if v]
+            if values:
+                params[f.name] = values
+        elif f.widget == "checkbox":
+            params[f.name] = form.get(f.name) == "on"
+        else:
+            value = (form.get(f.name) or "").strip()
+            if value:
+                params[f.name] = value
+    if kind == "sft":
+        custom = (form.get("base_model_name") or "").strip()
+        if custom:
+            params["base_model"] = custom
+    if has_filters(kind):
+        filters: dict[str, Any] = {}
+        for name in FILTER_FIELDS:
+            raw = form.get(f"filters.{name}")
+            if name == "include_held_out_labelers":
+                filters[name] = raw == "on"
+            elif raw and raw.strip():
+                filters[name] = raw.strip()
+        params["filters"] = filters
+    return params
+
+
+def fill_values(fields: list[FormField], form: Any) -> None:
+    """Keep what the researcher typed when the form comes back with an error."""
+    for f in fields:
+        if f.widget == "multiselect":
+            f.value = form.getlist(f.name)
+        elif f.widget == "checkbox":
+            f.value = form.get(f.name) == "on"
+        elif f.name in form:
+            f.value = form.get(f.name)

@@ -1,0 +1,193 @@
+"""Admin pages for training jobs (launch form, list, live job page), the model registry and
+the loop overview on the admin home. Researchers and admins only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import RedirectResponse
+from sqlalchemy.orm import Session
+
+from app.db import get_session
+from app.deps import Principal, researcher
+from app.schemas.jobs import PARAMS_BY_KIND
+from app.services import NotFound, ServiceError, models_registry
+from app.services import jobs as job_service
+from app.services.loop_status import data_sets, next_step
+from app.web import job_forms
+from app.web.job_charts import charts
+from app.web.templating import render
+from app.worker.heartbeat import list_workers
+
+router = APIRouter(include_in_schema=False)
+
+
+def _kind(kind: str | None) -> str:
+    if kind not in PARAMS_BY_KIND:
+        raise NotFound(f"unknown job kind {kind!r}", field="kind")
+    return kind  # type: ignore[return-value]
+
+
+@router.get("/admin/overview")
+def overview(
+    request: Request,
+    principal: Principal = Depends(researcher),
+    session: Session = Depends(get_session),
+):  # type: ignore[no-untyped-def]
+    """The admin home's panels (loaded by htmx): data sets, next step, workers, recent jobs."""
+    sets = data_sets(session)
+    jobs = job_service.list_jobs(session, limit=5)
+    session.commit()
+    return render(
+        request,
+        "admin/overview.html",
+        {
+            "sets": sets,
+            "step": next_step(session, sets),
+            "workers": list_workers(session),
+            "jobs": jobs,
+            "current": models_registry.current_policy(session),
+        },
+    )
+
+
+@router.get("/admin/jobs")
+def jobs_page(
+    request: Request,
+    principal: Principal = Depends(researcher),
+    session: Session = Depends(get_session),
+):  # type: ignore[no-untyped-def]
+    jobs = job_service.list_jobs(session, limit=200)
+    session.commit()
+    return render(
+        request,
+        "admin/jobs.html",
+        {"jobs": jobs, "kinds": job_forms.KIND_TITLES, "workers": list_workers(session)},
+    )
+
+
+def _form_context(
+    session: Session, kind: str, form: Any = None, error: ServiceError | None = None
+) -> dict[str, Any]:
+    setup, hyper = job_forms.job_fields(session, kind)
+    filters = job_forms.filter_fields() if job_forms.has_filters(kind) else []
+    if form is not None:
+        job_forms.fill_values(setup + hyper + filters, form)
+    return {
+        "kind": kind,
+        "kinds": job_forms.KIND_TITLES,
+        "setup": setup,
+        "hyper": hyper,
+        "filters": filters,
+        "base_model_name": form.get("base_model_name", "") if form is not None else "",
+        "error": error,
+    }
+
+
+@router.get("/admin/jobs/new")
+def new_job_form(
+    request: Request,
+    kind: str = "sft",
+    principal: Principal = Depends(researcher),
+    session: Session = Depends(get_session),
+):  # type: ignore[no-untyped-def]
+    return render(request, "admin/jobs_new.html", _form_context(session, _kind(kind)))
+
+
+@router.post("/admin/jobs/new")
+async def launch_job(
+    request: Request,
+    kind: str = "sft",
+    principal: Principal = Depends(researcher),
+    session: Session = Depends(get_session),
+):  # type: ignore[no-untyped-def]
+    kind = _kind(kind)
+    form = await request.form()
+    setup, hyper = job_forms.job_fields(session, kind)
+    params = job_forms.params_from_form(kind, form, setup, hyper)
+    try:
+        job = job_service.create_job(session, kind, params, principal.user)
+    except ServiceError as exc:
+        session.rollback()
+        context = _form_context(session, kind, form, exc)
+        return render(request, "admin/jobs_new.html", context, status_code=exc.status_code)
+    return RedirectResponse(f"/admin/jobs/{job.id}", status_code=303)
+
+
+def _job_context(session: Session, job_id: int) -> dict[str, Any]:
+    job = job_service.get_job(session, job_id)
+    session.commit()
+    view = job_service.job_view(session, job)
+    return {
+        "job": job,
+        "view": view,
+        "charts": charts(job_service.metric_series(session, job.id)),
+        "active": job.status in job_service.ACTIVE,
+        "rerunnable": job.status in job_service.RERUNNABLE,
+        "title": job_forms.KIND_TITLES.get(job.kind, job.kind),
+    }
+
+
+@router.get("/admin/jobs/{job_id}")
+def job_page(
+    request: Request,
+    job_id: int,
+    principal: Principal = Depends(researcher),
+    session: Session = Depends(get_session),
+):  # type: ignore[no-untyped-def]
+    return render(request, "admin/jobs_detail.html", _job_context(session, job_id))
+
+
+@router.get("/admin/jobs/{job_id}/live")
+def job_live(
+    request: Request,
+    job_id: int,
+    principal: Principal = Depends(researcher),
+    session: Session = Depends(get_session),
+):  # type: ignore[no-untyped-def]
+    """The part of the job page that htmx polls while the job is queued or running."""
+    return render(request, "admin/jobs_live.html", _job_context(session, job_id))
+
+
+@router.post("/admin/jobs/{job_id}/cancel")
+def cancel_job(
+    job_id: int, principal: Principal = Depends(researcher), session: Session = Depends(get_session)
+) -> RedirectResponse:
+    job_service.cancel_job(session, job_id)
+    session.commit()
+    return RedirectResponse(f"/admin/jobs/{job_id}", status_code=303)
+
+
+@router.post("/admin/jobs/{job_id}/rerun")
+def rerun_job(
+    job_id: int, principal: Principal = Depends(researcher), session: Session = Depends(get_session)
+) -> RedirectResponse:
+    job = job_service.rerun_job(session, job_id, principal.user)
+    return RedirectResponse(f"/admin/jobs/{job.id}", status_code=303)
+
+
+@router.get("/admin/models")
+def models_page(
+    request: Request,
+    principal: Principal = Depends(researcher),
+    session: Session = Depends(get_session),
+):  # type: ignore[no-untyped-def]
+    versions = models_registry.list_versions(session)
+    return render(
+        request,
+        "admin/models.html",
+        {"versions": versions, "policy_kinds": models_registry.POLICY_KINDS},
+    )
+
+
+@router.post("/admin/models/{model_version_id}/current")
+def mark_current(
+    model_version_id: int,
+    principal: Principal = Depends(researcher),
+    session: Session = Depends(get_session),
+) -> RedirectResponse:
+    models_registry.get_version(session, model_version_id, field="model_version_id")
+    models_registry.mark_current(session, model_version_id)
+    session.commit()
+    return RedirectResponse("/admin/models", status_code=303)

@@ -1,0 +1,185 @@
+"""Jobs on PostgreSQL + Redis with a real Celery worker process (`prefloop worker`): the whole
+loop from labels to new ranking tasks, and a worker killed mid-job."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from tests.conftest import _reset_caches, truncate_all
+from tests.integration.jobs_support import (
+    SFT_PARAMS,
+    find_sampled_task,
+    launch,
+    ok,
+    run_loop,
+    seed_labels,
+    succeeded,
+    wait_job,
+)
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
+HEARTBEAT_TIMEOUT_S = 6
+
+
+class Worker:
+    """A `prefloop worker --queues cpu,gpu` subprocess."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env, self.log_dir = env, log_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.count = 0
+
+    def start(self) -> None:
+        self.count += 1
+        log = (self.log_dir / f"worker-{self.count}.log").open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "worker", "--queues", "cpu,gpu",
+             "--hostname", f"{self.env['PREFLOOP_QUEUE_PREFIX']}w{self.count}@%h"],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def stack(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Settings for PostgreSQL + Redis (db 1, a unique queue/key prefix) in this process and
+    a worker subprocess with the same environment."""
+    import redis
+
+    data_dir = tmp_path_factory.mktemp("jobs-pg")
+    prefix = f"pfl-{secrets.token_hex(4)}-"
+    values = {
+        "PREFLOOP_DATA_DIR": str(data_dir),
+        "PREFLOOP_DATABASE_URL": pg_url,
+        "PREFLOOP_BROKER_URL": redis_url,
+        "PREFLOOP_RESULT_BACKEND": redis_url,
+        "PREFLOOP_QUEUE_PREFIX": prefix,
+        "PREFLOOP_SECRET_KEY": "test-secret-key",
+        "PREFLOOP_WORKER_HEARTBEAT_S": "0.5",
+        "PREFLOOP_JOB_HEARTBEAT_TIMEOUT_S": str(HEARTBEAT_TIMEOUT_S),
+    }
+    truncate_all(pg_url)
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in values.items():
+            mp.setenv(key, value)
+        _reset_caches()
+        worker = Worker(dict(os.environ), data_dir)
+        worker.start()
+        try:
+            yield worker
+        finally:
+            worker.stop()
+            _reset_caches()
+            truncate_all(pg_url)
+            r = redis.Redis.from_url(redis_url)
+            for key in r.scan_iter(f"{prefix}*"):
+                r.delete(key)
+
+
+@pytest.fixture(scope="module")
+def clients(stack: Worker) -> dict[str, Any]:
+    from app.db import get_sessionmaker
+    from app.main import create_app
+    from app.services.accounts import create_token, create_user
+
+    out = {}
+    with get_sessionmaker()() as s:
+        for role in ("researcher", "labeler"):
+            name = f"{role}-{secrets.token_hex(3)}"
+            create_user(s, name, "correct horse battery", role)
+            s.flush()
+            _, secret = create_token(s, name, "test", None)
+            client = TestClient(create_app())
+            client.headers["Authorization"] = f"Bearer {secret}"
+            out[role] = client
+        s.commit()
+    seed_labels(out["researcher"], out["labeler"], "pg")
+    return out
+
+
+def test_worker_shows_up_with_its_heartbeat(stack: Worker, clients: dict[str, Any]) -> None:
+    prefix = stack.env["PREFLOOP_QUEUE_PREFIX"]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        workers = ok(clients["researcher"].get("/api/v1/workers"))
+        mine = [w for w in workers if w["hostname"].startswith(prefix) and w["alive"]]
+        if mine:
+            assert mine[0]["queues"] == f"{prefix}cpu,{prefix}gpu"
+            return
+        time.sleep(0.5)
+    raise AssertionError("the worker never reported a heartbeat")
+
+
+def test_loop_sft_rm_ppo_sample_reaches_labelers(stack: Worker, clients: dict[str, Any]) -> None:
+    from app.db import get_sessionmaker
+    from app.models import Completion, Task, TaskItem
+
+    researcher, labeler = clients["researcher"], clients["labeler"]
+    ids = run_loop(researcher)
+    with get_sessionmaker()() as s:
+        task_ids = set(s.scalars(select(Task.id).where(Task.job_id == ids["sample_job"])))
+        origins = set(
+            s.scalars(
+                select(Completion.origin)
+                .join(TaskItem, TaskItem.completion_id == Completion.id)
+                .where(TaskItem.task_id.in_(task_ids))
+            )
+        )
+    assert len(task_ids) == 2
+    assert origins == {f"model:{ids['ppo']}", f"model:{ids['sft']}"}
+    task = find_sampled_task(labeler, task_ids)
+    assert len(task["completions"]) == 4
+
+
+def test_killed_worker_fails_the_job_then_rerun_succeeds(
+    stack: Worker, clients: dict[str, Any]
+) -> None:
+    researcher = clients["researcher"]
+    job_id = launch(researcher, "sft", dict(SFT_PARAMS, epochs=40))
+    deadline = time.monotonic() + 180
+    while True:  # wait until it is really training
+        job = ok(researcher.get(f"/api/v1/jobs/{job_id}"))
+        if job["status"] == "running" and job["progress"]["step"] > 0:
+            break
+        assert job["status"] in ("queued", "running"), job
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+    stack.kill()
+
+    job = wait_job(researcher, job_id, timeout=HEARTBEAT_TIMEOUT_S * 10)
+    assert job["status"] == "failed"
+    assert "heartbeat" in job["error"] and "killed" in job["error"]
+    assert job["model_version_id"] is None
+
+    stack.start()
+    rerun = ok(researcher.post(f"/api/v1/jobs/{job_id}/rerun"), 201)["job_id"]
+    done = succeeded(researcher, rerun)
+    assert done["params"] == job["params"] and done["rerun_of"] == job_id
+    assert done["model_version_id"] is not None
+    # the dead job stays failed even though its message may be delivered again
+    assert ok(researcher.get(f"/api/v1/jobs/{job_id}"))["status"] == "failed"

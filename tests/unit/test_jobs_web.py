@@ -1,0 +1,116 @@
+"""The admin job pages without a worker: the launch form (valid choices, defaults, errors
+inline with the input kept), the job page with server-drawn plots, models, the admin home."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from app.db import get_sessionmaker, utcnow
+from app.models import Job, JobMetric, ModelVersion
+from tests.conftest import csrf_from, login
+
+
+@pytest.fixture
+def browser(client, make_user):  # type: ignore[no-untyped-def]
+    return login(client, make_user("researcher"))
+
+
+def _versions() -> dict[str, int]:
+    with get_sessionmaker()() as s:
+        base = ModelVersion(kind="base", name="tiny", path="tiny", parent_ids=[])
+        s.add(base)
+        s.flush()
+        sft = ModelVersion(kind="sft", name="sft-1", path="/tmp/x", parent_ids=[base.id])
+        s.add(sft)
+        s.flush()
+        rm = ModelVersion(kind="rm", name="rm-2", path="/tmp/y", parent_ids=[sft.id])
+        s.add(rm)
+        s.commit()
+        return {"base": base.id, "sft": sft.id, "rm": rm.id}
+
+
+@pytest.mark.parametrize("kind", ["sft", "rm", "ppo", "sample", "export-snapshot"])
+def test_every_kind_has_a_form(browser, kind) -> None:  # type: ignore[no-untyped-def]
+    page = browser.get(f"/admin/jobs/new?kind={kind}")
+    assert page.status_code == 200 and 'id="launch-form"' in page.text
+
+
+def test_form_offers_valid_choices_and_the_methods_defaults(browser) -> None:  # type: ignore[no-untyped-def]
+    ids = _versions()
+    page = browser.get("/admin/jobs/new?kind=ppo").text
+    sft_select = re.search(r'name="sft_model_version_id".*?</select>', page, re.S).group(0)
+    rm_select = re.search(r'name="rm_model_version_id".*?</select>', page, re.S).group(0)
+    assert f'value="{ids["sft"]}"' in sft_select and f'value="{ids["rm"]}"' not in sft_select
+    assert f'value="{ids["rm"]}"' in rm_select and f'value="{ids["sft"]}"' not in rm_select
+    assert 'name="kl_coef" step="any" value="0.02"' in page
+    assert 'name="ptx_coef" step="any" value="0.0"' in page
+
+
+def test_bad_input_is_shown_inline_and_kept(browser) -> None:  # type: ignore[no-untyped-def]
+    ids = _versions()
+    page = browser.get("/admin/jobs/new?kind=sample")
+    r = browser.post(
+        "/admin/jobs/new?kind=sample",
+        data={
+            "csrf_token": csrf_from(page.text),
+            "model_version_ids": [str(ids["sft"])],
+            "k": "12",
+            "prompt_count": "7",
+        },
+    )
+    assert r.status_code == 422
+    assert 'class="field-error"' in r.text and "less than or equal to 9" in r.text
+    assert 'name="prompt_count" step="1" value="7"' in r.text  # the input is kept
+    with get_sessionmaker()() as s:
+        assert s.query(Job).count() == 0
+
+
+def test_launch_from_the_form_then_the_job_page_plots_its_metrics(browser) -> None:  # type: ignore[no-untyped-def]
+    page = browser.get("/admin/jobs/new?kind=sft")
+    r = browser.post(
+        "/admin/jobs/new?kind=sft",
+        data={"csrf_token": csrf_from(page.text), "base_model_name": "tiny", "epochs": "3"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
+    job_id = int(r.headers["location"].rsplit("/", 1)[1])
+    with get_sessionmaker()() as s:
+        job = s.get(Job, job_id)
+        assert job.params["epochs"] == 3 and job.params["base_model"] == "tiny"
+        job.status, job.started_at, job.heartbeat_at = "running", utcnow(), utcnow()
+        job.progress_step, job.progress_total = 3, 10
+        s.add_all(JobMetric(job_id=job_id, step=i, name="loss", value=5.0 - i) for i in range(1, 4))
+        s.commit()
+    live = browser.get(f"/admin/jobs/{job_id}/live", headers={"HX-Request": "true"}).text
+    assert 'hx-trigger="every 1s"' in live  # keeps polling while running
+    assert re.search(r'data-metric="loss".*?<polyline[^>]+points="[\d., ]+"', live, re.S)
+    assert 'value="3"' in live and "step 3 of 10" in live
+    with get_sessionmaker()() as s:
+        s.get(Job, job_id).status = "succeeded"
+        s.commit()
+    done = browser.get(f"/admin/jobs/{job_id}").text
+    assert "every 1s" not in done  # polling stops when the job ends
+
+
+def test_models_page_marks_the_current_policy(browser) -> None:  # type: ignore[no-untyped-def]
+    ids = _versions()
+    page = browser.get("/admin/models")
+    assert f'action="/admin/models/{ids["rm"]}/current"' not in page.text  # an RM is no policy
+    r = browser.post(
+        f"/admin/models/{ids['sft']}/current",
+        data={"csrf_token": csrf_from(page.text)},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
+    with get_sessionmaker()() as s:
+        assert s.get(ModelVersion, ids["sft"]).is_current
+
+
+def test_admin_home_suggests_the_next_step(browser) -> None:  # type: ignore[no-untyped-def]
+    home = browser.get("/admin")
+    assert 'hx-get="/admin/overview"' in home.text
+    panel = browser.get("/admin/overview", headers={"HX-Request": "true"})
+    assert panel.status_code == 200 and "<html" not in panel.text
+    assert "Collect prompts" in panel.text and "No worker has reported" in panel.text
