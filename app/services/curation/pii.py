@@ -11,6 +11,7 @@ is used and PERSON is detected too; otherwise names are not detected.
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -54,6 +55,7 @@ NER_MODELS = ["en_core_web_lg", "en_core_web_md", "en_core_web_sm", "en_core_web
 PHONE_REGIONS = ["US", "GB", "DE", "FR", "IN", "CA", "AU", "BR", "ES", "IT", "NL", "JP", "MX"]
 # below this Presidio score a match is ignored (unvalidated weak patterns, no context)
 SCORE_THRESHOLD = 0.35
+SSN_SHAPE = re.compile(r"\d{3}([- ])\d{2}\1\d{4}")
 
 
 @Language.component("prefloop_lower_lemma")
@@ -134,6 +136,12 @@ class PiiFilter:
         results = self.analyzer.analyze(
             text=text, language="en", entities=self.entities, score_threshold=SCORE_THRESHOLD
         )
+        # no numbering plan groups phone numbers 3-2-4: that shape is an SSN (valid or not)
+        results = [
+            r
+            for r in results
+            if not (r.entity_type == "PHONE_NUMBER" and SSN_SHAPE.fullmatch(text[r.start : r.end]))
+        ]
         chosen: list[RecognizerResult] = []
         for result in sorted(results, key=lambda r: (r.start - r.end, -r.score, r.start)):
             if all(result.end <= c.start or result.start >= c.end for c in chosen):

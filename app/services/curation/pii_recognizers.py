@@ -81,7 +81,7 @@ class CredentialUrlRecognizer(PatternRecognizer):
     PATTERNS = [
         Pattern(
             "url with credentials",
-            r"\b[a-z][a-z0-9+.\-]*://[^\s/:@]+:[^\s/@]+@[^\s\"'<>]+",
+            r"\b[a-z][a-z0-9+.\-]*://[^\s/:@]*:[^\s/@]+@[^\s\"'<>]+",
             0.95,
         )
     ]
@@ -103,7 +103,8 @@ class InternationalPhoneRecognizer(PatternRecognizer):
             r"(?<![\w+])\+\d{1,3}(?:[ .\-]?\(?\d{1,4}\)?){2,5}(?![\w])",
             0.5,
         ),
-        Pattern("00-prefixed phone", r"(?<!\d)00\d{1,3}(?:[ .\-]\d{2,4}){2,5}(?!\d)", 0.4),
+        # 00 instead of +: only with spaces, so dashed IDs like 001-01-0001 stay out
+        Pattern("00-prefixed phone", r"(?<!\d)00\d{1,3}(?: \d{2,4}){2,5}(?!\d)", 0.4),
     ]
 
     def __init__(self) -> None:
@@ -116,7 +117,8 @@ class InternationalPhoneRecognizer(PatternRecognizer):
 
     def validate_result(self, pattern_text: str) -> bool | None:
         digits = re.sub(r"\D", "", pattern_text)
-        return 8 <= len(digits) <= 15
+        # None keeps the pattern's score (True would raise it to certainty)
+        return None if 8 <= len(digits) <= 15 else False
 
 
 class OfflineEmailRecognizer(EmailRecognizer):
