@@ -271,7 +271,7 @@ def run_sample(ctx: JobContext) -> Outcome:
                 session, prompt_id, [c.id for c in completions], p.overlap, job.id, creator
             )
 
-    metrics = {"prompts": float(len(prompts)), "completions": float(len(prompts) * p.k)}
+    metrics = {"prompts_sampled": float(len(prompts)), "ranking_tasks": float(len(prompts))}
     return Outcome(metrics, apply=create_tasks)
 
 

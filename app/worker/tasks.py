@@ -15,7 +15,7 @@ from celery import signals
 from sqlalchemy import update
 
 from app.db import get_sessionmaker, utcnow
-from app.models import Job, JobStatus
+from app.models import Job, JobMetric, JobStatus
 from app.worker.celery_app import RUN_JOB_TASK, celery_app
 from app.worker.heartbeat import JobBeat, WorkerBeat, forget_worker
 from app.worker.reporting import JobCancelled, JobReporter
@@ -24,6 +24,7 @@ from app.worker.runners import (
     JobContext,
     JobFailed,
     Outcome,
+    finite_metrics,
     parse_stored_params,
     register,
 )
@@ -75,6 +76,11 @@ def _finish(
         if ctx is not None:
             job.snapshot_ids = dict(ctx.snapshot_ids)
         if outcome is not None:
+            # the final metrics join the series at the last step (the job's summary)
+            for name, value in finite_metrics(outcome.metrics).items():
+                session.add(
+                    JobMetric(job_id=job_id, step=job.progress_step, name=name[:64], value=value)
+                )
             if outcome.apply is not None:
                 outcome.apply(session, job)
             version = register(session, job, outcome)

@@ -192,7 +192,7 @@ def run_loop(client: Any, base_model: Any = "tiny") -> dict[str, Any]:
             ),
         ),  # fmt: skip
     )
-    assert sample_job["metrics"]["completions"] == 8 and sample_job["model_version_id"] is None
+    assert sample_job["metrics"]["ranking_tasks"] == 2 and sample_job["model_version_id"] is None
     return {
         "sft": sft["model_version_id"], "rm": rm["model_version_id"],
         "ppo": ppo["model_version_id"], "sample_job": sample_job["job_id"],
