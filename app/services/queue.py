@@ -117,8 +117,9 @@ def ensure_demonstration_tasks(session: Session) -> int:
         dialect.insert(Task)
         .from_select(["prompt_id", "kind", "overlap", "filled", "status", "created_at"], rows)
         .on_conflict_do_nothing()
+        .returning(Task.id)
     )
-    return session.execute(stmt).rowcount or 0
+    return len(session.execute(stmt).all())
 
 
 def _open_for(labeler: User, kind: str | None):  # type: ignore[no-untyped-def]

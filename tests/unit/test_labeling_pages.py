@@ -1,0 +1,155 @@
+"""The labeler's HTML pages through the test client: forms, errors that keep input, escaping,
+and the instructions (Markdown rendered and sanitised)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from app.models import Demonstration, Ranking, RankingEntry
+from tests.conftest import csrf_from, login
+from tests.labeling_support import make_prompt, make_ranking_task
+
+XSS = '<script>alert("xss")</script><img src=x onerror="alert(1)">'
+
+
+def _read(fn):  # type: ignore[no-untyped-def]
+    from app.db import get_sessionmaker
+
+    with get_sessionmaker()() as s:
+        return fn(s)
+
+
+def test_demonstration_page_keeps_input_on_errors_and_saves(client, make_user) -> None:  # type: ignore[no-untyped-def]
+    labeler = make_user("labeler")
+    structure = {
+        "instruction": "Translate to French.",
+        "examples": [{"query": "cat", "response": "chat"}, {"query": "dog", "response": "chien"}],
+    }
+    make_prompt("Translate to French.\ncat: chat\ndog: chien\nbird:", structure=structure)
+    login(client, labeler)
+    page = client.get("/labeler/next?kind=demonstration")
+    assert page.status_code == 200 and 'data-testid="few-shot"' in page.text
+    assert "Example 2" in page.text and "chien" in page.text
+    action = page.url.path
+    token = csrf_from(page.text)
+
+    # whitespace only: 422, shown inline
+    r = client.post(action, data={"csrf_token": token, "text": "  \r\n "})
+    assert r.status_code == 422 and "write the ideal response" in r.text
+    # skip without a reason: the response typed so far is still in the form
+    draft = "oiseau <b>bold</b>"
+    r = client.post(f"{action}/skip", data={"csrf_token": token, "text": draft, "skip_reason": ""})
+    assert r.status_code == 422 and "say why you skip" in r.text
+    assert "oiseau &lt;b&gt;bold&lt;/b&gt;</textarea>" in r.text
+    assert 'data-server-state="1"' in r.text
+
+    r = client.post(
+        action, data={"csrf_token": token, "text": "oiseau\r\nfin", "time_spent_ms": "1234"}
+    )
+    assert r.status_code == 200 and "Saved." in r.text  # followed to the home page
+    demo = _read(lambda s: s.scalar(select(Demonstration)))
+    assert demo.text == "oiseau\nfin" and demo.time_spent_ms == 1234
+
+
+def test_ranking_form_with_ties_likert_and_flags(client, make_user) -> None:  # type: ignore[no-untyped-def]
+    labeler = make_user("labeler")
+    task_id, ids = make_ranking_task(make_prompt(), k=4)
+    login(client, labeler)
+    page = client.get("/labeler/next?kind=ranking")
+    assert page.url.path == f"/labeler/tasks/{task_id}"
+    token = csrf_from(page.text)
+    a, b, c, d = ids
+    form = {
+        "csrf_token": token,
+        f"rank_{a}": "2",
+        f"rank_{b}": "1",
+        f"rank_{c}": "2",
+        f"rank_{d}": "3",
+        f"likert_{b}": "6",
+        f"flags_{b}": ["satisfies_constraint", "expresses_opinion"],
+        f"flags_{d}": ["unknown_flag"],
+    }
+    r = client.post(f"/labeler/tasks/{task_id}", data=form)
+    assert r.status_code == 422 and "unknown flag" in r.text
+    # everything entered is shown again
+    assert f'name="rank_{a}" value="2"' in r.text
+    assert 'value="6"\n              checked' in r.text or 'value="6" checked' in r.text.replace(
+        "\n              ", " "
+    )
+    form[f"flags_{d}"] = ["hallucination"]
+    r = client.post(f"/labeler/tasks/{task_id}", data=form, follow_redirects=False)
+    assert r.status_code == 303
+    entries = _read(lambda s: s.scalars(select(RankingEntry)).all())
+    got = {e.completion_id: (e.rank, e.likert, e.flags) for e in entries}
+    assert got == {
+        b: (1, 6, ["satisfies_constraint", "expresses_opinion"]),
+        a: (2, None, []),
+        c: (2, None, []),
+        d: (3, None, ["hallucination"]),
+    }
+    assert _read(lambda s: s.scalar(select(Ranking.time_spent_ms))) >= 0
+
+
+def test_completion_text_is_escaped(client, make_user) -> None:  # type: ignore[no-untyped-def]
+    labeler = make_user("labeler")
+    make_ranking_task(make_prompt(XSS), [XSS, "plain", "```python\nprint(1)\n```", "x"])
+    login(client, labeler)
+    page = client.get("/labeler/next?kind=ranking")
+    assert "<script>alert" not in page.text and "<img src=x" not in page.text
+    assert "&lt;script&gt;alert(&#34;xss&#34;)&lt;/script&gt;" in page.text
+    assert "onerror=&#34;alert(1)&#34;" in page.text
+
+
+def test_task_pages_refuse_tasks_not_held(client, make_user, api_as) -> None:  # type: ignore[no-untyped-def]
+    task_id, _ = make_ranking_task(make_prompt(), k=4)
+    holder = api_as("labeler")
+    holder.get("/api/v1/tasks/next")
+    login(client, make_user("labeler"))
+    assert client.get(f"/labeler/tasks/{task_id}").status_code == 403
+    r = client.get("/labeler/next?kind=ranking")
+    assert r.url.path == "/labeler" and "Nothing is waiting" in r.text
+
+
+def test_home_summary_counts(client, make_user) -> None:  # type: ignore[no-untyped-def]
+    labeler = make_user("labeler")
+    make_prompt()
+    make_ranking_task(make_prompt(), k=4)
+    login(client, labeler)
+    home = client.get("/labeler")
+    assert 'hx-get="/labeler/summary"' in home.text
+    summary = client.get("/labeler/summary").text
+    assert 'data-testid="waiting-demonstration">2<' in summary  # both prompts need one
+    assert 'data-testid="waiting-ranking">1<' in summary
+    assert 'data-testid="total-ranking">0<' in summary
+    assert 'href="/instructions"' in summary
+
+
+def test_instructions_default_edit_and_sanitising(client, make_user) -> None:  # type: ignore[no-untyped-def]
+    labeler, researcher = make_user("labeler"), make_user("researcher")
+    login(client, labeler)
+    page = client.get("/instructions")
+    assert "helpfulness to the user first" in page.text and "Truthful" in page.text
+    assert client.get("/admin/instructions").status_code == 403
+
+    login(client, researcher)
+    editor = client.get("/admin/instructions")
+    token = csrf_from(editor.text)
+    markdown = (
+        "# Rules\n\nBe **kind**.\n\n<script>alert(1)</script>\n\n"
+        '[click](javascript:alert(1)) <img src=x onerror="alert(2)">\n\n[ok](https://example.org)'
+    )
+    r = client.post("/admin/instructions", data={"csrf_token": token, "markdown": markdown})
+    assert r.status_code == 200 and "Saved." in r.text
+    shown = client.get("/instructions").text
+    body = shown.split('id="instructions">', 1)[1].split("</article>", 1)[0]
+    assert "<h1>Rules</h1>" in body and "<strong>kind</strong>" in body
+    assert "<script" not in body and "<img" not in body and 'href="javascript' not in body
+    assert 'href="https://example.org"' in body
+    empty = client.post("/admin/instructions", data={"csrf_token": token, "markdown": " "})
+    assert empty.status_code == 422 and "must not be empty" in empty.text
+    preview = client.post(
+        "/admin/instructions/preview",
+        data={"markdown": "*x* <script>"},
+        headers={"X-CSRF-Token": token},
+    )
+    assert "<em>x</em>" in preview.text and "<script>" not in preview.text
