@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
@@ -139,13 +139,18 @@ def ingest_prompts(
                 results.extend(_ingest_batch(session, batch, source=source, author=author))
                 session.commit()
                 break
-            except IntegrityError:
-                # a concurrent ingest stored the same external_id first: retry, which now
-                # finds it and answers idempotently
+            except (IntegrityError, OperationalError) as exc:
+                # a concurrent ingest stored the same external_id first: the retry finds it
+                # and answers idempotently (a deadlock report is retried the same way)
                 session.rollback()
-                if attempt == MAX_RETRIES - 1:
+                retryable = isinstance(exc, IntegrityError) or _is_deadlock(exc)
+                if not retryable or attempt == MAX_RETRIES - 1:
                     raise
     return results
+
+
+def _is_deadlock(exc: OperationalError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) in {"40P01", "40001"}
 
 
 def _ingest_batch(
@@ -246,6 +251,8 @@ def _ingest_batch(
 def _store(session: Session, items: list[_Item], *, source: str, author: User | None) -> None:
     if not items:
         return
+    # rows go in input order so ids follow it; two batches sending the same external IDs in
+    # different orders can deadlock on PostgreSQL, which aborts one and it is retried
     rows = [
         {
             "text": item.scan.text if item.scan is not None else item.text,
