@@ -95,12 +95,11 @@ def train_reward_model(
         optimizer, int(config.warmup_ratio * total), total, min_lr_rate=config.min_lr_ratio)
 
     log = MetricsLog(output_dir, progress, accelerator.is_main_process)
-    step, comparisons, train_time = 0, 0, 0.0
-    first_loss = None
+    step, comparisons, first_loss = 0, 0, None
+    start = time.perf_counter()  # training wall time: data loading, steps and logging
     for epoch in range(1, config.epochs + 1):
         rm.train()
         for batch in loader:
-            start = time.perf_counter()
             with accelerator.accumulate(rm):
                 # K forward sequences per prompt: all completions of the batch in one forward.
                 rewards = sequence_scores(rm, batch["input_ids"], batch["attention_mask"])
@@ -110,7 +109,6 @@ def train_reward_model(
                     accelerator.clip_grad_norm_(params, config.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad()
-            train_time += time.perf_counter() - start
             comparisons += int(stats["pairs"])
             first_loss = loss.item() if first_loss is None else first_loss
             if accelerator.sync_gradients:
@@ -119,13 +117,15 @@ def train_reward_model(
                 log.log(step, total, {
                     "loss": loss.item(), "lr": scheduler.get_last_lr()[0], "epoch": epoch,
                     "accuracy": (stats["correct"] / stats["pairs"].clamp(min=1)).item(),
-                    "comparisons_per_second": comparisons / max(train_time, 1e-9)})
+                    "comparisons_per_second": comparisons / (time.perf_counter() - start)})
 
+    train_time = time.perf_counter() - start
     comparisons = int(accelerator.reduce(torch.tensor(comparisons, device=accelerator.device),
                                          "sum"))  # over all processes
     metrics: dict[str, float] = {"first_loss": first_loss or 0.0, "final_loss": loss.item(),
                                  "steps": step, "comparisons": comparisons,
-                                 "comparisons_per_second": comparisons / max(train_time, 1e-9)}
+                                 "comparisons_per_second": comparisons / train_time,
+                                 "train_seconds": train_time}
     metrics.update(evaluate_rankings(accelerator, rm, tokenizer, val_rows, config))
 
     # Normalise: the loss ignores a shift of r, so choose the bias that makes labeler
