@@ -7,6 +7,7 @@ from collections.abc import Callable
 from sqlalchemy.orm import Session
 
 from app.services.accounts import ensure_first_admin
+from app.services.demo import load_demo_data, register_tiny_base
 from app.services.prompts import ensure_default_use_cases
 
 # each step is idempotent; it returns a line to print, or None
@@ -26,6 +27,8 @@ def _first_admin(session: Session) -> str | None:
 
 STEPS.append(_first_admin)
 STEPS.append(ensure_default_use_cases)
+STEPS.append(register_tiny_base)
+STEPS.append(load_demo_data)
 
 
 def bootstrap(session: Session) -> list[str]:

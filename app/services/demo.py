@@ -1,0 +1,128 @@
+"""The first-run demo: the offline ``tiny`` base model in the registry, and (on the embedded
+default only) a small data set written for the project plus demo labelers, so a newcomer can
+label and run the whole loop at once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.config import get_settings
+from app.db import utcnow
+from app.models import (
+    Assignment,
+    AssignmentStatus,
+    Demonstration,
+    ModelVersion,
+    Prompt,
+    Task,
+    TaskKind,
+    TaskStatus,
+    User,
+)
+from app.services.models_registry import TINY, ensure_base_version
+
+DEMO_DIR = Path(__file__).resolve().parents[1] / "demo"
+DEMO_SPLITS = {
+    "demo-customer-a": "train",
+    "demo-customer-b": "train",
+    "demo-customer-c": "train",
+    "demo-customer-d": "train",
+    "demo-customer-v": "val",
+    "demo-customer-t": "test",
+}
+# known passwords on purpose: demo accounts exist only on the embedded default, for trying it out
+DEMO_LABELERS = (("demo-labeler-1", "label-demo-1"), ("demo-labeler-2", "label-demo-2"))
+
+
+def register_tiny_base(session: Session) -> str | None:
+    """Bootstrap step: the offline ``tiny`` preset as a base model version (idempotent)."""
+    exists = session.scalars(
+        select(ModelVersion.id).where(ModelVersion.kind == "base", ModelVersion.path == TINY)
+    ).first()
+    if exists is not None:
+        return None
+    ensure_base_version(session, TINY)
+    return "Registered the offline 'tiny' base model (model registry: /admin/models)."
+
+
+def demo_rows() -> list[dict[str, Any]]:
+    lines = (DEMO_DIR / "prompts.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def _add_demonstration(session: Session, prompt_id: int, labeler: User, text: str) -> None:
+    """A demonstration as if the labeler had submitted it from the queue (task done)."""
+    now = utcnow()
+    task = Task(
+        kind=TaskKind.demonstration.value,
+        prompt_id=prompt_id,
+        overlap=1,
+        filled=1,
+        status=TaskStatus.done.value,
+    )
+    session.add(task)
+    session.flush()
+    session.add(
+        Assignment(
+            task_id=task.id,
+            labeler_id=labeler.id,
+            status=AssignmentStatus.submitted.value,
+            lock_expires_at=now,
+            finished_at=now,
+        )
+    )
+    session.add(
+        Demonstration(task_id=task.id, prompt_id=prompt_id, labeler_id=labeler.id, text=text)
+    )
+
+
+def load_demo_data(session: Session) -> str | None:
+    """Bootstrap step: the demo data set and labelers, on an empty embedded installation."""
+    settings = get_settings()
+    if not settings.demo_data or not settings.is_embedded:
+        return None
+    if session.scalars(select(Prompt.id).limit(1)).first() is not None:
+        return None  # not a fresh installation: never mix demo data into real data
+    from app.services.accounts import create_user
+    from app.services.completions import add_completions, create_ranking_task
+    from app.services.curation.splits import pin_split
+    from app.services.intake import ingest_prompts
+
+    for user_id, split in DEMO_SPLITS.items():
+        pin_split(session, user_id, split)
+    session.commit()
+    rows = demo_rows()
+    items = [{"text": r["text"], "user_id": r["user_id"], "use_case": r["use_case"]} for r in rows]
+    results = ingest_prompts(session, items, source="api")
+    labelers = []
+    for username, password in DEMO_LABELERS:
+        if session.scalars(select(User).where(User.username == username)).first() is None:
+            labelers.append(create_user(session, username, password, "labeler"))
+    session.flush()
+    author = labelers[0] if labelers else None
+    demos = tasks = 0
+    for row, result in zip(rows, results, strict=True):
+        prompt_id = result.get("prompt_id")
+        if result.get("status") != "accepted" or prompt_id is None:
+            continue
+        if row.get("demonstration") and author is not None:
+            _add_demonstration(session, prompt_id, author, row["demonstration"])
+            demos += 1
+        if row.get("completions"):
+            made = add_completions(
+                session, prompt_id, [{"text": t, "origin": "demo"} for t in row["completions"]]
+            )
+            create_ranking_task(session, prompt_id, [c.id for c in made], overlap=1)
+            tasks += 1
+    session.commit()
+    accounts = "\n".join(f"  {u} / {p}" for u, p in DEMO_LABELERS)
+    return (
+        f"Loaded the demo data set: {len(rows)} prompts across the ten use cases, "
+        f"{demos} demonstrations, {tasks} ranking tasks.\n"
+        f"Demo labeler accounts (demo passwords, embedded default only):\n{accounts}"
+    )
