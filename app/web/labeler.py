@@ -172,7 +172,15 @@ def _submit_form(
     *,
     skip: bool,
 ) -> Response:
-    assignment = _held_assignment(session, principal, task_id)
+    assignment = session.scalar(
+        select(Assignment).where(
+            Assignment.task_id == task_id, Assignment.labeler_id == principal.user.id
+        )
+    )
+    if assignment is None:
+        raise ServiceError("this task is not assigned to you", status_code=403)
+    # the rest (expired hold, already submitted, an identical repeat from a double click) is
+    # decided by `submit`; any error shows the form again with everything the labeler entered
     task = session.get_one(Task, task_id)
     try:
         if skip:
@@ -196,6 +204,16 @@ def _submit_form(
     return RedirectResponse(f"/labeler?saved={task.kind}", status_code=303)
 
 
+async def _form_submission(
+    request: Request, session: Session, principal: Principal, task_id: int, *, skip: bool
+) -> Response:
+    form = await request.form()
+    # the database work is blocking: keep it off the event loop
+    return await run_in_threadpool(
+        _submit_form, request, session, principal, task_id, form, skip=skip
+    )
+
+
 @router.post("/tasks/{task_id}")
 async def task_submit(
     request: Request,
@@ -203,11 +221,7 @@ async def task_submit(
     principal: Principal = Depends(any_user),
     session: Session = Depends(get_session),
 ) -> Response:
-    form = await request.form()
-    # the database work is blocking: keep it off the event loop
-    return await run_in_threadpool(
-        _submit_form, request, session, principal, task_id, form, skip=False
-    )
+    return await _form_submission(request, session, principal, task_id, skip=False)
 
 
 @router.post("/tasks/{task_id}/skip")
@@ -217,7 +231,4 @@ async def task_skip(
     principal: Principal = Depends(any_user),
     session: Session = Depends(get_session),
 ) -> Response:
-    form = await request.form()
-    return await run_in_threadpool(
-        _submit_form, request, session, principal, task_id, form, skip=True
-    )
+    return await _form_submission(request, session, principal, task_id, skip=True)

@@ -95,10 +95,18 @@
   form.addEventListener("change", saveSoon);
   window.addEventListener("pagehide", save);
   setInterval(save, 10000);
-  form.addEventListener("submit", function () {
+  form.addEventListener("submit", function (event) {
+    // one submission per click: a double click must not send the form twice
+    if (form.dataset.submitting) {
+      event.preventDefault();
+      return;
+    }
+    form.dataset.submitting = "1";
     save();
     sessionStorage.setItem(SUBMITTED, key);
   });
+  // coming back through the history cache: allow submitting again
+  window.addEventListener("pageshow", function () { delete form.dataset.submitting; });
   if (form.dataset.serverState) save();
 
   window.prefloopDraft = { save: save };

@@ -47,6 +47,11 @@ def test_demonstration_page_keeps_input_on_errors_and_saves(client, make_user) -
         action, data={"csrf_token": token, "text": "oiseau\r\nfin", "time_spent_ms": "1234"}
     )
     assert r.status_code == 200 and "Saved." in r.text  # followed to the home page
+    # the same form sent again (a double click): saved once, no error for the labeler
+    again = client.post(action, data={"csrf_token": token, "text": "oiseau\r\nfin"})
+    assert again.status_code == 200 and "Saved." in again.text
+    changed = client.post(action, data={"csrf_token": token, "text": "autre"})
+    assert changed.status_code == 409 and "cannot be changed" in changed.text
     demo = _read(lambda s: s.scalar(select(Demonstration)))
     assert demo.text == "oiseau\nfin" and demo.time_spent_ms == 1234
 
