@@ -23,7 +23,6 @@ from presidio_analyzer.predefined_recognizers import (
     CreditCardRecognizer,
     IbanRecognizer,
     IpRecognizer,
-    PhoneRecognizer,
     SpacyRecognizer,
 )
 from presidio_anonymizer import AnonymizerEngine
@@ -33,6 +32,7 @@ from spacy.language import Language
 from app.config import get_settings
 from app.services.curation.pii_recognizers import (
     CredentialUrlRecognizer,
+    FastPhoneRecognizer,
     InternationalPhoneRecognizer,
     LuhnCardRecognizer,
     OfflineEmailRecognizer,
@@ -106,7 +106,7 @@ class PiiFilter:
         registry = RecognizerRegistry(supported_languages=["en"])
         for recognizer in (
             OfflineEmailRecognizer(),
-            PhoneRecognizer(supported_regions=PHONE_REGIONS),
+            FastPhoneRecognizer(supported_regions=PHONE_REGIONS),
             InternationalPhoneRecognizer(),
             CreditCardRecognizer(),
             LuhnCardRecognizer(),
