@@ -14,6 +14,7 @@ resume cursor ``after``:
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -21,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Integer, Select, Text, any_, bindparam, cast, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, aliased
 
 from app.config import get_settings
@@ -42,9 +44,11 @@ from app.models import (
 )
 from app.schemas.export import PAIR_CURSOR_RE, ExportFilters, parse_format, parse_kind
 from app.services import Invalid
+from app.services.export_formats import chunked, encode_json
 
 # rankings (or demonstrations, prompts) read per query; a K=9 page is 36x as many pairs
 PAGE_SIZE = 500
+_NO_FLAGS = (None, "[]", "null")
 
 
 @dataclass(frozen=True)
@@ -187,33 +191,55 @@ def _count(session: Session, kind: str, fmt: str | None, filters: ExportFilters)
     if cursor.pair is not None:  # the rest of the ranking the cursor is inside
         head = _base_query(kind, filters).where(Ranking.id == cursor.last_id)
         for page in _ranking_pages(session, head):
-            total += sum(1 for p in _pairs_of(page[0]) if p["_n"] > cursor.pair)
+            total += sum(1 for n, _ in _pairs_of(page[0]) if n > cursor.pair)
     return total
 
 
+def _rows(session: Session, query: Select) -> list[Any]:
+    """Plain Core rows (the ORM's result machinery costs more than the query here)."""
+    return session.connection().execute(query).all()
+
+
+def _in(session: Session, column: Any, ids: list[int]) -> Any:
+    """``column IN ids``; on PostgreSQL as ``= ANY(array)``, one parameter instead of
+    thousands (the driver parses every new query text, and page sizes vary)."""
+    if is_postgres(session):
+        return column == any_(bindparam(None, ids, type_=ARRAY(Integer)))
+    return column.in_(ids)
+
+
 def _entries(session: Session, ranking_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """The completions of each ranking, best first. Two index lookups rather than a join:
+    joined, PostgreSQL may hash the whole completions table for every page."""
     query = (
         select(
             RankingEntry.ranking_id,
             RankingEntry.completion_id,
-            Completion.text,
             RankingEntry.rank,
             RankingEntry.likert,
-            RankingEntry.flags,
+            # as text: most are "[]", and decoding JSON per row costs more than the query
+            cast(RankingEntry.flags, Text),
         )
-        .join(Completion, Completion.id == RankingEntry.completion_id)
-        .where(RankingEntry.ranking_id.in_(ranking_ids))
+        .where(_in(session, RankingEntry.ranking_id, ranking_ids))
         .order_by(RankingEntry.ranking_id, RankingEntry.rank, RankingEntry.completion_id)
     )
+    entries = _rows(session, query)
+    wanted = sorted({e.completion_id for e in entries})
+    texts = dict(
+        _rows(
+            session,
+            select(Completion.id, Completion.text).where(_in(session, Completion.id, wanted)),
+        )
+    )
     by_ranking: dict[int, list[dict[str, Any]]] = {rid: [] for rid in ranking_ids}
-    for rid, cid, text, rank, likert, flags in session.execute(query).all():
+    for rid, cid, rank, likert, flags in entries:
         by_ranking[rid].append(
             {
                 "completion_id": cid,
-                "text": text,
+                "text": texts[cid],
                 "rank": rank,
                 "likert": likert,
-                "flags": flags or [],
+                "flags": [] if flags in _NO_FLAGS else json.loads(flags),
             }
         )
     return by_ranking
@@ -223,7 +249,7 @@ def _ranking_pages(session: Session, query: Select) -> Iterator[list[dict[str, A
     """Ranking records, a page at a time, keyset-paginated on the ranking id."""
     last = 0
     while True:
-        rows = session.execute(query.where(Ranking.id > last).limit(PAGE_SIZE)).all()
+        rows = _rows(session, query.where(Ranking.id > last).limit(PAGE_SIZE))
         if not rows:
             return
         entries = _entries(session, [r.id for r in rows])
@@ -243,31 +269,51 @@ def _ranking_pages(session: Session, query: Select) -> Iterator[list[dict[str, A
         last = rows[-1].id
 
 
-def _pairs_of(ranking: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Every (better, worse) pair of a ranking, ties left out, in a stable order.
-
-    ``_n`` is the pair's index inside its group (popped before output).
+def _pairs_of(ranking: dict[str, Any], as_json: bool = False) -> Iterator[tuple[int, Any]]:
+    """Every (better, worse) pair of a ranking, ties left out, in a stable order, with its
+    index inside the group. ``as_json``: each pair as its JSON text, byte for byte what
+    ``encode_json`` makes of the dict, with every text encoded once per ranking, not per pair.
     """
     completions = ranking["completions"]  # sorted by (rank, completion_id)
     group = ranking["ranking_id"]
+    if as_json:
+        head = (
+            f'{{"pair_id":"{group}:%d","group_id":{group},"prompt_id":{ranking["prompt_id"]},'
+            f'"prompt":{encode_json(ranking["prompt"])},'
+        )
+        tail = f'"split":{encode_json(ranking["split"])},"labeler_id":{encode_json(ranking["labeler_id"])}}}'
+        texts = [encode_json(c["text"]) for c in completions]
     n = 0
     for i, better in enumerate(completions):
-        for worse in completions[i + 1 :]:
+        for j in range(i + 1, len(completions)):
+            worse = completions[j]
             if worse["rank"] == better["rank"]:
                 continue
-            yield {
-                "pair_id": f"{group}:{n}",
-                "group_id": group,
-                "prompt_id": ranking["prompt_id"],
-                "prompt": ranking["prompt"],
-                "chosen": better["text"],
-                "rejected": worse["text"],
-                "chosen_completion_id": better["completion_id"],
-                "rejected_completion_id": worse["completion_id"],
-                "split": ranking["split"],
-                "labeler_id": ranking["labeler_id"],
-                "_n": n,
-            }
+            if as_json:
+                yield (
+                    n,
+                    (
+                        f'{head % n}"chosen":{texts[i]},"rejected":{texts[j]},'
+                        f'"chosen_completion_id":{better["completion_id"]},'
+                        f'"rejected_completion_id":{worse["completion_id"]},{tail}'
+                    ),
+                )
+            else:
+                yield (
+                    n,
+                    {
+                        "pair_id": f"{group}:{n}",
+                        "group_id": group,
+                        "prompt_id": ranking["prompt_id"],
+                        "prompt": ranking["prompt"],
+                        "chosen": better["text"],
+                        "rejected": worse["text"],
+                        "chosen_completion_id": better["completion_id"],
+                        "rejected_completion_id": worse["completion_id"],
+                        "split": ranking["split"],
+                        "labeler_id": ranking["labeler_id"],
+                    },
+                )
             n += 1
 
 
@@ -275,7 +321,7 @@ def _simple_pages(session: Session, kind: str, query: Select) -> Iterator[dict[s
     id_column = _id_column(kind)
     last = 0
     while True:
-        rows = session.execute(query.where(id_column > last).limit(PAGE_SIZE)).all()
+        rows = _rows(session, query.where(id_column > last).limit(PAGE_SIZE))
         if not rows:
             return
         for r in rows:
@@ -302,27 +348,26 @@ def _simple_pages(session: Session, kind: str, query: Select) -> Iterator[dict[s
 
 
 def _records(
-    session: Session, kind: str, fmt: str | None, filters: ExportFilters
-) -> Iterator[dict[str, Any]]:
+    session: Session, kind: str, fmt: str | None, filters: ExportFilters, as_json: bool = False
+) -> Iterator[Any]:
+    """The records as dicts, or (``as_json``) as their compact JSON texts."""
     cursor = Cursor.parse(filters.after)
     id_column = _id_column(kind)
     query = _base_query(kind, filters)
-    if kind != "comparisons":
-        yield from _simple_pages(session, kind, query.where(id_column > cursor.last_id))
+    if kind != "comparisons" or fmt == "rankings":
+        if kind == "comparisons":
+            pages = _ranking_pages(session, query.where(Ranking.id > cursor.last_id))
+            records: Iterator[dict[str, Any]] = (r for page in pages for r in page)
+        else:
+            records = _simple_pages(session, kind, query.where(id_column > cursor.last_id))
+        yield from (map(encode_json, records) if as_json else records)
         return
-    if fmt == "rankings":
-        for page in _ranking_pages(session, query.where(Ranking.id > cursor.last_id)):
-            yield from page
-        return
-    if cursor.pair is not None:
+    if cursor.pair is not None:  # first the rest of the ranking the cursor is inside
         for page in _ranking_pages(session, query.where(Ranking.id == cursor.last_id)):
-            for pair in _pairs_of(page[0]):
-                if pair.pop("_n") > cursor.pair:
-                    yield pair
+            yield from (pair for n, pair in _pairs_of(page[0], as_json) if n > cursor.pair)
     for page in _ranking_pages(session, query.where(Ranking.id > cursor.last_id)):
         for ranking in page:
-            for pair in _pairs_of(ranking):
-                del pair["_n"]
+            for _, pair in _pairs_of(ranking, as_json):
                 yield pair
 
 
@@ -373,6 +418,13 @@ class ExportStream:
         finally:
             self.close()
 
+    def json_lines(self) -> Iterator[str]:
+        """The records as compact JSON texts (faster than encoding the dicts for pairs)."""
+        try:
+            yield from _records(self.session, self.kind, self.fmt, self.filters, as_json=True)
+        finally:
+            self.close()
+
     def close(self) -> None:
         self.session.close()
 
@@ -398,8 +450,6 @@ def create_snapshot(
 
     The file is named by the sha256 of its bytes, so equal exports share one file.
     """
-    from app.services.export_formats import encode_ndjson
-
     directory = snapshots_dir()
     directory.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
@@ -407,16 +457,16 @@ def create_snapshot(
     with ExportStream(kind, filters, fmt) as stream:
         fmt = stream.fmt
 
-        def counted() -> Iterator[dict[str, Any]]:
+        def counted() -> Iterator[str]:
             nonlocal rows
-            for record in stream:
+            for line in stream.json_lines():
                 rows += 1
-                yield record
+                yield line + "\n"
 
         fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=".partial-", suffix=".jsonl")
         try:
             with os.fdopen(fd, "wb") as out:
-                for chunk in encode_ndjson(counted()):
+                for chunk in chunked(counted()):
                     digest.update(chunk)
                     out.write(chunk)
                 out.flush()

@@ -29,7 +29,24 @@ _ACCEPT = {
     "application/x-parquet": "parquet",
 }
 
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_encode_utf8 = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def encode_json(value: Any) -> str:
+    """Compact UTF-8 JSON, the one form of every record. The characters that str.splitlines()
+    and JavaScript take for line breaks are escaped, so one record is always one line."""
+    text = _encode_utf8(value)
+    # they can only occur inside strings, where the escape means the same
+    if "\u2028" in text or "\u2029" in text or "\x85" in text:
+        text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+        text = text.replace("\x85", "\\u0085")
+    return text
+
+
+def json_lines(records: Iterable[Any]) -> Iterator[str]:
+    """Each record's JSON text; a stream that can make them itself (``json_lines()``) does."""
+    make = getattr(records, "json_lines", None)
+    return make() if make is not None else map(encode_json, records)
 
 
 def choose_output(output: str | None, accept: str | None) -> str:
@@ -59,7 +76,8 @@ def output_for_path(path: str) -> str:
     return "ndjson"
 
 
-def _chunked(pieces: Iterable[str]) -> Iterator[bytes]:
+def chunked(pieces: Iterable[str]) -> Iterator[bytes]:
+    """UTF-8 chunks of about ``CHUNK_BYTES`` from many small strings."""
     buffer: list[str] = []
     size = 0
     for piece in pieces:
@@ -74,7 +92,7 @@ def _chunked(pieces: Iterable[str]) -> Iterator[bytes]:
 
 def encode_ndjson(records: Iterable[dict[str, Any]]) -> Iterator[bytes]:
     """One compact JSON object per line (UTF-8, no ASCII escaping)."""
-    return _chunked(_encode(r) + "\n" for r in records)
+    return chunked(line + "\n" for line in json_lines(records))
 
 
 def encode_json_array(records: Iterable[dict[str, Any]]) -> Iterator[bytes]:
@@ -83,12 +101,12 @@ def encode_json_array(records: Iterable[dict[str, Any]]) -> Iterator[bytes]:
     def pieces() -> Iterator[str]:
         yield "["
         separator = "\n"
-        for record in records:
-            yield separator + _encode(record)
+        for line in json_lines(records):
+            yield separator + line
             separator = ",\n"
         yield "\n]\n"
 
-    return _chunked(pieces())
+    return chunked(pieces())
 
 
 def parquet_schema(kind: str, fmt: str | None) -> Any:

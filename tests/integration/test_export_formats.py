@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.integration.export_data import Expected
-from tests.integration.export_seed import seed_labeled_data
+from tests.integration.export_seed import ExportEnv, export_env  # noqa: F401 (fixture)
 
 SPLITS = ("train", "val", "test")
 
@@ -41,9 +41,8 @@ def expected_pairs(groups: list[list[str]]) -> set[tuple[str, str]]:
 
 
 @pytest.fixture
-def data(app_env: str, make_user, api_as) -> tuple[Any, Expected]:  # type: ignore[no-untyped-def]
-    researcher = api_as("researcher")
-    return researcher, seed_labeled_data(researcher, make_user, api_as)
+def data(export_env: ExportEnv) -> tuple[Any, Expected]:  # noqa: F811
+    return export_env.researcher, export_env.expected
 
 
 def test_rankings_hold_every_submitted_ranking_with_its_ties(data) -> None:  # type: ignore[no-untyped-def]
@@ -97,7 +96,7 @@ def test_pairs_are_all_untied_ordered_pairs(data) -> None:  # type: ignore[no-un
     assert len({r["pair_id"] for r in rows}) == len(rows)
 
 
-def test_held_out_labelers_only_on_request(data, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_held_out_labelers_only_on_request(data) -> None:  # type: ignore[no-untyped-def]
     api, expected = data
     included = lines(
         api.get("/api/v1/export/comparisons", params={"include_held_out_labelers": "true"})
