@@ -25,6 +25,7 @@ from app.services.prompts import use_case_lookup
 
 BATCH_SIZE = 1000
 MAX_RETRIES = 3
+ID_MAX_CHARS = 255  # user_id and external_id columns
 # statuses stored on prompts -> status reported to the submitter
 REPORTED = {PromptStatus.pii_dropped.value: PromptStatus.rejected.value}
 
@@ -101,6 +102,9 @@ def _validate(
     external_id = raw.get("external_id")
     if external_id is not None and (not isinstance(external_id, str) or not external_id.strip()):
         return "external_id must be a non-empty string or null"
+    for name, value in (("user_id", user_id), ("external_id", external_id)):
+        if value is not None and (len(value) > ID_MAX_CHARS or "\x00" in value):
+            return f"{name} must be at most {ID_MAX_CHARS} characters of text"
     use_case = raw.get("use_case")
     if use_case is not None:
         if not isinstance(use_case, str) or use_case.strip().casefold() not in use_cases:

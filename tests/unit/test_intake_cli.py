@@ -24,19 +24,20 @@ def test_import_jsonl_with_summary(app_env, tmp_path: Path, session) -> None:  #
         json.dumps({"text": "", "user_id": "u3"}),
         json.dumps(["not", "an", "object"]),
         json.dumps({"text": "Name three rivers in Africa", "user_id": "u4", "kind": "few_shot"}),
+        json.dumps({"text": "A prompt from a very long user ID", "user_id": "u" * 300}),
     ]
     file = tmp_path / "prompts.jsonl"
     file.write_text("\n".join(lines) + "\n")
     report = tmp_path / "report.jsonl"
     result = runner.invoke(cli, ["prompts", "import", str(file), "--report", str(report)])
     assert result.exit_code == 0, result.output
-    assert "6 prompts read" in result.output
+    assert "7 prompts read" in result.output
     assert "accepted   2" in result.output and "duplicate  1" in result.output
-    assert "rejected   3" in result.output and "not valid JSON" in result.output
+    assert "rejected   4" in result.output and "not valid JSON" in result.output
     rows = [json.loads(line) for line in report.read_text().splitlines()]
-    assert [r["line"] for r in rows] == [1, 2, 3, 5, 6, 7]
+    assert [r["line"] for r in rows] == [1, 2, 3, 5, 6, 7, 8]
     assert [r["status"] for r in rows] == [
-        "accepted", "duplicate", "rejected", "rejected", "rejected", "accepted",
+        "accepted", "duplicate", "rejected", "rejected", "rejected", "accepted", "rejected",
     ]  # fmt: skip
     # a file cannot set labeler-only fields
     kinds = session.scalars(select(Prompt.kind)).all()
