@@ -5,11 +5,11 @@ The HTML pages and the JSON API both call `describe_assignment` and `submit`.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
@@ -91,9 +91,11 @@ def submit(
         raise Invalid("send exactly one of 'text', 'ranking' or 'skip'", field="submission")
     if sub.ratings is not None and sub.ranking is None:
         raise Invalid("'ratings' go with a 'ranking'", field="ratings")
-    if session.get(Task, task_id) is None:
+    task = session.get(Task, task_id)
+    if task is None:
         raise NotFound(f"task {task_id} does not exist", field="task_id")
-    # lock order: assignment, then task (as the queue does)
+    # lock order: the assignment, then the task (as the queue does); the checks that end
+    # without writing come before the task lock
     assignment = session.scalar(
         select(Assignment)
         .where(Assignment.task_id == task_id, Assignment.labeler_id == labeler.id)
@@ -104,8 +106,6 @@ def submit(
             f"task {task_id} is not assigned to you; get a task from GET /api/v1/tasks/next",
             field="task_id",
         )
-    task = session.scalar(select(Task).where(Task.id == task_id).with_for_update())
-    assert task is not None
     if assignment.status in FINISHED:
         if _same_as_stored(session, task, assignment, sub):
             return _result(session, task, assignment, replayed=True)
@@ -120,6 +120,8 @@ def submit(
             "take a task again (your draft is kept in this browser)",
             field="task_id",
         )
+    # serialises the submissions of one task, so exactly one of them marks it done
+    session.refresh(task, with_for_update=True)
     time_spent = sub.time_spent_ms
     if time_spent is None:
         time_spent = int((now - assignment.assigned_at) / timedelta(milliseconds=1))
@@ -305,16 +307,21 @@ def labeler_counts(session: Session, labeler: User) -> dict[str, dict[str, int]]
     """The labeler's finished work, today (UTC) and in total: per kind, and skips."""
     midnight = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
     rows = session.execute(
-        select(Task.kind, Assignment.status, Assignment.finished_at)
+        select(
+            Task.kind,
+            Assignment.status,
+            func.count(),
+            func.sum(case((Assignment.finished_at >= midnight, 1), else_=0)),
+        )
         .join(Task, Task.id == Assignment.task_id)
         .where(Assignment.labeler_id == labeler.id, Assignment.status.in_(FINISHED))
+        .group_by(Task.kind, Assignment.status)
     ).all()
     counts = {
         period: {"demonstration": 0, "ranking": 0, "skipped": 0} for period in ("today", "total")
     }
-    for kind, status, finished_at in rows:
+    for kind, status, total, today in rows:
         key = "skipped" if status == AssignmentStatus.skipped.value else kind
-        counts["total"][key] += 1
-        if isinstance(finished_at, datetime) and finished_at >= midnight:
-            counts["today"][key] += 1
+        counts["total"][key] += total
+        counts["today"][key] += int(today or 0)
     return counts
