@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,8 +85,9 @@ class TqdmProgress:
     def __call__(self, p: Progress) -> None:
         from tqdm.auto import tqdm
 
-        if self.bar is None:
-            self.bar = tqdm(total=p.total, desc=self.desc, dynamic_ncols=True)
+        if self.bar is None:  # one bar per job: only the first process of a launch draws it
+            self.bar = tqdm(total=p.total, desc=self.desc, dynamic_ncols=True,
+                            disable=os.environ.get("RANK", "0") != "0")
         self.bar.total = p.total
         self.bar.n = p.step
         shown = {k: f"{v:.4g}" for k, v in p.metrics.items() if not self.keys or k in self.keys}

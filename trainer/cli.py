@@ -6,6 +6,7 @@ YAML file (`--config`; flags win). The YAML holds config fields and may also nam
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -59,13 +60,23 @@ def _require(paths: dict[str, Any], *keys: str) -> None:
             raise typer.BadParameter(f"missing {flag} (or '{key}' in --config)", param_hint=flag)
 
 
+def _quiet() -> None:
+    """Keep the terminal to our progress bar and results (no per-file loading bars)."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
 def _run(desc: str, fn: Any, **kwargs: Any) -> dict[str, Any]:
+    _quiet()
     bar = TqdmProgress(desc, keys=("loss", "reward", "kl", "accuracy"))
     try:
         result = fn(progress=bar, **kwargs)
     finally:
         bar.close()
-    typer.echo(json.dumps(result, indent=2, default=str))
+    if os.environ.get("RANK", "0") == "0":  # under `accelerate launch`: print once
+        typer.echo(json.dumps(result, indent=2, default=str))
     return result
 
 
@@ -162,6 +173,7 @@ def sample_command(
         temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
         batch_size=batch_size, seed=seed, cpu=cpu), set_)
     _require(p, "model", "prompts", "k", "output")
+    _quiet()
     bar = TqdmProgress("sample")
     try:
         records = sample_completions(p["model"], read_prompts(p["prompts"]), int(p["k"]), cfg, bar)
@@ -183,6 +195,7 @@ def score_command(
 
     if reward_model is None or input is None or output is None:
         raise typer.BadParameter("--reward-model, --input and --output are required")
+    _quiet()
     config = SampleConfig(cpu=bool(cpu))
     records = score_records(reward_model, input, batch_size=batch_size, config=config)
     write_jsonl(output, records)
