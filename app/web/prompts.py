@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.datastructures import FormData
 
 from app.db import get_session
 from app.deps import Principal, any_user, researcher
@@ -27,6 +28,13 @@ from app.services.prompts import (
 from app.web.templating import render
 
 router = APIRouter(include_in_schema=False)
+
+
+async def form_data(request: Request) -> FormData:
+    """The parsed form, read before the (sync, threadpooled) route runs."""
+    return await request.form()
+
+
 KINDS = {
     PromptKind.plain.value: "Plain",
     PromptKind.few_shot.value: "Few-shot",
@@ -94,12 +102,12 @@ def new_prompt_form(  # type: ignore[no-untyped-def]
 
 
 @router.post("/labeler/prompts/new")
-async def submit_prompt_form(  # type: ignore[no-untyped-def]
+def submit_prompt_form(  # type: ignore[no-untyped-def]
     request: Request,
     principal: Principal = Depends(any_user),
     session: Session = Depends(get_session),
+    form: FormData = Depends(form_data),
 ):
-    form = await request.form()
     kind = str(form.get("kind", PromptKind.plain.value))
     values = {
         "text": str(form.get("text", "")),
@@ -164,12 +172,12 @@ def use_cases_page(  # type: ignore[no-untyped-def]
 
 
 @router.post("/admin/data/use-cases")
-async def use_case_add(  # type: ignore[no-untyped-def]
+def use_case_add(  # type: ignore[no-untyped-def]
     request: Request,
     principal: Principal = Depends(researcher),
     session: Session = Depends(get_session),
+    form: FormData = Depends(form_data),
 ):
-    form = await request.form()
     values = {"name": str(form.get("name", "")), "description": str(form.get("description", ""))}
     try:
         add_use_case(session, values["name"], values["description"])
@@ -183,13 +191,13 @@ async def use_case_add(  # type: ignore[no-untyped-def]
 
 
 @router.post("/admin/data/use-cases/{use_case_id}")
-async def use_case_edit(  # type: ignore[no-untyped-def]
+def use_case_edit(  # type: ignore[no-untyped-def]
     use_case_id: int,
     request: Request,
     principal: Principal = Depends(researcher),
     session: Session = Depends(get_session),
+    form: FormData = Depends(form_data),
 ):
-    form = await request.form()
     try:
         position = int(str(form.get("position", "0")) or 0)
     except ValueError:
@@ -239,12 +247,12 @@ def pins_page(  # type: ignore[no-untyped-def]
 
 
 @router.post("/admin/data/pins")
-async def pin_add(  # type: ignore[no-untyped-def]
+def pin_add(  # type: ignore[no-untyped-def]
     request: Request,
     principal: Principal = Depends(researcher),
     session: Session = Depends(get_session),
+    form: FormData = Depends(form_data),
 ):
-    form = await request.form()
     values = {"user_id": str(form.get("user_id", "")), "split": str(form.get("split", ""))}
     try:
         moved = splits.pin_split(session, values["user_id"], values["split"])
