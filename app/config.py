@@ -5,9 +5,10 @@ from __future__ import annotations
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -51,8 +52,9 @@ class Settings(BaseSettings):
     # `agreement_overlap` distinct labelers instead of 1, to measure inter-annotator agreement
     agreement_share: float = Field(default=0.0, ge=0.0, le=1.0)
     agreement_overlap: int = Field(default=2, ge=2, le=20)
-    # splits whose accepted prompts get a demonstration task (the SFT data set)
-    demonstration_splits: tuple[str, ...] = ("train", "val")
+    # splits whose accepted prompts get a demonstration task (the SFT data set); comma
+    # separated in the environment
+    demonstration_splits: Annotated[tuple[str, ...], NoDecode] = ("train", "val")
     demonstration_max_chars: int = Field(default=20_000, ge=1)
 
     # jobs
@@ -67,6 +69,13 @@ class Settings(BaseSettings):
     # an Accelerate config file (DDP/FSDP/DeepSpeed, multi-node) for jobs with num_gpus > 1;
     # empty: `accelerate launch --multi_gpu --num_processes <num_gpus>` on this machine
     accelerate_config: str = ""
+
+    @field_validator("demonstration_splits", mode="before")
+    @classmethod
+    def _comma_separated_splits(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
 
     @field_validator("pii_policy")
     @classmethod
