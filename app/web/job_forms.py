@@ -118,7 +118,13 @@ def job_fields(session: Session, kind: str) -> tuple[list[FormField], list[FormF
         if name in MODEL_FIELDS:
             f.widget = "multiselect" if name == "model_version_ids" else "select"
             f.choices = _version_choices(session, MODEL_FIELDS[name])
-            if not f.required:
+            if name == "base_model":
+                # the name field below is the other way to give it, so the select may stay empty
+                f.required = False
+                f.choices.insert(0, ("", "type a name below"))
+                if not any(text.endswith("· tiny") for _, text in f.choices):
+                    f.choices.append(("tiny", "tiny (the offline preset)"))
+            elif not f.required:
                 f.choices.insert(0, ("", "none"))
             if name == "model_version_ids":
                 current = session.scalars(

@@ -160,7 +160,7 @@ def test_killed_worker_fails_the_job_then_rerun_succeeds(
     stack: Worker, clients: dict[str, Any]
 ) -> None:
     researcher = clients["researcher"]
-    job_id = launch(researcher, "sft", dict(SFT_PARAMS, epochs=40))
+    job_id = launch(researcher, "sft", dict(SFT_PARAMS, epochs=20))
     deadline = time.monotonic() + 180
     while True:  # wait until it is really training
         job = ok(researcher.get(f"/api/v1/jobs/{job_id}"))
