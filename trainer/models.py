@@ -248,8 +248,12 @@ def make_accelerator(config: _Common) -> Accelerator:
     its own precision and accumulation settings; the distributed process group is kept)."""
     AcceleratorState._reset_state()
     GradientState._reset_state()
+    # Without an accelerator, say "CPU" explicitly: Accelerate only sets up several CPU
+    # processes (torchrun, gloo) when told it runs on CPU.
+    has_accelerator = torch.cuda.is_available() or torch.backends.mps.is_available() or (
+        hasattr(torch, "xpu") and torch.xpu.is_available())
     return Accelerator(
-        cpu=config.cpu,
+        cpu=config.cpu or not has_accelerator,
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
     )
