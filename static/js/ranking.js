@@ -164,11 +164,13 @@
   // pointer through the list, and on release it takes its own place before the group it
   // landed above
   var dragging = null;
+  var startedBefore = null;  // the card's next sibling when the drag began
 
   list.addEventListener("pointerdown", function (event) {
     var handle = event.target.closest(".drag-handle, .rank-head");
     if (!handle || event.button !== 0 || event.target.closest("button, input")) return;
     dragging = handle.closest(".rank-card");
+    startedBefore = dragging.nextElementSibling;
     dragging.classList.add("dragging");
     list.setPointerCapture(event.pointerId);
     event.preventDefault();
@@ -197,6 +199,10 @@
     card.classList.remove("dragging");
     var cid = card.dataset.cid;
     var next = card.nextElementSibling;
+    if (next === startedBefore) {
+      render(null);  // a click, or dropped where it was: keep its ties
+      return;
+    }
     removeFromGroups(cid);
     var index = groups.length;
     if (next) {

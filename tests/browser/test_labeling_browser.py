@@ -161,6 +161,8 @@ def test_reload_and_validation_errors_keep_the_labelers_work(  # type: ignore[no
     page.click(f'.rank-card[data-cid="{s2}"] [data-move="up"]')
     page.click(f'.rank-card[data-cid="{s2}"] [data-move="up"]')
     page.click(f'.rank-card[data-cid="{s1}"] [data-tie]')  # s2 s0 s1 s3, s1 tied with s0 above it
+    page.click(f'.rank-card[data-cid="{s1}"] .rank-pos')  # a click on the header is no drag
+    assert page.is_visible(f'.rank-card[data-cid="{s1}"] [data-tie-note]')
     page.check(f'input[name="likert_{s3}"][value="4"]')
     page.check(f'input[name="flags_{s0}"][value="expresses_moral_judgment"]')
     page.click("text=Skip this task")
