@@ -52,6 +52,7 @@ class PromptOut(BaseModel):
     kind: str
     # few-shot prompts: {"instruction", "examples": [{"query", "response"}]}
     structure: dict[str, Any] | None = None
+    use_case: str | None = None
 
 
 class ShownCompletion(BaseModel):

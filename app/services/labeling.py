@@ -52,6 +52,7 @@ def describe_assignment(session: Session, assignment: Assignment) -> dict[str, A
             "text": prompt.text,
             "kind": prompt.kind,
             "structure": prompt.structure,
+            "use_case": prompt.use_case,
         },
         "lock_expires_at": assignment.lock_expires_at,
     }

@@ -101,6 +101,7 @@ def test_next_task_ranking_shape_and_204(api_as) -> None:  # type: ignore[no-unt
         "text": "Explain the moon landing to a 6 year old.",
         "kind": "api",
         "structure": None,
+        "use_case": None,
     }
     shown = [c["completion_id"] for c in body["completions"]]
     assert sorted(shown) == sorted(ids)
