@@ -17,7 +17,6 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from app.config import get_settings
 from trainer.callbacks import Progress
 
 POLL_S = 0.5
@@ -29,6 +28,8 @@ CONFIG_CLASSES = {
 
 
 def launch_command(spec_path: Path, num_processes: int) -> list[str]:
+    from app.config import get_settings
+
     config_file = get_settings().accelerate_config
     topology = ["--config_file", config_file] if config_file else ["--multi_gpu"]
     return [

@@ -59,7 +59,7 @@ class Worker:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(timeout=30)
+                self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -83,6 +83,13 @@ def stack(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory)
         "PREFLOOP_WORKER_HEARTBEAT_S": "0.5",
         "PREFLOOP_JOB_HEARTBEAT_TIMEOUT_S": str(HEARTBEAT_TIMEOUT_S),
     }
+    # num_gpus > 1 runs under `accelerate launch`: on this CPU-only machine, two CPU processes
+    accelerate_config = data_dir / "accelerate-cpu.yaml"
+    accelerate_config.write_text(
+        "compute_environment: LOCAL_MACHINE\ndistributed_type: MULTI_CPU\nnum_machines: 1\n"
+        "machine_rank: 0\nmixed_precision: 'no'\nuse_cpu: true\n"
+    )
+    values["PREFLOOP_ACCELERATE_CONFIG"] = str(accelerate_config)
     truncate_all(pg_url)
     with pytest.MonkeyPatch.context() as mp:
         for key, value in values.items():
@@ -160,7 +167,7 @@ def test_killed_worker_fails_the_job_then_rerun_succeeds(
     stack: Worker, clients: dict[str, Any]
 ) -> None:
     researcher = clients["researcher"]
-    job_id = launch(researcher, "sft", dict(SFT_PARAMS, epochs=20))
+    job_id = launch(researcher, "sft", dict(SFT_PARAMS, epochs=10))
     deadline = time.monotonic() + 180
     while True:  # wait until it is really training
         job = ok(researcher.get(f"/api/v1/jobs/{job_id}"))
@@ -183,3 +190,17 @@ def test_killed_worker_fails_the_job_then_rerun_succeeds(
     assert done["model_version_id"] is not None
     # the dead job stays failed even though its message may be delivered again
     assert ok(researcher.get(f"/api/v1/jobs/{job_id}"))["status"] == "failed"
+
+
+def test_multi_process_job_runs_under_accelerate_launch(
+    stack: Worker, clients: dict[str, Any]
+) -> None:
+    researcher = clients["researcher"]
+    job = succeeded(researcher, launch(researcher, "sft", dict(SFT_PARAMS, num_gpus=2)))
+    assert "launching trainer.sft:train_sft on 2 processes" in job["log_tail"]
+    # progress streamed back from the subprocess's metrics.jsonl while it ran
+    series = ok(researcher.get(f"/api/v1/jobs/{job['job_id']}/metrics"))
+    assert len(series["loss"]) >= 2
+    assert job["progress"]["step"] == job["progress"]["total"] > 0
+    models = {m["model_version_id"]: m for m in ok(researcher.get("/api/v1/models"))}
+    assert models[job["model_version_id"]]["kind"] == "sft"
