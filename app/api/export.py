@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -77,7 +80,30 @@ def _stream(request: Request, session: Session, kind: str) -> StreamingResponse:
         "Cache-Control": "no-store",
     }
     body = encode(stream, chosen, kind, stream.fmt)
-    return StreamingResponse(body, media_type=media_type, headers=headers)
+    return _ClosingStreamingResponse(body, stream, media_type=media_type, headers=headers)
+
+
+class _ClosingStreamingResponse(StreamingResponse):
+    """Ends the export's read when the response ends, also when the client goes away
+    mid-stream: Starlette then drops the iterator, and its transaction would stay open until
+    the garbage collector found it."""
+
+    def __init__(self, body: Iterator[bytes], stream: ExportStream, **kwargs: Any):
+        super().__init__(body, **kwargs)
+        self._body, self._stream = body, stream
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await run_in_threadpool(self._close)
+
+    def _close(self) -> None:
+        close = getattr(self._body, "close", None)
+        if close is not None:
+            close()
+        self._stream.close()
 
 
 _OUTPUT_DOC = "ndjson (default), json (an array) or parquet; or send an Accept header"

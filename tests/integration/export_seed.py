@@ -252,7 +252,7 @@ def export_env(db_url: str, data_dir: Path) -> Iterator[ExportEnv]:
             data_dir,
             db_url,
             pii_ner_model="none",
-            demonstration_splits='["train","val","test"]',
+            demonstration_splits="train,val,test",
         )
         app = create_app()
         researcher, researcher_user = _client(app, "researcher", "exp-researcher")

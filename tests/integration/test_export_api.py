@@ -180,3 +180,34 @@ def test_create_snapshot_on_a_callers_session(env) -> None:  # type: ignore[no-u
     assert hashlib.sha256(data).hexdigest() == snapshot.sha256
     live = env.researcher.get("/api/v1/export/comparisons?split=test")
     assert data == live.content and snapshot.row_count == int(live.headers["x-total-count"])
+
+
+def test_a_client_that_goes_away_mid_stream_ends_the_read(env, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import anyio
+    from starlette.requests import ClientDisconnect
+
+    from app.api.export import _ClosingStreamingResponse
+    from app.schemas.export import ExportFilters
+    from app.services import export_formats
+    from app.services.export import ExportStream
+
+    monkeypatch.setattr(export_formats, "CHUNK_BYTES", 1)  # one record per chunk
+    stream = ExportStream("comparisons", ExportFilters(), "pairs")
+    body = export_formats.encode(stream, "ndjson", "comparisons", "pairs")
+    response = _ClosingStreamingResponse(body, stream, media_type="application/x-ndjson")
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body":
+            assert stream.session.in_transaction()  # mid-stream
+            raise OSError("connection reset by peer")
+
+    async def receive() -> dict[str, Any]:
+        await anyio.sleep_forever()
+        return {}
+
+    scope = {"type": "http", "asgi": {"spec_version": "2.4"}}
+    with pytest.raises(ClientDisconnect):
+        anyio.run(response, scope, receive, send)
+    assert len(sent) == 2 and not stream.session.in_transaction()
