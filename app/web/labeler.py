@@ -41,7 +41,10 @@ def summary(  # type: ignore[no-untyped-def]
     waiting = waiting_counts(session, principal.user)
     counts = labeler_counts(session, principal.user)
     session.commit()
-    return render(request, "partials/labeler_summary.html", {"waiting": waiting, "counts": counts})
+    ctx = {"waiting": waiting, "counts": counts}
+    if request.headers.get("hx-request"):
+        return render(request, "partials/labeler_summary.html", ctx)
+    return render(request, "labeler/home.html", ctx)  # without JavaScript: the whole page
 
 
 @router.get("/next")

@@ -122,7 +122,9 @@ def test_home_summary_counts(client, make_user) -> None:  # type: ignore[no-unty
     login(client, labeler)
     home = client.get("/labeler")
     assert 'hx-get="/labeler/summary"' in home.text
-    summary = client.get("/labeler/summary").text
+    summary = client.get("/labeler/summary", headers={"HX-Request": "true"}).text
+    assert "<html" not in summary  # a fragment for htmx; the whole page without it
+    assert "<html" in client.get("/labeler/summary").text
     assert 'data-testid="waiting-demonstration">2<' in summary  # both prompts need one
     assert 'data-testid="waiting-ranking">1<' in summary
     assert 'data-testid="total-ranking">0<' in summary
