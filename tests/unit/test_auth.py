@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from app.models import ApiToken, User
@@ -118,7 +119,20 @@ def test_scoped_token_reaches_only_its_scope(client, make_user, make_token) -> N
     assert r.status_code == 403 and "scope" in r.json()["detail"]
 
 
-def test_repeated_failed_logins_are_throttled_per_account(client, make_user, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture
+def low_login_limit(monkeypatch):  # type: ignore[no-untyped-def]
+    """Fewer attempts before throttling, so the test does less (deliberately slow) hashing."""
+    from app.config import get_settings
+
+    monkeypatch.setenv("PREFLOOP_LOGIN_MAX_FAILURES", "2")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def test_repeated_failed_logins_are_throttled_per_account(
+    client, make_user, low_login_limit
+) -> None:  # type: ignore[no-untyped-def]
     from app.config import get_settings
 
     user = make_user("labeler")
@@ -137,7 +151,9 @@ def test_repeated_failed_logins_are_throttled_per_account(client, make_user, mon
     assert r.status_code == 429 and "too many failed logins" in r.text
 
 
-def test_failed_logins_are_throttled_per_ip_across_accounts(client, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_failed_logins_are_throttled_per_ip_across_accounts(
+    client, make_user, low_login_limit
+) -> None:  # type: ignore[no-untyped-def]
     from app.config import get_settings
 
     victim = make_user("labeler")
