@@ -18,7 +18,6 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,155 +27,19 @@ from sqlalchemy.orm import Session, aliased
 
 from app.config import get_settings
 from app.db import get_readonly_sessionmaker, is_postgres
-from app.models import (
-    Assignment,
-    AssignmentStatus,
-    Completion,
-    Demonstration,
-    Prompt,
-    PromptSource,
-    PromptStatus,
-    Ranking,
-    RankingEntry,
-    Snapshot,
-    UseCase,
-    User,
-)
-from app.schemas.export import PAIR_CURSOR_RE, ExportFilters, parse_format, parse_kind
-from app.services import Invalid
+from app.models import Completion, Ranking, RankingEntry, Snapshot, User
+from app.schemas.export import ExportFilters
 from app.services.export_formats import chunked, encode_json
+from app.services.export_queries import Cursor, base_query, id_column, validate_filters
 
 # rankings (or demonstrations, prompts) read per query; a K=9 page is 36x as many pairs
 PAGE_SIZE = 500
 _NO_FLAGS = (None, "[]", "null")
 
 
-@dataclass(frozen=True)
-class Cursor:
-    """Where a stream resumes: after record ``last_id``; for pairs, also after pair ``pair``
-    of ranking ``last_id`` (None: after the whole ranking)."""
-
-    last_id: int
-    pair: int | None = None
-
-    @classmethod
-    def parse(cls, after: str | None) -> Cursor:
-        if after is None:
-            return cls(0)
-        match = PAIR_CURSOR_RE.match(after)
-        if match is None:  # ExportFilters.check_for has said why already
-            raise Invalid("after is not a valid cursor", field="after")
-        pair = match.group(2)
-        return cls(int(match.group(1)), int(pair) if pair is not None else None)
-
-
-def _not_skipped(task_id: Any, labeler_id: Any) -> Any:
-    """A label whose assignment was skipped is no label (whatever a service left behind)."""
-    skipped = select(Assignment.id).where(
-        Assignment.task_id == task_id,
-        Assignment.labeler_id == labeler_id,
-        Assignment.status == AssignmentStatus.skipped.value,
-    )
-    return ~skipped.exists()
-
-
-def _held_out_ids() -> Select[tuple[int]]:
-    return select(User.id).where(User.held_out.is_(True))
-
-
-def _prompt_conditions(filters: ExportFilters) -> list[Any]:
-    conditions: list[Any] = [Prompt.status == PromptStatus.accepted.value]
-    if filters.split is not None:
-        conditions.append(Prompt.split == filters.split.value)
-    if filters.use_case is not None:
-        conditions.append(Prompt.use_case == filters.use_case)
-    return conditions
-
-
-def _time_conditions(column: Any, filters: ExportFilters) -> list[Any]:
-    conditions = []
-    if filters.since is not None:
-        conditions.append(column >= filters.since)
-    if filters.until is not None:
-        conditions.append(column < filters.until)
-    return conditions
-
-
-def _label_query(model: type[Ranking] | type[Demonstration], filters: ExportFilters) -> Select:
-    """Rows of ``model`` (with their prompt) that pass the filters, in id order."""
-    conditions = _prompt_conditions(filters) + _time_conditions(model.created_at, filters)
-    conditions.append(_not_skipped(model.task_id, model.labeler_id))
-    if filters.labeler_id is not None:
-        conditions.append(model.labeler_id == filters.labeler_id)
-    if not filters.include_held_out_labelers:
-        conditions.append(model.labeler_id.not_in(_held_out_ids()))
-    columns = [model.id, model.prompt_id, model.labeler_id, Prompt.text, Prompt.split]
-    columns.append(Prompt.use_case)
-    if model is Ranking:
-        columns.append(Ranking.k)
-    else:
-        columns.append(Demonstration.text.label("completion"))
-    return (
-        select(*columns)
-        .join(Prompt, Prompt.id == model.prompt_id)
-        .where(*conditions)
-        .order_by(model.id)
-    )
-
-
-def _prompt_query(filters: ExportFilters) -> Select:
-    conditions = _prompt_conditions(filters) + _time_conditions(Prompt.created_at, filters)
-    if filters.dataset == "ppo":  # the method's PPO data set: customer (API) prompts only
-        conditions.append(Prompt.source == PromptSource.api.value)
-    if filters.labeler_id is not None:
-        conditions.append(Prompt.author_id == filters.labeler_id)
-    if not filters.include_held_out_labelers:
-        # a prompt a held-out labeler wrote is their work too
-        conditions.append((Prompt.author_id.is_(None)) | Prompt.author_id.not_in(_held_out_ids()))
-    columns = [Prompt.id, Prompt.text, Prompt.split, Prompt.source, Prompt.kind, Prompt.use_case]
-    return select(*columns).where(*conditions).order_by(Prompt.id)
-
-
-def _id_column(kind: str) -> Any:
-    return {"comparisons": Ranking.id, "demonstrations": Demonstration.id, "prompts": Prompt.id}[
-        kind
-    ]
-
-
-def _base_query(kind: str, filters: ExportFilters) -> Select:
-    if kind == "comparisons":
-        return _label_query(Ranking, filters)
-    if kind == "demonstrations":
-        return _label_query(Demonstration, filters)
-    return _prompt_query(filters)
-
-
-def validate_filters(session: Session, kind: str, filters: ExportFilters, fmt: str | None) -> str:
-    """Check the request against the data (unknown labeler or use case: 422); returns fmt."""
-    parse_kind(kind)
-    fmt = parse_format(kind, fmt)
-    filters.check_for(kind, fmt)
-    if filters.labeler_id is not None:
-        user = session.get(User, filters.labeler_id)
-        if user is None:
-            raise Invalid(f"no user with id {filters.labeler_id}", field="labeler_id")
-        if user.held_out and not filters.include_held_out_labelers:
-            raise Invalid(
-                f"user {filters.labeler_id} is a held-out labeler; "
-                "pass include_held_out_labelers=true to export their work",
-                field="labeler_id",
-            )
-    if filters.use_case is not None:
-        known = select(UseCase.id).where(UseCase.name == filters.use_case)
-        used = select(Prompt.id).where(Prompt.use_case == filters.use_case)
-        if not session.scalar(select(known.exists() | used.exists())):
-            raise Invalid(f"unknown use case {filters.use_case!r}", field="use_case")
-    return fmt
-
-
 def _count(session: Session, kind: str, fmt: str | None, filters: ExportFilters) -> int:
     cursor = Cursor.parse(filters.after)
-    base = _base_query(kind, filters).where(_id_column(kind) > cursor.last_id)
+    base = base_query(kind, filters).where(id_column(kind) > cursor.last_id)
     if fmt != "pairs":
         return session.scalar(select(func.count()).select_from(base.subquery())) or 0
     groups = base.subquery()
@@ -189,7 +52,7 @@ def _count(session: Session, kind: str, fmt: str | None, filters: ExportFilters)
     )
     total = session.scalar(pairs) or 0
     if cursor.pair is not None:  # the rest of the ranking the cursor is inside
-        head = _base_query(kind, filters).where(Ranking.id == cursor.last_id)
+        head = base_query(kind, filters).where(Ranking.id == cursor.last_id)
         for page in _ranking_pages(session, head):
             total += sum(1 for n, _ in _pairs_of(page[0]) if n > cursor.pair)
     return total
@@ -318,10 +181,10 @@ def _pairs_of(ranking: dict[str, Any], as_json: bool = False) -> Iterator[tuple[
 
 
 def _simple_pages(session: Session, kind: str, query: Select) -> Iterator[dict[str, Any]]:
-    id_column = _id_column(kind)
+    record_id = id_column(kind)
     last = 0
     while True:
-        rows = _rows(session, query.where(id_column > last).limit(PAGE_SIZE))
+        rows = _rows(session, query.where(record_id > last).limit(PAGE_SIZE))
         if not rows:
             return
         for r in rows:
@@ -352,14 +215,14 @@ def _records(
 ) -> Iterator[Any]:
     """The records as dicts, or (``as_json``) as their compact JSON texts."""
     cursor = Cursor.parse(filters.after)
-    id_column = _id_column(kind)
-    query = _base_query(kind, filters)
+    record_id = id_column(kind)
+    query = base_query(kind, filters)
     if kind != "comparisons" or fmt == "rankings":
         if kind == "comparisons":
             pages = _ranking_pages(session, query.where(Ranking.id > cursor.last_id))
             records: Iterator[dict[str, Any]] = (r for page in pages for r in page)
         else:
-            records = _simple_pages(session, kind, query.where(id_column > cursor.last_id))
+            records = _simple_pages(session, kind, query.where(record_id > cursor.last_id))
         yield from (map(encode_json, records) if as_json else records)
         return
     if cursor.pair is not None:  # first the rest of the ranking the cursor is inside

@@ -1,0 +1,149 @@
+"""The SQL side of the export: which rows each export holds, as keyset-paginated queries.
+
+Only accepted prompts; labels of held-out labelers only on request; no skipped task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from app.models import (
+    Assignment,
+    AssignmentStatus,
+    Demonstration,
+    Prompt,
+    PromptSource,
+    PromptStatus,
+    Ranking,
+    UseCase,
+    User,
+)
+from app.schemas.export import PAIR_CURSOR_RE, ExportFilters, parse_format, parse_kind
+from app.services import Invalid
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a stream resumes: after record ``last_id``; for pairs, also after pair ``pair``
+    of ranking ``last_id`` (None: after the whole ranking)."""
+
+    last_id: int
+    pair: int | None = None
+
+    @classmethod
+    def parse(cls, after: str | None) -> Cursor:
+        if after is None:
+            return cls(0)
+        match = PAIR_CURSOR_RE.match(after)
+        if match is None:  # ExportFilters.check_for has said why already
+            raise Invalid("after is not a valid cursor", field="after")
+        pair = match.group(2)
+        return cls(int(match.group(1)), int(pair) if pair is not None else None)
+
+
+def _not_skipped(task_id: Any, labeler_id: Any) -> Any:
+    """A label whose assignment was skipped is no label (whatever a service left behind)."""
+    skipped = select(Assignment.id).where(
+        Assignment.task_id == task_id,
+        Assignment.labeler_id == labeler_id,
+        Assignment.status == AssignmentStatus.skipped.value,
+    )
+    return ~skipped.exists()
+
+
+def _held_out_ids() -> Select[tuple[int]]:
+    return select(User.id).where(User.held_out.is_(True))
+
+
+def _prompt_conditions(filters: ExportFilters) -> list[Any]:
+    conditions: list[Any] = [Prompt.status == PromptStatus.accepted.value]
+    if filters.split is not None:
+        conditions.append(Prompt.split == filters.split.value)
+    if filters.use_case is not None:
+        conditions.append(Prompt.use_case == filters.use_case)
+    return conditions
+
+
+def _time_conditions(column: Any, filters: ExportFilters) -> list[Any]:
+    conditions = []
+    if filters.since is not None:
+        conditions.append(column >= filters.since)
+    if filters.until is not None:
+        conditions.append(column < filters.until)
+    return conditions
+
+
+def _label_query(model: type[Ranking] | type[Demonstration], filters: ExportFilters) -> Select:
+    """Rows of ``model`` (with their prompt) that pass the filters, in id order."""
+    conditions = _prompt_conditions(filters) + _time_conditions(model.created_at, filters)
+    conditions.append(_not_skipped(model.task_id, model.labeler_id))
+    if filters.labeler_id is not None:
+        conditions.append(model.labeler_id == filters.labeler_id)
+    if not filters.include_held_out_labelers:
+        conditions.append(model.labeler_id.not_in(_held_out_ids()))
+    columns = [model.id, model.prompt_id, model.labeler_id, Prompt.text, Prompt.split]
+    columns.append(Prompt.use_case)
+    if model is Ranking:
+        columns.append(Ranking.k)
+    else:
+        columns.append(Demonstration.text.label("completion"))
+    return (
+        select(*columns)
+        .join(Prompt, Prompt.id == model.prompt_id)
+        .where(*conditions)
+        .order_by(model.id)
+    )
+
+
+def _prompt_query(filters: ExportFilters) -> Select:
+    conditions = _prompt_conditions(filters) + _time_conditions(Prompt.created_at, filters)
+    if filters.dataset == "ppo":  # the method's PPO data set: customer (API) prompts only
+        conditions.append(Prompt.source == PromptSource.api.value)
+    if filters.labeler_id is not None:
+        conditions.append(Prompt.author_id == filters.labeler_id)
+    if not filters.include_held_out_labelers:
+        # a prompt a held-out labeler wrote is their work too
+        conditions.append((Prompt.author_id.is_(None)) | Prompt.author_id.not_in(_held_out_ids()))
+    columns = [Prompt.id, Prompt.text, Prompt.split, Prompt.source, Prompt.kind, Prompt.use_case]
+    return select(*columns).where(*conditions).order_by(Prompt.id)
+
+
+def id_column(kind: str) -> Any:
+    return {"comparisons": Ranking.id, "demonstrations": Demonstration.id, "prompts": Prompt.id}[
+        kind
+    ]
+
+
+def base_query(kind: str, filters: ExportFilters) -> Select:
+    if kind == "comparisons":
+        return _label_query(Ranking, filters)
+    if kind == "demonstrations":
+        return _label_query(Demonstration, filters)
+    return _prompt_query(filters)
+
+
+def validate_filters(session: Session, kind: str, filters: ExportFilters, fmt: str | None) -> str:
+    """Check the request against the data (unknown labeler or use case: 422); returns fmt."""
+    parse_kind(kind)
+    fmt = parse_format(kind, fmt)
+    filters.check_for(kind, fmt)
+    if filters.labeler_id is not None:
+        user = session.get(User, filters.labeler_id)
+        if user is None:
+            raise Invalid(f"no user with id {filters.labeler_id}", field="labeler_id")
+        if user.held_out and not filters.include_held_out_labelers:
+            raise Invalid(
+                f"user {filters.labeler_id} is a held-out labeler; "
+                "pass include_held_out_labelers=true to export their work",
+                field="labeler_id",
+            )
+    if filters.use_case is not None:
+        known = select(UseCase.id).where(UseCase.name == filters.use_case)
+        used = select(Prompt.id).where(Prompt.use_case == filters.use_case)
+        if not session.scalar(select(known.exists() | used.exists())):
+            raise Invalid(f"unknown use case {filters.use_case!r}", field="use_case")
+    return fmt
