@@ -77,7 +77,7 @@ def run_trl(model_path: str, pairs: list[dict], pairs_per_step: int, cfg: RMConf
         learning_rate=cfg.lr, lr_scheduler_type="cosine",
         warmup_steps=int(cfg.warmup_ratio * math.ceil(len(pairs) / pairs_per_step)),
         max_grad_norm=cfg.max_grad_norm, weight_decay=cfg.weight_decay, seed=cfg.seed,
-        report_to="none", save_strategy="no", logging_steps=10**9, use_cpu=True,
+        report_to="none", save_strategy="no", logging_steps=10**9, use_cpu=cfg.cpu,
         dataloader_num_workers=0, max_length=cfg.max_length, disable_tqdm=True,
     )
     trainer = RewardTrainer(model=model, args=args, processing_class=tokenizer,
@@ -96,12 +96,13 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--gpu", action="store_true", help="run both trainers on the GPU")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model_path = resolve_model(args.model)
     backbone = load_reward_model(model_path)[0].base_model.__class__.__name__
     cfg = RMConfig(epochs=1, lr=args.lr, batch_size=args.batch_prompts,
-                   max_length=args.max_length, warmup_ratio=0.1, cpu=True)
+                   max_length=args.max_length, warmup_ratio=0.1, cpu=not args.gpu)
     rows_out = []
     for k in args.ks:
         train = synthetic.rankings(args.prompts, seed=1, ks=(k,))
@@ -127,7 +128,8 @@ def main() -> None:
         })
 
     print(f"\nRM benchmark: model={args.model} rankings/K={args.prompts} "
-          f"batch={args.batch_prompts} rankings/step threads={args.threads}")
+          f"batch={args.batch_prompts} rankings/step threads={args.threads} "
+          f"device={'gpu' if args.gpu else 'cpu'}")
     print(f"{'K':>2} {'comparisons':>11} {'ours cmp/s':>10} {'TRL cmp/s':>10} {'speed-up':>8} "
           f"{'ours acc':>8} {'TRL acc':>8} {'ours seqs':>9} {'TRL seqs':>9} {'seq ratio':>9} "
           f"{'K-1':>4} {'steps ours/TRL':>14}")

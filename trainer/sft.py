@@ -155,7 +155,7 @@ def evaluate(
     loss_sum = accelerator.reduce(loss_sum, "sum")
     metrics = {"val_loss": (loss_sum[0] / loss_sum[1].clamp(min=1)).item()}
 
-    if rm is not None:
+    if rm is not None and config.val_samples > 0:
         rm_model, rm_tokenizer, rm_bias = rm
         prompts = [r["prompt"] for r in val_rows[: config.val_samples]]
         max_prompt = max(1, config.max_length - config.val_max_new_tokens)
