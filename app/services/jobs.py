@@ -60,6 +60,12 @@ def _check_snapshot(session: Session, snapshot_id: int | None, dataset: str, fie
         raise Invalid(
             f"snapshot {snapshot_id} holds {snapshot.dataset}, expected {dataset}", field=field
         )
+    if dataset == "comparisons" and snapshot.format != "rankings":
+        # the reward model trains on whole rankings (all C(K,2) pairs of a prompt together)
+        raise Invalid(
+            f"snapshot {snapshot_id} is in {snapshot.format} format; the RM needs rankings",
+            field=field,
+        )
 
 
 def check_references(session: Session, kind: str, p: Any) -> None:

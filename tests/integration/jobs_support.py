@@ -133,7 +133,7 @@ def succeeded(client: Any, job_id: int) -> dict:
     return job
 
 
-def run_loop(client: Any, base_model: Any = "tiny") -> dict[str, Any]:
+def run_loop(client: Any, base_model: Any = "tiny", **ppo_overrides: Any) -> dict[str, Any]:
     """SFT -> RM -> PPO -> sample; checks each job registered a version with the right
     parents. Returns the job and version ids."""
     models = {m["model_version_id"]: m for m in ok(client.get("/api/v1/models"))}
@@ -171,6 +171,7 @@ def run_loop(client: Any, base_model: Any = "tiny") -> dict[str, Any]:
             "ppo",
             dict(
                 PPO_PARAMS,
+                **ppo_overrides,
                 sft_model_version_id=sft["model_version_id"],
                 rm_model_version_id=rm["model_version_id"],
             ),

@@ -147,7 +147,10 @@ def test_loop_sft_rm_ppo_sample_reaches_labelers(stack: Worker, clients: dict[st
     from app.models import Completion, Task, TaskItem
 
     researcher, labeler = clients["researcher"], clients["labeler"]
-    ids = run_loop(researcher)
+    ids = run_loop(researcher, ptx_coef=0.5, ptx_batch_size=2)  # PPO-ptx
+    ppo_job = ok(researcher.get("/api/v1/models"))
+    ppo = next(m for m in ppo_job if m["model_version_id"] == ids["ppo"])
+    assert "pretrain" in ppo["snapshot_ids"]  # the demonstrations it mixed in, as a snapshot
     with get_sessionmaker()() as s:
         task_ids = set(s.scalars(select(Task.id).where(Task.job_id == ids["sample_job"])))
         origins = set(
@@ -204,3 +207,32 @@ def test_multi_process_job_runs_under_accelerate_launch(
     assert job["progress"]["step"] == job["progress"]["total"] > 0
     models = {m["model_version_id"]: m for m in ok(researcher.get("/api/v1/models"))}
     assert models[job["model_version_id"]]["kind"] == "sft"
+
+
+def test_export_snapshot_job_runs_on_the_cpu_queue(stack: Worker, clients: dict[str, Any]) -> None:
+    researcher = clients["researcher"]
+    job = succeeded(
+        researcher,
+        launch(
+            researcher,
+            "export-snapshot",
+            {"dataset": "comparisons", "format": "pairs", "split": "train"},
+        ),
+    )
+    assert job["metrics"]["rows"] > 0 and "snapshot" in job["snapshot_ids"]
+    assert job["worker"].startswith(stack.env["PREFLOOP_QUEUE_PREFIX"])
+
+
+def test_cancel_stops_a_running_job_at_a_step(stack: Worker, clients: dict[str, Any]) -> None:
+    researcher = clients["researcher"]
+    job_id = launch(researcher, "sft", dict(SFT_PARAMS, epochs=200))
+    wait_job(researcher, job_id, timeout=180, until=("running",))
+    deadline = time.monotonic() + 120
+    while ok(researcher.get(f"/api/v1/jobs/{job_id}"))["progress"]["step"] == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert ok(researcher.post(f"/api/v1/jobs/{job_id}/cancel"))["cancel_requested"] is True
+    job = wait_job(researcher, job_id, timeout=120)
+    assert job["status"] == "cancelled" and job["model_version_id"] is None
+    assert job["progress"]["step"] < job["progress"]["total"]
+    assert "cancelled" in job["log_tail"]
