@@ -45,6 +45,8 @@ class MetricsLog:
         if self.path is not None and enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text("")  # a new run starts a new log
+            # ... and the directory is no finished checkpoint until prefloop.json is rewritten.
+            (self.path.parent / "prefloop.json").unlink(missing_ok=True)
 
     def log(self, step: int, total: int, metrics: dict[str, float], message: str = "") -> None:
         clean = {k: _to_float(v) for k, v in metrics.items()}

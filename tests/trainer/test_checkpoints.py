@@ -148,6 +148,13 @@ def test_progress_every_step_and_cancellation_leaves_no_final_checkpoint(
     assert not (out / ".candidate").exists()
     assert len(read_metrics(out)) >= 5  # the steps before the cancel were logged
 
+    out = tmp_path / "ok"  # a cancelled re-run over a finished checkpoint unmarks it
+    assert (out / "prefloop.json").exists()
+    with pytest.raises(JobCancelled):
+        train_sft(str(tiny), synthetic.demonstrations(64), out, val=synthetic.demonstrations(8),
+                  config=SFT_CONFIG.replace(epochs=2), progress=cancel_in_epoch_2)
+    assert not (out / "prefloop.json").exists()
+
 
 def test_lora_checkpoint_is_merged_into_a_plain_model(tiny: Path, tmp_path: Path) -> None:
     out = tmp_path / "lora"
