@@ -124,6 +124,8 @@ def test_snapshot_errors(env) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_cli_writes_the_same_rows_as_the_api(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import pyarrow.parquet as pq
+
     runner = CliRunner()
     api = env.researcher
     out = tmp_path / "pairs.jsonl"
@@ -135,6 +137,14 @@ def test_cli_writes_the_same_rows_as_the_api(env, tmp_path) -> None:  # type: ig
     assert result.exit_code == 0, result.output
     live = api.get("/api/v1/export/demonstrations", params={"split": "val", "output": "json"})
     assert json.loads(as_json.read_text()) == live.json() != []
+    parquet = tmp_path / "rankings.parquet"
+    result = runner.invoke(cli, ["export", "comparisons", "--split", "test", "-o", str(parquet)])
+    assert result.exit_code == 0, result.output
+    live = api.get("/api/v1/export/comparisons?split=test").text
+    assert pq.read_table(parquet).to_pylist() == ndjson(live) != []
+    stdout = runner.invoke(cli, ["export", "prompts", "--after", "2", "-o", "-"])
+    assert stdout.exit_code == 0
+    assert ndjson(stdout.stdout) == ndjson(api.get("/api/v1/export/prompts?after=2").text)
     bad = runner.invoke(cli, ["export", "prompts", "--split", "dev", "-o", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "split" in bad.output and "Traceback" not in bad.output
     assert not (tmp_path / "x").exists()
