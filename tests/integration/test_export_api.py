@@ -221,3 +221,40 @@ def test_a_client_that_goes_away_mid_stream_ends_the_read(env, monkeypatch) -> N
     with pytest.raises(ClientDisconnect):
         anyio.run(response, scope, receive, send)
     assert len(sent) == 2 and not stream.session.in_transaction()
+
+
+def test_a_stream_reads_one_snapshot_and_blocks_no_writer(env, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Mid-stream, a labeler's write goes through (SQLite too), and neither the records nor
+    X-Total-Count change under the reader."""
+    from sqlalchemy import delete
+
+    from app.db import get_sessionmaker
+    from app.models import Assignment, Completion, Prompt, Ranking, Task
+    from app.schemas.export import ExportFilters
+    from app.services import export
+    from tests.integration.export_data import add_prompt, add_ranking
+
+    monkeypatch.setattr(export, "PAGE_SIZE", 2)  # many pages: the read spans the write
+    before = ndjson(env.researcher.get("/api/v1/export/comparisons").text)
+    stream = export.ExportStream("comparisons", ExportFilters(), "rankings")
+    records = iter(stream)
+    first = next(records)
+    labeler_id = first["labeler_id"]
+    with get_sessionmaker()() as s:
+        prompt = add_prompt(s, "Written while an export runs", split="train")
+        ranking = add_ranking(s, prompt, labeler_id, ["a", "b", "c", "d"], [[0], [1], [2], [3]])
+        s.commit()
+    try:
+        streamed = [first, *records]
+        assert streamed == before and stream.count == len(before)
+        after = ndjson(env.researcher.get("/api/v1/export/comparisons").text)
+        assert [r["ranking_id"] for r in after] == [r["ranking_id"] for r in before] + [ranking.id]
+    finally:
+        with get_sessionmaker()() as s:
+            task_id = s.get(Ranking, ranking.id).task_id
+            s.delete(s.get(Ranking, ranking.id))
+            s.execute(delete(Assignment).where(Assignment.task_id == task_id))
+            s.delete(s.get(Task, task_id))
+            s.execute(delete(Completion).where(Completion.prompt_id == prompt.id))
+            s.delete(s.get(Prompt, prompt.id))
+            s.commit()
