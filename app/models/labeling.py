@@ -126,6 +126,8 @@ class Assignment(Base):
     __table_args__ = (
         UniqueConstraint("task_id", "labeler_id"),
         Index("ix_assignments_labeler_status", "labeler_id", "status"),
+        # the queue looks for expired holds on every request
+        Index("ix_assignments_status_lock_expires_at", "status", "lock_expires_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

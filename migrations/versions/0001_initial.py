@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 12:33:00.338930
+Create Date: 2026-11-25 12:58:58.508497
 """
 
 from collections.abc import Sequence
@@ -292,6 +292,9 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_assignments_labeler_status", ["labeler_id", "status"], unique=False
         )
+        batch_op.create_index(
+            "ix_assignments_status_lock_expires_at", ["status", "lock_expires_at"], unique=False
+        )
         batch_op.create_index(batch_op.f("ix_assignments_task_id"), ["task_id"], unique=False)
 
     op.create_table(
@@ -448,6 +451,7 @@ def downgrade() -> None:
     op.drop_table("completions")
     with op.batch_alter_table("assignments", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_assignments_task_id"))
+        batch_op.drop_index("ix_assignments_status_lock_expires_at")
         batch_op.drop_index("ix_assignments_labeler_status")
 
     op.drop_table("assignments")
