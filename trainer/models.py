@@ -85,6 +85,7 @@ def build_tiny(output_dir: str | Path | None = None, seed: int = 0) -> Path:
     # Build beside the target and rename, so a concurrent reader never sees half a model.
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the cache is shared
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     write_prefloop_meta(tmp, {"kind": "base", "name": "tiny", "tiny_version": TINY_VERSION,
