@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from app.cli_export import export_cli
+from app.cli_export import export_command
 from app.services import ServiceError
 from trainer.cli import sample_command, score_command, train_app
 
@@ -34,7 +34,7 @@ cli.command("score", help="Add the reward model's score to each prompt/completio
 )
 cli.add_typer(users_cli, name="users")
 cli.add_typer(tokens_cli, name="tokens")
-cli.add_typer(export_cli, name="export")
+cli.command("export")(export_command)
 prompts_cli = typer.Typer(help="Prompts: bulk import, split pins.", no_args_is_help=True)
 cli.add_typer(prompts_cli, name="prompts")
 

@@ -10,76 +10,10 @@ import typer
 
 from app.services import ServiceError
 
-export_cli = typer.Typer(
-    help="Export labeled data (the same records as /api/v1/export/...).", no_args_is_help=True
-)
-
-Output = Annotated[
-    str,
-    typer.Option(
-        "--output",
-        "-o",
-        help="File to write ('-': standard output). .json / .parquet pick the format.",
-    ),
-]
-As = Annotated[
-    str | None, typer.Option("--as", help="ndjson, json or parquet (default: from the file name).")
-]
-Split = Annotated[str | None, typer.Option(help="train, val or test.")]
-Since = Annotated[str | None, typer.Option(help="Created at or after (ISO 8601, UTC if no zone).")]
-Until = Annotated[str | None, typer.Option(help="Created before (ISO 8601).")]
-UseCase = Annotated[str | None, typer.Option("--use-case", help="The prompt's use case.")]
-Labeler = Annotated[int | None, typer.Option("--labeler-id", help="Only this labeler's labels.")]
-HeldOut = Annotated[
-    bool,
-    typer.Option(
-        "--include-held-out-labelers", help="Include held-out labelers' work (default: left out)."
-    ),
-]
-After = Annotated[str | None, typer.Option(help="Resume after this record id (pairs: pair_id).")]
-
 
 def _fail(message: str, code: int = 1) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
-
-
-def _filters(**values: Any) -> Any:
-    from app.schemas.export import parse_filters
-
-    return parse_filters({k: v for k, v in values.items() if v is not None and v is not False})
-
-
-def _write(kind: str, fmt: str | None, output: str, as_: str | None, **values: Any) -> None:
-    """Stream the export to ``output``; errors are a message and exit code 2, no traceback."""
-    from app.services.export import ExportStream
-    from app.services.export_formats import choose_output, encode, output_for_path
-
-    try:
-        chosen = choose_output(as_ or output_for_path(output), None)
-        stream = ExportStream(kind, _filters(**values), fmt)
-    except ServiceError as exc:
-        _fail(exc.detail, 2)
-    if output == "-":
-        if chosen == "parquet":
-            stream.close()
-            _fail("parquet is binary; give a file with -o", 2)
-        sink = sys.stdout.buffer
-        for chunk in encode(stream, chosen, kind, stream.fmt):
-            sink.write(chunk)
-        sink.flush()
-        return
-    path = Path(output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    with (
-        partial.open("wb") as sink,
-        typer.progressbar(length=stream.count, label=kind, file=sys.stderr) as bar,
-    ):
-        for chunk in encode(_progress(stream, bar), chosen, kind, stream.fmt):
-            sink.write(chunk)
-    partial.replace(path)  # a half-written file never has the final name
-    typer.echo(f"wrote {stream.count} records to {path}", err=True)
 
 
 def _progress(records: Any, bar: Any) -> Any:
@@ -89,94 +23,117 @@ def _progress(records: Any, bar: Any) -> Any:
         yield record
 
 
-@export_cli.command("comparisons")
-def export_comparisons(
-    output: Output,
-    format: Annotated[str, typer.Option(help="rankings or pairs.")] = "rankings",
-    as_: As = None,
-    split: Split = None,
-    since: Since = None,
-    until: Until = None,
-    use_case: UseCase = None,
-    labeler_id: Labeler = None,
-    include_held_out_labelers: HeldOut = False,
-    after: After = None,
-) -> None:
-    """Rankings (one record per ranking) or pairs (chosen/rejected, ties left out)."""
-    _write(
-        "comparisons", format, output, as_, split=split, since=since, until=until,
-        use_case=use_case, labeler_id=labeler_id,
-        include_held_out_labelers=include_held_out_labelers, after=after,
-    )  # fmt: skip
+def _write(stream: Any, output: str, chosen: str) -> None:
+    """Stream the export to ``output`` ('-': standard output), under a temporary name first."""
+    from app.services.export_formats import encode
+
+    if output == "-":
+        if chosen == "parquet":
+            stream.close()
+            _fail("parquet is binary; give a file with -o", 2)
+        for chunk in encode(stream, chosen, stream.kind, stream.fmt):
+            sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+        return
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with (
+        partial.open("wb") as sink,
+        typer.progressbar(length=stream.count, label=stream.kind, file=sys.stderr) as bar,
+    ):
+        records = _progress(stream, bar) if chosen == "parquet" else _Progress(stream, bar)
+        for chunk in encode(records, chosen, stream.kind, stream.fmt):
+            sink.write(chunk)
+    partial.replace(path)  # a half-written file never has the final name
+    typer.echo(f"wrote {stream.count} records to {path}", err=True)
 
 
-@export_cli.command("demonstrations")
-def export_demonstrations(
-    output: Output,
-    as_: As = None,
-    split: Split = None,
-    since: Since = None,
-    until: Until = None,
-    use_case: UseCase = None,
-    labeler_id: Labeler = None,
-    include_held_out_labelers: HeldOut = False,
-    after: After = None,
-) -> None:
-    """Demonstrations as prompt/completion records (the SFT data set)."""
-    _write(
-        "demonstrations", None, output, as_, split=split, since=since, until=until,
-        use_case=use_case, labeler_id=labeler_id,
-        include_held_out_labelers=include_held_out_labelers, after=after,
-    )  # fmt: skip
+class _Progress:
+    """The stream's JSON lines, advancing a progress bar."""
+
+    def __init__(self, stream: Any, bar: Any):
+        self.stream, self.bar = stream, bar
+
+    def json_lines(self) -> Any:
+        return _progress(self.stream.json_lines(), self.bar)
 
 
-@export_cli.command("prompts")
-def export_prompts(
-    output: Output,
-    dataset: Annotated[str | None, typer.Option(help="ppo: API prompts only.")] = None,
-    as_: As = None,
-    split: Split = None,
-    since: Since = None,
-    until: Until = None,
-    use_case: UseCase = None,
-    labeler_id: Labeler = None,
-    include_held_out_labelers: HeldOut = False,
-    after: After = None,
-) -> None:
-    """Accepted prompts (no labels needed); --dataset ppo for the PPO data set."""
-    _write(
-        "prompts", None, output, as_, split=split, since=since, until=until, use_case=use_case,
-        labeler_id=labeler_id, include_held_out_labelers=include_held_out_labelers,
-        after=after, dataset=dataset,
-    )  # fmt: skip
-
-
-@export_cli.command("snapshot")
-def export_snapshot(
+def export_command(
     export: Annotated[str, typer.Argument(help="comparisons, demonstrations or prompts.")],
-    format: Annotated[str | None, typer.Option(help="rankings or pairs (comparisons).")] = None,
-    dataset: Annotated[str | None, typer.Option(help="ppo (prompts).")] = None,
-    split: Split = None,
-    since: Since = None,
-    until: Until = None,
-    use_case: UseCase = None,
-    labeler_id: Labeler = None,
-    include_held_out_labelers: HeldOut = False,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output", "-o", help="File ('-': standard output); .json / .parquet pick the format."
+        ),
+    ] = None,
+    format: Annotated[
+        str | None, typer.Option(help="comparisons: rankings (default) or pairs.")
+    ] = None,
+    dataset: Annotated[str | None, typer.Option(help="prompts: ppo for API prompts only.")] = None,
+    split: Annotated[str | None, typer.Option(help="train, val or test.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Created at or after (ISO 8601, UTC if no zone).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Created before (ISO 8601).")] = None,
+    use_case: Annotated[str | None, typer.Option(help="The prompt's use case.")] = None,
+    labeler_id: Annotated[int | None, typer.Option(help="Only this labeler's labels.")] = None,
+    include_held_out_labelers: Annotated[
+        bool,
+        typer.Option(
+            "--include-held-out-labelers", help="Include held-out labelers' work (default: no)."
+        ),
+    ] = False,
+    after: Annotated[
+        str | None, typer.Option(help="Resume after this record id (pairs: a pair_id).")
+    ] = None,
+    as_: Annotated[
+        str | None,
+        typer.Option("--as", help="ndjson, json or parquet (default: from the file name)."),
+    ] = None,
+    snapshot: Annotated[
+        bool,
+        typer.Option(
+            "--snapshot", help="Freeze the export into a content-hashed snapshot instead."
+        ),
+    ] = False,
 ) -> None:
-    """Freeze an export into a content-hashed file and print its id, rows, sha256 and path."""
+    """Write an export to a file (the records of /api/v1/export/...), or freeze a snapshot.
+
+    prefloop export comparisons --format pairs --split train -o rm-train.jsonl
+    """
+    from app.schemas.export import parse_filters
+    from app.services.export import ExportStream
+    from app.services.export_formats import choose_output, output_for_path
+
+    values = {
+        "split": split, "since": since, "until": until, "use_case": use_case,
+        "labeler_id": labeler_id, "include_held_out_labelers": include_held_out_labelers or None,
+        "dataset": dataset, "after": after,
+    }  # fmt: skip
+    try:
+        filters = parse_filters({k: v for k, v in values.items() if v is not None})
+        if snapshot:
+            if output is not None or after is not None:
+                _fail("--snapshot writes to the artifact store; leave out -o and --after", 2)
+            _snapshot(export, filters, format)
+            return
+        if output is None:
+            _fail("give -o FILE (or -o - for standard output), or --snapshot", 2)
+        chosen = choose_output(as_ or output_for_path(output), None)
+        stream = ExportStream(export, filters, format)
+    except ServiceError as exc:
+        _fail(exc.detail, 2)
+    _write(stream, output, chosen)
+
+
+def _snapshot(export: str, filters: Any, fmt: str | None) -> None:
     from app.db import get_sessionmaker
     from app.services.export import create_snapshot
 
     with get_sessionmaker()() as session:
-        try:
-            filters = _filters(
-                split=split, since=since, until=until, use_case=use_case, labeler_id=labeler_id,
-                include_held_out_labelers=include_held_out_labelers, dataset=dataset,
-            )  # fmt: skip
-            snapshot = create_snapshot(session, export, filters, format)
-            session.commit()
-        except ServiceError as exc:
-            _fail(exc.detail, 2)
+        snapshot = create_snapshot(session, export, filters, fmt)
+        session.commit()
         typer.echo(
             f"snapshot {snapshot.id}: {snapshot.row_count} rows, sha256 {snapshot.sha256}\n"
             f"  {snapshot.path}"

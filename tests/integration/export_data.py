@@ -115,32 +115,6 @@ def add_ranking(
     return ranking
 
 
-def add_skipped_ranking_task(session: Session, prompt: Prompt, labeler_id: int, k: int) -> Task:
-    """A ranking task the labeler skipped: an assignment, no ranking."""
-    completions = [
-        Completion(prompt_id=prompt.id, text=f"skip {i}", origin="test") for i in range(k)
-    ]
-    session.add_all(completions)
-    session.flush()
-    task = Task(kind=TaskKind.ranking.value, prompt_id=prompt.id, filled=1, status="done")
-    task.items = [TaskItem(completion_id=c.id, position=i) for i, c in enumerate(completions)]
-    session.add(task)
-    session.flush()
-    now = utcnow()
-    session.add(
-        Assignment(
-            task_id=task.id,
-            labeler_id=labeler_id,
-            status=AssignmentStatus.skipped.value,
-            lock_expires_at=now,
-            finished_at=now,
-            skip_reason="unclear",
-        )
-    )
-    session.flush()
-    return task
-
-
 def add_demonstration(
     session: Session,
     prompt: Prompt,

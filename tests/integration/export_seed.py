@@ -77,6 +77,26 @@ def ok(response: Any, status: int = 200) -> Any:
     return response.json() if response.content else None
 
 
+def _ranking_task(
+    researcher: TestClient, prompt_id: int, texts: list[str]
+) -> tuple[int, list[int]]:
+    """Completions and a ranking task over them, through the API: (task id, completion ids)."""
+    completions = [{"text": t, "origin": "test"} for t in texts]
+    body = {"prompt_id": prompt_id, "completions": completions}
+    made = ok(researcher.post("/api/v1/completions", json=body), 201)
+    ids = [c["completion_id"] for c in made["completions"]]
+    body = {"prompt_id": prompt_id, "completion_ids": ids, "overlap": 1}
+    task = ok(researcher.post("/api/v1/ranking-tasks", json=body), 201)
+    return task["task_id"], ids
+
+
+def _take(labeler: TestClient, task_id: int, answer: dict[str, Any]) -> dict[str, Any]:
+    """The labeler takes the next ranking task (the one just made) and answers it."""
+    shown = ok(labeler.get("/api/v1/tasks/next", params={"kind": "ranking"}))
+    assert shown["task_id"] == task_id
+    return ok(labeler.post(f"/api/v1/tasks/{task_id}/submission", json=answer))
+
+
 def _rank(
     researcher: TestClient,
     labeler: TestClient,
@@ -85,30 +105,10 @@ def _rank(
     groups: list[list[int]],
 ) -> int:
     """One ranking through the labeling API; returns its ranking_id."""
-    made = ok(
-        researcher.post(
-            "/api/v1/completions",
-            json={
-                "prompt_id": prompt_id,
-                "completions": [{"text": t, "origin": "test"} for t in texts],
-            },
-        ),
-        201,
-    )
-    ids = [c["completion_id"] for c in made["completions"]]
-    task = ok(
-        researcher.post(
-            "/api/v1/ranking-tasks",
-            json={"prompt_id": prompt_id, "completion_ids": ids, "overlap": 1},
-        ),
-        201,
-    )
-    shown = ok(labeler.get("/api/v1/tasks/next", params={"kind": "ranking"}))
-    assert shown["task_id"] == task["task_id"]
+    task_id, ids = _ranking_task(researcher, prompt_id, texts)
     ratings = {ids[0]: {"likert": 6}, ids[1]: {"likert": 3}, ids[-1]: {"flags": ["hallucination"]}}
-    body = {"ranking": [[ids[i] for i in g] for g in groups], "ratings": ratings}
-    done = ok(labeler.post(f"/api/v1/tasks/{task['task_id']}/submission", json=body))
-    return done["ranking_id"]
+    answer = {"ranking": [[ids[i] for i in g] for g in groups], "ratings": ratings}
+    return _take(labeler, task_id, answer)["ranking_id"]
 
 
 def seed_through_api(
@@ -175,34 +175,8 @@ def seed_through_api(
 
     # a skipped ranking task leaves no label
     skipped = [f"skipped answer {i}" for i in range(5)]
-    made = ok(
-        researcher.post(
-            "/api/v1/completions",
-            json={
-                "prompt_id": prompts["test-a"],
-                "completions": [{"text": t, "origin": "test"} for t in skipped],
-            },
-        ),
-        201,
-    )
-    completion_ids = [c["completion_id"] for c in made["completions"]]
-    task = ok(
-        researcher.post(
-            "/api/v1/ranking-tasks",
-            json={"prompt_id": prompts["test-a"], "completion_ids": completion_ids},
-        ),
-        201,
-    )
-    labeler = labelers["l1"][0]
-    assert (
-        ok(labeler.get("/api/v1/tasks/next", params={"kind": "ranking"}))["task_id"]
-        == task["task_id"]
-    )
-    ok(
-        labeler.post(
-            f"/api/v1/tasks/{task['task_id']}/submission", json={"skip": {"reason": "unclear"}}
-        )
-    )
+    task_id, _ = _ranking_task(researcher, prompts["test-a"], skipped)
+    _take(labelers["l1"][0], task_id, {"skip": {"reason": "unclear"}})
     exp.skipped_texts = set(skipped)
 
     for key, count in DEMONSTRATIONS.items():

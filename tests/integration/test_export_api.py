@@ -148,7 +148,9 @@ def test_cli_writes_the_same_rows_as_the_api(env, tmp_path) -> None:  # type: ig
     bad = runner.invoke(cli, ["export", "prompts", "--split", "dev", "-o", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "split" in bad.output and "Traceback" not in bad.output
     assert not (tmp_path / "x").exists()
-    snap = runner.invoke(cli, ["export", "snapshot", "prompts", "--dataset", "ppo"])
+    missing = runner.invoke(cli, ["export", "comparisons"])
+    assert missing.exit_code == 2 and "-o FILE" in missing.output
+    snap = runner.invoke(cli, ["export", "prompts", "--dataset", "ppo", "--snapshot"])
     total = api.get("/api/v1/export/prompts?dataset=ppo").headers["x-total-count"]
     assert snap.exit_code == 0 and f"{total} rows" in snap.output, snap.output
 
