@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     # separated in the environment
     demonstration_splits: Annotated[tuple[str, ...], NoDecode] = ("train", "val")
     demonstration_max_chars: int = Field(default=20_000, ge=1)
+    # a skip hands the task to another labeler; after this many skips it is closed as unclear
+    task_max_skips: int = Field(default=3, ge=1)
 
     # jobs
     artifacts_dir: Path | None = None

@@ -45,7 +45,7 @@ class TaskKind(enum.StrEnum):
 class TaskStatus(enum.StrEnum):
     open = "open"  # still needs submissions
     done = "done"  # has `overlap` submissions
-    closed = "closed"  # withdrawn by a researcher
+    closed = "closed"  # withdrawn by a researcher, or skipped by `task_max_skips` labelers
 
 
 class AssignmentStatus(enum.StrEnum):
@@ -89,10 +89,10 @@ class Task(Base):
     prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id"), index=True)
     # number of distinct labelers the task needs
     overlap: Mapped[int] = mapped_column(default=1)
-    # slots taken: active assignments plus submissions and skips; the queue takes a slot with
-    # an atomic ``UPDATE ... WHERE filled < overlap`` and gives it back when a lock expires
+    # slots taken: active assignments plus submissions; the queue takes a slot with an atomic
+    # ``UPDATE ... WHERE filled < overlap`` and gives it back when a hold expires or is skipped
     filled: Mapped[int] = mapped_column(default=0)
-    # "done" once `overlap` labelers submitted or skipped
+    # "done" once `overlap` labelers submitted
     status: Mapped[str] = mapped_column(String(16), default=TaskStatus.open.value)
     # job that produced the task (sampling), if any
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))

@@ -171,15 +171,28 @@ def submit(
         assignment.status = AssignmentStatus.submitted.value
     assignment.finished_at = now
     session.flush()
-    finished = session.scalar(
-        select(func.count())
-        .select_from(Assignment)
-        .where(Assignment.task_id == task.id, Assignment.status.in_(FINISHED))
-    )
-    if finished is not None and finished >= task.overlap:
-        task.status = TaskStatus.done.value
-    session.flush()
+    _update_task_after(session, task, skipped=sub.skip is not None)
     return _result(session, task, assignment, replayed=False)
+
+
+def _update_task_after(session: Session, task: Task, *, skipped: bool) -> None:
+    """A skip gives its slot to another labeler (one labeler's "I cannot judge this" should not
+    end the task) until `task_max_skips` labelers skipped it: then it is closed as unclear.
+    The task is done when `overlap` labelers submitted."""
+    if skipped:
+        task.filled = Task.filled - 1  # in SQL: the row is locked, this just stays exact
+    by_status = dict(
+        session.execute(
+            select(Assignment.status, func.count())
+            .where(Assignment.task_id == task.id, Assignment.status.in_(FINISHED))
+            .group_by(Assignment.status)
+        ).all()
+    )
+    if by_status.get(AssignmentStatus.submitted.value, 0) >= task.overlap:
+        task.status = TaskStatus.done.value
+    elif by_status.get(AssignmentStatus.skipped.value, 0) >= get_settings().task_max_skips:
+        task.status = TaskStatus.closed.value
+    session.flush()
 
 
 def _skip_reason(reason: str) -> str:

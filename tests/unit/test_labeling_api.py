@@ -241,20 +241,32 @@ def test_submission_for_a_task_not_yours_or_expired(api_as, monkeypatch) -> None
     )
 
 
-def test_skip_with_reason_is_recorded_and_idempotent(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_skip_is_recorded_and_passes_the_task_on_until_too_many_skip(api_as) -> None:  # type: ignore[no-untyped-def]
     from app.models import Assignment, Task
 
-    labeler = api_as("labeler")
-    task_id, _ = make_ranking_task(make_prompt(), k=4)
-    labeler.get("/api/v1/tasks/next")
+    task_id, ids = make_ranking_task(make_prompt(), k=4)
     body = {"skip": {"reason": "I cannot tell what the user wants."}}
-    assert (
-        labeler.post(f"/api/v1/tasks/{task_id}/submission", json=body).json()["status"] == "skipped"
-    )
-    assert labeler.post(f"/api/v1/tasks/{task_id}/submission", json=body).status_code == 200
+    first = api_as("labeler")
+    first.get("/api/v1/tasks/next?kind=ranking")
+    r = first.post(f"/api/v1/tasks/{task_id}/submission", json=body)
+    assert r.status_code == 200 and r.json()["status"] == "skipped"
+    assert first.post(f"/api/v1/tasks/{task_id}/submission", json=body).status_code == 200
     assignment = _read(lambda s: s.scalar(select(Assignment)))
     assert assignment.status == "skipped" and assignment.skip_reason == body["skip"]["reason"]
-    assert _read(lambda s: s.get(Task, task_id)).status == "done"
+    task = _read(lambda s: s.get(Task, task_id))
+    assert (task.status, task.filled) == ("open", 0)
+    assert (
+        first.get("/api/v1/tasks/next?kind=ranking").status_code == 204
+    )  # never offered to them again
+
+    # the next labeler gets it; after `task_max_skips` (3) skips it is closed as unclear
+    for _ in range(2):
+        other = api_as("labeler")
+        assert other.get("/api/v1/tasks/next?kind=ranking").json()["task_id"] == task_id
+        assert other.post(f"/api/v1/tasks/{task_id}/submission", json=body).status_code == 200
+    task = _read(lambda s: s.get(Task, task_id))
+    assert (task.status, task.filled) == ("closed", 0)
+    assert api_as("labeler").get("/api/v1/tasks/next?kind=ranking").status_code == 204
     assert _count(Ranking) == 0
 
 
