@@ -1,0 +1,99 @@
+"""Pieces of the worker without a broker: the progress reporter (metrics, log tail, cancel),
+the accelerate-launch log tailing, the first-run steps, and the loop's next-step advice."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from app.db import get_sessionmaker
+from app.models import Job, JobMetric, ModelVersion
+from app.worker.launch import _new_rows, _progress_of
+from app.worker.reporting import JobCancelled, JobReporter
+from trainer.callbacks import Progress
+
+
+def _running_job() -> int:
+    with get_sessionmaker()() as s:
+        job = Job(kind="sft", params={}, status="running")
+        s.add(job)
+        s.commit()
+        return job.id
+
+
+def test_reporter_records_progress_metrics_and_log(app_env: str) -> None:
+    job_id = _running_job()
+    reporter = JobReporter(job_id)
+    for step in (1, 2, 3):
+        reporter(Progress(step, 3, {"loss": 4.0 - step, "kl": float("nan")}))
+    with get_sessionmaker()() as s:
+        job = s.get(Job, job_id)
+        assert (job.progress_step, job.progress_total) == (3, 3)  # the last step always flushes
+        assert "step 3/3 loss=1" in job.log_tail and job.heartbeat_at is not None
+        losses = [(m.step, m.value) for m in s.query(JobMetric).order_by(JobMetric.step)]
+    assert losses == [(1, 3.0), (2, 2.0), (3, 1.0)]  # NaN is not stored
+
+
+def test_reporter_raises_when_a_cancel_was_requested(app_env: str) -> None:
+    job_id = _running_job()
+    with get_sessionmaker()() as s:
+        s.get(Job, job_id).cancel_requested = True
+        s.commit()
+    reporter = JobReporter(job_id)
+    with pytest.raises(JobCancelled):
+        reporter(Progress(1, 10, {"loss": 1.0}))
+
+
+def test_tailing_reads_complete_lines_only(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    row = {"step": 1, "total": 4, "time": 0.1, "loss": 2.5, "message": "hi"}
+    path.write_text(json.dumps(row) + "\n" + '{"step": 2, "tot')
+    rows, offset = _new_rows(path, 0)
+    assert rows == [row]
+    progress = _progress_of(rows[0])
+    assert (progress.step, progress.total, progress.metrics, progress.message) == (
+        1,
+        4,
+        {"loss": 2.5},
+        "hi",
+    )
+    with path.open("a") as fh:
+        fh.write('al": 4, "loss": 2.0}\n')
+    rows, _ = _new_rows(path, offset)
+    assert rows == [{"step": 2, "total": 4, "loss": 2.0}]
+    assert _new_rows(tmp_path / "missing.jsonl", 0) == ([], 0)
+
+
+def test_first_run_registers_tiny_once_and_no_demo_on_a_real_database(session) -> None:  # type: ignore[no-untyped-def]
+    from app.services.demo import load_demo_data, register_tiny_base
+
+    assert register_tiny_base(session) is not None
+    session.commit()
+    assert register_tiny_base(session) is None
+    assert [(v.kind, v.path) for v in session.query(ModelVersion)] == [("base", "tiny")]
+    # app_env sets PREFLOOP_DATABASE_URL: not the embedded default, so no demo accounts
+    assert load_demo_data(session) is None
+
+
+def test_next_step_follows_the_loop(session) -> None:  # type: ignore[no-untyped-def]
+    from app.services.loop_status import data_sets, next_step
+
+    assert next_step(session, data_sets(session)).title == "Collect prompts"
+    sets = {
+        "prompts_by_split": {"train": 5, "val": 1, "test": 1},
+        "sft_demonstrations": 4,
+        "rm_rankings": 0,
+        "ppo_prompts": 5,
+        "open_demonstration_tasks": 0,
+        "open_ranking_tasks": 0,
+    }
+    assert next_step(session, sets).href == "/admin/jobs/new?kind=sft"
+    session.add(ModelVersion(kind="sft", name="sft", path="x", parent_ids=[]))
+    session.commit()
+    assert next_step(session, sets).href == "/admin/jobs/new?kind=sample"
+    assert next_step(session, dict(sets, rm_rankings=3)).href == "/admin/jobs/new?kind=rm"
+    session.add(ModelVersion(kind="rm", name="rm", path="y", parent_ids=[1]))
+    session.commit()
+    assert next_step(session, dict(sets, rm_rankings=3)).href == "/admin/jobs/new?kind=ppo"
