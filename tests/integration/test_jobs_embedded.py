@@ -102,6 +102,10 @@ def test_first_run_loads_the_demo_and_the_tiny_base_model(served: dict[str, Any]
     while not any(w["alive"] for w in ok(researcher.get("/api/v1/workers"))):
         assert time.monotonic() < deadline, "the embedded worker never reported"
         time.sleep(0.5)
+    # the admin home: demo data in the data sets, the worker, and SFT as the next step
+    panel = researcher.get("/admin/overview", headers={"HX-Request": "true"}).text
+    assert "Train the SFT model" in panel and 'badge succeeded">alive' in panel
+    assert "/admin/jobs/new?kind=sft" in panel
 
 
 def test_loop_on_the_embedded_default(served: dict[str, Any]) -> None:
