@@ -2,7 +2,7 @@
 the log tail and cancellation.
 
 Database writes are batched (at most every ``FLUSH_S`` seconds, and at the last step), so a
-fast trainer is not slowed down by one transaction per step; each flush also reads
+fast trainer is not slowed down by one write transaction per step; every step reads
 ``Job.cancel_requested`` and raises ``JobCancelled`` out of the trainer when it is set.
 """
 
@@ -15,7 +15,7 @@ from datetime import datetime
 
 from sqlalchemy import select, update
 
-from app.db import get_sessionmaker, utcnow
+from app.db import get_readonly_sessionmaker, get_sessionmaker, utcnow
 from app.models import Job, JobMetric
 from trainer.callbacks import Progress
 
@@ -59,6 +59,14 @@ class JobReporter:
         now = time.monotonic()
         if now - self.last_flush >= FLUSH_S or step >= total:
             self.flush()
+        elif self._cancel_requested():
+            self.flush()  # writes what is pending, then raises JobCancelled
+
+    def _cancel_requested(self) -> bool:
+        """A cheap read at every step, so a cancel stops the job at the next step (on SQLite
+        it does not take the write lock)."""
+        with get_readonly_sessionmaker()() as session:
+            return bool(session.scalar(select(Job.cancel_requested).where(Job.id == self.job_id)))
 
     def flush(self) -> None:
         """Write what is pending and honour a cancel request."""

@@ -38,12 +38,15 @@ def test_reporter_records_progress_metrics_and_log(app_env: str) -> None:
 
 def test_reporter_raises_when_a_cancel_was_requested(app_env: str) -> None:
     job_id = _running_job()
+    reporter = JobReporter(job_id)
+    reporter(Progress(1, 10, {"loss": 1.0}))  # the first step flushes
     with get_sessionmaker()() as s:
         s.get(Job, job_id).cancel_requested = True
         s.commit()
-    reporter = JobReporter(job_id)
-    with pytest.raises(JobCancelled):
-        reporter(Progress(1, 10, {"loss": 1.0}))
+    with pytest.raises(JobCancelled):  # the very next step stops, before the next flush is due
+        reporter(Progress(2, 10, {"loss": 0.5}))
+    with get_sessionmaker()() as s:
+        assert s.get(Job, job_id).progress_step == 2
 
 
 def test_tailing_reads_complete_lines_only(tmp_path: Path) -> None:
