@@ -170,7 +170,7 @@ def test_killed_worker_fails_the_job_then_rerun_succeeds(
     stack: Worker, clients: dict[str, Any]
 ) -> None:
     researcher = clients["researcher"]
-    job_id = launch(researcher, "sft", dict(SFT_PARAMS, epochs=10))
+    job_id = launch(researcher, "sft", dict(SFT_PARAMS, epochs=15))
     deadline = time.monotonic() + 180
     while True:  # wait until it is really training
         job = ok(researcher.get(f"/api/v1/jobs/{job_id}"))
