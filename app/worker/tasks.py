@@ -127,6 +127,19 @@ def run_job(self: Any, job_id: int) -> str:
             reporter.pending = []
             _finish(job_id, reporter, ctx, JobStatus.failed.value, error=error)
         return "failed"
+    finally:
+        _release_accelerator_memory()
+
+
+def _release_accelerator_memory() -> None:
+    """A worker runs many jobs in one process: give the GPU memory of the last one back."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 # worker lifecycle ------------------------------------------------------------------------------
