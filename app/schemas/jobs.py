@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
@@ -61,6 +61,14 @@ class DataFilters(BaseModel):
     use_case: str | None = None
     labeler_id: int | None = None
     include_held_out_labelers: bool = False
+
+    @field_validator("since", "until")
+    @classmethod
+    def _aware_utc(cls, value: datetime | None) -> datetime | None:
+        # a time without a zone (the form's datetime-local) is read as UTC
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
 
 
 class JobOptions(BaseModel):

@@ -226,6 +226,13 @@ def _prompts_to_sample(session: Session, p: Any) -> list[tuple[int, str]]:
         .order_by(Prompt.id)
         .limit(p.prompt_count)
     )
+    # the prompt-level filters (labels do not exist yet for these prompts)
+    if p.filters.use_case:
+        query = query.where(Prompt.use_case == p.filters.use_case)
+    if p.filters.since:
+        query = query.where(Prompt.created_at >= p.filters.since)
+    if p.filters.until:
+        query = query.where(Prompt.created_at < p.filters.until)
     return [(row[0], row[1]) for row in session.execute(query)]
 
 

@@ -100,3 +100,39 @@ def test_next_step_follows_the_loop(session) -> None:  # type: ignore[no-untyped
     session.add(ModelVersion(kind="rm", name="rm", path="y", parent_ids=[1]))
     session.commit()
     assert next_step(session, dict(sets, rm_rankings=3)).href == "/admin/jobs/new?kind=ppo"
+
+
+def test_sample_takes_prompts_of_the_split_without_a_ranking_task(session) -> None:  # type: ignore[no-untyped-def]
+    from app.models import Prompt, Task
+    from app.schemas.jobs import SampleParams
+    from app.worker.runners import _prompts_to_sample
+
+    def prompt(text: str, split: str, use_case: str, status: str = "accepted") -> int:
+        p = Prompt(
+            text=text,
+            source="api",
+            user_id=f"u-{text}",
+            split=split,
+            status=status,
+            use_case=use_case,
+        )
+        session.add(p)
+        session.flush()
+        return p.id
+
+    chat = prompt("a", "train", "Chat")
+    ranked = prompt("b", "train", "Chat")
+    prompt("c", "val", "Chat")
+    prompt("d", "train", "Chat", status="duplicate")
+    gen = prompt("e", "train", "Generation")
+    session.add(Task(kind="ranking", prompt_id=ranked))
+    session.commit()
+
+    def ids(**extra):  # type: ignore[no-untyped-def]
+        params = SampleParams(**{"model_version_ids": [1], "k": 4, "prompt_count": 10, **extra})
+        return [pid for pid, _ in _prompts_to_sample(session, params)]
+
+    assert ids() == [chat, gen]
+    assert ids(filters={"use_case": "Generation"}) == [gen]
+    assert ids(prompt_count=1) == [chat]
+    assert ids(prompt_ids=[gen, ranked]) == [gen, ranked]  # explicit prompts are taken as given
