@@ -114,3 +114,12 @@ def test_admin_home_suggests_the_next_step(browser) -> None:  # type: ignore[no-
     panel = browser.get("/admin/overview", headers={"HX-Request": "true"})
     assert panel.status_code == 200 and "<html" not in panel.text
     assert "Collect prompts" in panel.text and "No worker has reported" in panel.text
+
+
+def test_job_list_refreshes_while_a_job_is_active(browser) -> None:  # type: ignore[no-untyped-def]
+    assert "every 3s" not in browser.get("/admin/jobs").text
+    with get_sessionmaker()() as s:
+        s.add(Job(kind="sft", params={"base_model": "tiny"}, status="queued"))
+        s.commit()
+    page = browser.get("/admin/jobs").text
+    assert "every 3s" in page and "queued" in page
