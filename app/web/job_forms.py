@@ -42,8 +42,16 @@ HELP = {
     "ptx_coef": "gamma; > 0 mixes pre-training gradients (PPO-ptx)",
     "kl_coef": "beta, the per-token KL penalty from the SFT policy",
     "k": "completions per prompt (4..9)",
-    "rm_model_version_id": "optional: choose the best epoch by this RM's score",
+    "model_version_ids": "K is shared between the chosen policies",
+    "sft:rm_model_version_id": "optional: choose the best epoch by this RM's score",
+    "api_prompts_only": "the method's PPO data set: customer (API) prompts only",
 }
+# starting values the form suggests for required fields without a default
+SUGGESTED = {"k": 4, "prompt_count": 20}
+# fields a kind accepts but that make no difference to it (sampling runs on one device)
+HIDDEN = {"sample": {"num_gpus"}}
+# string settings with a fixed set of values
+CHOICES = {"mixed_precision": ("no", "fp16", "bf16")}
 
 
 @dataclass
@@ -108,13 +116,19 @@ def job_fields(session: Session, kind: str) -> tuple[list[FormField], list[FormF
     hints = typing.get_type_hints(schema)
     setup, hyper = [], []
     for name, info in schema.model_fields.items():
-        if name == "filters":
+        if name == "filters" or name in HIDDEN.get(kind, set()):
             continue
-        default = None if info.is_required() else info.get_default(call_default_factory=True)
+        if info.is_required():
+            default = SUGGESTED.get(name)
+        else:
+            default = info.get_default(call_default_factory=True)
         widget, choices, step = _widget(hints[name])
         if typing.get_origin(_strip_optional(hints[name])) is list and name not in MODEL_FIELDS:
             continue  # list-valued settings (LoRA target modules, prompt ids): JSON API only
-        f = FormField(name, widget, default, choices, info.is_required(), HELP.get(name, ""), step)
+        help_text = HELP.get(f"{kind}:{name}", HELP.get(name, ""))
+        f = FormField(name, widget, default, choices, info.is_required(), help_text, step)
+        if name in CHOICES:
+            f.widget, f.choices = "select", [(c, c) for c in CHOICES[name]]
         if name in MODEL_FIELDS:
             f.widget = "multiselect" if name == "model_version_ids" else "select"
             f.choices = _version_choices(session, MODEL_FIELDS[name])
@@ -135,16 +149,22 @@ def job_fields(session: Session, kind: str) -> tuple[list[FormField], list[FormF
             dataset = "comparisons" if kind == "rm" else SNAPSHOT_FIELDS[name]
             f.widget, f.choices = "select", _snapshot_choices(session, dataset)
         (hyper if name in hyper_names else setup).append(f)
+    # models and data first, then the rest (num_gpus ...)
+    setup.sort(key=lambda f: 0 if f.name in MODEL_FIELDS else 1 if f.name in SNAPSHOT_FIELDS else 2)
     return setup, hyper
 
 
-def filter_fields() -> list[FormField]:
-    return [
+def filter_fields(kind: str) -> list[FormField]:
+    """The data filters; sampling reads prompts only, so it filters prompts by creation time."""
+    what = "prompts" if kind in ("sample", "ppo") else "labels"
+    fields = [
         FormField("filters.use_case", "text", help="only prompts of this use case"),
-        FormField("filters.since", "datetime", help="labels created since (UTC)"),
-        FormField("filters.until", "datetime", help="labels created before (UTC)"),
-        FormField("filters.include_held_out_labelers", "checkbox", False),
+        FormField("filters.since", "datetime", help=f"{what} created since (UTC)"),
+        FormField("filters.until", "datetime", help=f"{what} created before (UTC)"),
     ]
+    if kind not in ("sample", "ppo"):
+        fields.append(FormField("filters.include_held_out_labelers", "checkbox", False))
+    return fields
 
 
 def has_filters(kind: str) -> bool:

@@ -71,7 +71,7 @@ def _form_context(
     session: Session, kind: str, form: Any = None, error: ServiceError | None = None
 ) -> dict[str, Any]:
     setup, hyper = job_forms.job_fields(session, kind)
-    filters = job_forms.filter_fields() if job_forms.has_filters(kind) else []
+    filters = job_forms.filter_fields(kind) if job_forms.has_filters(kind) else []
     if form is not None:
         job_forms.fill_values(setup + hyper + filters, form)
     return {
