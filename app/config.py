@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -37,11 +38,12 @@ class Settings(BaseSettings):
     dedup_prefix_chars: int = Field(default=60, ge=8)
     prompts_per_user_cap: int = Field(default=200, ge=1)
     prompt_max_chars: int = Field(default=20_000, ge=1)
-    split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    # train / val / test shares of user IDs: "0.8,0.1,0.1" or a JSON list in the environment
+    split_ratios: Annotated[tuple[float, float, float], NoDecode] = (0.8, 0.1, 0.1)
     # what happens to PII found in a scanned prompt: "redact" or "drop"
     pii_policy: str = "redact"
     # splits whose prompts are scanned for PII (comma separated in the environment)
-    pii_splits: tuple[str, ...] = ("train",)
+    pii_splits: Annotated[tuple[str, ...], NoDecode] = ("train",)
     # spaCy model used to detect person names; empty: the first installed en_core_web_*,
     # "none": never (structured PII is found by pattern recognizers without any model)
     pii_ner_model: str = ""
@@ -72,11 +74,23 @@ class Settings(BaseSettings):
     # empty: `accelerate launch --multi_gpu --num_processes <num_gpus>` on this machine
     accelerate_config: str = ""
 
-    @field_validator("demonstration_splits", mode="before")
+    @field_validator("split_ratios", "pii_splits", "demonstration_splits", mode="before")
     @classmethod
-    def _comma_separated_splits(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
+    def _list_from_env(cls, value: object) -> object:
+        """Lists come from the environment as "a,b,c" or as a JSON list."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            return tuple(json.loads(text))
+        return tuple(part.strip() for part in text.split(",") if part.strip())
+
+    @field_validator("pii_splits", "demonstration_splits")
+    @classmethod
+    def _known_splits(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - {"train", "val", "test"})
+        if unknown:
+            raise ValueError(f"unknown split(s) {unknown}; use train, val, test")
         return value
 
     @field_validator("pii_policy")
