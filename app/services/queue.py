@@ -7,7 +7,9 @@ Correctness under concurrency rests on the database, not on this process:
 - ``unique (task_id, labeler_id)`` on assignments, demonstrations and rankings means one labeler
   holds and submits a task at most once;
 - on PostgreSQL candidate tasks are read with ``FOR UPDATE SKIP LOCKED`` so concurrent labelers
-  take different tasks instead of queueing on one row; on SQLite every transaction is
+  take different tasks instead of queueing on one row (only when every candidate is locked does
+  a labeler wait for one, so a burst never hears "nothing waiting" while slots are left); on
+  SQLite every transaction is
   ``BEGIN IMMEDIATE`` (see app/db.py), so the whole assignment is serialised.
 Lock order is always assignments, then tasks (here and in ``labeling.submit``), so the two
 never deadlock.
@@ -174,13 +176,14 @@ def assign_next_task(session: Session, labeler: User, kind: str | None) -> Assig
     own = own_active_assignment(session, labeler, kind, now)
     if own is not None:
         return own
+    candidates = _open_for(labeler, kind).order_by(Task.id).limit(1)
     for _ in range(_MAX_ATTEMPTS):
-        task = session.scalar(
-            _open_for(labeler, kind)
-            .order_by(Task.id)
-            .limit(1)
-            .with_for_update(skip_locked=True, of=Task)
-        )
+        task = session.scalar(candidates.with_for_update(skip_locked=True, of=Task))
+        if task is None and is_postgres(session):
+            # every candidate may be locked by labelers being served this instant, with slots
+            # left once they commit: wait for one rather than answer "nothing waiting"
+            # (PostgreSQL re-checks `filled < overlap` on the row it waited for)
+            task = session.scalar(candidates.with_for_update(of=Task))
         if task is None:
             return None
         taken = session.execute(
