@@ -8,9 +8,9 @@ Correctness under concurrency rests on the database, not on this process:
   holds and submits a task at most once;
 - on PostgreSQL candidate tasks are read with ``FOR UPDATE SKIP LOCKED`` so concurrent labelers
   take different tasks instead of queueing on one row (only when every candidate is locked does
-  a labeler wait for one, so a burst never hears "nothing waiting" while slots are left); on
-  SQLite every transaction is
-  ``BEGIN IMMEDIATE`` (see app/db.py), so the whole assignment is serialised.
+  a labeler wait for one, so a burst never hears "nothing waiting" while slots are left);
+- on SQLite every transaction is ``BEGIN IMMEDIATE`` (see app/db.py): the whole assignment is
+  serialised.
 Lock order is always assignments, then tasks (here and in ``labeling.submit``), so the two
 never deadlock.
 """
