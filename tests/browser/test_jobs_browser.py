@@ -29,14 +29,27 @@ def _demonstrations(labeler_id: int, count: int) -> None:
 
 
 def test_researcher_launches_a_job_and_sees_progress_and_plot(  # type: ignore[no-untyped-def]
-    app_env: str, live_server: str, page: Any, make_user, artifacts_dir
+    app_env: str, live_server: str, page: Any, make_user, artifacts_dir, monkeypatch
 ) -> None:
+    from app.worker.reporting import JobReporter
     from app.worker.tasks import run_job
 
     if app_env.startswith("postgresql"):
         # the page and the job code do not depend on the backend (the integration tests run
         # jobs on both); one training run in a browser is enough for the suite's time budget
         pytest.skip("the browser job flow runs once, on SQLite")
+
+    # hold the job at step 3 until the page has shown it running, however fast the machine
+    page_saw_progress = threading.Event()
+    report = JobReporter.__call__
+
+    def paced(self: JobReporter, progress: Any) -> None:
+        report(self, progress)
+        if progress.step == 3 and not page_saw_progress.is_set():
+            self.flush()
+            page_saw_progress.wait(timeout=120)
+
+    monkeypatch.setattr(JobReporter, "__call__", paced)
 
     _demonstrations(make_user("labeler").id, 8)
     log_in(page, live_server, make_user("researcher"))
@@ -54,21 +67,24 @@ def test_researcher_launches_a_job_and_sees_progress_and_plot(  # type: ignore[n
     assert page.inner_text("#job-state") == "queued"
 
     # the worker's task, in a thread of this process (the broker is covered by the
-    # integration tests); the page must pick up its progress by itself
+    # integration tests); the page must pick up its progress by itself (htmx polling)
     worker = threading.Thread(target=run_job.apply, args=([job_id],), daemon=True)
     worker.start()
-    page.wait_for_function(
-        "() => document.querySelector('#job-state').textContent === 'running' "
-        "&& Number(document.querySelector('#job-progress').value) > 0",
-        timeout=120_000,
-    )
-    running_text = page.inner_text("#job-progress-text")
-    assert re.search(r"step \d+ of \d+", running_text)
+    try:
+        page.wait_for_function(
+            "() => document.querySelector('#job-state').textContent === 'running' "
+            "&& Number(document.querySelector('#job-progress').value) >= 3",
+            timeout=120_000,
+        )
+        assert "step 3 of 10" in page.inner_text("#job-progress-text")
+        live_loss = page.locator('figure[data-metric="loss"] polyline').get_attribute("points")
+        assert live_loss is not None and len(live_loss.split()) == 3  # plotted while running
+    finally:
+        page_saw_progress.set()
     page.wait_for_selector('#job-state:text("succeeded")', timeout=240_000)
     worker.join(timeout=60)
-    loss = page.locator('figure[data-metric="loss"] polyline')
-    points = loss.get_attribute("points")
-    assert points is not None and len(points.split()) >= 2
+    points = page.locator('figure[data-metric="loss"] polyline').get_attribute("points")
+    assert points is not None and len(points.split()) == 10
     assert "Model version" in page.inner_text("#job-status")
     page.screenshot(path=str(artifacts_dir / "job-page.png"), full_page=True)
     assert page.dialogs == []
