@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from app.cli_export import export_command
+from app.cli_jobs import jobs_cli, models_cli
 from app.services import ServiceError
 from trainer.cli import sample_command, score_command, train_app
 
@@ -37,6 +38,8 @@ cli.add_typer(tokens_cli, name="tokens")
 cli.command("export")(export_command)
 prompts_cli = typer.Typer(help="Prompts: bulk import, split pins.", no_args_is_help=True)
 cli.add_typer(prompts_cli, name="prompts")
+cli.add_typer(jobs_cli, name="jobs")
+cli.add_typer(models_cli, name="models")
 
 
 def fail(message: str, code: int = 1) -> None:
