@@ -6,6 +6,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection
 
+from app.config import get_settings
 from app.web.templating import ROOT
 
 
@@ -21,4 +22,10 @@ def alembic_config(url: str | None = None, connection: Connection | None = None)
 
 
 def upgrade_to_head(url: str | None = None) -> None:
+    if url is None:
+        settings = get_settings()
+        url = settings.sqlalchemy_url
+        if url.startswith("sqlite"):
+            # the embedded default's first run: its data dir does not exist yet
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
     command.upgrade(alembic_config(url), "head")

@@ -83,3 +83,19 @@ def test_tokens_create_prints_only_the_token_and_revoke_works(app_env, make_user
 def test_unknown_worker_queue_is_refused(app_env) -> None:  # type: ignore[no-untyped-def]
     result = invoke("worker", "--queues", "tpu")
     assert result.exit_code == 1 and "unknown queue" in result.output
+
+
+def test_db_upgrade_on_a_fresh_data_dir(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The embedded default's first `prefloop db upgrade` creates its data dir."""
+    from tests.conftest import _reset_caches
+
+    for name in ("PREFLOOP_DATABASE_URL", "PREFLOOP_BROKER_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PREFLOOP_DATA_DIR", str(tmp_path / "fresh" / "var"))
+    _reset_caches()
+    try:
+        result = invoke("db", "upgrade")
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / "fresh" / "var" / "prefloop.sqlite").exists()
+    finally:
+        _reset_caches()
