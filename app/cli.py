@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -79,25 +77,21 @@ def serve(
     with _session() as session:
         for message in bootstrap(session):
             typer.secho(message, fg=typer.colors.YELLOW)
-    child = None
+    embedded = None
     if worker:
+        from app.worker.embedded import EmbeddedWorker
+
         # one process for both queues; production runs dedicated workers instead
-        child = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "worker", "--queues", "cpu,gpu", "--concurrency", "1"]
-        )
-        typer.echo(f"embedded worker started (pid {child.pid})")
+        embedded = EmbeddedWorker(log=typer.echo)
+        embedded.start()
     typer.echo(
         f"prefloop on http://{host}:{port}  (database: {settings.sqlalchemy_url.split('://')[0]})"
     )
     try:
         uvicorn.run("app.asgi:app", host=host, port=port, workers=workers, log_level="info")
     finally:
-        if child is not None and child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        if embedded is not None:
+            embedded.stop()
 
 
 @cli.command("worker")
