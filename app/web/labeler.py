@@ -1,4 +1,5 @@
-"""Labeler pages: home summary, take the next task, demonstration and ranking forms, skip.
+"""Labeler pages: home summary, take the next task, demonstration and ranking forms, skip,
+and the prompt's use case (set from the task page with htmx).
 
 Routes are thin: they parse the form into the API's submission shape and call the same
 services as app/api/tasks.py. A rejected submission re-renders the form with the error and
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -22,6 +23,7 @@ from app.models import FLAGS, Assignment, AssignmentStatus, Task, TaskKind
 from app.services import Invalid, ServiceError
 from app.services.instructions import current_markdown, render_markdown
 from app.services.labeling import describe_assignment, labeler_counts, submit
+from app.services.prompts import list_use_cases, set_prompt_use_case
 from app.services.queue import assign_next_task, ensure_demonstration_tasks, waiting_counts
 from app.web.templating import render
 
@@ -99,6 +101,7 @@ def _page(
         "flags": FLAGS,
         "likert_labels": LIKERT_LABELS,
         "draft_key": f"prefloop:draft:{assignment.labeler_id}:{assignment.task_id}",
+        "use_cases": [u.name for u in list_use_cases(session, active_only=True)],
     }
     name = (
         "labeler/ranking.html"
@@ -235,3 +238,31 @@ async def task_skip(
     session: Session = Depends(get_session),
 ) -> Response:
     return await _form_submission(request, session, principal, task_id, skip=True)
+
+
+@router.post("/tasks/{task_id}/use-case")
+def task_use_case(  # type: ignore[no-untyped-def]
+    request: Request,
+    task_id: int,
+    use_case: str = Form(""),  # "" (the "not set" option) clears it
+    principal: Principal = Depends(any_user),
+    session: Session = Depends(get_session),
+):
+    """Set or clear the use case of the prompt of a task the labeler holds (the select on the
+    task page). htmx gets a status fragment, errors included; a plain form post goes back to
+    the task page."""
+    try:
+        assignment = _held_assignment(session, principal, task_id)
+        task = session.get_one(Task, assignment.task_id)
+        prompt = set_prompt_use_case(session, task.prompt_id, use_case)
+    except ServiceError as exc:
+        session.rollback()
+        if not request.headers.get("hx-request"):
+            raise  # the app's HTML error page
+        return render(
+            request, "partials/use_case_status.html", {"error": exc}, status_code=exc.status_code
+        )
+    session.commit()
+    if not request.headers.get("hx-request"):
+        return RedirectResponse(f"/labeler/tasks/{task_id}", status_code=303)
+    return render(request, "partials/use_case_status.html", {"use_case": prompt.use_case})

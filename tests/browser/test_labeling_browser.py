@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from app.models import Demonstration, Ranking
+from app.models import Demonstration, Prompt, Ranking
 from tests.browser.conftest import log_in
 from tests.labeling_support import make_prompt, make_ranking_task
 
@@ -138,7 +138,8 @@ def test_reload_and_validation_errors_keep_the_labelers_work(  # type: ignore[no
 ) -> None:
     page = browser_page
     make_prompt("Summarise the water cycle.")
-    task_id, _ = make_ranking_task(make_prompt("Pick a number.", split="test"), k=4)
+    number_prompt = make_prompt("Pick a number.", split="test")
+    task_id, _ = make_ranking_task(number_prompt, k=4)
     log_in(page, live_server, make_user("labeler"))
 
     page.goto(f"{live_server}/labeler/next?kind=demonstration")
@@ -165,6 +166,22 @@ def test_reload_and_validation_errors_keep_the_labelers_work(  # type: ignore[no
     assert page.is_visible(f'.rank-card[data-cid="{s1}"] [data-tie-note]')
     page.check(f'input[name="likert_{s3}"][value="4"]')
     page.check(f'input[name="flags_{s0}"][value="expresses_moral_judgment"]')
+    # the prompt's use case saves on its own (htmx), without submitting or touching the task
+    assert page.is_hidden(".use-case-save")  # saves on change; the button is for no-JS
+    page.select_option("#use-case-select", "Open QA")
+    page.wait_for_selector('[data-testid="use-case-saved"]')
+    assert "Saved: Open QA." in page.inner_text("#use-case-status")
+    use_case = select(Prompt.use_case).where(Prompt.id == number_prompt)
+    assert _read(lambda s: s.scalar(use_case)) == "Open QA"
+    page.evaluate(
+        """() => { const sel = document.querySelector('#use-case-select');
+        sel.add(new Option('Nope', 'Nope')); sel.value = 'Nope';
+        sel.dispatchEvent(new Event('change', {bubbles: true})); }"""
+    )
+    page.wait_for_selector('[data-testid="use-case-error"]')  # the 422, shown inline
+    assert "unknown use case" in page.inner_text("#use-case-status")
+    assert _read(lambda s: s.scalar(use_case)) == "Open QA"
+    assert page.url.endswith(f"/labeler/tasks/{task_id}") and _shown_order(page) == [s2, s0, s1, s3]
     page.click("text=Skip this task")
     page.click("#skip-task")
     page.wait_for_selector("#skip-error")

@@ -160,3 +160,73 @@ def test_instructions_default_edit_and_sanitising(client, make_user) -> None:  #
         headers={"X-CSRF-Token": token},
     )
     assert "<em>x</em>" in preview.text and "<script>" not in preview.text
+
+
+def _use_case_of(prompt_id: int) -> str | None:
+    from app.models import Prompt
+
+    return _read(lambda s: s.get_one(Prompt, prompt_id).use_case)
+
+
+def test_use_case_select_on_both_task_pages_saves_with_htmx(client, make_user) -> None:  # type: ignore[no-untyped-def]
+    from app.models import Prompt
+
+    labeler = make_user("labeler")
+    demo_prompt = make_prompt()
+    rank_prompt = make_prompt()
+    task_id, _ = make_ranking_task(rank_prompt, k=4)
+    login(client, labeler)
+    htmx = {"HX-Request": "true"}
+
+    demo_page = client.get("/labeler/next?kind=demonstration")
+    assert 'id="use-case-select"' in demo_page.text
+    assert '<option value="" selected>— not set —</option>' in demo_page.text
+    assert '<option value="Brainstorming">Brainstorming</option>' in demo_page.text
+    demo_url = f"{demo_page.url.path}/use-case"
+    assert f'hx-post="{demo_url}"' in demo_page.text
+    token = csrf_from(demo_page.text)
+    r = client.post(demo_url, data={"csrf_token": token, "use_case": "brainstorming"}, headers=htmx)
+    assert r.status_code == 200 and "Saved: Brainstorming." in r.text and "<html" not in r.text
+    assert _use_case_of(demo_prompt) == "Brainstorming"  # the canonical name, as in the API
+    # the page shows the saved value preselected; "— not set —" clears it
+    assert '<option value="Brainstorming" selected>' in client.get(demo_page.url.path).text
+    r = client.post(demo_url, data={"csrf_token": token, "use_case": ""}, headers=htmx)
+    assert r.status_code == 200 and "Saved: not set." in r.text
+    assert _use_case_of(demo_prompt) is None
+
+    # ranking page: the current value is preselected; an unknown one is a 422 shown inline
+    from app.db import get_sessionmaker
+
+    with get_sessionmaker()() as s:
+        s.get_one(Prompt, rank_prompt).use_case = "Generation"
+        s.commit()
+    rank_page = client.get("/labeler/next?kind=ranking")
+    assert rank_page.url.path == f"/labeler/tasks/{task_id}"
+    assert '<option value="Generation" selected>Generation</option>' in rank_page.text
+    rank_url = f"/labeler/tasks/{task_id}/use-case"
+    bad = client.post(rank_url, data={"csrf_token": token, "use_case": "Nope<b>"}, headers=htmx)
+    assert bad.status_code == 422 and 'data-testid="use-case-error"' in bad.text
+    assert "unknown use case" in bad.text and "Nope&lt;b&gt;" in bad.text
+    assert _use_case_of(rank_prompt) == "Generation"
+    # without htmx (no JavaScript): saved, then back to the task page
+    plain = client.post(
+        rank_url, data={"csrf_token": token, "use_case": "open qa"}, follow_redirects=False
+    )
+    assert plain.status_code == 303 and plain.headers["location"] == f"/labeler/tasks/{task_id}"
+    assert _use_case_of(rank_prompt) == "Open QA"
+
+    # CSRF is required: without the token nothing changes
+    no_csrf = client.post(rank_url, data={"use_case": "Chat"}, headers=htmx)
+    assert no_csrf.status_code == 403 and _use_case_of(rank_prompt) == "Open QA"
+
+    # a labeler who does not hold the task: 403, nothing changes
+    other = make_user("labeler")
+    login(client, other)
+    other_token = csrf_from(client.get("/labeler").text)
+    r = client.post(rank_url, data={"csrf_token": other_token, "use_case": "Chat"}, headers=htmx)
+    assert r.status_code == 403 and "not assigned to you" in r.text
+    assert (
+        client.post(rank_url, data={"csrf_token": other_token, "use_case": "Chat"}).status_code
+        == 403
+    )
+    assert _use_case_of(rank_prompt) == "Open QA"
