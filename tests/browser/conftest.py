@@ -72,7 +72,9 @@ def live_server(app_env: str) -> Iterator[str]:
     thread.join(timeout=15)
 
 
-@pytest.fixture(scope="session")
+# package scope, not session: Playwright's sync API keeps an event loop running in the main
+# thread while it lives, which breaks later tests that start their own (TestClient streams)
+@pytest.fixture(scope="package")
 def _browser() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
