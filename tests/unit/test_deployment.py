@@ -7,10 +7,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
 from app.config import Settings
+from tests.conftest import service_unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,7 +49,9 @@ def test_compose_file_is_valid() -> None:
     ):
         cmd = ["docker", "compose", "config", "-q"]
     else:
-        pytest.skip("neither docker-compose nor the docker compose plugin is installed")
+        service_unavailable(
+            "docker compose", RuntimeError("neither docker-compose nor the compose plugin")
+        )
     result = subprocess.run(
         cmd,
         cwd=ROOT,
