@@ -74,14 +74,16 @@ def parts_alone(policy_path: str, rm_path: str, cfg: PPOConfig, repeats: int) ->
         def run() -> None:
             with torch.no_grad(), ctx():
                 fn()  # type: ignore[operator]
+
         return run
 
     def optimise() -> None:
         with ctx():
             for _ in range(cfg.ppo_epochs):
                 for idx in torch.randperm(len(seqs)).split(cfg.minibatch_size):
-                    logprobs, entropy = response_logprobs(policy, seqs[idx], attn[idx], width,
-                                                          cfg.temperature)
+                    logprobs, entropy = response_logprobs(
+                        policy, seqs[idx], attn[idx], width, cfg.temperature
+                    )
                     values = response_values(value, seqs[idx], attn[idx], width)
                     loss = masked_mean(-logprobs.exp() + 0.5 * values**2, mask[idx])
                     loss.backward()
@@ -91,15 +93,27 @@ def parts_alone(policy_path: str, rm_path: str, cfg: PPOConfig, repeats: int) ->
     return {
         "response_length": float(resp.sum(1).float().mean()),
         "generation": timed(gen, repeats, device),
-        "policy": timed(no_grad(lambda: response_logprobs(policy, seqs, attn, width, 1.0)),
-                        repeats, device),
-        "reference": timed(no_grad(lambda: response_logprobs(ref, seqs, attn, width, 1.0)),
-                           repeats, device),
-        "reward_model": timed(no_grad(lambda: score_pairs(
-            rm, rm_tokenizer, list(zip(prompts, texts, strict=True)), bias,
-            cfg.minibatch_size, cfg.max_length)), repeats, device),
-        "value": timed(no_grad(lambda: response_values(value, seqs, attn, width)), repeats,
-                       device),
+        "policy": timed(
+            no_grad(lambda: response_logprobs(policy, seqs, attn, width, 1.0)), repeats, device
+        ),
+        "reference": timed(
+            no_grad(lambda: response_logprobs(ref, seqs, attn, width, 1.0)), repeats, device
+        ),
+        "reward_model": timed(
+            no_grad(
+                lambda: score_pairs(
+                    rm,
+                    rm_tokenizer,
+                    list(zip(prompts, texts, strict=True)),
+                    bias,
+                    cfg.minibatch_size,
+                    cfg.max_length,
+                )
+            ),
+            repeats,
+            device,
+        ),
+        "value": timed(no_grad(lambda: response_values(value, seqs, attn, width)), repeats, device),
         "optimization": timed(optimise, repeats, device),
     }
 
@@ -122,35 +136,57 @@ def main() -> None:
     policy, rm = args.policy, args.reward_model
     if policy is None:
         policy = str(tmp / "sft")
-        train_sft(resolve_model("tiny"), synthetic.demonstrations(256), policy,
-                  config=SFTConfig(epochs=2, lr=3e-3, batch_size=16, max_length=64,
-                                   residual_dropout=0.0, cpu=args.cpu))
+        train_sft(
+            resolve_model("tiny"),
+            synthetic.demonstrations(256),
+            policy,
+            config=SFTConfig(
+                epochs=2, lr=3e-3, batch_size=16, max_length=64, residual_dropout=0.0, cpu=args.cpu
+            ),
+        )
     if rm is None:
         rm = str(tmp / "rm")
-        train_reward_model(policy, synthetic.rankings(200), rm,
-                           config=RMConfig(lr=1e-3, max_length=64, cpu=args.cpu))
-    cfg = PPOConfig(iterations=args.iterations, rollout_batch_size=args.rollout,
-                    minibatch_size=args.minibatch, ppo_epochs=args.ppo_epochs,
-                    max_new_tokens=args.max_new_tokens, max_length=args.max_new_tokens + 48,
-                    lr=1e-5, cpu=args.cpu)
+        train_reward_model(
+            policy,
+            synthetic.rankings(200),
+            rm,
+            config=RMConfig(lr=1e-3, max_length=64, cpu=args.cpu),
+        )
+    cfg = PPOConfig(
+        iterations=args.iterations,
+        rollout_batch_size=args.rollout,
+        minibatch_size=args.minibatch,
+        ppo_epochs=args.ppo_epochs,
+        max_new_tokens=args.max_new_tokens,
+        max_length=args.max_new_tokens + 48,
+        lr=1e-5,
+        cpu=args.cpu,
+    )
     train_ppo(policy, rm, synthetic.prompts(256), tmp / "ppo", config=cfg)
-    log = [r for r in read_metrics(tmp / "ppo")
-           if "time_iteration" in r and "iterations" not in r][1:]  # skip warm-up and summary
+    log = [r for r in read_metrics(tmp / "ppo") if "time_iteration" in r and "iterations" not in r][
+        1:
+    ]  # skip warm-up and summary
     in_loop = {p: statistics.median(r[f"time_{p}"] for r in log) for p in PARTS}
     iteration = statistics.median(r["time_iteration"] for r in log)
     alone = parts_alone(policy, rm, cfg, args.repeats)
     alone_length = alone.pop("response_length")
 
-    print(f"\nPPO iteration breakdown: rollout={args.rollout} minibatch={args.minibatch} "
-          f"ppo_epochs={args.ppo_epochs} max_new_tokens={args.max_new_tokens} "
-          f"threads={args.threads} device={make_accelerator(cfg).device} "
-          f"(medians over {len(log)} iterations / {args.repeats} repeats)")
+    print(
+        f"\nPPO iteration breakdown: rollout={args.rollout} minibatch={args.minibatch} "
+        f"ppo_epochs={args.ppo_epochs} max_new_tokens={args.max_new_tokens} "
+        f"threads={args.threads} device={make_accelerator(cfg).device} "
+        f"(medians over {len(log)} iterations / {args.repeats} repeats)"
+    )
     print(f"{'part':>14} {'in loop (s)':>11} {'share':>6} {'alone (s)':>10} {'loop/alone':>10}")
     for p in PARTS:
-        print(f"{p:>14} {in_loop[p]:>11.4f} {in_loop[p] / iteration:>6.1%} {alone[p]:>10.4f} "
-              f"{in_loop[p] / alone[p]:>9.2f}x")
-    print(f"{'iteration':>14} {iteration:>11.4f} {'':>6} {sum(alone.values()):>10.4f} "
-          f"{iteration / sum(alone.values()):>9.2f}x   (alone column: sum of the parts)")
+        print(
+            f"{p:>14} {in_loop[p]:>11.4f} {in_loop[p] / iteration:>6.1%} {alone[p]:>10.4f} "
+            f"{in_loop[p] / alone[p]:>9.2f}x"
+        )
+    print(
+        f"{'iteration':>14} {iteration:>11.4f} {'':>6} {sum(alone.values()):>10.4f} "
+        f"{iteration / sum(alone.values()):>9.2f}x   (alone column: sum of the parts)"
+    )
     print(f"sum of in-loop parts / iteration: {sum(in_loop.values()) / iteration:.3f}")
     loop_length = statistics.mean(r["response_length"] for r in log)
     print(f"mean response length: in loop {loop_length:.1f} tokens, alone {alone_length:.1f}")

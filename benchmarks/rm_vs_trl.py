@@ -57,31 +57,48 @@ def trl_pairs(tokenizer: object, rows: list[dict], max_length: int, seed: int) -
         for text_w, rank_w in zip(r["texts"], r["ranks"], strict=True):
             for text_l, rank_l in zip(r["texts"], r["ranks"], strict=True):
                 if rank_w < rank_l:
-                    pairs.append({
-                        "chosen_ids": data.encode_example(tokenizer, r["prompt"], text_w,
-                                                          max_length)[0],
-                        "rejected_ids": data.encode_example(tokenizer, r["prompt"], text_l,
-                                                            max_length)[0]})
+                    pairs.append(
+                        {
+                            "chosen_ids": data.encode_example(
+                                tokenizer, r["prompt"], text_w, max_length
+                            )[0],
+                            "rejected_ids": data.encode_example(
+                                tokenizer, r["prompt"], text_l, max_length
+                            )[0],
+                        }
+                    )
     random.Random(seed).shuffle(pairs)
     return pairs
 
 
-def run_trl(model_path: str, pairs: list[dict], pairs_per_step: int, cfg: RMConfig,
-            out: Path) -> tuple[object, float]:
+def run_trl(
+    model_path: str, pairs: list[dict], pairs_per_step: int, cfg: RMConfig, out: Path
+) -> tuple[object, float]:
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
     model, tokenizer, _ = load_reward_model(model_path, trainable=True)
     args = RewardConfig(
-        output_dir=str(out), per_device_train_batch_size=pairs_per_step, num_train_epochs=1,
-        learning_rate=cfg.lr, lr_scheduler_type="cosine",
+        output_dir=str(out),
+        per_device_train_batch_size=pairs_per_step,
+        num_train_epochs=1,
+        learning_rate=cfg.lr,
+        lr_scheduler_type="cosine",
         warmup_steps=int(cfg.warmup_ratio * math.ceil(len(pairs) / pairs_per_step)),
-        max_grad_norm=cfg.max_grad_norm, weight_decay=cfg.weight_decay, seed=cfg.seed,
-        report_to="none", save_strategy="no", logging_steps=10**9, use_cpu=cfg.cpu,
-        dataloader_num_workers=0, max_length=cfg.max_length, disable_tqdm=True,
+        max_grad_norm=cfg.max_grad_norm,
+        weight_decay=cfg.weight_decay,
+        seed=cfg.seed,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=10**9,
+        use_cpu=cfg.cpu,
+        dataloader_num_workers=0,
+        max_length=cfg.max_length,
+        disable_tqdm=True,
     )
-    trainer = RewardTrainer(model=model, args=args, processing_class=tokenizer,
-                            train_dataset=Dataset.from_list(pairs))
+    trainer = RewardTrainer(
+        model=model, args=args, processing_class=tokenizer, train_dataset=Dataset.from_list(pairs)
+    )
     result = trainer.train()
     return trainer.model, float(result.metrics["train_runtime"])
 
@@ -101,44 +118,71 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model_path = resolve_model(args.model)
     backbone = load_reward_model(model_path)[0].base_model.__class__.__name__
-    cfg = RMConfig(epochs=1, lr=args.lr, batch_size=args.batch_prompts,
-                   max_length=args.max_length, warmup_ratio=0.1, cpu=not args.gpu)
+    cfg = RMConfig(
+        epochs=1,
+        lr=args.lr,
+        batch_size=args.batch_prompts,
+        max_length=args.max_length,
+        warmup_ratio=0.1,
+        cpu=not args.gpu,
+    )
     rows_out = []
     for k in args.ks:
         train = synthetic.rankings(args.prompts, seed=1, ks=(k,))
         val = synthetic.rankings(args.val_prompts, seed=2, ks=(k,))
         with tempfile.TemporaryDirectory() as tmp:
-            ours, ours_count = counted(backbone, train_reward_model, model_path, train,
-                                       Path(tmp) / "ours", val=val, config=cfg)
+            ours, ours_count = counted(
+                backbone,
+                train_reward_model,
+                model_path,
+                train,
+                Path(tmp) / "ours",
+                val=val,
+                config=cfg,
+            )
             tokenizer = load_reward_model(model_path)[1]
             pairs = trl_pairs(tokenizer, data.rankings(train), args.max_length, cfg.seed)
             # Same budget: one step sees as many comparisons as batch-prompts rankings hold.
             pairs_per_step = max(1, round(len(pairs) / math.ceil(len(train) / cfg.batch_size)))
             (trl_model, trl_seconds), trl_count = counted(
-                backbone, run_trl, model_path, pairs, pairs_per_step, cfg, Path(tmp) / "trl")
-            trl_metrics = evaluate_rankings(make_accelerator(cfg), trl_model.eval(), tokenizer,
-                                            data.rankings(val), cfg)
-        rows_out.append({
-            "K": k, "comparisons": len(pairs),
-            "ours_cmp_s": ours["comparisons_per_second"],
-            "trl_cmp_s": len(pairs) / trl_seconds,
-            "ours_acc": ours["val_accuracy"], "trl_acc": trl_metrics["val_accuracy"],
-            "ours_seqs": ours_count.sequences, "trl_seqs": trl_count.sequences,
-            "ours_steps": ours_count.forwards, "trl_steps": trl_count.forwards,
-        })
+                backbone, run_trl, model_path, pairs, pairs_per_step, cfg, Path(tmp) / "trl"
+            )
+            trl_metrics = evaluate_rankings(
+                make_accelerator(cfg), trl_model.eval(), tokenizer, data.rankings(val), cfg
+            )
+        rows_out.append(
+            {
+                "K": k,
+                "comparisons": len(pairs),
+                "ours_cmp_s": ours["comparisons_per_second"],
+                "trl_cmp_s": len(pairs) / trl_seconds,
+                "ours_acc": ours["val_accuracy"],
+                "trl_acc": trl_metrics["val_accuracy"],
+                "ours_seqs": ours_count.sequences,
+                "trl_seqs": trl_count.sequences,
+                "ours_steps": ours_count.forwards,
+                "trl_steps": trl_count.forwards,
+            }
+        )
 
-    print(f"\nRM benchmark: model={args.model} rankings/K={args.prompts} "
-          f"batch={args.batch_prompts} rankings/step threads={args.threads} "
-          f"device={'gpu' if args.gpu else 'cpu'}")
-    print(f"{'K':>2} {'comparisons':>11} {'ours cmp/s':>10} {'TRL cmp/s':>10} {'speed-up':>8} "
-          f"{'ours acc':>8} {'TRL acc':>8} {'ours seqs':>9} {'TRL seqs':>9} {'seq ratio':>9} "
-          f"{'K-1':>4} {'steps ours/TRL':>14}")
+    print(
+        f"\nRM benchmark: model={args.model} rankings/K={args.prompts} "
+        f"batch={args.batch_prompts} rankings/step threads={args.threads} "
+        f"device={'gpu' if args.gpu else 'cpu'}"
+    )
+    print(
+        f"{'K':>2} {'comparisons':>11} {'ours cmp/s':>10} {'TRL cmp/s':>10} {'speed-up':>8} "
+        f"{'ours acc':>8} {'TRL acc':>8} {'ours seqs':>9} {'TRL seqs':>9} {'seq ratio':>9} "
+        f"{'K-1':>4} {'steps ours/TRL':>14}"
+    )
     for r in rows_out:
-        print(f"{r['K']:>2} {r['comparisons']:>11} {r['ours_cmp_s']:>10.0f} "
-              f"{r['trl_cmp_s']:>10.0f} {r['ours_cmp_s'] / r['trl_cmp_s']:>7.2f}x "
-              f"{r['ours_acc']:>8.3f} {r['trl_acc']:>8.3f} {r['ours_seqs']:>9} "
-              f"{r['trl_seqs']:>9} {r['trl_seqs'] / r['ours_seqs']:>8.2f}x {r['K'] - 1:>4} "
-              f"{r['ours_steps']:>6}/{r['trl_steps']:<6}")
+        print(
+            f"{r['K']:>2} {r['comparisons']:>11} {r['ours_cmp_s']:>10.0f} "
+            f"{r['trl_cmp_s']:>10.0f} {r['ours_cmp_s'] / r['trl_cmp_s']:>7.2f}x "
+            f"{r['ours_acc']:>8.3f} {r['trl_acc']:>8.3f} {r['ours_seqs']:>9} "
+            f"{r['trl_seqs']:>9} {r['trl_seqs'] / r['ours_seqs']:>8.2f}x {r['K'] - 1:>4} "
+            f"{r['ours_steps']:>6}/{r['trl_steps']:<6}"
+        )
 
 
 if __name__ == "__main__":

@@ -88,8 +88,12 @@ class TqdmProgress:
         from tqdm.auto import tqdm
 
         if self.bar is None:  # one bar per job: only the first process of a launch draws it
-            self.bar = tqdm(total=p.total, desc=self.desc, dynamic_ncols=True,
-                            disable=os.environ.get("RANK", "0") != "0")
+            self.bar = tqdm(
+                total=p.total,
+                desc=self.desc,
+                dynamic_ncols=True,
+                disable=os.environ.get("RANK", "0") != "0",
+            )
         self.bar.total = p.total
         self.bar.n = p.step
         shown = {k: f"{v:.4g}" for k, v in p.metrics.items() if not self.keys or k in self.keys}

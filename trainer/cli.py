@@ -18,8 +18,9 @@ from trainer.config import PPOConfig, RMConfig, SampleConfig, SFTConfig, _Common
 from trainer.data import prompts as read_prompts
 from trainer.data import write_jsonl
 
-train_app = typer.Typer(help="Train the method's models: SFT, reward model, PPO / PPO-ptx.",
-                        no_args_is_help=True)
+train_app = typer.Typer(
+    help="Train the method's models: SFT, reward model, PPO / PPO-ptx.", no_args_is_help=True
+)
 
 CONFIG = typer.Option(None, "--config", help="YAML file of config fields (and paths).")
 SET = typer.Option([], "--set", help="Any config field as KEY=VALUE (YAML value); repeatable.")
@@ -30,8 +31,11 @@ LORA = typer.Option(None, "--lora/--no-lora", help="Train LoRA adapters (merged 
 
 
 def _settings(
-    cls: type[_Common], config_file: Path | None, paths: dict[str, Any],
-    flags: dict[str, Any], sets: list[str],
+    cls: type[_Common],
+    config_file: Path | None,
+    paths: dict[str, Any],
+    flags: dict[str, Any],
+    sets: list[str],
 ) -> tuple[Any, dict[str, Any]]:
     """Merge YAML, flags and --set into (config, paths); flags beat the YAML file."""
     params = yaml.safe_load(config_file.read_text()) or {} if config_file else {}
@@ -88,20 +92,44 @@ def sft_command(
     output: Path = typer.Option(None, help="Checkpoint directory."),
     reward_model: str = typer.Option(None, help="RM that picks the best epoch on val data."),
     config: Path = CONFIG,
-    epochs: int = typer.Option(None), lr: float = typer.Option(None),
-    batch_size: int = typer.Option(None), seed: int = SEED, cpu: bool = CPU,
-    mixed_precision: str = PRECISION, use_lora: bool = LORA, set_: list[str] = SET,
+    epochs: int = typer.Option(None),
+    lr: float = typer.Option(None),
+    batch_size: int = typer.Option(None),
+    seed: int = SEED,
+    cpu: bool = CPU,
+    mixed_precision: str = PRECISION,
+    use_lora: bool = LORA,
+    set_: list[str] = SET,
 ) -> None:
     """Supervised fine-tuning on demonstrations."""
     from trainer.sft import train_sft
 
-    cfg, p = _settings(SFTConfig, config, dict(model=model, data=data, val_data=val_data,
-                       output=output, reward_model=reward_model), dict(
-        epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, cpu=cpu,
-        mixed_precision=mixed_precision, use_lora=use_lora), set_)
+    cfg, p = _settings(
+        SFTConfig,
+        config,
+        dict(model=model, data=data, val_data=val_data, output=output, reward_model=reward_model),
+        dict(
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            seed=seed,
+            cpu=cpu,
+            mixed_precision=mixed_precision,
+            use_lora=use_lora,
+        ),
+        set_,
+    )
     _require(p, "model", "data", "output")
-    _run("sft", train_sft, model=p["model"], train=p["data"], output_dir=p["output"],
-         val=p["val_data"], reward_model=p["reward_model"], config=cfg)
+    _run(
+        "sft",
+        train_sft,
+        model=p["model"],
+        train=p["data"],
+        output_dir=p["output"],
+        val=p["val_data"],
+        reward_model=p["reward_model"],
+        config=cfg,
+    )
 
 
 @train_app.command("rm")
@@ -112,20 +140,44 @@ def rm_command(
     demos: Path = typer.Option(None, help="Demonstrations JSONL; their mean score becomes 0."),
     output: Path = typer.Option(None, help="Checkpoint directory."),
     config: Path = CONFIG,
-    epochs: int = typer.Option(None), lr: float = typer.Option(None),
-    batch_size: int = typer.Option(None), seed: int = SEED, cpu: bool = CPU,
-    mixed_precision: str = PRECISION, use_lora: bool = LORA, set_: list[str] = SET,
+    epochs: int = typer.Option(None),
+    lr: float = typer.Option(None),
+    batch_size: int = typer.Option(None),
+    seed: int = SEED,
+    cpu: bool = CPU,
+    mixed_precision: str = PRECISION,
+    use_lora: bool = LORA,
+    set_: list[str] = SET,
 ) -> None:
     """Train a reward model on K-way rankings."""
     from trainer.reward import train_reward_model
 
-    cfg, p = _settings(RMConfig, config, dict(model=model, data=data, val_data=val_data,
-                       demos=demos, output=output), dict(
-        epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, cpu=cpu,
-        mixed_precision=mixed_precision, use_lora=use_lora), set_)
+    cfg, p = _settings(
+        RMConfig,
+        config,
+        dict(model=model, data=data, val_data=val_data, demos=demos, output=output),
+        dict(
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            seed=seed,
+            cpu=cpu,
+            mixed_precision=mixed_precision,
+            use_lora=use_lora,
+        ),
+        set_,
+    )
     _require(p, "model", "data", "output")
-    _run("rm", train_reward_model, model=p["model"], train=p["data"], output_dir=p["output"],
-         val=p["val_data"], demonstrations=p["demos"], config=cfg)
+    _run(
+        "rm",
+        train_reward_model,
+        model=p["model"],
+        train=p["data"],
+        output_dir=p["output"],
+        val=p["val_data"],
+        demonstrations=p["demos"],
+        config=cfg,
+    )
 
 
 @train_app.command("ppo")
@@ -138,21 +190,50 @@ def ppo_command(
     ptx_coef: float = typer.Option(None, help="gamma: pre-training loss weight (PPO-ptx)."),
     kl_coef: float = typer.Option(None, help="beta: per-token KL penalty from the SFT policy."),
     config: Path = CONFIG,
-    iterations: int = typer.Option(None), lr: float = typer.Option(None),
-    seed: int = SEED, cpu: bool = CPU, mixed_precision: str = PRECISION, use_lora: bool = LORA,
+    iterations: int = typer.Option(None),
+    lr: float = typer.Option(None),
+    seed: int = SEED,
+    cpu: bool = CPU,
+    mixed_precision: str = PRECISION,
+    use_lora: bool = LORA,
     set_: list[str] = SET,
 ) -> None:
     """PPO (PPO-ptx with --pretrain-data and --ptx-coef > 0) against a reward model."""
     from trainer.ppo import train_ppo
 
-    cfg, p = _settings(PPOConfig, config, dict(policy=policy, reward_model=reward_model,
-                       prompts=prompts, pretrain_data=pretrain_data, output=output), dict(
-        ptx_coef=ptx_coef, kl_coef=kl_coef, iterations=iterations, lr=lr, seed=seed, cpu=cpu,
-        mixed_precision=mixed_precision, use_lora=use_lora), set_)
+    cfg, p = _settings(
+        PPOConfig,
+        config,
+        dict(
+            policy=policy,
+            reward_model=reward_model,
+            prompts=prompts,
+            pretrain_data=pretrain_data,
+            output=output,
+        ),
+        dict(
+            ptx_coef=ptx_coef,
+            kl_coef=kl_coef,
+            iterations=iterations,
+            lr=lr,
+            seed=seed,
+            cpu=cpu,
+            mixed_precision=mixed_precision,
+            use_lora=use_lora,
+        ),
+        set_,
+    )
     _require(p, "policy", "reward_model", "prompts", "output")
-    _run("ppo", train_ppo, policy=p["policy"], reward_model=p["reward_model"],
-         prompts=p["prompts"], output_dir=p["output"], pretrain_texts=p["pretrain_data"],
-         config=cfg)
+    _run(
+        "ppo",
+        train_ppo,
+        policy=p["policy"],
+        reward_model=p["reward_model"],
+        prompts=p["prompts"],
+        output_dir=p["output"],
+        pretrain_texts=p["pretrain_data"],
+        config=cfg,
+    )
 
 
 def sample_command(
@@ -161,17 +242,31 @@ def sample_command(
     k: int = typer.Option(None, "--k", help="Completions per prompt."),
     output: Path = typer.Option(None, help="Output JSONL: {prompt, completion, model}."),
     config: Path = CONFIG,
-    temperature: float = typer.Option(None), top_p: float = typer.Option(None),
-    max_new_tokens: int = typer.Option(None), batch_size: int = typer.Option(None),
-    seed: int = SEED, cpu: bool = CPU, set_: list[str] = SET,
+    temperature: float = typer.Option(None),
+    top_p: float = typer.Option(None),
+    max_new_tokens: int = typer.Option(None),
+    batch_size: int = typer.Option(None),
+    seed: int = SEED,
+    cpu: bool = CPU,
+    set_: list[str] = SET,
 ) -> None:
     """Sample K completions per prompt (e.g. for new ranking tasks)."""
     from trainer.sample import sample_completions
 
-    cfg, p = _settings(SampleConfig, config, dict(model=model, prompts=prompts, k=k,
-                       output=output), dict(
-        temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-        batch_size=batch_size, seed=seed, cpu=cpu), set_)
+    cfg, p = _settings(
+        SampleConfig,
+        config,
+        dict(model=model, prompts=prompts, k=k, output=output),
+        dict(
+            temperature=temperature,
+            top_p=top_p,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            seed=seed,
+            cpu=cpu,
+        ),
+        set_,
+    )
     _require(p, "model", "prompts", "k", "output")
     _quiet()
     bar = TqdmProgress("sample")
@@ -202,8 +297,9 @@ def score_command(
     typer.echo(f"wrote {len(records)} scored records to {output}")
 
 
-app = typer.Typer(help="prefloop trainer: SFT, reward model, PPO, sampling and scoring.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="prefloop trainer: SFT, reward model, PPO, sampling and scoring.", no_args_is_help=True
+)
 app.add_typer(train_app, name="train")
 app.command("sample")(sample_command)
 app.command("score")(score_command)

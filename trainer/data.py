@@ -67,8 +67,12 @@ def _require(record: dict[str, Any], key: str, kind: type, n: int) -> Any:
 def demonstrations(source: Records | None) -> list[dict[str, str]]:
     out = []
     for n, r in enumerate(load_records(source)):
-        out.append({"prompt": _require(r, "prompt", str, n),
-                    "completion": _require(r, "completion", str, n)})
+        out.append(
+            {
+                "prompt": _require(r, "prompt", str, n),
+                "completion": _require(r, "completion", str, n),
+            }
+        )
     return out
 
 
@@ -116,7 +120,7 @@ def encode_example(
     c = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     if len(p) + len(c) > max_length:
         c = c[: max_length - min(len(p), max_length // 2)]
-        p = p[-(max_length - len(c)):] if max_length > len(c) else []
+        p = p[-(max_length - len(c)) :] if max_length > len(c) else []
     return p + c, len(p)
 
 
@@ -158,8 +162,12 @@ def ranking_batch(tokenizer: Any, batch: list[dict[str, Any]], max_length: int) 
             ranks.append(rank)
             group.append(g)
     ids, mask = pad(seqs, tokenizer.pad_token_id)
-    return {"input_ids": ids, "attention_mask": mask,
-            "ranks": torch.tensor(ranks), "group": torch.tensor(group)}
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "ranks": torch.tensor(ranks),
+        "group": torch.tensor(group),
+    }
 
 
 def pair_batch(tokenizer: Any, pairs: list[tuple[str, str]], max_length: int) -> dict:
@@ -171,4 +179,4 @@ def pair_batch(tokenizer: Any, pairs: list[tuple[str, str]], max_length: int) ->
 
 def batches(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]

@@ -70,12 +70,20 @@ def build_tiny(output_dir: str | Path | None = None, seed: int = 0) -> Path:
     )
     tok.train_from_iterator(TINY_CORPUS.split("\n"), trainer=bpe_trainer)
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
-        unk_token="<|endoftext|>", pad_token="<|pad|>",
+        tokenizer_object=tok,
+        eos_token="<|endoftext|>",
+        bos_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+        pad_token="<|pad|>",
     )
     config = GPT2Config(
-        vocab_size=len(tokenizer), n_positions=512, n_embd=64, n_layer=2, n_head=4,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        n_positions=512,
+        n_embd=64,
+        n_layer=2,
+        n_head=4,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(seed)
@@ -88,8 +96,10 @@ def build_tiny(output_dir: str | Path | None = None, seed: int = 0) -> Path:
     tmp.chmod(0o755)  # mkdtemp makes it private; the cache is shared
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    write_prefloop_meta(tmp, {"kind": "base", "name": "tiny", "tiny_version": TINY_VERSION,
-                              "seed": seed, "parents": []})
+    write_prefloop_meta(
+        tmp,
+        {"kind": "base", "name": "tiny", "tiny_version": TINY_VERSION, "seed": seed, "parents": []},
+    )
     shutil.rmtree(out, ignore_errors=True)
     try:
         tmp.rename(out)
@@ -104,7 +114,7 @@ def _tiny_cache_dir() -> Path:
 
 
 def resolve_model(name_or_path: str | Path) -> str:
-    """"tiny" -> the built (cached) preset; an existing local path -> itself; anything else
+    """ "tiny" -> the built (cached) preset; an existing local path -> itself; anything else
     is passed through as a Hugging Face hub ID."""
     name = str(name_or_path)
     if name == "tiny":
@@ -189,8 +199,11 @@ def apply_lora(model: PreTrainedModel, config: _Common, task_type: str) -> PreTr
     from peft import LoraConfig, get_peft_model
 
     lora = LoraConfig(
-        task_type=task_type, r=config.lora_r, lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout, target_modules=config.lora_target_modules,
+        task_type=task_type,
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.lora_target_modules,
     )
     return get_peft_model(model, lora)
 
@@ -251,8 +264,11 @@ def make_accelerator(config: _Common) -> Accelerator:
     GradientState._reset_state()
     # Without an accelerator, say "CPU" explicitly: Accelerate only sets up several CPU
     # processes (torchrun, gloo) when told it runs on CPU.
-    has_accelerator = torch.cuda.is_available() or torch.backends.mps.is_available() or (
-        hasattr(torch, "xpu") and torch.xpu.is_available())
+    has_accelerator = (
+        torch.cuda.is_available()
+        or torch.backends.mps.is_available()
+        or (hasattr(torch, "xpu") and torch.xpu.is_available())
+    )
     return Accelerator(
         cpu=config.cpu or not has_accelerator,
         mixed_precision=config.mixed_precision,
@@ -288,7 +304,10 @@ def save_checkpoint(
 
 
 def checkpoint_meta(
-    kind: str, parents: list[str], config: _Common, metrics: dict[str, float],
+    kind: str,
+    parents: list[str],
+    config: _Common,
+    metrics: dict[str, float],
     meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """prefloop.json content: the caller's `meta` (e.g. data_snapshot, parents as model
@@ -298,8 +317,9 @@ def checkpoint_meta(
     return out
 
 
-def finalize_checkpoint(accelerator: Accelerator, candidate: Path, output_dir: Path,
-                        meta: dict[str, Any]) -> None:
+def finalize_checkpoint(
+    accelerator: Accelerator, candidate: Path, output_dir: Path, meta: dict[str, Any]
+) -> None:
     """Move a saved candidate's files into output_dir and write prefloop.json last."""
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:

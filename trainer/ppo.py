@@ -48,26 +48,34 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def response_logprobs(
-    model: Any, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_width: int,
+    model: Any,
+    sequences: torch.Tensor,
+    attention_mask: torch.Tensor,
+    prompt_width: int,
     temperature: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """log pi(y_t | x, y_<t) of each response token and the policy's entropy there."""
     position_ids = (attention_mask.cumsum(1) - 1).clamp(min=0)  # left-padded prompts
-    logits = model(input_ids=sequences, attention_mask=attention_mask, position_ids=position_ids,
-                   use_cache=False).logits
-    logits = logits[:, prompt_width - 1:-1].float() / temperature  # positions predicting y_t
+    logits = model(
+        input_ids=sequences,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        use_cache=False,
+    ).logits
+    logits = logits[:, prompt_width - 1 : -1].float() / temperature  # positions predicting y_t
     all_logprobs = F.log_softmax(logits, dim=-1)
     logprobs = all_logprobs.gather(-1, sequences[:, prompt_width:, None]).squeeze(-1)
     entropy = -(all_logprobs.exp() * all_logprobs).sum(-1)
     return logprobs, entropy
 
 
-def response_values(model: Any, sequences: torch.Tensor, attention_mask: torch.Tensor,
-                    prompt_width: int) -> torch.Tensor:
+def response_values(
+    model: Any, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_width: int
+) -> torch.Tensor:
     """V(x, y_<t): the value head at the position before each response token."""
     position_ids = (attention_mask.cumsum(1) - 1).clamp(min=0)
     values = token_scores(model, sequences, attention_mask, position_ids)
-    return values[:, prompt_width - 1:-1]
+    return values[:, prompt_width - 1 : -1]
 
 
 def _timer(device: torch.device) -> float:
@@ -104,15 +112,20 @@ def train_ppo(
     rm, rm_tokenizer, rm_bias = load_reward_model(reward_model)  # r_theta, frozen
     value_model, _, _ = load_reward_model(reward_model, config, trainable=True)  # V from the RM
     if rm_tokenizer.get_vocab() != tokenizer.get_vocab():
-        raise ValueError("the value model starts from the RM, so RM and policy must share a "
-                         "tokenizer")
+        raise ValueError(
+            "the value model starts from the RM, so RM and policy must share a tokenizer"
+        )
     ref_model.to(device)
     rm.to(device)
-    optimizer = torch.optim.AdamW([
-        {"params": [p for p in model.parameters() if p.requires_grad], "lr": config.lr},
-        {"params": [p for p in value_model.parameters() if p.requires_grad],
-         "lr": config.value_lr},
-    ])
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": [p for p in model.parameters() if p.requires_grad], "lr": config.lr},
+            {
+                "params": [p for p in value_model.parameters() if p.requires_grad],
+                "lr": config.value_lr,
+            },
+        ]
+    )
     model, value_model, optimizer = accelerator.prepare(model, value_model, optimizer)
     # Dropout off: the ratio pi_new / pi_old must be 1 before the first update.
     model.eval()
@@ -130,29 +143,43 @@ def train_ppo(
         # ---- rollout: sample y ~ pi_RL(.|x) for a batch of prompts
         while len(order) < config.rollout_batch_size:
             order += rng.sample(range(len(prompt_rows)), len(prompt_rows))
-        batch_prompts = [prompt_rows[i] for i in order[:config.rollout_batch_size]]
-        del order[:config.rollout_batch_size]
+        batch_prompts = [prompt_rows[i] for i in order[: config.rollout_batch_size]]
+        del order[: config.rollout_batch_size]
         t0 = _timer(device)
         with torch.no_grad(), accelerator.autocast():
             sequences, attention_mask, response_mask = generate(
-                accelerator.unwrap_model(model), tokenizer,
+                accelerator.unwrap_model(model),
+                tokenizer,
                 [data.encode_prompt(tokenizer, p, max_prompt) for p in batch_prompts],
-                config.max_new_tokens, config.temperature, config.top_p)
+                config.max_new_tokens,
+                config.temperature,
+                config.top_p,
+            )
             t1 = _timer(device)
             width = sequences.shape[1] - response_mask.shape[1]
             mask = response_mask.float()
 
             # ---- scoring: policy, reference, RM and value on the rollout
-            logprobs, _ = response_logprobs(model, sequences, attention_mask, width,
-                                            config.temperature)
+            logprobs, _ = response_logprobs(
+                model, sequences, attention_mask, width, config.temperature
+            )
             t2 = _timer(device)
-            ref_logprobs, _ = response_logprobs(ref_model, sequences, attention_mask, width,
-                                                config.temperature)
+            ref_logprobs, _ = response_logprobs(
+                ref_model, sequences, attention_mask, width, config.temperature
+            )
             t3 = _timer(device)
             texts = decode_responses(tokenizer, sequences[:, width:], response_mask)
-            scores = torch.tensor(score_pairs(  # normalised r_theta(x, y) = raw - bias
-                rm, rm_tokenizer, list(zip(batch_prompts, texts, strict=True)), rm_bias,
-                config.minibatch_size, config.max_length), device=device)
+            scores = torch.tensor(
+                score_pairs(  # normalised r_theta(x, y) = raw - bias
+                    rm,
+                    rm_tokenizer,
+                    list(zip(batch_prompts, texts, strict=True)),
+                    rm_bias,
+                    config.minibatch_size,
+                    config.max_length,
+                ),
+                device=device,
+            )
             t4 = _timer(device)
             values = response_values(value_model, sequences, attention_mask, width) * mask
             t5 = _timer(device)
@@ -177,36 +204,58 @@ def train_ppo(
                 advantages = masked_whiten(advantages, mask)
 
         # ---- optimisation: clipped policy and value losses, + gamma * pre-training loss
-        stats: dict[str, list[float]] = {k: [] for k in (
-            "policy_loss", "value_loss", "entropy", "clip_fraction", "approx_kl", "ptx_loss")}
+        stats: dict[str, list[float]] = {
+            k: []
+            for k in (
+                "policy_loss",
+                "value_loss",
+                "entropy",
+                "clip_fraction",
+                "approx_kl",
+                "ptx_loss",
+            )
+        }
         n = len(sequences)
         for _ in range(config.ppo_epochs):
             for idx in torch.randperm(n, device=device).split(config.minibatch_size):
                 with accelerator.accumulate(model, value_model):
                     m = mask[idx]
                     new_logprobs, entropy = response_logprobs(
-                        model, sequences[idx], attention_mask[idx], width, config.temperature)
+                        model, sequences[idx], attention_mask[idx], width, config.temperature
+                    )
                     logratio = new_logprobs - logprobs[idx]
                     ratio = logratio.exp()
                     # Clipped surrogate (Schulman et al. 2017, eq. 7), as a loss to minimise.
                     pg_loss1 = -advantages[idx] * ratio
-                    pg_loss2 = -advantages[idx] * ratio.clamp(1 - config.clip_coef,
-                                                              1 + config.clip_coef)
+                    pg_loss2 = -advantages[idx] * ratio.clamp(
+                        1 - config.clip_coef, 1 + config.clip_coef
+                    )
                     policy_loss = masked_mean(torch.max(pg_loss1, pg_loss2), m)
                     # Clipped value loss around the rollout's values.
-                    new_values = response_values(value_model, sequences[idx],
-                                                 attention_mask[idx], width)
+                    new_values = response_values(
+                        value_model, sequences[idx], attention_mask[idx], width
+                    )
                     v_clipped = values[idx] + (new_values - values[idx]).clamp(
-                        -config.vf_clip_coef, config.vf_clip_coef)
-                    value_loss = 0.5 * masked_mean(torch.max(
-                        (new_values - returns[idx]) ** 2, (v_clipped - returns[idx]) ** 2), m)
+                        -config.vf_clip_coef, config.vf_clip_coef
+                    )
+                    value_loss = 0.5 * masked_mean(
+                        torch.max(
+                            (new_values - returns[idx]) ** 2, (v_clipped - returns[idx]) ** 2
+                        ),
+                        m,
+                    )
                     entropy_mean = masked_mean(entropy, m)
-                    loss = policy_loss + config.vf_coef * value_loss \
-                        - config.ent_coef * entropy_mean
+                    loss = (
+                        policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy_mean
+                    )
                     if config.ptx_coef > 0:
                         # PPO-ptx: gamma * E[log pi_RL(x)] on pre-training text, as a loss.
-                        ptx_batch = ptx_lm_batch(tokenizer, rng.sample(
-                            ptx_rows, min(config.ptx_batch_size, len(ptx_rows))), config, device)
+                        ptx_batch = ptx_lm_batch(
+                            tokenizer,
+                            rng.sample(ptx_rows, min(config.ptx_batch_size, len(ptx_rows))),
+                            config,
+                            device,
+                        )
                         ptx_loss = model(**ptx_batch).loss
                         loss = loss + config.ptx_coef * ptx_loss
                         stats["ptx_loss"].append(ptx_loss.item())
@@ -214,7 +263,8 @@ def train_ppo(
                     if accelerator.sync_gradients:
                         accelerator.clip_grad_norm_(
                             [p for g in optimizer.param_groups for p in g["params"]],
-                            config.max_grad_norm)
+                            config.max_grad_norm,
+                        )
                     optimizer.step()
                     optimizer.zero_grad()
                 with torch.no_grad():
@@ -234,42 +284,70 @@ def train_ppo(
 
         metrics = {
             "reward": accelerator.reduce(scores.mean(), "mean").item(),
-            "kl": mean_kl, "kl_coef": kl_coef,
+            "kl": mean_kl,
+            "kl_coef": kl_coef,
             "non_score_reward": accelerator.reduce((-kl_coef * kl).sum(1).mean(), "mean").item(),
             "response_length": accelerator.reduce(mask.sum(1).mean(), "mean").item(),
             **{k: sum(v) / len(v) for k, v in stats.items() if v},
-            "time_generation": t1 - t0, "time_policy": t2 - t1, "time_reference": t3 - t2,
-            "time_reward_model": t4 - t3, "time_value": t5 - t4, "time_optimization": t6 - t5,
+            "time_generation": t1 - t0,
+            "time_policy": t2 - t1,
+            "time_reference": t3 - t2,
+            "time_reward_model": t4 - t3,
+            "time_value": t5 - t4,
+            "time_optimization": t6 - t5,
             "time_iteration": t6 - t0,
         }
         log.log(iteration, config.iterations, metrics)
 
     final = {**metrics, "iterations": config.iterations}
     if ptx_rows:
-        final.update(pretrain_loss_start=pretrain_start,
-                     pretrain_loss=pretrain_loss(accelerator, model, tokenizer, ptx_rows, config))
+        final.update(
+            pretrain_loss_start=pretrain_start,
+            pretrain_loss=pretrain_loss(accelerator, model, tokenizer, ptx_rows, config),
+        )
     log.log(config.iterations, config.iterations, final, message="ppo done")
-    save_checkpoint(accelerator, model, tokenizer, output_dir, checkpoint_meta(
-        "ppo", [resolve_model(policy), resolve_model(reward_model)], config, final, meta))
+    save_checkpoint(
+        accelerator,
+        model,
+        tokenizer,
+        output_dir,
+        checkpoint_meta(
+            "ppo", [resolve_model(policy), resolve_model(reward_model)], config, final, meta
+        ),
+    )
     return final
 
 
 def ptx_lm_batch(tokenizer: Any, texts: list[str], config: PPOConfig, device: Any) -> dict:
     """Pre-training texts (+ EOS) as a right-padded language-modelling batch."""
-    seqs = [tokenizer(t, add_special_tokens=False)["input_ids"][: config.max_length - 1]
-            + [tokenizer.eos_token_id] for t in texts]
+    seqs = [
+        tokenizer(t, add_special_tokens=False)["input_ids"][: config.max_length - 1]
+        + [tokenizer.eos_token_id]
+        for t in texts
+    ]
     ids, attn = data.pad(seqs, tokenizer.pad_token_id)
     labels = ids.masked_fill(attn == 0, -100)
-    return {"input_ids": ids.to(device), "attention_mask": attn.to(device),
-            "labels": labels.to(device)}
+    return {
+        "input_ids": ids.to(device),
+        "attention_mask": attn.to(device),
+        "labels": labels.to(device),
+    }
 
 
 @torch.no_grad()
-def pretrain_loss(accelerator: Any, model: Any, tokenizer: Any, texts: list[str],
-                  config: PPOConfig, limit: int = 256) -> float:
+def pretrain_loss(
+    accelerator: Any,
+    model: Any,
+    tokenizer: Any,
+    texts: list[str],
+    config: PPOConfig,
+    limit: int = 256,
+) -> float:
     """Mean language-modelling loss on (up to `limit`) pre-training texts."""
     if not texts:
         return float("nan")
-    losses = [model(**ptx_lm_batch(tokenizer, list(chunk), config, accelerator.device)).loss
-              for chunk in data.batches(texts[:limit], config.minibatch_size)]
+    losses = [
+        model(**ptx_lm_batch(tokenizer, list(chunk), config, accelerator.device)).loss
+        for chunk in data.batches(texts[:limit], config.minibatch_size)
+    ]
     return accelerator.reduce(torch.stack(losses).mean(), "mean").item()

@@ -85,14 +85,20 @@ def train_reward_model(
 
     rm, tokenizer, _ = load_reward_model(model, config, trainable=True)
     collate = partial(data.ranking_batch, tokenizer, max_length=config.max_length)
-    loader = DataLoader(train_rows, batch_size=config.batch_size, shuffle=True,
-                        collate_fn=collate, generator=torch.Generator().manual_seed(config.seed))
+    loader = DataLoader(
+        train_rows,
+        batch_size=config.batch_size,
+        shuffle=True,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(config.seed),
+    )
     params = [p for p in rm.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     rm, optimizer, loader = accelerator.prepare(rm, optimizer, loader)
     total = config.epochs * math.ceil(len(loader) / config.gradient_accumulation_steps)
     scheduler = get_cosine_with_min_lr_schedule_with_warmup(
-        optimizer, int(config.warmup_ratio * total), total, min_lr_rate=config.min_lr_ratio)
+        optimizer, int(config.warmup_ratio * total), total, min_lr_rate=config.min_lr_ratio
+    )
 
     log = MetricsLog(output_dir, progress, accelerator.is_main_process)
     step, comparisons, first_loss = 0, 0, None
@@ -114,18 +120,30 @@ def train_reward_model(
             if accelerator.sync_gradients:
                 scheduler.step()
                 step += 1
-                log.log(step, total, {
-                    "loss": loss.item(), "lr": scheduler.get_last_lr()[0], "epoch": epoch,
-                    "accuracy": (stats["correct"] / stats["pairs"].clamp(min=1)).item(),
-                    "comparisons_per_second": comparisons / (time.perf_counter() - start)})
+                log.log(
+                    step,
+                    total,
+                    {
+                        "loss": loss.item(),
+                        "lr": scheduler.get_last_lr()[0],
+                        "epoch": epoch,
+                        "accuracy": (stats["correct"] / stats["pairs"].clamp(min=1)).item(),
+                        "comparisons_per_second": comparisons / (time.perf_counter() - start),
+                    },
+                )
 
     train_time = time.perf_counter() - start
-    comparisons = int(accelerator.reduce(torch.tensor(comparisons, device=accelerator.device),
-                                         "sum"))  # over all processes
-    metrics: dict[str, float] = {"first_loss": first_loss or 0.0, "final_loss": loss.item(),
-                                 "steps": step, "comparisons": comparisons,
-                                 "comparisons_per_second": comparisons / train_time,
-                                 "train_seconds": train_time}
+    comparisons = int(
+        accelerator.reduce(torch.tensor(comparisons, device=accelerator.device), "sum")
+    )  # over all processes
+    metrics: dict[str, float] = {
+        "first_loss": first_loss or 0.0,
+        "final_loss": loss.item(),
+        "steps": step,
+        "comparisons": comparisons,
+        "comparisons_per_second": comparisons / train_time,
+        "train_seconds": train_time,
+    }
     metrics.update(evaluate_rankings(accelerator, rm, tokenizer, val_rows, config))
 
     # Normalise: the loss ignores a shift of r, so choose the bias that makes labeler
@@ -138,31 +156,45 @@ def train_reward_model(
     bias = mean_score(accelerator, rm, tokenizer, pairs, config)
     metrics.update(reward_bias=bias)
     log.log(step, total, metrics, message="reward model trained")
-    save_checkpoint(accelerator, rm, tokenizer, output_dir, checkpoint_meta(
-        "rm", [resolve_model(model)], config, metrics,
-        {**(meta or {}), "reward_bias": bias, "reward_bias_source": source}))
+    save_checkpoint(
+        accelerator,
+        rm,
+        tokenizer,
+        output_dir,
+        checkpoint_meta(
+            "rm",
+            [resolve_model(model)],
+            config,
+            metrics,
+            {**(meta or {}), "reward_bias": bias, "reward_bias_source": source},
+        ),
+    )
     return metrics
 
 
 @torch.no_grad()
-def mean_score(accelerator: Any, rm: Any, tokenizer: Any, pairs: list[tuple[str, str]],
-               config: RMConfig) -> float:
+def mean_score(
+    accelerator: Any, rm: Any, tokenizer: Any, pairs: list[tuple[str, str]], config: RMConfig
+) -> float:
     """Mean raw r(x, y) over (prompt, completion) pairs, split across processes."""
     model = accelerator.unwrap_model(rm)
     model.eval()
     total = torch.zeros(2, device=accelerator.device, dtype=torch.float64)
     with accelerator.split_between_processes(pairs) as shard, accelerator.autocast():
-        scores = score_pairs(model, tokenizer, list(shard), 0.0, config.eval_batch_size,
-                             config.max_length)
-        total += torch.tensor([sum(scores), len(scores)], device=accelerator.device,
-                              dtype=torch.float64)
+        scores = score_pairs(
+            model, tokenizer, list(shard), 0.0, config.eval_batch_size, config.max_length
+        )
+        total += torch.tensor(
+            [sum(scores), len(scores)], device=accelerator.device, dtype=torch.float64
+        )
     total = accelerator.reduce(total, "sum")
     return (total[0] / total[1].clamp(min=1)).item()
 
 
 @torch.no_grad()
-def evaluate_rankings(accelerator: Any, rm: Any, tokenizer: Any, rows: list[dict],
-                      config: RMConfig) -> dict[str, float]:
+def evaluate_rankings(
+    accelerator: Any, rm: Any, tokenizer: Any, rows: list[dict], config: RMConfig
+) -> dict[str, float]:
     """Pairwise accuracy (r_w > r_l) and log loss (-log sigmoid(r_w - r_l)) over all
     untied pairs of the validation rankings, overall and by K."""
     if not rows:
@@ -175,13 +207,18 @@ def evaluate_rankings(accelerator: Any, rm: Any, tokenizer: Any, rows: list[dict
             for row in chunk:  # per prompt, to attribute pairs to its K
                 batch = data.ranking_batch(tokenizer, [row], config.max_length)
                 with accelerator.autocast():
-                    rewards = sequence_scores(model, batch["input_ids"].to(accelerator.device),
-                                              batch["attention_mask"].to(accelerator.device))
-                _, s = rank_loss(rewards, batch["ranks"].to(rewards.device),
-                                 batch["group"].to(rewards.device))
+                    rewards = sequence_scores(
+                        model,
+                        batch["input_ids"].to(accelerator.device),
+                        batch["attention_mask"].to(accelerator.device),
+                    )
+                _, s = rank_loss(
+                    rewards, batch["ranks"].to(rewards.device), batch["group"].to(rewards.device)
+                )
                 by_k[len(row["texts"])] += torch.tensor(
                     [s["pairs"].item(), s["correct"].item(), s["log_loss_sum"].item()],
-                    dtype=torch.float64)
+                    dtype=torch.float64,
+                )
     ks = sorted(set(accelerator.gather_for_metrics(sorted(by_k), use_gather_object=True)))
     totals = torch.stack([by_k[k] for k in ks]).to(accelerator.device)
     totals = accelerator.reduce(totals, "sum").cpu()
@@ -190,7 +227,8 @@ def evaluate_rankings(accelerator: Any, rm: Any, tokenizer: Any, rows: list[dict
         metrics[f"val_accuracy_k{k}"] = correct / max(pairs, 1)
         metrics[f"val_log_loss_k{k}"] = log_loss / max(pairs, 1)
     pairs, correct, log_loss = totals.sum(0).tolist()
-    metrics.update(val_accuracy=correct / max(pairs, 1), val_log_loss=log_loss / max(pairs, 1),
-                   val_pairs=pairs)
+    metrics.update(
+        val_accuracy=correct / max(pairs, 1), val_log_loss=log_loss / max(pairs, 1), val_pairs=pairs
+    )
     model.train()
     return metrics

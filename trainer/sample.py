@@ -32,11 +32,15 @@ def generate(
     # top_k=0: sample from the full distribution, the one PPO computes log-probs of.
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
     sequences = model.generate(
-        input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, use_cache=True,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=max_new_tokens,
+        use_cache=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         **(sampling if temperature > 0 else {"do_sample": False}),
     )
-    response = sequences[:, ids.shape[1]:]
+    response = sequences[:, ids.shape[1] :]
     response_mask = response_mask_until_eos(response, tokenizer.eos_token_id)
     return sequences, torch.cat([mask, response_mask], dim=1), response_mask
 
@@ -48,7 +52,9 @@ def response_mask_until_eos(response: torch.Tensor, eos_id: int) -> torch.Tensor
     return (eos_before == 0).long()
 
 
-def decode_responses(tokenizer: Any, response: torch.Tensor, response_mask: torch.Tensor) -> list[str]:
+def decode_responses(
+    tokenizer: Any, response: torch.Tensor, response_mask: torch.Tensor
+) -> list[str]:
     return [
         tokenizer.decode(row[m.bool()], skip_special_tokens=True)
         for row, m in zip(response, response_mask, strict=True)
@@ -79,12 +85,18 @@ def sample_completions(
         prompt_ids = [encode_prompt(tokenizer, p, max_prompt) for p in chunk]
         with accelerator.autocast():
             sequences, _, response_mask = generate(
-                policy, tokenizer, prompt_ids, config.max_new_tokens,
-                config.temperature, config.top_p,
+                policy,
+                tokenizer,
+                prompt_ids,
+                config.max_new_tokens,
+                config.temperature,
+                config.top_p,
             )
         width = sequences.shape[1] - response_mask.shape[1]
         texts = decode_responses(tokenizer, sequences[:, width:], response_mask)
-        records += [{"prompt": p, "completion": t, "model": str(model)}
-                    for p, t in zip(chunk, texts, strict=True)]
+        records += [
+            {"prompt": p, "completion": t, "model": str(model)}
+            for p, t in zip(chunk, texts, strict=True)
+        ]
         log.log(step, total, {"completions": len(records)})
     return records

@@ -26,8 +26,9 @@ def score_pairs(
     scores: list[float] = []
     for chunk in batches(pairs, batch_size):
         batch = pair_batch(tokenizer, list(chunk), max_length)
-        r = sequence_scores(reward_model, batch["input_ids"].to(device),
-                            batch["attention_mask"].to(device))
+        r = sequence_scores(
+            reward_model, batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        )
         scores += (r - bias).tolist()
     return scores
 

@@ -57,15 +57,21 @@ def train_sft(
 
     policy, tokenizer = load_policy(model, config, residual_dropout=config.residual_dropout)
     collate = partial(data.sft_batch, tokenizer, max_length=config.max_length)
-    loader = DataLoader(train_rows, batch_size=config.batch_size, shuffle=True,
-                        collate_fn=collate, generator=torch.Generator().manual_seed(config.seed))
+    loader = DataLoader(
+        train_rows,
+        batch_size=config.batch_size,
+        shuffle=True,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(config.seed),
+    )
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     policy, optimizer, loader = accelerator.prepare(policy, optimizer, loader)
     steps_per_epoch = math.ceil(len(loader) / config.gradient_accumulation_steps)
     total = config.epochs * steps_per_epoch
     scheduler = get_cosine_with_min_lr_schedule_with_warmup(
-        optimizer, int(config.warmup_ratio * total), total, min_lr_rate=config.min_lr_ratio)
+        optimizer, int(config.warmup_ratio * total), total, min_lr_rate=config.min_lr_ratio
+    )
 
     rm = None
     if reward_model is not None and val_rows:
@@ -83,9 +89,11 @@ def train_sft(
             for batch in loader:
                 with accelerator.accumulate(policy):
                     # Next-token cross-entropy on response tokens (labels are -100 elsewhere).
-                    loss = policy(input_ids=batch["input_ids"],
-                                  attention_mask=batch["attention_mask"],
-                                  labels=batch["labels"]).loss
+                    loss = policy(
+                        input_ids=batch["input_ids"],
+                        attention_mask=batch["attention_mask"],
+                        labels=batch["labels"],
+                    ).loss
                     accelerator.backward(loss)
                     if accelerator.sync_gradients:
                         accelerator.clip_grad_norm_(params, config.max_grad_norm)
@@ -97,8 +105,11 @@ def train_sft(
                     scheduler.step()
                     step += 1
                     first_loss = epoch_losses[0] if first_loss is None else first_loss
-                    log.log(step, total, {"loss": loss.item(), "lr": scheduler.get_last_lr()[0],
-                                          "epoch": epoch})
+                    log.log(
+                        step,
+                        total,
+                        {"loss": loss.item(), "lr": scheduler.get_last_lr()[0], "epoch": epoch},
+                    )
             train_time += time.perf_counter() - start
 
             metrics = {"epoch": epoch, "train_loss": sum(epoch_losses) / len(epoch_losses)}
@@ -109,13 +120,23 @@ def train_sft(
                 save_checkpoint(accelerator, policy, tokenizer, candidate)
 
         assert best is not None
-        final = {**best, "best_epoch": best["epoch"], "first_loss": first_loss or 0.0,
-                 "final_train_loss": metrics["train_loss"], "steps": step,
-                 "tokens_per_second": accelerator.reduce(
-                     torch.tensor(float(tokens), device=accelerator.device)).item()
-                 / max(train_time, 1e-9)}
-        finalize_checkpoint(accelerator, candidate, output_dir, checkpoint_meta(
-            "sft", [resolve_model(model)], config, final, meta))
+        final = {
+            **best,
+            "best_epoch": best["epoch"],
+            "first_loss": first_loss or 0.0,
+            "final_train_loss": metrics["train_loss"],
+            "steps": step,
+            "tokens_per_second": accelerator.reduce(
+                torch.tensor(float(tokens), device=accelerator.device)
+            ).item()
+            / max(train_time, 1e-9),
+        }
+        finalize_checkpoint(
+            accelerator,
+            candidate,
+            output_dir,
+            checkpoint_meta("sft", [resolve_model(model)], config, final, meta),
+        )
         return final
     except BaseException:
         if accelerator.is_main_process:
@@ -134,8 +155,12 @@ def _better(metrics: dict[str, float], best: dict[str, float]) -> bool:
 
 @torch.no_grad()
 def evaluate(
-    accelerator: Any, policy: Any, tokenizer: Any, val_rows: list[dict[str, str]],
-    rm: tuple[Any, Any, float] | None, config: SFTConfig,
+    accelerator: Any,
+    policy: Any,
+    tokenizer: Any,
+    val_rows: list[dict[str, str]],
+    rm: tuple[Any, Any, float] | None,
+    config: SFTConfig,
 ) -> dict[str, float]:
     """Validation loss (response tokens) and, with a reward model, the mean normalised RM
     score of responses sampled for the first `val_samples` validation prompts."""
@@ -146,8 +171,10 @@ def evaluate(
     loss_sum = torch.zeros(2, device=accelerator.device)  # summed token loss, token count
     with accelerator.split_between_processes(val_rows) as shard:
         for chunk in data.batches(shard, config.eval_batch_size):
-            batch = {k: v.to(accelerator.device)
-                     for k, v in data.sft_batch(tokenizer, list(chunk), config.max_length).items()}
+            batch = {
+                k: v.to(accelerator.device)
+                for k, v in data.sft_batch(tokenizer, list(chunk), config.max_length).items()
+            }
             n = int((batch["labels"][:, 1:] != -100).sum())
             with accelerator.autocast():
                 loss = model(**batch).loss
@@ -162,17 +189,26 @@ def evaluate(
         score_sum = torch.zeros(2, device=accelerator.device)
         # Same seed every epoch, so epochs are compared on the same sampling noise.
         cuda = [accelerator.device] if accelerator.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda), \
-                accelerator.split_between_processes(prompts) as shard:
+        with (
+            torch.random.fork_rng(devices=cuda),
+            accelerator.split_between_processes(prompts) as shard,
+        ):
             torch.manual_seed(config.seed)
             for chunk in data.batches(shard, config.eval_batch_size):
                 ids = [data.encode_prompt(tokenizer, p, max_prompt) for p in chunk]
                 with accelerator.autocast():
-                    seqs, _, resp_mask = generate(model, tokenizer, ids, config.val_max_new_tokens,
-                                                  config.val_temperature)
-                texts = decode_responses(tokenizer, seqs[:, -resp_mask.shape[1]:], resp_mask)
-                scores = score_pairs(rm_model, rm_tokenizer, list(zip(chunk, texts, strict=True)),
-                                     rm_bias, config.eval_batch_size, config.max_length)
+                    seqs, _, resp_mask = generate(
+                        model, tokenizer, ids, config.val_max_new_tokens, config.val_temperature
+                    )
+                texts = decode_responses(tokenizer, seqs[:, -resp_mask.shape[1] :], resp_mask)
+                scores = score_pairs(
+                    rm_model,
+                    rm_tokenizer,
+                    list(zip(chunk, texts, strict=True)),
+                    rm_bias,
+                    config.eval_batch_size,
+                    config.max_length,
+                )
                 score_sum += torch.tensor([sum(scores), len(scores)], device=accelerator.device)
         score_sum = accelerator.reduce(score_sum, "sum")
         metrics["val_rm_score"] = (score_sum[0] / score_sum[1].clamp(min=1)).item()

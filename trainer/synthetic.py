@@ -11,8 +11,28 @@ import random
 
 POSITIVE = ["kind", "bright", "happy", "warm", "helpful", "clear", "good", "best"]
 NEGATIVE = ["sad", "dull", "cold", "angry", "useless", "rude", "wrong", "bad"]
-TOPICS = ["frog", "river", "moon", "city", "park", "robot", "ocean", "coffee", "book", "party",
-          "spider", "sky", "story", "poem", "morning", "team", "village", "storm", "fox", "dog"]
+TOPICS = [
+    "frog",
+    "river",
+    "moon",
+    "city",
+    "park",
+    "robot",
+    "ocean",
+    "coffee",
+    "book",
+    "party",
+    "spider",
+    "sky",
+    "story",
+    "poem",
+    "morning",
+    "team",
+    "village",
+    "storm",
+    "fox",
+    "dog",
+]
 
 
 def hidden_score(text: str) -> int:
@@ -26,14 +46,17 @@ def make_prompt(rng: random.Random) -> str:
 
 def make_completion(rng: random.Random, p_positive: float = 0.5) -> str:
     n = rng.randint(4, 8)
-    return " ".join(rng.choice(POSITIVE if rng.random() < p_positive else NEGATIVE)
-                    for _ in range(n))
+    return " ".join(
+        rng.choice(POSITIVE if rng.random() < p_positive else NEGATIVE) for _ in range(n)
+    )
 
 
 def demonstrations(n: int, seed: int = 0, p_positive: float = 0.5) -> list[dict[str, str]]:
     rng = random.Random(seed)
-    return [{"prompt": make_prompt(rng), "completion": make_completion(rng, p_positive)}
-            for _ in range(n)]
+    return [
+        {"prompt": make_prompt(rng), "completion": make_completion(rng, p_positive)}
+        for _ in range(n)
+    ]
 
 
 def rankings(n: int, seed: int = 0, ks: tuple[int, ...] = (4, 5, 6, 7, 8, 9)) -> list[dict]:
@@ -43,9 +66,14 @@ def rankings(n: int, seed: int = 0, ks: tuple[int, ...] = (4, 5, 6, 7, 8, 9)) ->
     for _ in range(n):
         texts = [make_completion(rng, rng.random()) for _ in range(rng.choice(ks))]
         distinct = sorted({hidden_score(t) for t in texts}, reverse=True)
-        out.append({"prompt": make_prompt(rng),
-                    "completions": [{"text": t, "rank": distinct.index(hidden_score(t)) + 1}
-                                    for t in texts]})
+        out.append(
+            {
+                "prompt": make_prompt(rng),
+                "completions": [
+                    {"text": t, "rank": distinct.index(hidden_score(t)) + 1} for t in texts
+                ],
+            }
+        )
     return out
 
 
@@ -61,5 +89,7 @@ def pretrain_texts(n: int, seed: int = 0) -> list[dict[str, str]]:
     verbs = ["walked to", "looked at", "painted", "wrote about", "visited"]
     objects = ["the market", "a tall tree", "the harbour", "an empty house", "the mountain"]
     times = ["in the morning.", "after the rain.", "every Sunday.", "at night.", "in spring."]
-    return [{"text": " ".join(rng.choice(part) for part in (subjects, verbs, objects, times))}
-            for _ in range(n)]
+    return [
+        {"text": " ".join(rng.choice(part) for part in (subjects, verbs, objects, times))}
+        for _ in range(n)
+    ]

@@ -36,8 +36,16 @@ def tiny(trainer_cache: Path) -> Path:
     return Path(resolve_model("tiny"))
 
 
-SFT_CONFIG = SFTConfig(epochs=4, lr=3e-3, batch_size=16, residual_dropout=0.0, max_length=64,
-                       warmup_ratio=0.1, val_samples=16, val_max_new_tokens=12)
+SFT_CONFIG = SFTConfig(
+    epochs=4,
+    lr=3e-3,
+    batch_size=16,
+    residual_dropout=0.0,
+    max_length=64,
+    warmup_ratio=0.1,
+    val_samples=16,
+    val_max_new_tokens=12,
+)
 RM_CONFIG = RMConfig(epochs=2, lr=1e-3, batch_size=8, max_length=64, warmup_ratio=0.1)
 
 
@@ -49,8 +57,10 @@ class Run:
 
 @pytest.fixture(scope="session")
 def demos() -> dict[str, list[dict]]:
-    return {"train": synthetic.demonstrations(384, seed=1),
-            "val": synthetic.demonstrations(32, seed=2)}
+    return {
+        "train": synthetic.demonstrations(384, seed=1),
+        "val": synthetic.demonstrations(32, seed=2),
+    }
 
 
 @pytest.fixture(scope="session")
@@ -58,8 +68,14 @@ def sft_run(tiny: Path, demos: dict, tmp_path_factory: pytest.TempPathFactory) -
     from trainer.sft import train_sft
 
     out = tmp_path_factory.mktemp("sft")
-    metrics = train_sft(str(tiny), demos["train"], out, val=demos["val"], config=SFT_CONFIG,
-                        meta={"data_snapshot": "synthetic-demos"})
+    metrics = train_sft(
+        str(tiny),
+        demos["train"],
+        out,
+        val=demos["val"],
+        config=SFT_CONFIG,
+        meta={"data_snapshot": "synthetic-demos"},
+    )
     return Run(out, metrics)
 
 
@@ -69,6 +85,11 @@ def rm_run(sft_run: Run, demos: dict, tmp_path_factory: pytest.TempPathFactory) 
 
     out = tmp_path_factory.mktemp("rm")
     metrics = train_reward_model(
-        str(sft_run.path), synthetic.rankings(300, seed=3), out,
-        val=synthetic.rankings(60, seed=4), demonstrations=demos["val"], config=RM_CONFIG)
+        str(sft_run.path),
+        synthetic.rankings(300, seed=3),
+        out,
+        val=synthetic.rankings(60, seed=4),
+        demonstrations=demos["val"],
+        config=RM_CONFIG,
+    )
     return Run(out, metrics)

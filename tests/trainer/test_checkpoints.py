@@ -49,20 +49,27 @@ def test_sft_and_rm_checkpoints_reload_with_from_pretrained(sft_run: Run, rm_run
     ids = tokenizer(["### Instruction:\nhi\n\n### Response:\nkind good"], return_tensors="pt")
     with torch.no_grad():  # the trained head came back, not a fresh one
         assert rm(**ids).logits.item() == pytest.approx(
-            sequence_scores(ours, ids["input_ids"], ids["attention_mask"]).item(), abs=1e-6)
+            sequence_scores(ours, ids["input_ids"], ids["attention_mask"]).item(), abs=1e-6
+        )
     meta = read_prefloop_meta(rm_run.path)
     assert meta["kind"] == "rm" and meta["parents"] == [str(sft_run.path)]
     assert meta["reward_bias"] == bias != 0.0
 
 
-def test_ppo_checkpoint_reloads_with_from_pretrained(sft_run: Run, rm_run: Run,
-                                                    tmp_path: Path) -> None:
+def test_ppo_checkpoint_reloads_with_from_pretrained(
+    sft_run: Run, rm_run: Run, tmp_path: Path
+) -> None:
     from tests.trainer.test_learning import PPO_CONFIG
     from trainer.ppo import train_ppo
 
     out = tmp_path / "ppo"
-    train_ppo(str(sft_run.path), str(rm_run.path), synthetic.prompts(16), out,
-              config=PPO_CONFIG.replace(iterations=1, rollout_batch_size=8))
+    train_ppo(
+        str(sft_run.path),
+        str(rm_run.path),
+        synthetic.prompts(16),
+        out,
+        config=PPO_CONFIG.replace(iterations=1, rollout_batch_size=8),
+    )
     model = AutoModelForCausalLM.from_pretrained(out)
     assert isinstance(model, GPT2LMHeadModel)
     meta = read_prefloop_meta(out)
@@ -88,13 +95,23 @@ def save_plain_hf_model(path: Path) -> Path:
     tok.decoder = decoders.ByteLevel()
     tok.train_from_iterator(
         [d["prompt"] + " " + d["completion"] for d in synthetic.demonstrations(200)],
-        trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
-                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                            show_progress=False))
+        trainers.BpeTrainer(
+            vocab_size=300,
+            special_tokens=["<|endoftext|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=32, n_layer=1,
-                        n_head=2, eos_token_id=tokenizer.eos_token_id)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=128,
+        n_embd=32,
+        n_layer=1,
+        n_head=2,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     GPT2LMHeadModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
@@ -109,12 +126,17 @@ def test_local_hf_model_loads_through_the_path_code_path(tmp_path: Path) -> None
     assert not read_prefloop_meta(path)
 
     out = tmp_path / "sft"
-    metrics = train_sft(str(path), synthetic.demonstrations(32), out,
-                        config=SFT_CONFIG.replace(epochs=1, residual_dropout=0.1))
+    metrics = train_sft(
+        str(path),
+        synthetic.demonstrations(32),
+        out,
+        config=SFT_CONFIG.replace(epochs=1, residual_dropout=0.1),
+    )
     assert metrics["steps"] == 2
     assert AutoModelForCausalLM.from_pretrained(out).config.resid_pdrop == 0.1
-    records = sample_completions(str(out), ["Describe the frog."], 3,
-                                 SampleConfig(max_new_tokens=6, max_length=64))
+    records = sample_completions(
+        str(out), ["Describe the frog."], 3, SampleConfig(max_new_tokens=6, max_length=64)
+    )
     assert [r["model"] for r in records] == [str(out)] * 3
     rm, rm_tokenizer, bias = load_reward_model(str(path))  # head on a plain causal LM
     scores = score_pairs(rm, rm_tokenizer, [(r["prompt"], r["completion"]) for r in records])
@@ -129,8 +151,13 @@ def test_progress_every_step_and_cancellation_leaves_no_final_checkpoint(
     tiny: Path, tmp_path: Path
 ) -> None:
     seen: list[Progress] = []
-    train_sft(str(tiny), synthetic.demonstrations(64), tmp_path / "ok",
-              config=SFT_CONFIG.replace(epochs=2), progress=seen.append)
+    train_sft(
+        str(tiny),
+        synthetic.demonstrations(64),
+        tmp_path / "ok",
+        config=SFT_CONFIG.replace(epochs=2),
+        progress=seen.append,
+    )
     steps = [p.step for p in seen if "loss" in p.metrics]
     assert steps == list(range(1, 9)) and all(p.total == 8 for p in seen)
 
@@ -141,8 +168,14 @@ def test_progress_every_step_and_cancellation_leaves_no_final_checkpoint(
 
     out = tmp_path / "cancelled"
     with pytest.raises(JobCancelled):
-        train_sft(str(tiny), synthetic.demonstrations(64), out, val=synthetic.demonstrations(8),
-                  config=SFT_CONFIG.replace(epochs=2), progress=cancel_in_epoch_2)
+        train_sft(
+            str(tiny),
+            synthetic.demonstrations(64),
+            out,
+            val=synthetic.demonstrations(8),
+            config=SFT_CONFIG.replace(epochs=2),
+            progress=cancel_in_epoch_2,
+        )
     assert not (out / "prefloop.json").exists()
     assert not (out / "model.safetensors").exists()
     assert not (out / ".candidate").exists()
@@ -151,15 +184,25 @@ def test_progress_every_step_and_cancellation_leaves_no_final_checkpoint(
     out = tmp_path / "ok"  # a cancelled re-run over a finished checkpoint unmarks it
     assert (out / "prefloop.json").exists()
     with pytest.raises(JobCancelled):
-        train_sft(str(tiny), synthetic.demonstrations(64), out, val=synthetic.demonstrations(8),
-                  config=SFT_CONFIG.replace(epochs=2), progress=cancel_in_epoch_2)
+        train_sft(
+            str(tiny),
+            synthetic.demonstrations(64),
+            out,
+            val=synthetic.demonstrations(8),
+            config=SFT_CONFIG.replace(epochs=2),
+            progress=cancel_in_epoch_2,
+        )
     assert not (out / "prefloop.json").exists()
 
 
 def test_lora_checkpoint_is_merged_into_a_plain_model(tiny: Path, tmp_path: Path) -> None:
     out = tmp_path / "lora"
-    train_sft(str(tiny), synthetic.demonstrations(32), out,
-              config=SFT_CONFIG.replace(epochs=1, use_lora=True, lr=1e-2))
+    train_sft(
+        str(tiny),
+        synthetic.demonstrations(32),
+        out,
+        config=SFT_CONFIG.replace(epochs=1, use_lora=True, lr=1e-2),
+    )
     assert not (out / "adapter_config.json").exists()
     tuned = AutoModelForCausalLM.from_pretrained(out)
     base = AutoModelForCausalLM.from_pretrained(tiny)

@@ -29,43 +29,120 @@ def test_cli_runs_the_loop_from_files(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "prompts.jsonl", synthetic.prompts(8))
     write_jsonl(tmp_path / "pretrain.jsonl", synthetic.pretrain_texts(16))
     sft_yaml = tmp_path / "sft.yaml"  # paths and config fields in one file
-    sft_yaml.write_text(yaml.safe_dump({
-        "model": "tiny", "data": str(tmp_path / "demos.jsonl"), "output": str(tmp_path / "sft"),
-        "epochs": 1, "batch_size": 16, "max_length": 64, "lr": 1e-3}))
+    sft_yaml.write_text(
+        yaml.safe_dump(
+            {
+                "model": "tiny",
+                "data": str(tmp_path / "demos.jsonl"),
+                "output": str(tmp_path / "sft"),
+                "epochs": 1,
+                "batch_size": 16,
+                "max_length": 64,
+                "lr": 1e-3,
+            }
+        )
+    )
 
     invoke("train", "sft", "--config", sft_yaml, "--epochs", 2)  # the flag beats the YAML
     assert read_prefloop_meta(tmp_path / "sft")["hyperparameters"]["epochs"] == 2
     assert len(read_jsonl(tmp_path / "sft" / "metrics.jsonl")) >= 6
 
-    out = invoke("train", "rm", "--model", tmp_path / "sft", "--data", tmp_path / "rankings.jsonl",
-                 "--demos", tmp_path / "demos.jsonl", "--output", tmp_path / "rm",
-                 "--set", "max_length=64", "--batch-size", 8)
-    assert "reward_bias" in json.loads(out[out.index("{"):])
+    out = invoke(
+        "train",
+        "rm",
+        "--model",
+        tmp_path / "sft",
+        "--data",
+        tmp_path / "rankings.jsonl",
+        "--demos",
+        tmp_path / "demos.jsonl",
+        "--output",
+        tmp_path / "rm",
+        "--set",
+        "max_length=64",
+        "--batch-size",
+        8,
+    )
+    assert "reward_bias" in json.loads(out[out.index("{") :])
     assert read_prefloop_meta(tmp_path / "rm")["kind"] == "rm"
 
-    invoke("train", "ppo", "--policy", tmp_path / "sft", "--reward-model", tmp_path / "rm",
-           "--prompts", tmp_path / "prompts.jsonl", "--pretrain-data", tmp_path / "pretrain.jsonl",
-           "--ptx-coef", 0.5, "--kl-coef", 0.05, "--iterations", 2, "--output", tmp_path / "ppo",
-           "--set", "rollout_batch_size=4", "--set", "minibatch_size=4",
-           "--set", "max_new_tokens=8", "--set", "max_length=64")
+    invoke(
+        "train",
+        "ppo",
+        "--policy",
+        tmp_path / "sft",
+        "--reward-model",
+        tmp_path / "rm",
+        "--prompts",
+        tmp_path / "prompts.jsonl",
+        "--pretrain-data",
+        tmp_path / "pretrain.jsonl",
+        "--ptx-coef",
+        0.5,
+        "--kl-coef",
+        0.05,
+        "--iterations",
+        2,
+        "--output",
+        tmp_path / "ppo",
+        "--set",
+        "rollout_batch_size=4",
+        "--set",
+        "minibatch_size=4",
+        "--set",
+        "max_new_tokens=8",
+        "--set",
+        "max_length=64",
+    )
     hyper = read_prefloop_meta(tmp_path / "ppo")["hyperparameters"]
     assert (hyper["ptx_coef"], hyper["kl_coef"], hyper["iterations"]) == (0.5, 0.05, 2)
 
-    invoke("sample", "--model", tmp_path / "ppo", "--prompts", tmp_path / "prompts.jsonl",
-           "--k", 3, "--output", tmp_path / "samples.jsonl", "--max-new-tokens", 8)
+    invoke(
+        "sample",
+        "--model",
+        tmp_path / "ppo",
+        "--prompts",
+        tmp_path / "prompts.jsonl",
+        "--k",
+        3,
+        "--output",
+        tmp_path / "samples.jsonl",
+        "--max-new-tokens",
+        8,
+    )
     samples = read_jsonl(tmp_path / "samples.jsonl")
     assert len(samples) == 8 * 3
     assert set(samples[0]) == {"prompt", "completion", "model"}
 
-    invoke("score", "--reward-model", tmp_path / "rm", "--input", tmp_path / "samples.jsonl",
-           "--output", tmp_path / "scored.jsonl")
+    invoke(
+        "score",
+        "--reward-model",
+        tmp_path / "rm",
+        "--input",
+        tmp_path / "samples.jsonl",
+        "--output",
+        tmp_path / "scored.jsonl",
+    )
     scored = read_jsonl(tmp_path / "scored.jsonl")
     assert len(scored) == 24 and all(isinstance(r["score"], float) for r in scored)
 
 
 def test_cli_reports_bad_config_and_missing_paths(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["train", "sft", "--model", "tiny", "--data", "x.jsonl",
-                                 "--output", str(tmp_path), "--set", "epochz=3"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "sft",
+            "--model",
+            "tiny",
+            "--data",
+            "x.jsonl",
+            "--output",
+            str(tmp_path),
+            "--set",
+            "epochz=3",
+        ],
+    )
     assert result.exit_code == 2 and "epochz" in result.output
     result = runner.invoke(app, ["train", "rm", "--data", "x.jsonl", "--output", str(tmp_path)])
     assert result.exit_code == 2 and "--model" in result.output

@@ -17,8 +17,9 @@ def test_one_template_for_every_step(tiny: Path) -> None:
     assert ids[:n_prompt] == prompt_ids  # SFT/RM inputs start exactly as sampling prompts do
     assert ids[-1] == tokenizer.eos_token_id
     assert "### Response:" in tokenizer.decode(prompt_ids)
-    batch = data.sft_batch(tokenizer, [{"prompt": "Describe the frog.", "completion": "kind warm"}],
-                           64)
+    batch = data.sft_batch(
+        tokenizer, [{"prompt": "Describe the frog.", "completion": "kind warm"}], 64
+    )
     labelled = batch["labels"][0][batch["labels"][0] != -100].tolist()
     assert labelled == ids[n_prompt:]  # loss on response tokens only
 
@@ -30,10 +31,12 @@ def test_long_examples_are_truncated_to_max_length(tiny: Path) -> None:
 
 
 def test_rankings_are_validated_and_all_tied_ones_dropped() -> None:
-    rows = data.rankings([
-        {"prompt": "p", "completions": [{"text": "a", "rank": 1}, {"text": "b", "rank": 1}]},
-        {"prompt": "q", "completions": [{"text": "a", "rank": 2}, {"text": "b", "rank": 1}]},
-    ])
+    rows = data.rankings(
+        [
+            {"prompt": "p", "completions": [{"text": "a", "rank": 1}, {"text": "b", "rank": 1}]},
+            {"prompt": "q", "completions": [{"text": "a", "rank": 2}, {"text": "b", "rank": 1}]},
+        ]
+    )
     assert rows == [{"prompt": "q", "texts": ["a", "b"], "ranks": [2, 1]}]
     with pytest.raises(ValueError, match="record 0: 'completions'"):
         data.rankings([{"prompt": "p"}])
@@ -58,4 +61,5 @@ def test_parquet_snapshots_read_like_jsonl(tmp_path: Path) -> None:
     rows = [{"prompt": "p", "completions": [{"text": "a", "rank": 2}, {"text": "b", "rank": 1}]}]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "r.parquet")
     assert data.rankings(tmp_path / "r.parquet") == [
-        {"prompt": "p", "texts": ["a", "b"], "ranks": [2, 1]}]
+        {"prompt": "p", "texts": ["a", "b"], "ranks": [2, 1]}
+    ]

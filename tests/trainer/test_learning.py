@@ -37,8 +37,11 @@ def test_rm_learns_the_hidden_rule_on_held_out_rankings(rm_run: Run) -> None:
     assert any(k.startswith("val_accuracy_k") for k in rm_run.metrics)  # reported by K
     # Independently of the trainer's metric: score a fresh held-out set and count pairs.
     rankings = synthetic.rankings(40, seed=123)
-    records = [{"prompt": r["prompt"], "completion": c["text"], "rank": c["rank"], "id": i}
-               for i, r in enumerate(rankings) for c in r["completions"]]
+    records = [
+        {"prompt": r["prompt"], "completion": c["text"], "rank": c["rank"], "id": i}
+        for i, r in enumerate(rankings)
+        for c in r["completions"]
+    ]
     scored = score_records(str(rm_run.path), records)
     correct = total = 0
     for _, group in itertools.groupby(scored, key=lambda r: r["id"]):
@@ -62,14 +65,27 @@ def test_demonstrations_average_zero_after_normalisation(rm_run: Run, demos: dic
 
 
 def mean_rm_score(model: Path, rm: Path) -> float:
-    records = sample_completions(str(model), HELD_OUT_PROMPTS, 4,
-                                 SampleConfig(max_new_tokens=16, max_length=64, batch_size=48))
+    records = sample_completions(
+        str(model),
+        HELD_OUT_PROMPTS,
+        4,
+        SampleConfig(max_new_tokens=16, max_length=64, batch_size=48),
+    )
     scored = score_records(str(rm), records)
     return sum(r["score"] for r in scored) / len(scored)
 
 
-PPO_CONFIG = PPOConfig(iterations=12, rollout_batch_size=32, minibatch_size=16, ppo_epochs=2,
-                       lr=1e-3, value_lr=1e-3, max_new_tokens=16, max_length=64, ptx_batch_size=8)
+PPO_CONFIG = PPOConfig(
+    iterations=12,
+    rollout_batch_size=32,
+    minibatch_size=16,
+    ppo_epochs=2,
+    lr=1e-3,
+    value_lr=1e-3,
+    max_new_tokens=16,
+    max_length=64,
+    ptx_batch_size=8,
+)
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +93,14 @@ def ppo_runs(sft_run: Run, rm_run: Run, tmp_path_factory: pytest.TempPathFactory
     runs = {}
     for gamma in (0.0, 1.0):
         out = tmp_path_factory.mktemp(f"ppo-gamma{gamma}")
-        metrics = train_ppo(str(sft_run.path), str(rm_run.path), synthetic.prompts(128, seed=8),
-                            out, pretrain_texts=synthetic.pretrain_texts(128, seed=7),
-                            config=PPO_CONFIG.replace(ptx_coef=gamma))
+        metrics = train_ppo(
+            str(sft_run.path),
+            str(rm_run.path),
+            synthetic.prompts(128, seed=8),
+            out,
+            pretrain_texts=synthetic.pretrain_texts(128, seed=7),
+            config=PPO_CONFIG.replace(ptx_coef=gamma),
+        )
         runs[gamma] = Run(out, metrics)
     return runs
 
@@ -95,9 +116,17 @@ def test_ppo_raises_rm_score_over_sft_with_positive_finite_kl(
     assert len(kls) >= PPO_CONFIG.iterations
     assert all(math.isfinite(k) for k in kls)
     assert kls[0] == pytest.approx(0.0, abs=1e-4)  # first rollout: policy == SFT reference
-    assert all(k > 0 for k in kls[len(kls) // 2:])  # then it moves away, by a finite amount
-    for key in ("reward", "entropy", "policy_loss", "value_loss", "clip_fraction",
-                "response_length", "time_generation", "time_optimization"):
+    assert all(k > 0 for k in kls[len(kls) // 2 :])  # then it moves away, by a finite amount
+    for key in (
+        "reward",
+        "entropy",
+        "policy_loss",
+        "value_loss",
+        "clip_fraction",
+        "response_length",
+        "time_generation",
+        "time_optimization",
+    ):
         assert key in log[-2]
 
 

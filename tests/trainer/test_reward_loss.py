@@ -15,16 +15,43 @@ from trainer.reward import rank_loss, train_reward_model
 
 # Mixed K (4, 9, 5) in one batch, with ties (ranks shared) in the first two prompts.
 ROWS = [
-    {"prompt": "Describe the frog.", "completions": [
-        {"text": "kind warm", "rank": 2}, {"text": "sad bad", "rank": 3},
-        {"text": "happy bright good", "rank": 1}, {"text": "dull kind", "rank": 2}]},
-    {"prompt": "Describe the moon.", "completions": [
-        {"text": w, "rank": r} for w, r in zip(
-            ["best", "good kind", "sad", "cold wrong", "warm", "bright happy", "rude", "clear",
-             "useless dull angry"], [1, 1, 3, 4, 2, 1, 3, 2, 5], strict=True)]},
-    {"prompt": "Describe the river.", "completions": [
-        {"text": t, "rank": r} for t, r in zip(
-            ["a", "b c", "d e f", "g", "h i"], [5, 4, 3, 2, 1], strict=True)]},
+    {
+        "prompt": "Describe the frog.",
+        "completions": [
+            {"text": "kind warm", "rank": 2},
+            {"text": "sad bad", "rank": 3},
+            {"text": "happy bright good", "rank": 1},
+            {"text": "dull kind", "rank": 2},
+        ],
+    },
+    {
+        "prompt": "Describe the moon.",
+        "completions": [
+            {"text": w, "rank": r}
+            for w, r in zip(
+                [
+                    "best",
+                    "good kind",
+                    "sad",
+                    "cold wrong",
+                    "warm",
+                    "bright happy",
+                    "rude",
+                    "clear",
+                    "useless dull angry",
+                ],
+                [1, 1, 3, 4, 2, 1, 3, 2, 5],
+                strict=True,
+            )
+        ],
+    },
+    {
+        "prompt": "Describe the river.",
+        "completions": [
+            {"text": t, "rank": r}
+            for t, r in zip(["a", "b c", "d e f", "g", "h i"], [5, 4, 3, 2, 1], strict=True)
+        ],
+    },
 ]
 
 
@@ -80,8 +107,8 @@ def test_rank_loss_equals_brute_force_with_ties_and_mixed_k(tiny: Path) -> None:
 
     assert counter.calls == [4 + 9 + 5]  # one forward, exactly K sequences per prompt
     expected_pairs = sum(
-        sum(a["rank"] < b["rank"] for a in r["completions"] for b in r["completions"])
-        for r in ROWS)
+        sum(a["rank"] < b["rank"] for a in r["completions"] for b in r["completions"]) for r in ROWS
+    )
     assert int(stats["pairs"]) == expected_pairs < math.comb(4, 2) + math.comb(9, 2) + 10
     with torch.no_grad():
         model.eval()
@@ -95,8 +122,12 @@ def test_training_forwards_exactly_k_sequences_per_prompt(tiny: Path, tmp_path: 
     counter = BackboneCounter()
     handle = torch.nn.modules.module.register_module_forward_hook(counter, with_kwargs=True)
     try:
-        train_reward_model(str(tiny), rows, tmp_path / "rm",
-                           config=RMConfig(epochs=1, batch_size=4, max_length=64, lr=1e-4))
+        train_reward_model(
+            str(tiny),
+            rows,
+            tmp_path / "rm",
+            config=RMConfig(epochs=1, batch_size=4, max_length=64, lr=1e-4),
+        )
     finally:
         handle.remove()
     assert len(counter.calls) == 2  # one forward per batch of prompts

@@ -27,12 +27,17 @@ def val_loss(model_dir: Path, rows: list[dict]) -> float:
     return total / count
 
 
-def test_best_val_rm_score_epoch_is_the_checkpoint(tiny: Path, rm_run: Run,
-                                                   tmp_path: Path) -> None:
+def test_best_val_rm_score_epoch_is_the_checkpoint(tiny: Path, rm_run: Run, tmp_path: Path) -> None:
     val = synthetic.demonstrations(16, seed=11)
     out = tmp_path / "sft"
-    metrics = train_sft(str(tiny), synthetic.demonstrations(96, seed=12), out, val=val,
-                        reward_model=str(rm_run.path), config=SFT_CONFIG.replace(epochs=3))
+    metrics = train_sft(
+        str(tiny),
+        synthetic.demonstrations(96, seed=12),
+        out,
+        val=val,
+        reward_model=str(rm_run.path),
+        config=SFT_CONFIG.replace(epochs=3),
+    )
     epochs = [r for r in read_metrics(out) if "val_rm_score" in r]
     assert len(epochs) == 3
     best = max(epochs, key=lambda r: r["val_rm_score"])
@@ -42,8 +47,7 @@ def test_best_val_rm_score_epoch_is_the_checkpoint(tiny: Path, rm_run: Run,
     assert val_loss(out, val) == pytest.approx(best["val_loss"], abs=1e-4)
 
 
-def test_without_reward_model_the_lowest_val_loss_epoch_is_kept(sft_run: Run,
-                                                                demos: dict) -> None:
+def test_without_reward_model_the_lowest_val_loss_epoch_is_kept(sft_run: Run, demos: dict) -> None:
     epochs = [r for r in read_metrics(sft_run.path) if "val_loss" in r]
     best = min(epochs, key=lambda r: r["val_loss"])
     assert sft_run.metrics["best_epoch"] == best["epoch"]
