@@ -13,10 +13,10 @@ from typing import Any
 import typer
 import yaml
 
+# torch-heavy modules are imported inside the commands: `prefloop users ...` should not pay
+# for loading torch just because the training commands are mounted beside it
 from trainer.callbacks import TqdmProgress
 from trainer.config import PPOConfig, RMConfig, SampleConfig, SFTConfig, _Common
-from trainer.data import prompts as read_prompts
-from trainer.data import write_jsonl
 
 train_app = typer.Typer(
     help="Train the method's models: SFT, reward model, PPO / PPO-ptx.", no_args_is_help=True
@@ -251,6 +251,8 @@ def sample_command(
     set_: list[str] = SET,
 ) -> None:
     """Sample K completions per prompt (e.g. for new ranking tasks)."""
+    from trainer.data import prompts as read_prompts
+    from trainer.data import write_jsonl
     from trainer.sample import sample_completions
 
     cfg, p = _settings(
@@ -286,6 +288,7 @@ def score_command(
     cpu: bool = CPU,
 ) -> None:
     """Score (prompt, completion) records with a reward model."""
+    from trainer.data import write_jsonl
     from trainer.score import score_records
 
     if reward_model is None or input is None or output is None:

@@ -99,3 +99,14 @@ def test_db_upgrade_on_a_fresh_data_dir(tmp_path, monkeypatch) -> None:  # type:
         assert (tmp_path / "fresh" / "var" / "prefloop.sqlite").exists()
     finally:
         _reset_caches()
+
+
+def test_account_commands_do_not_load_torch() -> None:
+    """The training commands are mounted, but only they import torch (seconds at every call)."""
+    import subprocess
+    import sys
+
+    code = "import sys, app.cli; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
