@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from app.db import get_session
 from app.deps import Principal, researcher
 from app.models import Snapshot, User
+from app.schemas import DbId
 from app.schemas.export import ExportFilters, SnapshotOut, SnapshotRequest, parse_filters
 from app.services import Invalid, NotFound
 from app.services.export import ExportStream, create_snapshot
@@ -198,7 +199,7 @@ def _get_snapshot(session: Session, snapshot_id: int) -> Snapshot:
 
 @router.get("/snapshots/{snapshot_id}", response_model=SnapshotOut)
 def get_snapshot(
-    snapshot_id: int,
+    snapshot_id: DbId,
     session: Session = Depends(get_session),
     _: Principal = Depends(researcher),
 ) -> SnapshotOut:
@@ -207,7 +208,7 @@ def get_snapshot(
 
 @router.get("/snapshots/{snapshot_id}/download")
 def download_snapshot(
-    snapshot_id: int,
+    snapshot_id: DbId,
     session: Session = Depends(get_session),
     _: Principal = Depends(researcher),
 ) -> FileResponse:

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from app.db import get_session
 from app.deps import Principal, researcher
+from app.schemas import DbId
 from app.schemas.jobs import JobCreate, JobCreated, JobOut, ModelOut, WorkerOut
 from app.services import jobs as job_service
 from app.services import models_registry
@@ -40,14 +41,18 @@ def list_jobs(
 
 @router.get("/jobs/{job_id}", response_model=JobOut)
 def get_job(
-    job_id: int, principal: Principal = Depends(researcher), session: Session = Depends(get_session)
+    job_id: DbId,
+    principal: Principal = Depends(researcher),
+    session: Session = Depends(get_session),
 ) -> dict[str, Any]:
     return job_service.job_view(session, job_service.get_job(session, job_id))
 
 
 @router.get("/jobs/{job_id}/metrics")
 def get_job_metrics(
-    job_id: int, principal: Principal = Depends(researcher), session: Session = Depends(get_session)
+    job_id: DbId,
+    principal: Principal = Depends(researcher),
+    session: Session = Depends(get_session),
 ) -> dict[str, list[dict[str, float]]]:
     """Every metric over time: ``{name: [{"step", "value"}, ...]}``."""
     job = job_service.get_job(session, job_id)
@@ -57,7 +62,9 @@ def get_job_metrics(
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut)
 def cancel_job(
-    job_id: int, principal: Principal = Depends(researcher), session: Session = Depends(get_session)
+    job_id: DbId,
+    principal: Principal = Depends(researcher),
+    session: Session = Depends(get_session),
 ) -> dict[str, Any]:
     """Cancel: a queued job at once, a running one at its next step (409 when finished)."""
     job = job_service.cancel_job(session, job_id)
@@ -67,7 +74,9 @@ def cancel_job(
 
 @router.post("/jobs/{job_id}/rerun", status_code=201, response_model=JobCreated)
 def rerun_job(
-    job_id: int, principal: Principal = Depends(researcher), session: Session = Depends(get_session)
+    job_id: DbId,
+    principal: Principal = Depends(researcher),
+    session: Session = Depends(get_session),
 ) -> dict[str, Any]:
     """A new job with the same kind and parameters as a failed or cancelled one."""
     job = job_service.rerun_job(session, job_id, principal.user)
@@ -85,7 +94,7 @@ def list_models(
 
 @router.post("/models/{model_version_id}/current", response_model=ModelOut)
 def mark_current(
-    model_version_id: int,
+    model_version_id: DbId,
     principal: Principal = Depends(researcher),
     session: Session = Depends(get_session),
 ) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from app.db import get_session
 from app.deps import Principal, any_user, require_role, researcher
 from app.models import Role
+from app.schemas import DbId, Text
 from app.schemas.intake import (
     IngestRequest,
     IngestResponse,
@@ -61,6 +62,8 @@ async def parse_body(request: Request, model: type[Body]) -> Body:
         raw = json.loads(await request.body() or b"null")
     except ValueError as exc:
         raise Invalid(f"request body is not valid JSON ({exc})", field="body") from exc
+    except RecursionError:  # the decoder gives up on very deep nesting: no sane body is that deep
+        raise Invalid("request body is nested too deeply", field="body") from None
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
@@ -91,7 +94,7 @@ def ingest(
 
 @router.get("/prompts/{prompt_id}", response_model=PromptOut)
 def read_prompt(
-    prompt_id: int,
+    prompt_id: DbId,
     principal: Principal = Depends(researcher),
     session: Session = Depends(get_session),
 ) -> dict[str, Any]:
@@ -101,7 +104,7 @@ def read_prompt(
 
 @router.put("/prompts/{prompt_id}/use-case", response_model=PromptOut)
 def put_prompt_use_case(
-    prompt_id: int,
+    prompt_id: DbId,
     principal: Principal = Depends(any_user),
     body: PromptUseCaseIn = Depends(json_body(PromptUseCaseIn)),
     session: Session = Depends(get_session),
@@ -155,7 +158,7 @@ def create_use_case(
 
 @router.patch("/use-cases/{use_case_id}", response_model=UseCaseOut)
 def edit_use_case(
-    use_case_id: int,
+    use_case_id: DbId,
     principal: Principal = Depends(researcher),
     body: UseCasePatch = Depends(json_body(UseCasePatch)),
     session: Session = Depends(get_session),
@@ -174,7 +177,7 @@ def split_pins(
 
 @router.put("/split-pins/{user_id}", response_model=SplitPinOut)
 def put_split_pin(
-    user_id: str,
+    user_id: Text,
     principal: Principal = Depends(researcher),
     body: SplitPinIn = Depends(json_body(SplitPinIn)),
     session: Session = Depends(get_session),
@@ -193,7 +196,7 @@ def put_split_pin(
 
 @router.delete("/split-pins/{user_id}", status_code=204)
 def delete_split_pin(
-    user_id: str,
+    user_id: Text,
     principal: Principal = Depends(researcher),
     session: Session = Depends(get_session),
 ) -> None:

@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 
 from app.db import get_session
 from app.deps import Principal, any_user
+from app.schemas import DbId
 from app.schemas.labeling import NextTaskOut, SubmissionIn, SubmissionOut
 from app.services.labeling import describe_assignment, submit
 from app.services.queue import assign_next_task
@@ -36,7 +37,7 @@ def next_task(
 
 @router.post("/{task_id}/submission", response_model=SubmissionOut)
 def post_submission(
-    task_id: int,
+    task_id: DbId,
     body: SubmissionIn,
     principal: Principal = Depends(any_user),
     session: Session = Depends(get_session),

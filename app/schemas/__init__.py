@@ -1,1 +1,26 @@
 """Pydantic request and response models of the JSON API, one module per area."""
+
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
+
+# Row ids are 64-bit signed integers in both databases; a larger number in a path, query or
+# body would make the driver raise (OverflowError on SQLite, NumericValueOutOfRange on
+# PostgreSQL), so every id the API accepts is bounded here and a bad one is a 422.
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+DbId = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
+# plain integer columns are 32-bit on PostgreSQL (INTEGER): a stored count or position
+INT32_MIN = -(2**31)
+INT32_MAX = 2**31 - 1
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; rejecting it everywhere keeps both databases alike
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters (binary data, not text)")
+    return value
+
+
+# a string from a request that is stored or compared in the database
+Text = Annotated[str, AfterValidator(_no_nul)]

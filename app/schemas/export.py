@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from app.models.prompts import Split
+from app.schemas import INT64_MAX, DbId, Text
 from app.services import Invalid
 
 ExportKind = Literal["comparisons", "demonstrations", "prompts"]
@@ -16,7 +17,8 @@ ComparisonFormat = Literal["rankings", "pairs"]
 KINDS: tuple[str, ...] = ("comparisons", "demonstrations", "prompts")
 COMPARISON_FORMATS: tuple[str, ...] = ("rankings", "pairs")
 # resume cursor of the pairs format: "<group_id>" (after a whole ranking) or "<group_id>:<n>"
-PAIR_CURSOR_RE = re.compile(r"^(\d+)(?::(\d+))?$")
+# (ASCII digits only: str.isdigit and \d also accept digits int() cannot read, such as "²")
+PAIR_CURSOR_RE = re.compile(r"^(\d+)(?::(\d+))?\Z", re.ASCII)
 
 
 class ExportFilters(BaseModel):
@@ -32,8 +34,8 @@ class ExportFilters(BaseModel):
     split: Split | None = None
     since: datetime | None = None
     until: datetime | None = None
-    use_case: str | None = Field(default=None, min_length=1, max_length=64)
-    labeler_id: int | None = Field(default=None, ge=1)
+    use_case: Text | None = Field(default=None, min_length=1, max_length=64)
+    labeler_id: int | None = Field(default=None, ge=1, le=INT64_MAX)
     include_held_out_labelers: bool = False
     dataset: Literal["ppo"] | None = None
     after: str | None = Field(default=None, min_length=1, max_length=64)
@@ -53,13 +55,16 @@ class ExportFilters(BaseModel):
         if self.dataset is not None and kind != "prompts":
             raise Invalid("dataset applies to the prompts export only", field="dataset")
         if self.after is not None:
+            match = PAIR_CURSOR_RE.match(self.after)
             if kind == "comparisons" and fmt == "pairs":
-                if not PAIR_CURSOR_RE.match(self.after):
+                if match is None:
                     raise Invalid(
                         "after must be a pair_id '<group_id>:<n>' or a group_id", field="after"
                     )
-            elif not self.after.isdigit():
+            elif match is None or match.group(2) is not None:
                 raise Invalid("after must be a record id (a positive integer)", field="after")
+            if any(int(number) > INT64_MAX for number in match.groups() if number is not None):
+                raise Invalid(f"after is out of range (at most {INT64_MAX})", field="after")
 
     def as_json(self) -> dict[str, Any]:
         """The filters that are set, JSON-ready (what a snapshot records)."""
@@ -111,7 +116,7 @@ class SnapshotRequest(BaseModel):
     since: datetime | None = None
     until: datetime | None = None
     use_case: str | None = None
-    labeler_id: int | None = None
+    labeler_id: DbId | None = None
     include_held_out_labelers: bool = False
     dataset: Literal["ppo"] | None = None
 

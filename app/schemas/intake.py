@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.schemas import INT32_MAX, INT32_MIN, Text
+
 MAX_PROMPTS_PER_CALL = 1000
 
 
@@ -60,8 +62,8 @@ class PromptOut(BaseModel):
 class FewShotExample(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    query: str
-    response: str
+    query: Text
+    response: Text
 
 
 class LabelerPromptIn(BaseModel):
@@ -70,10 +72,10 @@ class LabelerPromptIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["plain", "few_shot", "use_case"]
-    text: str = ""
-    instruction: str = ""
+    text: Text = ""
+    instruction: Text = ""
     examples: list[FewShotExample] = Field(default_factory=list)
-    use_case: str | None = None
+    use_case: Text | None = None
 
 
 class LabelerPromptOut(BaseModel):
@@ -84,7 +86,7 @@ class LabelerPromptOut(BaseModel):
 class PromptUseCaseIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    use_case: str | None
+    use_case: Text | None
 
 
 class UseCaseOut(BaseModel):
@@ -100,17 +102,17 @@ class UseCaseOut(BaseModel):
 class UseCaseIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=64)
-    description: str = ""
+    name: Text = Field(min_length=1, max_length=64)
+    description: Text = ""
 
 
 class UseCasePatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=64)
-    description: str | None = None
+    name: Text | None = Field(default=None, min_length=1, max_length=64)
+    description: Text | None = None
     active: bool | None = None
-    position: int | None = None
+    position: int | None = Field(default=None, ge=INT32_MIN, le=INT32_MAX)
 
 
 class SplitPinIn(BaseModel):

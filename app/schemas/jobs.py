@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from app.models.labeling import K_MAX, K_MIN
+from app.schemas import INT64_MAX, DbId, Text
 from trainer.config import PPOConfig, RMConfig, SampleConfig, SFTConfig
 
 # bounds for hyper-parameters, by name (anything absent is only type-checked)
@@ -58,8 +59,8 @@ class DataFilters(BaseModel):
 
     since: datetime | None = None
     until: datetime | None = None
-    use_case: str | None = None
-    labeler_id: int | None = None
+    use_case: Text | None = None
+    labeler_id: DbId | None = None
     include_held_out_labelers: bool = False
 
     @field_validator("since", "until")
@@ -84,7 +85,13 @@ def _hyperparameter_fields(config_cls: type) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for f in dataclasses.fields(config_cls):
         default = f.default if f.default is not dataclasses.MISSING else None
-        fields[f.name] = (hints[f.name], Field(default, **_BOUNDS.get(f.name, {})))
+        hint: Any = hints[f.name]
+        extra: dict[str, Any] = {}
+        if hint is str:
+            hint = Text
+        elif hint is float:  # params are stored as JSON, which has no NaN or Infinity
+            extra["allow_inf_nan"] = False
+        fields[f.name] = (hint, Field(default, **_BOUNDS.get(f.name, {}), **extra))
     return fields
 
 
@@ -106,11 +113,11 @@ class SFTParams(JobOptions, _SFTHyper):  # type: ignore[misc, valid-type]
     """Fine-tune a base model on demonstrations."""
 
     # "tiny", a hub ID, a local path, or a registered model version id
-    base_model: str | int
+    base_model: Text | DbId
     # optional: pick the best epoch by this reward model's score on validation prompts
-    rm_model_version_id: int | None = None
-    train_snapshot_id: int | None = None
-    val_snapshot_id: int | None = None
+    rm_model_version_id: DbId | None = None
+    train_snapshot_id: DbId | None = None
+    val_snapshot_id: DbId | None = None
 
     @field_validator("base_model")
     @classmethod
@@ -119,7 +126,9 @@ class SFTParams(JobOptions, _SFTHyper):  # type: ignore[misc, valid-type]
             value = value.strip()
             if not value:
                 raise ValueError("base_model must not be empty")
-            if value.isdigit():
+            if value.isascii() and value.isdigit():
+                if int(value) > INT64_MAX:
+                    raise ValueError(f"base_model: a model version id is at most {INT64_MAX}")
                 return int(value)
         return value
 
@@ -127,17 +136,17 @@ class SFTParams(JobOptions, _SFTHyper):  # type: ignore[misc, valid-type]
 class RMParams(JobOptions, _RMHyper):  # type: ignore[misc, valid-type]
     """Train a reward model from an SFT model on comparisons."""
 
-    sft_model_version_id: int
-    train_snapshot_id: int | None = None
-    val_snapshot_id: int | None = None
+    sft_model_version_id: DbId
+    train_snapshot_id: DbId | None = None
+    val_snapshot_id: DbId | None = None
 
 
 class PPOParams(JobOptions, _PPOHyper):  # type: ignore[misc, valid-type]
     """PPO (PPO-ptx when ptx_coef > 0) from an SFT policy against a reward model."""
 
-    sft_model_version_id: int
-    rm_model_version_id: int
-    prompts_snapshot_id: int | None = None
+    sft_model_version_id: DbId
+    rm_model_version_id: DbId
+    prompts_snapshot_id: DbId | None = None
     # the method's PPO data set is API prompts only; False also uses labeler-written prompts
     api_prompts_only: bool = True
 
@@ -145,11 +154,11 @@ class PPOParams(JobOptions, _PPOHyper):  # type: ignore[misc, valid-type]
 class SampleParams(JobOptions, _SampleHyper):  # type: ignore[misc, valid-type]
     """K completions per prompt from one or more policies, as new ranking tasks."""
 
-    model_version_ids: list[int] = Field(min_length=1)
+    model_version_ids: list[DbId] = Field(min_length=1)
     k: int = Field(ge=K_MIN, le=K_MAX)
     prompt_count: int = Field(ge=1, le=100_000)
     # explicit prompts; otherwise accepted prompts of `split` that have no ranking task yet
-    prompt_ids: list[int] | None = None
+    prompt_ids: list[DbId] | None = None
     split: Literal["train", "val", "test"] = "train"
     overlap: int = Field(1, ge=1, le=20)
 

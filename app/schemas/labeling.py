@@ -7,15 +7,17 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.schemas import INT32_MAX, DbId, Text
+
 
 class CompletionIn(BaseModel):
-    text: str
-    origin: str
-    model_version_id: int | None = None
+    text: Text
+    origin: Text
+    model_version_id: DbId | None = None
 
 
 class CompletionsIn(BaseModel):
-    prompt_id: int
+    prompt_id: DbId
     completions: list[CompletionIn]
 
 
@@ -30,8 +32,8 @@ class CompletionsOut(BaseModel):
 
 
 class RankingTaskIn(BaseModel):
-    prompt_id: int
-    completion_ids: list[int]
+    prompt_id: DbId
+    completion_ids: list[DbId]
     # omitted: 1, or `agreement_overlap` for the configured share of prompts
     overlap: int | None = None
 
@@ -79,7 +81,7 @@ class Rating(BaseModel):
 class Skip(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str
+    reason: Text
 
 
 class SubmissionIn(BaseModel):
@@ -87,13 +89,13 @@ class SubmissionIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str | None = None
+    text: Text | None = None
     # tie groups, best first: [[3], [7, 5], [9]]
-    ranking: list[list[int]] | None = None
-    ratings: dict[int, Rating] | None = None
+    ranking: list[list[DbId]] | None = None
+    ratings: dict[DbId, Rating] | None = None
     skip: Skip | None = None
     # measured by the page; the server uses the time since assignment when absent
-    time_spent_ms: int | None = Field(default=None, ge=0)
+    time_spent_ms: int | None = Field(default=None, ge=0, le=INT32_MAX)
 
 
 class SubmissionOut(BaseModel):

@@ -8,6 +8,7 @@ in input order, where status is accepted | duplicate | over_cap | rejected.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ from app.services.prompts import use_case_lookup
 BATCH_SIZE = 1000
 MAX_RETRIES = 3
 ID_MAX_CHARS = 255  # user_id and external_id columns
+METADATA_MAX_DEPTH = 32  # nesting levels of a prompt's metadata
 # statuses stored on prompts -> status reported to the submitter
 REPORTED = {PromptStatus.pii_dropped.value: PromptStatus.rejected.value}
 
@@ -49,6 +51,27 @@ class _Item:
     duplicate_of_item: int | None = None  # index of an earlier item of the same batch
     prompt_id: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _metadata_problem(metadata: dict[str, Any]) -> str | None:
+    """Why ``metadata`` cannot be stored as JSON on both databases (PostgreSQL's JSONB takes
+    no NUL character and no NaN or Infinity), or None; iterative, so depth cannot overflow."""
+    stack: list[tuple[Any, int]] = [(metadata, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str) and "\x00" in value:
+            return "metadata must not contain NUL characters"
+        if isinstance(value, float) and not math.isfinite(value):
+            return "metadata must not contain NaN or Infinity (not JSON)"
+        if isinstance(value, dict | list):
+            if depth > METADATA_MAX_DEPTH:
+                return f"metadata is nested more than {METADATA_MAX_DEPTH} levels deep"
+            if isinstance(value, dict):
+                stack.extend((key, depth) for key in value)
+                stack.extend((item, depth + 1) for item in value.values())
+            else:
+                stack.extend((item, depth + 1) for item in value)
+    return None
 
 
 def labeler_user_id(user: User) -> str:
@@ -114,6 +137,8 @@ def _validate(
     metadata = raw.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         return "metadata must be an object or null"
+    if metadata is not None and (problem := _metadata_problem(metadata)):
+        return problem
     return _Item(
         index=index,
         text=text,
