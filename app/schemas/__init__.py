@@ -1,5 +1,6 @@
 """Pydantic request and response models of the JSON API, one module per area."""
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, Field
@@ -24,3 +25,18 @@ def _no_nul(value: str) -> str:
 
 # a string from a request that is stored or compared in the database
 Text = Annotated[str, AfterValidator(_no_nul)]
+
+
+def aware_utc(value: datetime | None) -> datetime | None:
+    """``value`` with a zone (none is read as UTC, the zone every stored time is in). A time
+    that leaves the calendar once converted to UTC (year 1 or 9999 with an offset) is a
+    ValueError, so a 422, instead of an OverflowError where the database converts it."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range once converted to UTC") from None
+    return value

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from app.models.prompts import Split
-from app.schemas import INT64_MAX, DbId, Text
+from app.schemas import INT64_MAX, DbId, Text, aware_utc
 from app.services import Invalid
 
 ExportKind = Literal["comparisons", "demonstrations", "prompts"]
@@ -43,10 +43,7 @@ class ExportFilters(BaseModel):
     @field_validator("since", "until")
     @classmethod
     def _aware_utc(cls, value: datetime | None) -> datetime | None:
-        # a time without a zone is read as UTC, the zone every stored time is in
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value
+        return aware_utc(value)
 
     def check_for(self, kind: str, fmt: str | None) -> None:
         """Raise ``Invalid`` (naming the parameter) when a filter makes no sense for ``kind``."""

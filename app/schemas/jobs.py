@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from app.models.labeling import K_MAX, K_MIN
-from app.schemas import INT64_MAX, DbId, Text
+from app.schemas import INT64_MAX, DbId, Text, aware_utc
 from trainer.config import PPOConfig, RMConfig, SampleConfig, SFTConfig
 
 # bounds for hyper-parameters, by name (anything absent is only type-checked)
@@ -67,9 +67,7 @@ class DataFilters(BaseModel):
     @classmethod
     def _aware_utc(cls, value: datetime | None) -> datetime | None:
         # a time without a zone (the form's datetime-local) is read as UTC
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value
+        return aware_utc(value)
 
 
 class JobOptions(BaseModel):

@@ -53,14 +53,24 @@ class _Item:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _is_unicode(value: str) -> bool:
+    """False for a string with a lone surrogate (JSON can escape one: "\\ud800"), which
+    neither database nor the PII scanner can encode."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _metadata_problem(metadata: dict[str, Any]) -> str | None:
     """Why ``metadata`` cannot be stored as JSON on both databases (PostgreSQL's JSONB takes
     no NUL character and no NaN or Infinity), or None; iterative, so depth cannot overflow."""
     stack: list[tuple[Any, int]] = [(metadata, 1)]
     while stack:
         value, depth = stack.pop()
-        if isinstance(value, str) and "\x00" in value:
-            return "metadata must not contain NUL characters"
+        if isinstance(value, str) and ("\x00" in value or not _is_unicode(value)):
+            return "metadata must be valid Unicode text without NUL characters"
         if isinstance(value, float) and not math.isfinite(value):
             return "metadata must not contain NaN or Infinity (not JSON)"
         if isinstance(value, dict | list):
@@ -115,6 +125,8 @@ def _validate(
         return f"text is {len(text)} characters; the limit is {limit}"
     if "\x00" in text:
         return "text contains a NUL character (binary data, not text)"
+    if not _is_unicode(text):
+        return "text is not valid Unicode (half of a UTF-16 surrogate pair)"
     labeler = source == PromptSource.labeler.value and author is not None
     if labeler:
         user_id: Any = labeler_user_id(author)

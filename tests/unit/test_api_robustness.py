@@ -151,7 +151,8 @@ def test_hostile_metadata_is_rejected_or_stored(api_as) -> None:  # type: ignore
     deep: dict[str, Any] = {}
     for _ in range(200):  # deep, but within what the JSON decoder accepts
         deep = {"a": deep}
-    for metadata in ({"note": "a\x00b"}, {"a\x00": 1}, {"score": float("nan")}, deep):
+    hostile = ({"note": "a\x00b"}, {"a\x00": 1}, {"score": float("nan")}, {"k": "\ud800"}, deep)
+    for metadata in hostile:
         r = api.post(
             "/api/v1/prompts",
             content=_json(
@@ -227,3 +228,29 @@ def test_job_params_that_json_cannot_store_are_422(api_as) -> None:  # type: ign
             headers={"Content-Type": "application/json"},
         )
         _assert_clear_4xx(r, field=field)
+
+
+def test_lone_surrogate_in_prompt_text_is_rejected(api_as) -> None:  # type: ignore[no-untyped-def]
+    """JSON may escape half a UTF-16 pair ("\\ud800"): no valid text, so the item is rejected."""
+    r = api_as("admin").post(
+        "/api/v1/prompts",
+        content=_json({"prompts": [{"text": "half a pair \ud800 here", "user_id": "u"}]}),
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status_code == 200, r.text
+    result = r.json()["results"][0]
+    assert result["status"] == "rejected" and "Unicode" in result["reason"], result
+
+
+@pytest.mark.parametrize("when", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59"])
+def test_time_beyond_the_calendar_in_utc_is_422(api_as, when) -> None:  # type: ignore[no-untyped-def]
+    """A valid ISO time whose offset pushes it past year 9999 (or before year 1) in UTC."""
+    api = api_as("admin")
+    for kind in ("comparisons", "demonstrations", "prompts"):
+        _assert_clear_4xx(api.get(f"/api/v1/export/{kind}", params={"until": when}), field="until")
+    r = api.post("/api/v1/export/snapshots", json={"export": "prompts", "since": when})
+    _assert_clear_4xx(r, field="since")
+    params = {"base_model": "tiny", "filters": {"since": when}}
+    _assert_clear_4xx(
+        api.post("/api/v1/jobs", json={"kind": "sft", "params": params}), field="since"
+    )
