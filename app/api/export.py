@@ -59,7 +59,10 @@ def _filters(request: Request, session: Session) -> ExportFilters:
     if username is not None:
         if "labeler_id" in values:
             raise Invalid("give labeler or labeler_id, not both", field="labeler")
-        user_id = session.scalar(select(User.id).where(User.username == username))
+        # (a NUL names nobody, and PostgreSQL would refuse to compare it)
+        user_id = None
+        if "\x00" not in username:
+            user_id = session.scalar(select(User.id).where(User.username == username))
         if user_id is None:
             raise Invalid(f"no user named {username!r}", field="labeler")
         values["labeler_id"] = user_id

@@ -135,6 +135,8 @@ def _recent_failures(session: Session, username: str, ip: str) -> tuple[int, int
 def authenticate(session: Session, username: str, password: str, ip: str) -> User:
     """Check a login; throttles an account or an IP after too many recent failures."""
     settings = get_settings()
+    # PostgreSQL text cannot hold NUL; no username has one, so such a login just fails
+    username = username.replace("\x00", "\ufffd")
     by_user, by_ip = _recent_failures(session, username, ip)
     # the IP limit is wider: several people may share one address
     if by_user >= settings.login_max_failures or by_ip >= 4 * settings.login_max_failures:

@@ -203,7 +203,9 @@ def test_nul_characters_in_text_fields_are_4xx(api_as) -> None:  # type: ignore[
     ]
     for method, path, body, field in cases:
         _assert_clear_4xx(api.request(method, path, json=body), field=field)
-    assert api.get("/api/v1/export/prompts?use_case=a%00b").status_code < 500
+    for query in ("use_case=a%00b", "labeler=a%00b", "format=a%00b", "output=a%00b", "after=1%00"):
+        for kind in ("comparisons", "prompts"):
+            _assert_clear_4xx(api.get(f"/api/v1/export/{kind}?{query}"), field=query.split("=")[0])
 
     labeler = api_as("labeler")
     task = labeler.get("/api/v1/tasks/next?kind=demonstration").json()
@@ -254,3 +256,17 @@ def test_time_beyond_the_calendar_in_utc_is_422(api_as, when) -> None:  # type: 
     _assert_clear_4xx(
         api.post("/api/v1/jobs", json={"kind": "sft", "params": params}), field="since"
     )
+
+
+def test_login_with_nul_characters_is_a_failed_login(client, make_user) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import csrf_from
+
+    user = make_user("labeler")
+    for username, password in (("a\x00b", "whatever"), (user.username, "pass\x00word")):
+        page = client.get("/login")
+        r = client.post(
+            "/login",
+            data={"username": username, "password": password, "csrf_token": csrf_from(page.text)},
+            follow_redirects=False,
+        )
+        assert r.status_code == 401, r.text
