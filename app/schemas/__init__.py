@@ -5,15 +5,13 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
-# Row ids are 64-bit signed integers in both databases; a larger number in a path, query or
-# body would make the driver raise (OverflowError on SQLite, NumericValueOutOfRange on
-# PostgreSQL), so every id the API accepts is bounded here and a bad one is a 422.
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
-DbId = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
-# plain integer columns are 32-bit on PostgreSQL (INTEGER): a stored count or position
+# Row ids and counts are INTEGER columns: 32-bit on PostgreSQL (64-bit on SQLite). A larger
+# number in a path, query or body makes the driver raise (NumericValueOutOfRange on
+# PostgreSQL, OverflowError on SQLite past 64 bits), so every id the API accepts is bounded
+# here and a bad one is a 422 on both databases alike.
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
+DbId = Annotated[int, Field(ge=INT32_MIN, le=INT32_MAX)]
 
 
 def _no_nul(value: str) -> str:

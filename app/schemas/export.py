@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from app.models.prompts import Split
-from app.schemas import INT64_MAX, DbId, Text, aware_utc
+from app.schemas import INT32_MAX, DbId, Text, aware_utc
 from app.services import Invalid
 
 ExportKind = Literal["comparisons", "demonstrations", "prompts"]
@@ -35,7 +35,7 @@ class ExportFilters(BaseModel):
     since: datetime | None = None
     until: datetime | None = None
     use_case: Text | None = Field(default=None, min_length=1, max_length=64)
-    labeler_id: int | None = Field(default=None, ge=1, le=INT64_MAX)
+    labeler_id: int | None = Field(default=None, ge=1, le=INT32_MAX)
     include_held_out_labelers: bool = False
     dataset: Literal["ppo"] | None = None
     after: str | None = Field(default=None, min_length=1, max_length=64)
@@ -60,8 +60,8 @@ class ExportFilters(BaseModel):
                     )
             elif match is None or match.group(2) is not None:
                 raise Invalid("after must be a record id (a positive integer)", field="after")
-            if any(int(number) > INT64_MAX for number in match.groups() if number is not None):
-                raise Invalid(f"after is out of range (at most {INT64_MAX})", field="after")
+            if any(int(number) > INT32_MAX for number in match.groups() if number is not None):
+                raise Invalid(f"after is out of range (at most {INT32_MAX})", field="after")
 
     def as_json(self) -> dict[str, Any]:
         """The filters that are set, JSON-ready (what a snapshot records)."""

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from app.models.labeling import K_MAX, K_MIN
-from app.schemas import INT64_MAX, DbId, Text, aware_utc
+from app.schemas import INT32_MAX, DbId, Text, aware_utc
 from trainer.config import PPOConfig, RMConfig, SampleConfig, SFTConfig
 
 # bounds for hyper-parameters, by name (anything absent is only type-checked)
@@ -89,6 +89,9 @@ def _hyperparameter_fields(config_cls: type) -> dict[str, Any]:
             hint = Text
         elif hint is float:  # params are stored as JSON, which has no NaN or Infinity
             extra["allow_inf_nan"] = False
+        elif hint is int and "le" not in _BOUNDS.get(f.name, {}):
+            # counts reach INTEGER columns (progress, metric steps): 32-bit on PostgreSQL
+            extra["le"] = INT32_MAX
         fields[f.name] = (hint, Field(default, **_BOUNDS.get(f.name, {}), **extra))
     return fields
 
@@ -125,8 +128,8 @@ class SFTParams(JobOptions, _SFTHyper):  # type: ignore[misc, valid-type]
             if not value:
                 raise ValueError("base_model must not be empty")
             if value.isascii() and value.isdigit():
-                if int(value) > INT64_MAX:
-                    raise ValueError(f"base_model: a model version id is at most {INT64_MAX}")
+                if int(value) > INT32_MAX:
+                    raise ValueError(f"base_model: a model version id is at most {INT32_MAX}")
                 return int(value)
         return value
 
