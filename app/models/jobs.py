@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, utcnow
@@ -52,8 +52,9 @@ class Job(Base):
     kind: Mapped[str] = mapped_column(String(32))
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.queued.value)
-    progress_step: Mapped[int] = mapped_column(default=0)
-    progress_total: Mapped[int] = mapped_column(default=0)
+    # 64-bit: epochs x steps of a long run can pass 2**31
+    progress_step: Mapped[int] = mapped_column(BigInteger, default=0)
+    progress_total: Mapped[int] = mapped_column(BigInteger, default=0)
     # snapshots the job reads, by role: {"train": id, "val": id, ...}
     snapshot_ids: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
     log_tail: Mapped[str] = mapped_column(Text, default="")
@@ -76,7 +77,7 @@ class JobMetric(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
-    step: Mapped[int]
+    step: Mapped[int] = mapped_column(BigInteger)
     name: Mapped[str] = mapped_column(String(64))
     value: Mapped[float]
 

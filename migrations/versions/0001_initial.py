@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 12:58:58.508497
+Create Date: 2026-11-25 14:25:27.068533
 """
 
 from collections.abc import Sequence
@@ -114,8 +114,8 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(length=32), nullable=False),
         sa.Column("params", sa.JSON(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
-        sa.Column("progress_step", sa.Integer(), nullable=False),
-        sa.Column("progress_total", sa.Integer(), nullable=False),
+        sa.Column("progress_step", sa.BigInteger(), nullable=False),
+        sa.Column("progress_total", sa.BigInteger(), nullable=False),
         sa.Column("snapshot_ids", sa.JSON(), nullable=False),
         sa.Column("log_tail", sa.Text(), nullable=False),
         sa.Column("error", sa.Text(), nullable=True),
@@ -204,7 +204,7 @@ def upgrade() -> None:
         "job_metrics",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("job_id", sa.Integer(), nullable=False),
-        sa.Column("step", sa.Integer(), nullable=False),
+        sa.Column("step", sa.BigInteger(), nullable=False),
         sa.Column("name", sa.String(length=64), nullable=False),
         sa.Column("value", sa.Double(), nullable=False),
         sa.ForeignKeyConstraint(

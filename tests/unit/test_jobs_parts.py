@@ -36,6 +36,18 @@ def test_reporter_records_progress_metrics_and_log(app_env: str) -> None:
     assert losses == [(1, 3.0), (2, 2.0), (3, 1.0)]  # NaN is not stored
 
 
+def test_reporter_records_step_counts_beyond_32_bits(app_env: str) -> None:
+    """A long run's epochs x steps can pass 2**31; recording it must not fail the job."""
+    job_id = _running_job()
+    reporter = JobReporter(job_id)
+    big = 2**40
+    reporter(Progress(big, big, {"loss": 1.0}))
+    with get_sessionmaker()() as s:
+        job = s.get(Job, job_id)
+        assert (job.progress_step, job.progress_total) == (big, big)
+        assert [m.step for m in s.query(JobMetric)] == [big]
+
+
 def test_reporter_raises_when_a_cancel_was_requested(app_env: str) -> None:
     job_id = _running_job()
     reporter = JobReporter(job_id)
