@@ -198,10 +198,13 @@ def use_case_edit(  # type: ignore[no-untyped-def]
     session: Session = Depends(get_session),
     form: FormData = Depends(form_data),
 ):
+    raw_position = str(form.get("position", "")).strip()
     try:
-        position = int(str(form.get("position", "0")) or 0)
+        position = int(raw_position) if raw_position else None
     except ValueError:
-        position = None
+        return _use_case_page(
+            request, session, error="position must be a whole number", status_code=422
+        )
     try:
         update_use_case(
             session,

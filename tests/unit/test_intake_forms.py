@@ -186,3 +186,21 @@ def test_labeler_cannot_open_admin_data(client, make_user) -> None:  # type: ign
     login(client, make_user("labeler"))
     assert client.get("/admin/data").status_code == 403
     assert client.get("/admin/data/use-cases").status_code == 403
+
+
+def test_use_case_edit_with_a_bad_position_says_so(client, make_user, session) -> None:  # type: ignore[no-untyped-def]
+    from app.models import UseCase
+
+    login(client, make_user("researcher"))
+    page = client.get("/admin/data/use-cases")
+    first = session.scalars(select(UseCase).order_by(UseCase.position)).first()
+    before = (first.id, first.name, first.position)
+    session.commit()
+    r = client.post(
+        f"/admin/data/use-cases/{first.id}",
+        data={"csrf_token": csrf_from(page.text), "name": "Renamed", "position": "first"},
+    )
+    assert r.status_code == 422 and "whole number" in r.text
+    after = session.get(UseCase, first.id)
+    assert (after.id, after.name, after.position) == before  # nothing half-applied
+    session.commit()
