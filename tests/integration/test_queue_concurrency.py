@@ -7,6 +7,7 @@ the API. Runs on PostgreSQL (row locks, SKIP LOCKED) and on SQLite (serialised w
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 from sqlalchemy import func, select
@@ -16,12 +17,28 @@ from tests.labeling_support import make_prompt, make_ranking_task
 
 LABELERS = 50
 TASKS = 30
+# how long a labeler who found nothing waits before looking again, and for how long at most
+RETRY_S = 0.2
+GIVE_UP_S = 240.0
+
+
+def _queue_drained(maker) -> bool:  # type: ignore[no-untyped-def]
+    """Every task is done: no slot is held, and none is free for anyone."""
+    from app.models import TaskStatus
+
+    with maker() as s:
+        open_tasks = s.scalar(
+            select(func.count()).select_from(Task).where(Task.status != TaskStatus.done.value)
+        )
+        s.rollback()
+    return open_tasks == 0
 
 
 def _labeler_loop(
     user_id: int,
     start: threading.Barrier,
     all_holding: threading.Barrier,
+    found_empty: threading.Event,
     errors: list[BaseException],
 ) -> None:
     from app.db import get_sessionmaker
@@ -35,20 +52,31 @@ def _labeler_loop(
     first_round = True
     try:
         start.wait(timeout=120)
+        deadline = time.monotonic() + GIVE_UP_S
         while True:
             with maker() as s:
                 user = s.get_one(User, user_id)
                 assignment = assign_next_task(s, user, "ranking")
-                if assignment is None:
-                    s.commit()
-                    return
-                task = describe_assignment(s, assignment)
+                task = describe_assignment(s, assignment) if assignment is not None else None
                 s.commit()
+            if task is None:
+                found_empty.set()
+                # nothing for me right now; a labeler still holding a task may skip it later
+                # and free a slot, so (like a real labeler) come back until the queue is drained
+                if _queue_drained(maker):
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"labeler {user_id}: queue never drained")
+                time.sleep(RETRY_S)
+                continue
             if first_round:
                 # 50 holds at once (60 slots): nobody submits before everybody holds a task
                 first_round = False
                 all_holding.wait(timeout=120)
             if skips_left:
+                # skip only once someone has already found the queue empty: the freed slot
+                # must still be taken by a labeler who comes back
+                found_empty.wait(timeout=120)
                 skips_left -= 1
                 with maker() as s:
                     skip = {"skip": {"reason": "cannot judge"}}
@@ -85,9 +113,10 @@ def test_fifty_labelers_at_once_fill_every_task_exactly(app_env, make_user, monk
     users = [make_user("labeler").id for _ in range(LABELERS)]
 
     start, all_holding = threading.Barrier(LABELERS), threading.Barrier(LABELERS)
+    found_empty = threading.Event()
     errors: list[BaseException] = []
     threads = [
-        threading.Thread(target=_labeler_loop, args=(uid, start, all_holding, errors))
+        threading.Thread(target=_labeler_loop, args=(uid, start, all_holding, found_empty, errors))
         for uid in users
     ]
     for t in threads:
