@@ -30,17 +30,10 @@ from app.schemas.intake import (
 from app.services import Invalid
 from app.services.curation import splits
 from app.services.intake import ingest_prompts
+from app.services.intake_labeler import build_labeler_prompt, submit_labeler_prompt
 from app.services.intake_stats import data_overview
-from app.services.prompts import (
-    add_use_case,
-    build_labeler_prompt,
-    get_prompt,
-    list_use_cases,
-    prompt_as_dict,
-    set_prompt_use_case,
-    submit_labeler_prompt,
-    update_use_case,
-)
+from app.services.prompts import get_prompt, prompt_as_dict, set_prompt_use_case
+from app.services.use_cases import add_use_case, list_use_cases, update_use_case
 
 router = APIRouter(prefix="/api/v1", tags=["prompts"])
 ingester = require_role(Role.researcher, scope="ingest")

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from app.services.accounts import ensure_first_admin
 from app.services.demo import load_demo_data, register_tiny_base
-from app.services.prompts import ensure_default_use_cases
+from app.services.use_cases import ensure_default_use_cases
 
 # each step is idempotent; it returns a line to print, or None
 STEPS: list[Callable[[Session], str | None]] = []

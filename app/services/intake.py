@@ -22,7 +22,7 @@ from app.services.curation import dedup, quota
 from app.services.curation.pii import PiiScan, get_pii_filter
 from app.services.curation.pii_policy import drop_reason, scanned_split
 from app.services.curation.splits import splits_for_users
-from app.services.prompts import use_case_lookup
+from app.services.use_cases import use_case_lookup
 
 BATCH_SIZE = 1000
 MAX_RETRIES = 3

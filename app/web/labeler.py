@@ -23,8 +23,9 @@ from app.models import FLAGS, Assignment, AssignmentStatus, Task, TaskKind
 from app.services import Invalid, ServiceError
 from app.services.instructions import current_markdown, render_markdown
 from app.services.labeling import describe_assignment, labeler_counts, submit
-from app.services.prompts import list_use_cases, set_prompt_use_case
+from app.services.prompts import set_prompt_use_case
 from app.services.queue import assign_next_task, ensure_demonstration_tasks, waiting_counts
+from app.services.use_cases import list_use_cases
 from app.web.templating import render
 
 router = APIRouter(prefix="/labeler", include_in_schema=False)

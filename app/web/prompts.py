@@ -16,15 +16,13 @@ from app.models import Prompt, PromptKind
 from app.services import ServiceError
 from app.services.curation import splits
 from app.services.intake import labeler_user_id
-from app.services.intake_stats import data_overview
-from app.services.prompts import (
+from app.services.intake_labeler import (
     MAX_FEW_SHOT_EXAMPLES,
-    add_use_case,
     build_labeler_prompt,
-    list_use_cases,
     submit_labeler_prompt,
-    update_use_case,
 )
+from app.services.intake_stats import data_overview
+from app.services.use_cases import add_use_case, list_use_cases, update_use_case
 from app.web.templating import render
 
 router = APIRouter(include_in_schema=False)

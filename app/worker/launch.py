@@ -17,6 +17,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from app.worker.reporting import JobFailed
 from trainer.callbacks import Progress
 
 POLL_S = 0.5
@@ -63,8 +64,6 @@ def _progress_of(row: dict[str, Any]) -> Progress:
 def run_under_accelerate(
     ctx: Any, function: str, hyper: dict[str, Any], kwargs: dict[str, Any], num_processes: int
 ) -> dict[str, float]:
-    from app.worker.runners import JobFailed
-
     out = Path(kwargs["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("metrics.jsonl", "result.json"):

@@ -27,6 +27,10 @@ class JobCancelled(Exception):
     """Raised from the progress callback when a researcher cancelled the job."""
 
 
+class JobFailed(Exception):
+    """A failure with a message meant for the researcher (no traceback needed)."""
+
+
 class JobReporter:
     def __init__(self, job_id: int, offset: int = 0, scale_total: int | None = None) -> None:
         self.job_id = job_id

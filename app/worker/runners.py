@@ -21,13 +21,9 @@ from app.db import get_sessionmaker
 from app.models import Job, ModelVersion, Prompt, Snapshot, Task, TaskKind, User
 from app.schemas.jobs import TRAINER_CONFIG_BY_KIND, trainer_hyperparameters
 from app.services.models_registry import ensure_base_version, get_version
-from app.worker.reporting import JobReporter
+from app.worker.reporting import JobFailed, JobReporter
 
 log = logging.getLogger(__name__)
-
-
-class JobFailed(Exception):
-    """A failure with a message meant for the researcher (no traceback needed)."""
 
 
 @dataclass

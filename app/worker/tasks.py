@@ -18,11 +18,10 @@ from app.db import get_sessionmaker, utcnow
 from app.models import Job, JobMetric, JobStatus
 from app.worker.celery_app import RUN_JOB_TASK, celery_app
 from app.worker.heartbeat import JobBeat, WorkerBeat, forget_worker
-from app.worker.reporting import JobCancelled, JobReporter
+from app.worker.reporting import JobCancelled, JobFailed, JobReporter
 from app.worker.runners import (
     RUNNERS,
     JobContext,
-    JobFailed,
     Outcome,
     finite_metrics,
     parse_stored_params,
