@@ -104,7 +104,7 @@ def run_worker(
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
 ) -> None:
     """Run a Celery worker consuming the given queues."""
-    from app.worker.celery_app import QUEUES, celery_app, queue_name
+    from app.broker import QUEUES, celery_app, queue_name
 
     names = [q.strip() for q in queues.split(",") if q.strip()]
     unknown = [q for q in names if q not in QUEUES]

@@ -102,9 +102,9 @@ def export_command(
 
     prefloop export comparisons --format pairs --split train -o rm-train.jsonl
     """
-    from app.schemas.export import parse_filters
     from app.services.export import ExportStream
     from app.services.export_formats import choose_output, output_for_path
+    from app.services.export_params import parse_filters
 
     values = {
         "split": split, "since": since, "until": until, "use_case": use_case,

@@ -11,6 +11,9 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+# the project's checkout: templates/, static/, migrations/ and alembic.ini live here
+ROOT = Path(__file__).resolve().parents[1]
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PREFLOOP_", env_file=".env", extra="ignore")

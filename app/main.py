@@ -13,13 +13,13 @@ from app.api import export, system
 from app.api import jobs as jobs_api
 from app.api import prompts as prompts_api
 from app.api import tasks as tasks_api
-from app.config import get_settings
+from app.config import ROOT, get_settings
 from app.deps import CSRFError, Forbidden, NotAuthenticated, csrf_protect
 from app.services import ServiceError
 from app.web import auth, home, instructions, labeler
 from app.web import jobs as jobs_web
 from app.web import prompts as prompts_web
-from app.web.templating import ROOT, render
+from app.web.templating import render
 
 ROUTERS = [
     system.router,

@@ -6,8 +6,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection
 
-from app.config import get_settings
-from app.web.templating import ROOT
+from app.config import ROOT, get_settings
 
 
 def alembic_config(url: str | None = None, connection: Connection | None = None) -> Config:

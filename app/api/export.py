@@ -15,12 +15,13 @@ from sqlalchemy.orm import Session
 
 from app.db import get_session
 from app.deps import Principal, researcher
-from app.models import Snapshot, User
+from app.models import Snapshot
 from app.schemas import DbId
-from app.schemas.export import ExportFilters, SnapshotOut, SnapshotRequest, parse_filters
-from app.services import Invalid, NotFound
+from app.schemas.export import SnapshotOut, SnapshotRequest
+from app.services import NotFound
 from app.services.export import ExportStream, create_snapshot
 from app.services.export_formats import OUTPUTS, choose_output, encode
+from app.services.export_params import filters_from_query, parse_filters
 
 router = APIRouter(prefix="/api/v1/export", tags=["export"])
 
@@ -37,40 +38,12 @@ def filter_params(
     ),
     after: str | None = Query(None, description="resume after this record id (pairs: pair_id)"),
 ) -> None:
-    """Documents the filters in the OpenAPI schema; ``_filters`` reads and checks them
+    """Documents the filters in the OpenAPI schema; ``filters_from_query`` reads and checks them
     (all strings here, so every bad value gets the same ``{"detail", "field"}`` 422)."""
 
 
-# query parameters every export takes besides the filters
-_CONTROL = {"format", "output", "labeler"}
-
-
-def _filters(request: Request, session: Session) -> ExportFilters:
-    """The filters of the query string; unknown or repeated parameters are a 422."""
-    params = request.query_params
-    allowed = set(ExportFilters.model_fields) | _CONTROL
-    for name in params:
-        if name not in allowed:
-            raise Invalid(f"unknown parameter {name!r}", field=name)
-        if len(params.getlist(name)) > 1:
-            raise Invalid(f"{name} given more than once", field=name)
-    values: dict[str, Any] = {k: v for k, v in params.items() if k not in _CONTROL}
-    username = params.get("labeler")
-    if username is not None:
-        if "labeler_id" in values:
-            raise Invalid("give labeler or labeler_id, not both", field="labeler")
-        # (a NUL names nobody, and PostgreSQL would refuse to compare it)
-        user_id = None
-        if "\x00" not in username:
-            user_id = session.scalar(select(User.id).where(User.username == username))
-        if user_id is None:
-            raise Invalid(f"no user named {username!r}", field="labeler")
-        values["labeler_id"] = user_id
-    return parse_filters(values)
-
-
 def _stream(request: Request, session: Session, kind: str) -> StreamingResponse:
-    filters = _filters(request, session)
+    filters = filters_from_query(session, request.query_params.multi_items())
     chosen = choose_output(request.query_params.get("output"), request.headers.get("accept"))
     # the request's session lives until the response is sent; end its transaction so it
     # holds no lock (SQLite) while the stream reads on a session of its own

@@ -13,7 +13,7 @@ from app.schemas import DbId
 from app.schemas.jobs import JobCreate, JobCreated, JobOut, ModelOut, WorkerOut
 from app.services import jobs as job_service
 from app.services import models_registry
-from app.worker.heartbeat import list_workers
+from app.services.workers import list_workers
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
 

@@ -60,9 +60,7 @@ async def parse_body(request: Request, model: type[Body]) -> Body:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        field = ".".join(str(part) for part in error["loc"]) or "body"
-        raise Invalid(f"{field}: {error['msg']}", field=field) from exc
+        raise Invalid.from_validation(exc, default_field="body") from exc
 
 
 def _schema(model: type[BaseModel]) -> dict[str, Any]:

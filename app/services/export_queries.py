@@ -22,8 +22,9 @@ from app.models import (
     UseCase,
     User,
 )
-from app.schemas.export import PAIR_CURSOR_RE, ExportFilters, parse_format, parse_kind
+from app.schemas.export import PAIR_CURSOR_RE, ExportFilters
 from app.services import Invalid
+from app.services.export_params import check_filters, parse_format, parse_kind
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class Cursor:
         if after is None:
             return cls(0)
         match = PAIR_CURSOR_RE.match(after)
-        if match is None:  # ExportFilters.check_for has said why already
+        if match is None:  # check_filters has said why already
             raise Invalid("after is not a valid cursor", field="after")
         pair = match.group(2)
         return cls(int(match.group(1)), int(pair) if pair is not None else None)
@@ -130,7 +131,7 @@ def validate_filters(session: Session, kind: str, filters: ExportFilters, fmt: s
     """Check the request against the data (unknown labeler or use case: 422); returns fmt."""
     parse_kind(kind)
     fmt = parse_format(kind, fmt)
-    filters.check_for(kind, fmt)
+    check_filters(filters, kind, fmt)
     if filters.labeler_id is not None:
         user = session.get(User, filters.labeler_id)
         if user is None:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from app.broker import send_job
 from app.config import get_settings
 from app.db import utcnow
 from app.models import Job, JobMetric, JobStatus, ModelVersion, Prompt, Snapshot, User
@@ -26,6 +27,8 @@ from app.services.models_registry import POLICY_KINDS, check_base_model_name, re
 ACTIVE = (JobStatus.queued.value, JobStatus.running.value)
 FINISHED = (JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.cancelled.value)
 RERUNNABLE = (JobStatus.failed.value, JobStatus.cancelled.value)
+# job kinds that need the accelerator; everything else runs on "cpu"
+GPU_KINDS = frozenset({"sft", "rm", "ppo", "sample"})
 
 
 class BrokerUnavailable(ServiceError):
@@ -45,9 +48,7 @@ def parse_params(kind: str, params: dict[str, Any]) -> BaseModel:
     try:
         return schema.model_validate(params)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(part) for part in err["loc"])
-        raise Invalid(f"{loc}: {err['msg']}", field=f"params.{loc}" if loc else "params") from None
+        raise Invalid.from_validation(exc, prefix="params.") from None
 
 
 def _check_snapshot(session: Session, snapshot_id: int | None, dataset: str, field: str) -> None:
@@ -120,10 +121,7 @@ def validate_job(session: Session, kind: str, params: dict[str, Any]) -> BaseMod
 
 def enqueue(job: Job) -> str:
     """Send the job to its queue (gpu for training and sampling); returns the Celery task id."""
-    from app.worker.celery_app import RUN_JOB_TASK, current_celery, queue_for_kind
-
-    result = current_celery().send_task(RUN_JOB_TASK, args=[job.id], queue=queue_for_kind(job.kind))
-    return str(result.id)
+    return send_job(job.id, "gpu" if job.kind in GPU_KINDS else "cpu")
 
 
 def create_job(

@@ -73,9 +73,7 @@ def parse_submission(payload: SubmissionIn | dict[str, Any]) -> SubmissionIn:
     try:
         return SubmissionIn.model_validate(payload)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or None
-        raise Invalid(f"invalid submission: {err['msg']}", field=field) from None
+        raise Invalid.from_validation(exc) from None
 
 
 def submit(

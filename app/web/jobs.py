@@ -15,10 +15,10 @@ from app.schemas.jobs import PARAMS_BY_KIND
 from app.services import NotFound, ServiceError, models_registry
 from app.services import jobs as job_service
 from app.services.loop_status import data_sets, next_step
+from app.services.workers import list_workers
 from app.web import job_forms
 from app.web.job_charts import charts
 from app.web.templating import render
-from app.worker.heartbeat import list_workers
 
 router = APIRouter(include_in_schema=False)
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
 
+from app.config import ROOT
 from app.deps import CSRF_FIELD, CSRF_HEADER, csrf_token
 
-ROOT = Path(__file__).resolve().parents[2]
 templates = Jinja2Templates(directory=str(ROOT / "templates"))
 templates.env.globals.update(csrf_field=CSRF_FIELD, csrf_header=CSRF_HEADER)
 

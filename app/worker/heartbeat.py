@@ -8,61 +8,23 @@ surviving worker (and, lazily, by the web app when jobs are read).
 from __future__ import annotations
 
 import logging
-import os
 import threading
-from datetime import timedelta
-from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import update
 
 from app.config import get_settings
 from app.db import get_sessionmaker, utcnow
-from app.models import Job, JobStatus, WorkerHeartbeat
+from app.models import Job, JobStatus
+from app.services import workers
+from app.services.jobs import sweep_stale_jobs
 
 log = logging.getLogger(__name__)
 
 
-def beat_worker(hostname: str, queues: str) -> None:
-    with get_sessionmaker()() as session:
-        row = session.get(WorkerHeartbeat, hostname)
-        now = utcnow()
-        if row is None:
-            session.add(
-                WorkerHeartbeat(
-                    hostname=hostname, queues=queues, pid=os.getpid(), started_at=now, last_seen=now
-                )
-            )
-        else:
-            row.last_seen, row.queues, row.pid = now, queues, os.getpid()
-        session.commit()
-
-
 def forget_worker(hostname: str) -> None:
     with get_sessionmaker()() as session:
-        session.execute(delete(WorkerHeartbeat).where(WorkerHeartbeat.hostname == hostname))
+        workers.forget_worker(session, hostname)
         session.commit()
-
-
-def worker_alive_window_s() -> float:
-    settings = get_settings()
-    return max(3 * settings.worker_heartbeat_s, settings.job_heartbeat_timeout_s)
-
-
-def list_workers(session: Any) -> list[dict[str, Any]]:
-    """Known workers, newest heartbeat first, with ``alive`` when it beat recently."""
-    cutoff = utcnow() - timedelta(seconds=worker_alive_window_s())
-    rows = session.scalars(select(WorkerHeartbeat).order_by(WorkerHeartbeat.last_seen.desc()))
-    return [
-        {
-            "hostname": w.hostname,
-            "queues": w.queues,
-            "pid": w.pid,
-            "started_at": w.started_at,
-            "last_seen": w.last_seen,
-            "alive": w.last_seen >= cutoff,
-        }
-        for w in rows
-    ]
 
 
 class _Ticker(threading.Thread):
@@ -96,10 +58,9 @@ class WorkerBeat(_Ticker):
         self.hostname, self.queues = hostname, queues
 
     def tick(self) -> None:
-        from app.services.jobs import sweep_stale_jobs
-
-        beat_worker(self.hostname, self.queues)
         with get_sessionmaker()() as session:
+            workers.record_worker_beat(session, self.hostname, self.queues)
+            session.commit()
             failed = sweep_stale_jobs(session)
             session.commit()
         if failed:

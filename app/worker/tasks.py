@@ -14,9 +14,9 @@ from typing import Any
 from celery import signals
 from sqlalchemy import update
 
+from app.broker import RUN_JOB_TASK, celery_app
 from app.db import get_sessionmaker, utcnow
 from app.models import Job, JobMetric, JobStatus
-from app.worker.celery_app import RUN_JOB_TASK, celery_app
 from app.worker.heartbeat import JobBeat, WorkerBeat, forget_worker
 from app.worker.reporting import JobCancelled, JobFailed, JobReporter
 from app.worker.runners import (

@@ -1,8 +1,10 @@
-"""The Celery application: broker and backend from settings, queues ``cpu`` and ``gpu``.
+"""The job broker: the Celery application (broker and backend from settings, queues ``cpu``
+and ``gpu``), shared by the services that send jobs and the workers (``app/worker``) that run
+them. Infrastructure like ``app/db.py``: it knows queues and task names, not job kinds.
 
 Production and the integration tests use Redis; the embedded default uses Celery's SQLAlchemy
-transport on a SQLite file. Training and sampling go to ``gpu``; exports to ``cpu``.
-Job state lives in the database (``Job`` rows), not in Celery's result backend.
+transport on a SQLite file. Job state lives in the database (``Job`` rows), not in Celery's
+result backend.
 """
 
 from __future__ import annotations
@@ -13,18 +15,12 @@ from kombu import Queue
 from app.config import get_settings
 
 QUEUES = ("cpu", "gpu")
-# job kinds that need the accelerator; everything else runs on "cpu"
-GPU_KINDS = frozenset({"sft", "rm", "ppo", "sample"})
 RUN_JOB_TASK = "prefloop.run_job"
 
 
 def queue_name(queue: str) -> str:
     """The broker's name for ``queue`` (with the deployment's prefix)."""
     return f"{get_settings().queue_prefix}{queue}"
-
-
-def queue_for_kind(kind: str) -> str:
-    return queue_name("gpu" if kind in GPU_KINDS else "cpu")
 
 
 def make_celery() -> Celery:
@@ -77,3 +73,9 @@ def current_celery() -> Celery:
     if key not in _apps_by_broker:
         _apps_by_broker[key] = make_celery()
     return _apps_by_broker[key]
+
+
+def send_job(job_id: int, queue: str) -> str:
+    """Put job ``job_id`` on ``queue`` (``cpu`` or ``gpu``); returns the Celery task id."""
+    result = current_celery().send_task(RUN_JOB_TASK, args=[job_id], queue=queue_name(queue))
+    return str(result.id)
