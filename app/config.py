@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     demonstration_max_chars: int = Field(default=20_000, ge=1)
     # a skip hands the task to another labeler; after this many skips it is closed as unclear
     task_max_skips: int = Field(default=3, ge=1)
+    # share of the ranking tasks a labeler is served that are gold tasks (a reference order
+    # they are measured against), drawn at random so gold cannot be told apart
+    gold_rate: float = Field(default=0.05, ge=0.0, le=1.0)
+    # new labelers start in screening: they receive only the screening set until a
+    # researcher approves or rejects them
+    screening: bool = False
 
     # jobs
     artifacts_dir: Path | None = None

@@ -21,7 +21,9 @@ router = APIRouter(prefix="/api/v1/tasks", tags=["labeling"])
     responses={204: {"description": "nothing is waiting for you"}},
 )
 def next_task(
-    kind: str | None = Query(None, description="ranking or demonstration; any when omitted"),
+    kind: str | None = Query(
+        None, description="demonstration, ranking or evaluation; any when omitted"
+    ),
     principal: Principal = Depends(any_user),
     session: Session = Depends(get_session),
 ) -> NextTaskOut | Response:

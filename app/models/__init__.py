@@ -1,5 +1,6 @@
 """The ORM models; importing this package registers every table on ``Base.metadata``."""
 
+from app.models.evaluation import Evaluation, EvaluationStatus, EvaluationSystem, Judges
 from app.models.jobs import (
     Job,
     JobKind,
@@ -34,7 +35,7 @@ from app.models.prompts import (
     UseCase,
     UserQuota,
 )
-from app.models.users import ApiToken, LoginAttempt, Role, User, role_at_least
+from app.models.users import ApiToken, LabelerStatus, LoginAttempt, Role, User, role_at_least
 
 __all__ = [
     "DEFAULT_USE_CASES",
@@ -45,11 +46,16 @@ __all__ = [
     "Completion",
     "DedupKey",
     "Demonstration",
+    "Evaluation",
+    "EvaluationStatus",
+    "EvaluationSystem",
     "Instructions",
     "Job",
     "JobKind",
     "JobMetric",
     "JobStatus",
+    "Judges",
+    "LabelerStatus",
     "LoginAttempt",
     "ModelVersion",
     "Prompt",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -13,6 +14,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -38,8 +40,16 @@ K_MIN, K_MAX = 4, 9
 
 
 class TaskKind(enum.StrEnum):
+    """What a task is; the rules each kind follows are in app/services/task_kinds.py."""
+
     demonstration = "demonstration"
     ranking = "ranking"
+    # outputs of the systems of an evaluation run, judged by its allowed judges
+    evaluation = "evaluation"
+    # a ranking with a researcher's reference order (quality checks, screening)
+    gold = "gold"
+    # a prompt with a researcher's reference demonstration (screening)
+    gold_demonstration = "gold_demonstration"
 
 
 class TaskStatus(enum.StrEnum):
@@ -85,8 +95,15 @@ class Task(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(32))
     prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id"), index=True)
+    # the evaluation run an evaluation task belongs to
+    evaluation_id: Mapped[int | None] = mapped_column(ForeignKey("evaluations.id"), index=True)
+    # gold kinds: the researcher's answer, {"ranking": [[id], [id, id]], "flags": {id: [...]}}
+    # for gold rankings, {"text": ...} for gold demonstrations
+    reference: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # part of the screening set that labelers in screening receive (and nothing else)
+    screening: Mapped[bool] = mapped_column(default=False, server_default=false())
     # number of distinct labelers the task needs
     overlap: Mapped[int] = mapped_column(default=1)
     # slots taken: active assignments plus submissions; the queue takes a slot with an atomic

@@ -25,6 +25,14 @@ def role_at_least(role: str, minimum: Role) -> bool:
     return ROLE_ORDER.index(Role(role)) >= ROLE_ORDER.index(minimum)
 
 
+class LabelerStatus(enum.StrEnum):
+    """Where a labeler stands: new labelers are in screening when screening is on."""
+
+    screening = "screening"  # receives only the screening set until a researcher decides
+    approved = "approved"
+    rejected = "rejected"  # receives no tasks
+
+
 class User(Base):
     __tablename__ = "users"
 
@@ -35,6 +43,11 @@ class User(Base):
     # held-out labelers produce no training data (exports and evaluation read this flag)
     held_out: Mapped[bool] = mapped_column(default=False)
     is_active: Mapped[bool] = mapped_column(default=True)
+    labeler_status: Mapped[str] = mapped_column(
+        String(16),
+        default=LabelerStatus.approved.value,
+        server_default=LabelerStatus.approved.value,
+    )
     # set when the password was generated for the user and must be changed
     must_change_password: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

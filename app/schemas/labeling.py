@@ -64,10 +64,13 @@ class ShownCompletion(BaseModel):
 
 class NextTaskOut(BaseModel):
     task_id: int
+    # demonstration, ranking or evaluation: which form to fill
     kind: str
     prompt: PromptOut
-    # rankings only, in the order shown to this labeler (stored with the assignment)
+    # rankings and evaluations, in the order shown to this labeler (stored with the assignment)
     completions: list[ShownCompletion] | None = None
+    # every output needs a 1-7 Likert score (evaluations)
+    likert_required: bool = False
     lock_expires_at: datetime
 
 

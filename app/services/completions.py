@@ -19,8 +19,8 @@ from app.models import (
     TaskKind,
     User,
 )
-from app.models.labeling import K_MAX, K_MIN
 from app.services import Invalid, NotFound
+from app.services.task_kinds import spec_of
 
 ORIGIN_MAX_CHARS = 255
 MAX_COMPLETIONS_PER_CALL = 100
@@ -107,21 +107,25 @@ def create_ranking_task(
     overlap: int | None = 1,
     job_id: int | None = None,
     created_by: User | None = None,
+    *,
+    kind: TaskKind = TaskKind.ranking,
+    **task_fields: Any,
 ) -> Task:
-    """A ranking task over K (4..9) distinct completions of one accepted prompt.
+    """A task of a ranking form (ranking, evaluation, gold) over distinct completions of one
+    accepted prompt, as many as the kind allows (rankings: 4..9).
 
-    ``overlap=None`` applies the configured agreement share (see `agreement_overlap_for`).
+    ``overlap=None`` applies the configured agreement share (see `agreement_overlap_for`);
+    ``task_fields`` sets the kind's own columns (``evaluation_id``, ``reference``, ``screening``).
     """
+    spec = spec_of(kind.value)
+    if spec.form != "ranking":
+        raise ValueError(f"{kind} tasks are not rankings")
     accepted_prompt(session, prompt_id)
     ids = list(completion_ids)
     if len(ids) != len(set(ids)):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         raise Invalid(f"completion ids repeated: {dupes}", field="completion_ids")
-    if not K_MIN <= len(ids) <= K_MAX:
-        raise Invalid(
-            f"a ranking task needs {K_MIN} to {K_MAX} completions, got {len(ids)}",
-            field="completion_ids",
-        )
+    spec.check_k(len(ids))
     found = dict(
         session.execute(
             select(Completion.id, Completion.prompt_id).where(Completion.id.in_(ids))
@@ -141,11 +145,12 @@ def create_ranking_task(
     if not 1 <= overlap <= MAX_OVERLAP:
         raise Invalid(f"overlap must be between 1 and {MAX_OVERLAP}", field="overlap")
     task = Task(
-        kind=TaskKind.ranking.value,
+        kind=kind.value,
         prompt_id=prompt_id,
         overlap=overlap,
         job_id=job_id,
         created_by_id=created_by.id if created_by is not None else None,
+        **task_fields,
     )
     task.items = [TaskItem(completion_id=cid, position=i) for i, cid in enumerate(ids)]
     session.add(task)

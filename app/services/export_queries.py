@@ -1,6 +1,7 @@
 """The SQL side of the export: which rows each export holds, as keyset-paginated queries.
 
-Only accepted prompts; labels of held-out labelers only on request; no skipped task.
+Only accepted prompts; labels of held-out labelers only on request; no skipped task; only
+labels of task kinds that are training data (never evaluation or gold judgments).
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from app.models import (
     PromptSource,
     PromptStatus,
     Ranking,
+    Task,
     UseCase,
     User,
 )
 from app.schemas.export import PAIR_CURSOR_RE, ExportFilters
 from app.services import Invalid
 from app.services.export_params import check_filters, parse_format, parse_kind
+from app.services.task_kinds import training_kinds
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,8 @@ def _label_query(model: type[Ranking] | type[Demonstration], filters: ExportFilt
     """Rows of ``model`` (with their prompt) that pass the filters, in id order."""
     conditions = _prompt_conditions(filters) + _time_conditions(model.created_at, filters)
     conditions.append(_not_skipped(model.task_id, model.labeler_id))
+    form = "ranking" if model is Ranking else "demonstration"
+    conditions.append(Task.kind.in_(training_kinds(form)))
     if filters.labeler_id is not None:
         conditions.append(model.labeler_id == filters.labeler_id)
     if not filters.include_held_out_labelers:
@@ -95,6 +100,7 @@ def _label_query(model: type[Ranking] | type[Demonstration], filters: ExportFilt
     return (
         select(*columns)
         .join(Prompt, Prompt.id == model.prompt_id)
+        .join(Task, Task.id == model.task_id)
         .where(*conditions)
         .order_by(model.id)
     )

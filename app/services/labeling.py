@@ -24,13 +24,13 @@ from app.models import (
     Ranking,
     RankingEntry,
     Task,
-    TaskKind,
     TaskStatus,
     User,
 )
 from app.schemas.labeling import SubmissionIn
 from app.services import Conflict, Invalid, NotFound, ServiceError
 from app.services.queue import FINISHED
+from app.services.task_kinds import SHOWN_KINDS, a_or_an, shown_kind_of, spec_of
 
 SKIP_REASON_MAX_CHARS = 2000
 
@@ -44,9 +44,11 @@ def describe_assignment(session: Session, assignment: Assignment) -> dict[str, A
     shown to this labeler."""
     task = session.get_one(Task, assignment.task_id)
     prompt = session.get_one(Prompt, task.prompt_id)
+    spec = spec_of(task.kind)
     described: dict[str, Any] = {
         "task_id": task.id,
-        "kind": task.kind,
+        "kind": spec.shown_as,
+        "likert_required": spec.likert_required,
         "prompt": {
             "prompt_id": prompt.id,
             "text": prompt.text,
@@ -56,7 +58,7 @@ def describe_assignment(session: Session, assignment: Assignment) -> dict[str, A
         },
         "lock_expires_at": assignment.lock_expires_at,
     }
-    if task.kind == TaskKind.ranking.value:
+    if spec.form == "ranking":
         order = assignment.display_order or [item.completion_id for item in task.items]
         texts = dict(
             session.execute(
@@ -121,13 +123,14 @@ def submit(
         )
     # serialises the submissions of one task, so exactly one of them marks it done
     session.refresh(task, with_for_update=True)
+    spec = spec_of(task.kind)
     time_spent = sub.time_spent_ms
     if time_spent is None:
         time_spent = int((now - assignment.assigned_at) / timedelta(milliseconds=1))
     if sub.skip is not None:
         assignment.skip_reason = _skip_reason(sub.skip.reason)
         assignment.status = AssignmentStatus.skipped.value
-    elif task.kind == TaskKind.demonstration.value:
+    elif spec.form == "demonstration":
         if sub.text is None:
             raise Invalid(f"task {task_id} is a demonstration: send 'text'", field="text")
         session.add(
@@ -142,10 +145,12 @@ def submit(
         assignment.status = AssignmentStatus.submitted.value
     else:
         if sub.ranking is None:
-            raise Invalid(f"task {task_id} is a ranking: send 'ranking'", field="ranking")
+            raise Invalid(
+                f"task {task_id} is {a_or_an(spec.shown_as)}: send 'ranking'", field="ranking"
+            )
         shown = assignment.display_order or [item.completion_id for item in task.items]
         groups = _validated_groups(sub.ranking, shown)
-        ratings = _validated_ratings(sub, shown)
+        ratings = _validated_ratings(sub, shown, likert_required=spec.likert_required)
         ranking = Ranking(
             task_id=task.id,
             prompt_id=task.prompt_id,
@@ -169,14 +174,16 @@ def submit(
         assignment.status = AssignmentStatus.submitted.value
     assignment.finished_at = now
     session.flush()
-    _update_task_after(session, task, skipped=sub.skip is not None)
+    if not spec.once_per_labeler:
+        _update_task_after(session, task, skipped=sub.skip is not None)
     return _result(session, task, assignment, replayed=False)
 
 
 def _update_task_after(session: Session, task: Task, *, skipped: bool) -> None:
     """A skip gives its slot to another labeler (one labeler's "I cannot judge this" should not
     end the task) until `task_max_skips` labelers skipped it: then it is closed as unclear.
-    The task is done when `overlap` labelers submitted."""
+    The task is done when `overlap` labelers submitted. (Kinds served once to every labeler
+    hold no slots and stay open.)"""
     if skipped:
         task.filled = Task.filled - 1  # in SQL: the row is locked, this just stays exact
     by_status = dict(
@@ -233,8 +240,18 @@ def _validated_groups(ranking: list[list[int]], shown: list[int]) -> list[list[i
     return ranking
 
 
-def _validated_ratings(sub: SubmissionIn, shown: list[int]) -> dict[int, tuple[int | None, list]]:
+def _validated_ratings(
+    sub: SubmissionIn, shown: list[int], *, likert_required: bool = False
+) -> dict[int, tuple[int | None, list]]:
     ratings: dict[int, tuple[int | None, list]] = {}
+    if likert_required:
+        given = sub.ratings or {}
+        unrated = [cid for cid in shown if cid not in given or given[cid].likert is None]
+        if unrated:
+            raise Invalid(
+                f"give every output an overall quality score (1-7); missing for {unrated}",
+                field="ratings",
+            )
     for cid, rating in (sub.ratings or {}).items():
         if cid not in shown:
             raise Invalid(f"completion {cid} is not part of this task", field=f"ratings.{cid}")
@@ -264,7 +281,7 @@ def _same_as_stored(
         )
     if assignment.status != AssignmentStatus.submitted.value:
         return False
-    if task.kind == TaskKind.demonstration.value:
+    if spec_of(task.kind).form == "demonstration":
         stored = session.scalar(
             select(Demonstration.text).where(
                 Demonstration.task_id == task.id, Demonstration.labeler_id == assignment.labeler_id
@@ -300,12 +317,12 @@ def _result(
 ) -> dict[str, Any]:
     result: dict[str, Any] = {
         "task_id": task.id,
-        "kind": task.kind,
+        "kind": spec_of(task.kind).shown_as,
         "status": assignment.status,
         "replayed": replayed,
     }
     if assignment.status == AssignmentStatus.submitted.value:
-        model = Demonstration if task.kind == TaskKind.demonstration.value else Ranking
+        model = Demonstration if spec_of(task.kind).form == "demonstration" else Ranking
         key = "demonstration_id" if model is Demonstration else "ranking_id"
         result[key] = session.scalar(
             select(model.id).where(
@@ -329,11 +346,9 @@ def labeler_counts(session: Session, labeler: User) -> dict[str, dict[str, int]]
         .where(Assignment.labeler_id == labeler.id, Assignment.status.in_(FINISHED))
         .group_by(Task.kind, Assignment.status)
     ).all()
-    counts = {
-        period: {"demonstration": 0, "ranking": 0, "skipped": 0} for period in ("today", "total")
-    }
+    counts = {period: dict.fromkeys([*SHOWN_KINDS, "skipped"], 0) for period in ("today", "total")}
     for kind, status, total, today in rows:
-        key = "skipped" if status == AssignmentStatus.skipped.value else kind
+        key = "skipped" if status == AssignmentStatus.skipped.value else shown_kind_of(kind)
         counts["total"][key] += total
         counts["today"][key] += int(today or 0)
     return counts

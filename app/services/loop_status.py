@@ -20,6 +20,7 @@ from app.models import (
     TaskStatus,
 )
 from app.services.jobs import ACTIVE
+from app.services.task_kinds import training_kinds
 
 
 @dataclass
@@ -48,13 +49,15 @@ def data_sets(session: Session) -> dict[str, Any]:
         session,
         select(func.count(Demonstration.id))
         .join(Prompt, Prompt.id == Demonstration.prompt_id)
-        .where(train_prompt),
+        .join(Task, Task.id == Demonstration.task_id)
+        .where(train_prompt, Task.kind.in_(training_kinds("demonstration"))),
     )
     rankings = _count(
         session,
         select(func.count(Ranking.id))
         .join(Prompt, Prompt.id == Ranking.prompt_id)
-        .where(train_prompt),
+        .join(Task, Task.id == Ranking.task_id)
+        .where(train_prompt, Task.kind.in_(training_kinds("ranking"))),
     )
     ppo_prompts = _count(
         session, select(func.count(Prompt.id)).where(train_prompt, Prompt.source == "api")

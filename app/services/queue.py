@@ -21,7 +21,7 @@ import random
 from collections import Counter
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, case, exists, func, literal, or_, select, update
+from sqlalchemy import Select, and_, case, exists, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -31,6 +31,7 @@ from app.db import UTCDateTime, is_postgres, utcnow
 from app.models import (
     Assignment,
     AssignmentStatus,
+    LabelerStatus,
     Prompt,
     PromptStatus,
     Task,
@@ -38,34 +39,39 @@ from app.models import (
     TaskStatus,
     User,
 )
-from app.services import Conflict, Invalid
+from app.services import Conflict
+from app.services.task_kinds import (
+    SHOWN_KINDS,
+    eligibility,
+    kinds_shown_as,
+    parse_shown_kind,
+    shown_kind_of,
+    slot_kinds,
+    spec_of,
+)
 
 FINISHED = (AssignmentStatus.submitted.value, AssignmentStatus.skipped.value)
 # a few retries cover the (PostgreSQL-only) case where a locked candidate filled up meanwhile
 _MAX_ATTEMPTS = 5
+_random = random.SystemRandom()
 
 
 def parse_kind(kind: str | None) -> str | None:
-    """``None``/empty for any kind, else a known task kind (422 otherwise)."""
-    if kind in (None, ""):
-        return None
-    try:
-        return TaskKind(kind).value
-    except ValueError:
-        names = ", ".join(k.value for k in TaskKind)
-        raise Invalid(f"unknown task kind {kind!r}; use one of {names}", field="kind") from None
+    """``None``/empty for any kind, else a kind labelers may ask for (422 otherwise)."""
+    return parse_shown_kind(kind)
 
 
 def release_expired_locks(session: Session, now: datetime | None = None) -> int:
     """Mark active assignments past their lock as expired and give their slots back."""
     now = now or utcnow()
     rows = session.execute(
-        select(Assignment.id, Assignment.task_id)
+        select(Assignment.id, Assignment.task_id, Task.kind)
+        .join(Task, Task.id == Assignment.task_id)
         .where(Assignment.status == AssignmentStatus.active.value)
         .where(Assignment.lock_expires_at <= now)
         .order_by(Assignment.id)
         # another labeler releasing the same rows right now: leave them to it
-        .with_for_update(skip_locked=True)
+        .with_for_update(skip_locked=True, of=Assignment)
     ).all()
     if not rows:
         return 0
@@ -74,7 +80,10 @@ def release_expired_locks(session: Session, now: datetime | None = None) -> int:
         .where(Assignment.id.in_([r.id for r in rows]))
         .values(status=AssignmentStatus.expired.value)
     )
-    for task_id, count in sorted(Counter(r.task_id for r in rows).items()):
+    # kinds served once to every labeler hold no slot to give back
+    slots = set(slot_kinds())
+    freed = Counter(r.task_id for r in rows if r.kind in slots)
+    for task_id, count in sorted(freed.items()):
         session.execute(update(Task).where(Task.id == task_id).values(filled=Task.filled - count))
     return len(rows)
 
@@ -124,8 +133,9 @@ def ensure_demonstration_tasks(session: Session) -> int:
     return len(session.execute(stmt).all())
 
 
-def _open_for(labeler: User, kind: str | None):  # type: ignore[no-untyped-def]
-    """Tasks this labeler may take now: open, a free slot, not theirs, not done by them."""
+def _open_for(labeler: User, kinds: list[str]) -> Select[tuple[Task]]:
+    """Tasks of ``kinds`` this labeler may take now: open, not theirs, not done by them, and
+    eligible by their kind's rule; slot kinds need a free slot."""
     mine = select(Assignment.task_id).where(
         Assignment.labeler_id == labeler.id,
         Assignment.status != AssignmentStatus.expired.value,
@@ -134,15 +144,31 @@ def _open_for(labeler: User, kind: str | None):  # type: ignore[no-untyped-def]
         select(Task)
         .join(Prompt, Prompt.id == Task.prompt_id)
         .where(Task.status == TaskStatus.open.value)
-        .where(Task.filled < Task.overlap)
         .where(Prompt.status == PromptStatus.accepted.value)
         # a labeler never labels a prompt they wrote
         .where(or_(Prompt.author_id.is_(None), Prompt.author_id != labeler.id))
         .where(Task.id.not_in(mine))
+        .where(eligibility(labeler, kinds))
     )
-    if kind is not None:
-        query = query.where(Task.kind == kind)
+    if any(not spec_of(k).once_per_labeler for k in kinds):
+        query = query.where(Task.filled < Task.overlap)
+    if labeler.labeler_status == LabelerStatus.screening.value:
+        query = query.where(Task.screening.is_(True))
     return query
+
+
+def _pools(labeler: User, kind: str | None) -> tuple[list[str], list[str]]:
+    """The kinds this labeler is served for a request of ``kind``, as (regular, gold): regular
+    tasks take a slot; gold tasks (once per labeler) are mixed in at ``gold_rate``. A labeler in
+    screening gets the screening set alone; a rejected one nothing."""
+    kinds = kinds_shown_as(kind)
+    regular = [k for k in kinds if not spec_of(k).once_per_labeler]
+    gold = [k for k in kinds if spec_of(k).once_per_labeler]
+    if labeler.labeler_status == LabelerStatus.rejected.value:
+        return [], []
+    if labeler.labeler_status == LabelerStatus.screening.value:
+        return [], gold
+    return regular, gold
 
 
 def own_active_assignment(
@@ -155,11 +181,10 @@ def own_active_assignment(
         .where(Assignment.labeler_id == labeler.id)
         .where(Assignment.status == AssignmentStatus.active.value)
         .where(Assignment.lock_expires_at > now)
+        .where(Task.kind.in_(kinds_shown_as(kind)))
         .order_by(Assignment.assigned_at, Assignment.id)
         .limit(1)
     )
-    if kind is not None:
-        query = query.where(Task.kind == kind)
     return session.scalar(query)
 
 
@@ -176,7 +201,23 @@ def assign_next_task(session: Session, labeler: User, kind: str | None) -> Assig
     own = own_active_assignment(session, labeler, kind, now)
     if own is not None:
         return own
-    candidates = _open_for(labeler, kind).order_by(Task.id).limit(1)
+    regular, gold = _pools(labeler, kind)
+    # gold tasks only ever come mixed into the regular stream (or as the screening set)
+    serve_gold = bool(gold) and (not regular or _random.random() < get_settings().gold_rate)
+    if serve_gold:
+        task = session.scalar(_open_for(labeler, gold).order_by(Task.id).limit(1))
+        if task is not None:
+            return _hold(session, task, labeler, now)
+    if regular:
+        return _take_slot(session, labeler, regular, now)
+    return None
+
+
+def _take_slot(
+    session: Session, labeler: User, kinds: list[str], now: datetime
+) -> Assignment | None:
+    """Take a free slot of the first open task of ``kinds`` (see the module's invariants)."""
+    candidates = _open_for(labeler, kinds).order_by(Task.id).limit(1)
     for _ in range(_MAX_ATTEMPTS):
         task = session.scalar(candidates.with_for_update(skip_locked=True, of=Task))
         if task is None and is_postgres(session):
@@ -210,10 +251,10 @@ def _hold(session: Session, task: Task, labeler: User, now: datetime) -> Assignm
         assignment.finished_at = None
     else:
         order = None
-        if task.kind == TaskKind.ranking.value:
+        if spec_of(task.kind).form == "ranking":
             # randomised per labeler, so position bias averages out; stored with the ranking
             order = [item.completion_id for item in task.items]
-            random.SystemRandom().shuffle(order)
+            _random.shuffle(order)
         assignment = Assignment(
             task_id=task.id,
             labeler_id=labeler.id,
@@ -233,15 +274,15 @@ def _hold(session: Session, task: Task, labeler: User, now: datetime) -> Assignm
 
 
 def waiting_counts(session: Session, labeler: User) -> dict[str, int]:
-    """Tasks of each kind this labeler could take now (their own active holds included)."""
-    counts = {k.value: 0 for k in TaskKind}
-    open_tasks = _open_for(labeler, None).subquery()
-    for kind, n in session.execute(
-        select(open_tasks.c.kind, func.count()).group_by(open_tasks.c.kind)
-    ):
-        counts[kind] = counts.get(kind, 0) + n
-    held = session.execute(
-        select(Task.kind, func.count())
+    """Tasks of each kind (as labelers see kinds) this labeler could take now, their own active
+    holds included. Gold tasks count only where they are all a labeler gets (screening)."""
+    counts = dict.fromkeys(SHOWN_KINDS, 0)
+    regular, gold = _pools(labeler, None)
+    if not (regular or gold):
+        return counts
+    open_tasks = _open_for(labeler, regular or gold).subquery()
+    held = (
+        select(Task.kind)
         .join(Assignment, Assignment.task_id == Task.id)
         .where(
             and_(
@@ -250,8 +291,12 @@ def waiting_counts(session: Session, labeler: User) -> dict[str, int]:
                 Assignment.lock_expires_at > utcnow(),
             )
         )
-        .group_by(Task.kind)
+        .subquery()
     )
-    for kind, n in held:
-        counts[kind] = counts.get(kind, 0) + n
+    for query in (
+        select(open_tasks.c.kind, func.count()).group_by(open_tasks.c.kind),
+        select(held.c.kind, func.count()).group_by(held.c.kind),
+    ):
+        for stored, n in session.execute(query):
+            counts[shown_kind_of(stored)] += n
     return counts

@@ -19,12 +19,13 @@ from starlette.datastructures import FormData
 
 from app.db import get_session, utcnow
 from app.deps import Principal, any_user
-from app.models import FLAGS, Assignment, AssignmentStatus, Task, TaskKind
+from app.models import FLAGS, Assignment, AssignmentStatus, Task
 from app.services import Invalid, ServiceError
 from app.services.instructions import current_markdown, render_markdown
 from app.services.labeling import describe_assignment, labeler_counts, submit
 from app.services.prompts import set_prompt_use_case
 from app.services.queue import assign_next_task, ensure_demonstration_tasks, waiting_counts
+from app.services.task_kinds import spec_of
 from app.services.use_cases import list_use_cases
 from app.web.templating import render
 
@@ -104,11 +105,8 @@ def _page(
         "draft_key": f"prefloop:draft:{assignment.labeler_id}:{assignment.task_id}",
         "use_cases": [u.name for u in list_use_cases(session, active_only=True)],
     }
-    name = (
-        "labeler/ranking.html"
-        if task["kind"] == TaskKind.ranking.value
-        else "labeler/demonstration.html"
-    )
+    form = spec_of(session.get_one(Task, assignment.task_id).kind).form
+    name = f"labeler/{form}.html"
     status = error.status_code if error is not None else 200
     return render(request, name, ctx, status_code=status)
 
@@ -195,7 +193,7 @@ def _submit_form(
                 "skip": {"reason": str(form.get("skip_reason", ""))},
                 "time_spent_ms": _int_or_none(form.get("time_spent_ms"), "time_spent_ms"),
             }
-        elif task.kind == TaskKind.demonstration.value:
+        elif spec_of(task.kind).form == "demonstration":
             payload = {
                 "text": str(form.get("text", "")),
                 "time_spent_ms": _int_or_none(form.get("time_spent_ms"), "time_spent_ms"),
@@ -208,7 +206,7 @@ def _submit_form(
         session.rollback()
         return _page(request, session, assignment, posted=_posted_state(form), error=exc)
     session.commit()
-    return RedirectResponse(f"/labeler?saved={task.kind}", status_code=303)
+    return RedirectResponse(f"/labeler?saved={spec_of(task.kind).shown_as}", status_code=303)
 
 
 async def _form_submission(

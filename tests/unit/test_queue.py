@@ -127,7 +127,7 @@ def test_home_counts_waiting_and_done(api_as, client, make_user) -> None:  # typ
     with get_sessionmaker()() as s:
         user = s.get(User, labeler.user.id)
         # demonstration tasks are created lazily, by the queue or the home page
-        assert waiting_counts(s, user) == {"demonstration": 0, "ranking": 1}
+        assert waiting_counts(s, user) == {"demonstration": 0, "ranking": 1, "evaluation": 0}
         s.commit()
     _next(labeler, "ranking")
     labeler.post(f"/api/v1/tasks/{task_id}/submission", json={"ranking": [ids]})
