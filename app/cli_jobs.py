@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from app.schemas.jobs import JobKind
 from app.services import ServiceError
 
 jobs_cli = typer.Typer(
@@ -41,7 +42,7 @@ def _user(session: Any, username: str | None) -> Any:
 
 @jobs_cli.command("launch")
 def jobs_launch(
-    kind: Annotated[str, typer.Argument(help="sft, rm, ppo, sample or export-snapshot.")],
+    kind: Annotated[str, typer.Argument(help=f"One of: {', '.join(JobKind)}.")],
     params: Annotated[
         str, typer.Option(help='Parameters as JSON, e.g. \'{"base_model": "tiny"}\'.')
     ] = "{}",

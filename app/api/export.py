@@ -10,7 +10,6 @@ import anyio
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db import get_session
@@ -19,6 +18,7 @@ from app.models import Snapshot
 from app.schemas import DbId
 from app.schemas.export import SnapshotOut, SnapshotRequest
 from app.services import NotFound
+from app.services import export as export_service
 from app.services.export import ExportStream, create_snapshot
 from app.services.export_formats import OUTPUTS, choose_output, encode
 from app.services.export_params import filters_from_query, parse_filters
@@ -162,15 +162,7 @@ def list_snapshots(
     _: Principal = Depends(researcher),
 ) -> list[SnapshotOut]:
     """The newest snapshots first."""
-    rows = session.scalars(select(Snapshot).order_by(Snapshot.id.desc()).limit(limit))
-    return [_snapshot_out(s) for s in rows]
-
-
-def _get_snapshot(session: Session, snapshot_id: int) -> Snapshot:
-    snapshot = session.get(Snapshot, snapshot_id)
-    if snapshot is None:
-        raise NotFound(f"no snapshot with id {snapshot_id}", field="snapshot_id")
-    return snapshot
+    return [_snapshot_out(s) for s in export_service.list_snapshots(session, limit)]
 
 
 @router.get("/snapshots/{snapshot_id}", response_model=SnapshotOut)
@@ -179,7 +171,7 @@ def get_snapshot(
     session: Session = Depends(get_session),
     _: Principal = Depends(researcher),
 ) -> SnapshotOut:
-    return _snapshot_out(_get_snapshot(session, snapshot_id))
+    return _snapshot_out(export_service.get_snapshot(session, snapshot_id))
 
 
 @router.get("/snapshots/{snapshot_id}/download")
@@ -189,7 +181,7 @@ def download_snapshot(
     _: Principal = Depends(researcher),
 ) -> FileResponse:
     """The snapshot's file, byte for byte (its sha256 in ``X-Content-SHA256``)."""
-    snapshot = _get_snapshot(session, snapshot_id)
+    snapshot = export_service.get_snapshot(session, snapshot_id)
     path = Path(snapshot.path)
     if not path.is_file():
         raise NotFound(f"the file of snapshot {snapshot_id} is missing from the artifact store")

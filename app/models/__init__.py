@@ -3,7 +3,6 @@
 from app.models.evaluation import Evaluation, EvaluationStatus, EvaluationSystem, Judges
 from app.models.jobs import (
     Job,
-    JobKind,
     JobMetric,
     JobStatus,
     ModelVersion,
@@ -51,7 +50,6 @@ __all__ = [
     "EvaluationSystem",
     "Instructions",
     "Job",
-    "JobKind",
     "JobMetric",
     "JobStatus",
     "Judges",

@@ -12,14 +12,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.db import Base, utcnow
 
 
-class JobKind(enum.StrEnum):
-    sft = "sft"
-    rm = "rm"
-    ppo = "ppo"
-    sample = "sample"
-    export_snapshot = "export-snapshot"
-
-
 class JobStatus(enum.StrEnum):
     queued = "queued"
     running = "running"

@@ -8,15 +8,27 @@ data, how many GPUs) are declared here.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import typing
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
 
 from app.models.labeling import K_MAX, K_MIN
 from app.schemas import INT32_MAX, DbId, Text, aware_utc
 from trainer.config import PPOConfig, RMConfig, SampleConfig, SFTConfig
+
+
+class JobKind(enum.StrEnum):
+    """The kinds of job; what each one takes and does is in app/schemas/job_kinds.py."""
+
+    sft = "sft"
+    rm = "rm"
+    ppo = "ppo"
+    sample = "sample"
+    export_snapshot = "export-snapshot"
+
 
 # bounds for hyper-parameters, by name (anything absent is only type-checked)
 _BOUNDS: dict[str, dict[str, float]] = {
@@ -151,6 +163,14 @@ class PPOParams(JobOptions, _PPOHyper):  # type: ignore[misc, valid-type]
     # the method's PPO data set is API prompts only; False also uses labeler-written prompts
     api_prompts_only: bool = True
 
+    @field_validator("minibatch_size")
+    @classmethod
+    def _minibatch_fits_rollout(cls, value: int, info: ValidationInfo) -> int:
+        rollout = info.data.get("rollout_batch_size")
+        if rollout is not None and value > rollout:
+            raise ValueError("minibatch_size must not exceed rollout_batch_size")
+        return value
+
 
 class SampleParams(JobOptions, _SampleHyper):  # type: ignore[misc, valid-type]
     """K completions per prompt from one or more policies, as new ranking tasks."""
@@ -162,6 +182,13 @@ class SampleParams(JobOptions, _SampleHyper):  # type: ignore[misc, valid-type]
     prompt_ids: list[DbId] | None = None
     split: Literal["train", "val", "test"] = "train"
     overlap: int = Field(1, ge=1, le=20)
+
+    @field_validator("model_version_ids")
+    @classmethod
+    def _distinct_versions(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError("model_version_ids repeats a version")
+        return value
 
 
 class ExportSnapshotParams(BaseModel):
@@ -177,33 +204,10 @@ class ExportSnapshotParams(BaseModel):
     prompts_dataset: Literal["ppo"] | None = None
 
 
-PARAMS_BY_KIND: dict[str, type[BaseModel]] = {
-    "sft": SFTParams,
-    "rm": RMParams,
-    "ppo": PPOParams,
-    "sample": SampleParams,
-    "export-snapshot": ExportSnapshotParams,
-}
-
-# hyper-parameters handed to the trainer's config dataclass, per kind
-TRAINER_CONFIG_BY_KIND: dict[str, type] = {
-    "sft": SFTConfig,
-    "rm": RMConfig,
-    "ppo": PPOConfig,
-    "sample": SampleConfig,
-}
-
-
-def trainer_hyperparameters(kind: str, params: BaseModel) -> dict[str, Any]:
-    """The subset of ``params`` that is the trainer config of ``kind``."""
-    names = {f.name for f in dataclasses.fields(TRAINER_CONFIG_BY_KIND[kind])}
-    return {k: v for k, v in params.model_dump().items() if k in names}
-
-
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["sft", "rm", "ppo", "sample", "export-snapshot"]
+    kind: JobKind
     params: dict[str, Any] = Field(default_factory=dict)
 
 

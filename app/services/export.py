@@ -29,6 +29,7 @@ from app.config import get_settings
 from app.db import get_readonly_sessionmaker, is_postgres
 from app.models import Completion, Ranking, RankingEntry, Snapshot, User
 from app.schemas.export import ExportFilters
+from app.services import NotFound
 from app.services.export_formats import chunked, encode_json
 from app.services.export_queries import Cursor, base_query, id_column, validate_filters
 
@@ -296,6 +297,21 @@ class ExportStream:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def list_snapshots(session: Session, limit: int = 50, dataset: str | None = None) -> list[Snapshot]:
+    """The newest snapshots first (only of ``dataset`` if given)."""
+    query = select(Snapshot).order_by(Snapshot.id.desc()).limit(limit)
+    if dataset is not None:
+        query = query.where(Snapshot.dataset == dataset)
+    return list(session.scalars(query))
+
+
+def get_snapshot(session: Session, snapshot_id: int) -> Snapshot:
+    snapshot = session.get(Snapshot, snapshot_id)
+    if snapshot is None:
+        raise NotFound(f"no snapshot with id {snapshot_id}", field="snapshot_id")
+    return snapshot
 
 
 def snapshots_dir() -> Path:

@@ -19,16 +19,15 @@ from sqlalchemy.orm import Session
 from app.broker import send_job
 from app.config import get_settings
 from app.db import utcnow
-from app.models import Job, JobMetric, JobStatus, ModelVersion, Prompt, Snapshot, User
-from app.schemas.jobs import PARAMS_BY_KIND
+from app.models import Job, JobMetric, JobStatus, ModelVersion, Prompt, PromptStatus, Snapshot, User
+from app.schemas.job_kinds import JOB_KINDS, JobKindSpec
+from app.schemas.jobs import JobKind
 from app.services import Conflict, Invalid, NotFound, ServiceError
-from app.services.models_registry import POLICY_KINDS, check_base_model_name, require_kind
+from app.services.models_registry import check_base_model_name, require_kind
 
 ACTIVE = (JobStatus.queued.value, JobStatus.running.value)
 FINISHED = (JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.cancelled.value)
 RERUNNABLE = (JobStatus.failed.value, JobStatus.cancelled.value)
-# job kinds that need the accelerator; everything else runs on "cpu"
-GPU_KINDS = frozenset({"sft", "rm", "ppo", "sample"})
 
 
 class BrokerUnavailable(ServiceError):
@@ -38,15 +37,19 @@ class BrokerUnavailable(ServiceError):
 # validation ------------------------------------------------------------------------------------
 
 
+def kind_spec(kind: str) -> JobKindSpec:
+    """The registry entry of ``kind``; a 422 naming the known kinds otherwise."""
+    try:
+        return JOB_KINDS[JobKind(kind)]
+    except ValueError:
+        known = ", ".join(JobKind)
+        raise Invalid(f"unknown job kind {kind!r}; choose from {known}", field="kind") from None
+
+
 def parse_params(kind: str, params: dict[str, Any]) -> BaseModel:
     """The kind's schema applied to ``params``; a 422 naming the first bad field."""
-    schema = PARAMS_BY_KIND.get(kind)
-    if schema is None:
-        raise Invalid(
-            f"unknown job kind {kind!r}; choose from {', '.join(PARAMS_BY_KIND)}", field="kind"
-        )
     try:
-        return schema.model_validate(params)
+        return kind_spec(kind).params.model_validate(params)
     except ValidationError as exc:
         raise Invalid.from_validation(exc, prefix="params.") from None
 
@@ -69,50 +72,45 @@ def _check_snapshot(session: Session, snapshot_id: int | None, dataset: str, fie
         )
 
 
-def check_references(session: Session, kind: str, p: Any) -> None:
+def _check_model(session: Session, value: int | str, kinds: tuple[str, ...], field: str) -> None:
+    if isinstance(value, str):  # a base model by name: "tiny", a hub ID or a local path
+        check_base_model_name(value, field)
+    else:
+        require_kind(session, value, kinds, field)
+
+
+def _check_prompts(session: Session, prompt_ids: list[int], field: str) -> None:
+    found = set(
+        session.scalars(
+            select(Prompt.id).where(
+                Prompt.id.in_(prompt_ids), Prompt.status == PromptStatus.accepted.value
+            )
+        )
+    )
+    missing = [i for i in prompt_ids if i not in found]
+    if missing:
+        raise Invalid(f"not accepted prompts: {missing[:10]}", field=field)
+
+
+def check_references(session: Session, spec: JobKindSpec, p: BaseModel) -> None:
     """The model versions, snapshots and prompts a job names exist and fit their role."""
-    if kind == "sft":
-        if isinstance(p.base_model, int):
-            require_kind(session, p.base_model, POLICY_KINDS, "params.base_model")
-        else:
-            check_base_model_name(p.base_model, "params.base_model")
-        if p.rm_model_version_id is not None:
-            require_kind(session, p.rm_model_version_id, ("rm",), "params.rm_model_version_id")
-        _check_snapshot(session, p.train_snapshot_id, "demonstrations", "params.train_snapshot_id")
-        _check_snapshot(session, p.val_snapshot_id, "demonstrations", "params.val_snapshot_id")
-    elif kind == "rm":
-        require_kind(session, p.sft_model_version_id, ("sft",), "params.sft_model_version_id")
-        _check_snapshot(session, p.train_snapshot_id, "comparisons", "params.train_snapshot_id")
-        _check_snapshot(session, p.val_snapshot_id, "comparisons", "params.val_snapshot_id")
-    elif kind == "ppo":
-        require_kind(session, p.sft_model_version_id, ("sft", "ppo"), "params.sft_model_version_id")
-        require_kind(session, p.rm_model_version_id, ("rm",), "params.rm_model_version_id")
-        _check_snapshot(session, p.prompts_snapshot_id, "prompts", "params.prompts_snapshot_id")
-        if p.minibatch_size > p.rollout_batch_size:
-            raise Invalid(
-                "minibatch_size must not exceed rollout_batch_size", field="params.minibatch_size"
-            )
-    elif kind == "sample":
-        for i, version_id in enumerate(p.model_version_ids):
-            require_kind(session, version_id, POLICY_KINDS, f"params.model_version_ids.{i}")
-        if len(set(p.model_version_ids)) != len(p.model_version_ids):
-            raise Invalid("model_version_ids repeats a version", field="params.model_version_ids")
-        if p.prompt_ids:
-            found = set(
-                session.scalars(
-                    select(Prompt.id).where(
-                        Prompt.id.in_(p.prompt_ids), Prompt.status == "accepted"
-                    )
-                )
-            )
-            missing = [i for i in p.prompt_ids if i not in found]
-            if missing:
-                raise Invalid(f"not accepted prompts: {missing[:10]}", field="params.prompt_ids")
+    for name, kinds in spec.model_refs.items():
+        value = getattr(p, name)
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                _check_model(session, item, kinds, f"params.{name}.{i}")
+        elif value is not None:
+            _check_model(session, value, kinds, f"params.{name}")
+    for name, dataset in spec.snapshot_refs.items():
+        _check_snapshot(session, getattr(p, name), dataset, f"params.{name}")
+    for name in spec.prompt_refs:
+        if getattr(p, name):
+            _check_prompts(session, getattr(p, name), f"params.{name}")
 
 
 def validate_job(session: Session, kind: str, params: dict[str, Any]) -> BaseModel:
     parsed = parse_params(kind, params)
-    check_references(session, kind, parsed)
+    check_references(session, kind_spec(kind), parsed)
     return parsed
 
 
@@ -120,8 +118,8 @@ def validate_job(session: Session, kind: str, params: dict[str, Any]) -> BaseMod
 
 
 def enqueue(job: Job) -> str:
-    """Send the job to its queue (gpu for training and sampling); returns the Celery task id."""
-    return send_job(job.id, "gpu" if job.kind in GPU_KINDS else "cpu")
+    """Send the job to its kind's queue; returns the Celery task id."""
+    return send_job(job.id, kind_spec(job.kind).queue)
 
 
 def create_job(

@@ -14,19 +14,23 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.models import ModelVersion
+from app.schemas.job_kinds import MODEL_KIND_LABELS, POLICY_KINDS
 from app.services import Invalid, NotFound
 
-POLICY_KINDS = ("base", "sft", "ppo")
-KIND_LABELS = {"base": "base model", "sft": "SFT policy", "rm": "reward model", "ppo": "PPO policy"}
 TINY = "tiny"
 # a Hugging Face hub ID: "name" or "org/name"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
-def list_versions(session: Session, kind: str | None = None) -> list[ModelVersion]:
+def list_versions(
+    session: Session, kind: str | tuple[str, ...] | None = None
+) -> list[ModelVersion]:
+    """Registered versions, newest first; only of ``kind`` (one, or any of several) if given."""
     query = select(ModelVersion).order_by(ModelVersion.id.desc())
-    if kind is not None:
+    if isinstance(kind, str):
         query = query.where(ModelVersion.kind == kind)
+    elif kind is not None:
+        query = query.where(ModelVersion.kind.in_(kind))
     return list(session.scalars(query))
 
 
@@ -46,9 +50,9 @@ def require_kind(
     if version is None:
         raise Invalid(f"unknown model version {version_id}", field=field)
     if version.kind not in kinds:
-        wanted = " or ".join(KIND_LABELS[k] for k in kinds)
+        wanted = " or ".join(MODEL_KIND_LABELS[k] for k in kinds)
         raise Invalid(
-            f"model version {version_id} is a {KIND_LABELS.get(version.kind, version.kind)}, "
+            f"model version {version_id} is a {MODEL_KIND_LABELS.get(version.kind, version.kind)}, "
             f"expected a {wanted}",
             field=field,
         )

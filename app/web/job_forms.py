@@ -1,6 +1,6 @@
 """The job launch form: fields derived from each kind's Pydantic schema (so the form offers
 exactly what the API accepts, with the method's defaults), valid model/snapshot choices from
-the registry, and parsing of the submitted form back into params."""
+the kind's entry in ``JOB_KINDS``, and parsing of the submitted form back into params."""
 
 from __future__ import annotations
 
@@ -9,32 +9,14 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import ModelVersion, Snapshot
-from app.schemas.jobs import PARAMS_BY_KIND, TRAINER_CONFIG_BY_KIND
-from app.services.models_registry import POLICY_KINDS
+from app.schemas.job_kinds import JOB_KINDS, JobKindSpec
+from app.schemas.jobs import JobKind
+from app.services.export import list_snapshots
+from app.services.models_registry import current_policy, list_versions
 
-KIND_TITLES = {
-    "sft": "Supervised fine-tuning (SFT)",
-    "rm": "Reward model (RM)",
-    "ppo": "PPO / PPO-ptx",
-    "sample": "Sample completions into ranking tasks",
-    "export-snapshot": "Export snapshot",
-}
-# which registered versions each model field may point at
-MODEL_FIELDS: dict[str, tuple[str, ...]] = {
-    "base_model": POLICY_KINDS,
-    "sft_model_version_id": ("sft",),
-    "rm_model_version_id": ("rm",),
-    "model_version_ids": POLICY_KINDS,
-}
-SNAPSHOT_FIELDS = {
-    "train_snapshot_id": "demonstrations",
-    "val_snapshot_id": "demonstrations",
-    "prompts_snapshot_id": "prompts",
-}
+KIND_TITLES = {kind.value: spec.title for kind, spec in JOB_KINDS.items()}
 FILTER_FIELDS = ("use_case", "since", "until", "include_held_out_labelers")
 HELP = {
     "base_model": "a registered version, or type 'tiny', a hub ID or a local path below",
@@ -48,8 +30,6 @@ HELP = {
 }
 # starting values the form suggests for required fields without a default
 SUGGESTED = {"k": 4, "prompt_count": 20}
-# fields a kind accepts but that make no difference to it (sampling runs on one device)
-HIDDEN = {"sample": {"num_gpus"}}
 # string settings with a fixed set of values
 CHOICES = {"mixed_precision": ("no", "fp16", "bf16")}
 
@@ -86,52 +66,41 @@ def _widget(annotation: Any) -> tuple[str, list[tuple[str, str]], str]:
     return "text", [], "any"
 
 
-def _version_choices(session: Session, kinds: tuple[str, ...]) -> list[tuple[str, str]]:
-    rows = session.scalars(
-        select(ModelVersion).where(ModelVersion.kind.in_(kinds)).order_by(ModelVersion.id.desc())
-    )
-    return [
-        (str(v.id), f"#{v.id} {v.kind} · {v.name}{' (current)' if v.is_current else ''}")
-        for v in rows
-    ]
-
-
-def _snapshot_choices(session: Session, dataset: str) -> list[tuple[str, str]]:
-    rows = session.scalars(
-        select(Snapshot).where(Snapshot.dataset == dataset).order_by(Snapshot.id.desc()).limit(50)
-    )
-    choices = [("", "current data (a new snapshot)")]
-    choices += [
-        (str(s.id), f"#{s.id} · {s.filters.get('split') or 'all'} · {s.row_count} rows")
-        for s in rows
-    ]
-    return choices
+def _spec(kind: str) -> JobKindSpec:
+    return JOB_KINDS[JobKind(kind)]
 
 
 def job_fields(session: Session, kind: str) -> tuple[list[FormField], list[FormField]]:
     """(what to train on, hyper-parameters) for the form of ``kind``, with defaults."""
-    schema = PARAMS_BY_KIND[kind]
-    config = TRAINER_CONFIG_BY_KIND.get(kind)
-    hyper_names = set(config.__dataclass_fields__) if config else set()
+    spec = _spec(kind)
+    schema = spec.params
+    hyper_names = set(spec.trainer_config.__dataclass_fields__) if spec.trainer_config else set()
+    # a kind that runs on one device has no use for num_gpus
+    hidden = set() if spec.distributed else {"num_gpus"}
+    model_fields, snapshot_fields = spec.model_refs, spec.snapshot_refs
     hints = typing.get_type_hints(schema)
     setup, hyper = [], []
     for name, info in schema.model_fields.items():
-        if name == "filters" or name in HIDDEN.get(kind, set()):
+        if name == "filters" or name in hidden:
             continue
         if info.is_required():
             default = SUGGESTED.get(name)
         else:
             default = info.get_default(call_default_factory=True)
         widget, choices, step = _widget(hints[name])
-        if typing.get_origin(_strip_optional(hints[name])) is list and name not in MODEL_FIELDS:
+        if typing.get_origin(_strip_optional(hints[name])) is list and name not in model_fields:
             continue  # list-valued settings (LoRA target modules, prompt ids): JSON API only
         help_text = HELP.get(f"{kind}:{name}", HELP.get(name, ""))
         f = FormField(name, widget, default, choices, info.is_required(), help_text, step)
         if name in CHOICES:
             f.widget, f.choices = "select", [(c, c) for c in CHOICES[name]]
-        if name in MODEL_FIELDS:
-            f.widget = "multiselect" if name == "model_version_ids" else "select"
-            f.choices = _version_choices(session, MODEL_FIELDS[name])
+        if name in model_fields:
+            is_list = typing.get_origin(_strip_optional(hints[name])) is list
+            f.widget = "multiselect" if is_list else "select"
+            f.choices = [
+                (str(v.id), f"#{v.id} {v.kind} · {v.name}{' (current)' if v.is_current else ''}")
+                for v in list_versions(session, model_fields[name])
+            ]
             if name == "base_model":
                 # the name field below is the other way to give it, so the select may stay empty
                 f.required = False
@@ -140,35 +109,38 @@ def job_fields(session: Session, kind: str) -> tuple[list[FormField], list[FormF
                     f.choices.append(("tiny", "tiny (the offline preset)"))
             elif not f.required:
                 f.choices.insert(0, ("", "none"))
-            if name == "model_version_ids":
-                current = session.scalars(
-                    select(ModelVersion.id).where(ModelVersion.is_current)
-                ).first()
-                f.value = [str(current)] if current else []
-        elif name in SNAPSHOT_FIELDS:
-            dataset = "comparisons" if kind == "rm" else SNAPSHOT_FIELDS[name]
-            f.widget, f.choices = "select", _snapshot_choices(session, dataset)
+            if is_list:  # the current policy is the usual first choice
+                current = current_policy(session)
+                f.value = [str(current.id)] if current else []
+        elif name in snapshot_fields:
+            f.widget = "select"
+            f.choices = [("", "current data (a new snapshot)")]
+            f.choices += [
+                (str(s.id), f"#{s.id} · {s.filters.get('split') or 'all'} · {s.row_count} rows")
+                for s in list_snapshots(session, 50, snapshot_fields[name])
+            ]
         (hyper if name in hyper_names else setup).append(f)
     # models and data first, then the rest (num_gpus ...)
-    setup.sort(key=lambda f: 0 if f.name in MODEL_FIELDS else 1 if f.name in SNAPSHOT_FIELDS else 2)
+    setup.sort(key=lambda f: 0 if f.name in model_fields else 1 if f.name in snapshot_fields else 2)
     return setup, hyper
 
 
 def filter_fields(kind: str) -> list[FormField]:
-    """The data filters; sampling reads prompts only, so it filters prompts by creation time."""
-    what = "prompts" if kind in ("sample", "ppo") else "labels"
+    """The data filters; a kind that reads prompts only (sampling, PPO) filters prompts by
+    creation time, and has no labelers to hold out."""
+    what = _spec(kind).filters_select
     fields = [
         FormField("filters.use_case", "text", help="only prompts of this use case"),
         FormField("filters.since", "datetime", help=f"{what} created since (UTC)"),
         FormField("filters.until", "datetime", help=f"{what} created before (UTC)"),
     ]
-    if kind not in ("sample", "ppo"):
+    if what == "labels":
         fields.append(FormField("filters.include_held_out_labelers", "checkbox", False))
     return fields
 
 
 def has_filters(kind: str) -> bool:
-    return "filters" in PARAMS_BY_KIND[kind].model_fields
+    return "filters" in _spec(kind).params.model_fields
 
 
 def params_from_form(kind: str, form: Any, setup: list[FormField], hyper: list[FormField]) -> dict:
@@ -186,7 +158,7 @@ def params_from_form(kind: str, form: Any, setup: list[FormField], hyper: list[F
             value = (form.get(f.name) or "").strip()
             if value:
                 params[f.name] = value
-    if kind == "sft":
+    if "base_model" in _spec(kind).params.model_fields:
         custom = (form.get("base_model_name") or "").strip()
         if custom:
             params["base_model"] = custom

@@ -11,22 +11,22 @@ from sqlalchemy.orm import Session
 
 from app.db import get_session
 from app.deps import Principal, researcher
-from app.schemas.jobs import PARAMS_BY_KIND
 from app.services import NotFound, ServiceError, models_registry
 from app.services import jobs as job_service
 from app.services.loop_status import data_sets, next_step
 from app.services.workers import list_workers
 from app.web import job_forms
 from app.web.job_charts import charts
+from app.web.job_forms import KIND_TITLES
 from app.web.templating import render
 
 router = APIRouter(include_in_schema=False)
 
 
-def _kind(kind: str | None) -> str:
-    if kind not in PARAMS_BY_KIND:
+def _kind(kind: str) -> str:
+    if kind not in KIND_TITLES:
         raise NotFound(f"unknown job kind {kind!r}", field="kind")
-    return kind  # type: ignore[return-value]
+    return kind
 
 
 @router.get("/admin/overview")

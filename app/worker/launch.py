@@ -21,11 +21,6 @@ from app.worker.reporting import JobFailed
 from trainer.callbacks import Progress
 
 POLL_S = 0.5
-CONFIG_CLASSES = {
-    "trainer.sft:train_sft": "SFTConfig",
-    "trainer.reward:train_reward_model": "RMConfig",
-    "trainer.ppo:train_ppo": "PPOConfig",
-}
 
 
 def launch_command(spec_path: Path, num_processes: int) -> list[str]:
@@ -61,15 +56,23 @@ def _progress_of(row: dict[str, Any]) -> Progress:
     return Progress(int(row["step"]), int(row["total"]), metrics, str(row.get("message", "")))
 
 
-def run_under_accelerate(
-    ctx: Any, function: str, hyper: dict[str, Any], kwargs: dict[str, Any], num_processes: int
-) -> dict[str, float]:
+def run_under_accelerate(ctx: Any, kwargs: dict[str, Any], num_processes: int) -> dict[str, float]:
+    """Run the job kind's trainer function on ``num_processes`` processes; the child reads
+    the function, its config and its arguments from ``launch.json`` in the output dir."""
+    spec = ctx.spec
+    config = spec.trainer_config
+    launch = {
+        "function": spec.trainer_function,
+        "config_class": f"{config.__module__}:{config.__qualname__}",
+        "config": spec.hyperparameters(ctx.params),
+        "kwargs": kwargs,
+    }
     out = Path(kwargs["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("metrics.jsonl", "result.json"):
         (out / stale).unlink(missing_ok=True)
     spec_path = out / "launch.json"
-    spec_path.write_text(json.dumps({"function": function, "config": hyper, "kwargs": kwargs}))
+    spec_path.write_text(json.dumps(launch))
     log_path = out / "launch.log"
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
@@ -102,14 +105,17 @@ def run_under_accelerate(
     return json.loads((out / "result.json").read_text())
 
 
+def _resolve(reference: str) -> Any:
+    """The object that ``"module:name"`` names."""
+    module_name, _, name = reference.partition(":")
+    return getattr(importlib.import_module(module_name), name)
+
+
 def main(spec_file: str) -> None:
     spec = json.loads(Path(spec_file).read_text())
-    module_name, _, name = spec["function"].partition(":")
-    fn = getattr(importlib.import_module(module_name), name)
-    config_cls = getattr(
-        importlib.import_module("trainer.config"), CONFIG_CLASSES[spec["function"]]
-    )
-    metrics = fn(**spec["kwargs"], config=config_cls.from_dict(spec["config"]))
+    fn = _resolve(spec["function"])
+    config = _resolve(spec["config_class"]).from_dict(spec["config"])
+    metrics = fn(**spec["kwargs"], config=config)
     from accelerate import PartialState
 
     if PartialState().is_main_process:

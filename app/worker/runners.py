@@ -1,6 +1,7 @@
 """What each job kind does: pull its data snapshots through the export service, call the
 trainer, and describe the result to register (the task in tasks.py commits it atomically with
-the job's final status).
+the job's final status). Which trainer, which config and which model kind come from the kind's
+entry in ``app.schemas.job_kinds.JOB_KINDS``; each kind's runner is registered with ``@runs``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from sqlalchemy.orm import Session
 from app.config import get_settings
 from app.db import get_sessionmaker
 from app.models import Job, ModelVersion, Prompt, Snapshot, Task, TaskKind, User
-from app.schemas.jobs import TRAINER_CONFIG_BY_KIND, trainer_hyperparameters
+from app.schemas.job_kinds import JOB_KINDS, JobKindSpec, spec_of
+from app.schemas.jobs import JobKind
 from app.services.models_registry import ensure_base_version, get_version
 from app.worker.reporting import JobFailed, JobReporter
 
@@ -36,20 +38,37 @@ class JobContext:
     snapshot_ids: dict[str, int] = field(default_factory=dict)
 
     @property
+    def spec(self) -> JobKindSpec:
+        return spec_of(self.kind)
+
+    @property
     def output_dir(self) -> Path:
         return get_settings().artifacts_path / "models" / f"{self.kind}-{self.job_id}"
 
 
 @dataclass
 class Outcome:
-    """A finished job's result: a model version to register and/or database writes to make
-    in the same transaction that marks the job succeeded."""
+    """A finished job's result: the model version to register (of the kind's ``output_model``)
+    and/or database writes to make in the same transaction that marks the job succeeded."""
 
     metrics: dict[str, float] = field(default_factory=dict)
-    model_kind: str | None = None
     model_path: str | None = None
     parent_ids: list[int] = field(default_factory=list)
     apply: Callable[[Session, Job], None] | None = None
+
+
+Runner = Callable[[JobContext], Outcome]
+RUNNERS: dict[JobKind, Runner] = {}
+
+
+def runs(kind: JobKind) -> Callable[[Runner], Runner]:
+    """Register the function that runs jobs of ``kind``."""
+
+    def register_runner(fn: Runner) -> Runner:
+        RUNNERS[kind] = fn
+        return fn
+
+    return register_runner
 
 
 def _session() -> Session:
@@ -98,25 +117,24 @@ def _model_path(version_id: int) -> str:
         return get_version(session, version_id).path
 
 
-def _call_trainer(ctx: JobContext, function: str, **kwargs: Any) -> dict[str, float]:
-    """Run a trainer function in this process, or under `accelerate launch` on num_gpus."""
-    hyper = trainer_hyperparameters(ctx.kind, ctx.params)
+def _call_trainer(ctx: JobContext, **kwargs: Any) -> dict[str, float]:
+    """Run the kind's trainer function in this process, or under `accelerate launch` on
+    ``num_gpus`` processes."""
+    spec = ctx.spec
     meta = {"job_id": ctx.job_id, "data_snapshot": dict(ctx.snapshot_ids)}
-    if ctx.params.num_gpus > 1:
+    if spec.distributed and ctx.params.num_gpus > 1:
         from app.worker.launch import run_under_accelerate
 
-        ctx.reporter.log(f"launching {function} on {ctx.params.num_gpus} processes")
-        return run_under_accelerate(
-            ctx, function, hyper, dict(kwargs, meta=meta), ctx.params.num_gpus
-        )
-    import importlib
-
-    module_name, _, name = function.partition(":")
-    fn = getattr(importlib.import_module(module_name), name)
-    config = TRAINER_CONFIG_BY_KIND[ctx.kind].from_dict(hyper)
-    return fn(**kwargs, config=config, progress=ctx.reporter, meta=meta)
+        ctx.reporter.log(f"launching {spec.trainer_function} on {ctx.params.num_gpus} processes")
+        return run_under_accelerate(ctx, dict(kwargs, meta=meta), ctx.params.num_gpus)
+    config = spec.trainer_config_of(ctx.params)
+    metrics: dict[str, float] = spec.trainer()(
+        **kwargs, config=config, progress=ctx.reporter, meta=meta
+    )
+    return metrics
 
 
+@runs(JobKind.sft)
 def run_sft(ctx: JobContext) -> Outcome:
     p = ctx.params
     with _session() as session:
@@ -133,16 +151,16 @@ def run_sft(ctx: JobContext) -> Outcome:
     reward_model = _model_path(p.rm_model_version_id) if p.rm_model_version_id else None
     metrics = _call_trainer(
         ctx,
-        "trainer.sft:train_sft",
         model=base_path,
         train=train.path,
         val=_optional(val),
         reward_model=reward_model,
         output_dir=str(ctx.output_dir),
     )
-    return Outcome(metrics, "sft", str(ctx.output_dir), [base_id])
+    return Outcome(metrics, str(ctx.output_dir), [base_id])
 
 
+@runs(JobKind.rm)
 def run_rm(ctx: JobContext) -> Outcome:
     p = ctx.params
     sft_path = _model_path(p.sft_model_version_id)
@@ -156,14 +174,13 @@ def run_rm(ctx: JobContext) -> Outcome:
     demos = take_snapshot(ctx, "demonstrations", "demonstrations", "train")
     metrics = _call_trainer(
         ctx,
-        "trainer.reward:train_reward_model",
         model=sft_path,
         train=train.path,
         val=_optional(val),
         demonstrations=_optional(demos),
         output_dir=str(ctx.output_dir),
     )
-    return Outcome(metrics, "rm", str(ctx.output_dir), [p.sft_model_version_id])
+    return Outcome(metrics, str(ctx.output_dir), [p.sft_model_version_id])
 
 
 def _pretrain_texts(ctx: JobContext) -> str | None:
@@ -180,6 +197,7 @@ def _pretrain_texts(ctx: JobContext) -> str | None:
     return str(path)
 
 
+@runs(JobKind.ppo)
 def run_ppo(ctx: JobContext) -> Outcome:
     p = ctx.params
     policy_path = _model_path(p.sft_model_version_id)
@@ -199,16 +217,13 @@ def run_ppo(ctx: JobContext) -> Outcome:
         raise JobFailed("PPO-ptx (ptx_coef > 0) needs demonstrations as pre-training texts")
     metrics = _call_trainer(
         ctx,
-        "trainer.ppo:train_ppo",
         policy=policy_path,
         reward_model=rm_path,
         prompts=prompts.path,
         pretrain_texts=pretrain,
         output_dir=str(ctx.output_dir),
     )
-    return Outcome(
-        metrics, "ppo", str(ctx.output_dir), [p.sft_model_version_id, p.rm_model_version_id]
-    )
+    return Outcome(metrics, str(ctx.output_dir), [p.sft_model_version_id, p.rm_model_version_id])
 
 
 def _prompts_to_sample(session: Session, p: Any) -> list[tuple[int, str]]:
@@ -232,13 +247,12 @@ def _prompts_to_sample(session: Session, p: Any) -> list[tuple[int, str]]:
     return [(row[0], row[1]) for row in session.execute(query)]
 
 
+@runs(JobKind.sample)
 def run_sample(ctx: JobContext) -> Outcome:
     """K completions per prompt shared round-robin between the model versions, then one
     ranking task per prompt for the labelers."""
-    from trainer.config import SampleConfig
-    from trainer.sample import sample_completions
-
     p = ctx.params
+    sample_completions = ctx.spec.trainer()
     with _session() as session:
         prompts = _prompts_to_sample(session, p)
         versions = [(v, get_version(session, v).path) for v in p.model_version_ids]
@@ -246,7 +260,7 @@ def run_sample(ctx: JobContext) -> Outcome:
         raise JobFailed(f"no accepted {p.split} prompts without a ranking task to sample for")
     share = [p.k // len(versions) + (i < p.k % len(versions)) for i in range(len(versions))]
     total_batches = sum(math.ceil(len(prompts) * n / p.batch_size) for n in share if n)
-    config = SampleConfig.from_dict(trainer_hyperparameters("sample", p))
+    config = ctx.spec.trainer_config_of(p)
     by_prompt: dict[int, list[dict[str, Any]]] = {pid: [] for pid, _ in prompts}
     done = 0
     for (version_id, path), n in zip(versions, share, strict=True):
@@ -278,6 +292,7 @@ def run_sample(ctx: JobContext) -> Outcome:
     return Outcome(metrics, apply=create_tasks)
 
 
+@runs(JobKind.export_snapshot)
 def run_export_snapshot(ctx: JobContext) -> Outcome:
     from app.schemas.export import ExportFilters
     from app.services.export import create_snapshot
@@ -292,19 +307,12 @@ def run_export_snapshot(ctx: JobContext) -> Outcome:
         return Outcome({"rows": float(snapshot.row_count)})
 
 
-RUNNERS: dict[str, Callable[[JobContext], Outcome]] = {
-    "sft": run_sft,
-    "rm": run_rm,
-    "ppo": run_ppo,
-    "sample": run_sample,
-    "export-snapshot": run_export_snapshot,
-}
+if set(RUNNERS) != set(JOB_KINDS):  # pragma: no cover - a programming error, caught at import
+    raise RuntimeError(f"job kinds without a runner: {set(JOB_KINDS) - set(RUNNERS)}")
 
 
 def parse_stored_params(kind: str, params: dict[str, Any]) -> BaseModel:
-    from app.schemas.jobs import PARAMS_BY_KIND
-
-    return PARAMS_BY_KIND[kind].model_validate(params)
+    return spec_of(kind).params.model_validate(params)
 
 
 def finite_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -322,11 +330,12 @@ def finite_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 def register(session: Session, job: Job, outcome: Outcome) -> ModelVersion | None:
     from app.services.models_registry import register_version
 
-    if outcome.model_kind is None or outcome.model_path is None:
+    model_kind = spec_of(job.kind).output_model
+    if model_kind is None or outcome.model_path is None:
         return None
     return register_version(
         session,
-        kind=outcome.model_kind,
+        kind=model_kind,
         path=outcome.model_path,
         parent_ids=outcome.parent_ids,
         metrics=finite_metrics(outcome.metrics),

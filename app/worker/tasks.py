@@ -17,6 +17,7 @@ from sqlalchemy import update
 from app.broker import RUN_JOB_TASK, celery_app
 from app.db import get_sessionmaker, utcnow
 from app.models import Job, JobMetric, JobStatus
+from app.schemas.jobs import JobKind
 from app.worker.heartbeat import JobBeat, WorkerBeat, forget_worker
 from app.worker.reporting import JobCancelled, JobFailed, JobReporter
 from app.worker.runners import (
@@ -102,7 +103,7 @@ def run_job(self: Any, job_id: int) -> str:
         params = parse_stored_params(job.kind, job.params)
         ctx = JobContext(job.id, job.kind, params, job.created_by_id, reporter)
         with JobBeat(job_id):
-            outcome = RUNNERS[job.kind](ctx)
+            outcome = RUNNERS[JobKind(job.kind)](ctx)
         reporter.log("finished")
         _finish(job_id, reporter, ctx, JobStatus.succeeded.value, outcome=outcome)
         return "succeeded"

@@ -1,0 +1,145 @@
+"""Every kind of job in one place: what it takes, where it runs, what it reads and produces.
+
+The jobs service (validation, reference checks, the queue), the worker (trainer config and
+function, the model version to register), the launch form (title, model and snapshot choices),
+and the CLI read ``JOB_KINDS``. Adding a kind: its name in ``JobKind`` and its parameters'
+schema (app/schemas/jobs.py), its entry below, and the runner that does the work
+(app/worker/runners.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from app.schemas.jobs import (
+    ExportSnapshotParams,
+    JobKind,
+    PPOParams,
+    RMParams,
+    SampleParams,
+    SFTParams,
+)
+from trainer.config import PPOConfig, RMConfig, SampleConfig, SFTConfig
+
+# model versions a policy may come from (labelers rank their outputs; one is current)
+POLICY_KINDS = ("base", "sft", "ppo")
+MODEL_KIND_LABELS = {
+    "base": "base model",
+    "sft": "SFT policy",
+    "rm": "reward model",
+    "ppo": "PPO policy",
+}
+
+
+@dataclass(frozen=True)
+class JobKindSpec:
+    title: str
+    # what the API, the CLI and the launch form accept (validated once, in app/services/jobs)
+    params: type[BaseModel]
+    # "gpu" for training and sampling, "cpu" for the rest
+    queue: Literal["cpu", "gpu"]
+    # the trainer's config dataclass: its fields are the job's hyper-parameters
+    trainer_config: type[Any] | None = None
+    # "module:function" of the trainer entry point, imported only where it runs (torch is
+    # heavy: the web app and the CLI never load it to validate or list a job)
+    trainer_function: str | None = None
+    # the model version a successful job registers ("sft", "rm", "ppo"), if any
+    output_model: str | None = None
+    # parameter -> model version kinds it may name (a str names a base model: "tiny", a hub
+    # ID or a path); a list parameter names several
+    model_refs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # parameter -> data set of the snapshot it may name (comparisons: in rankings format)
+    snapshot_refs: Mapping[str, str] = field(default_factory=dict)
+    # parameters listing prompt ids, each an accepted prompt
+    prompt_refs: tuple[str, ...] = ()
+    # the trainer may run on several processes (`num_gpus` > 1: accelerate launch)
+    distributed: bool = False
+    # what its data filters select by creation time: labels, or prompts (nothing labeled yet)
+    filters_select: Literal["labels", "prompts"] = "labels"
+
+    def hyperparameters(self, params: BaseModel) -> dict[str, Any]:
+        """The part of ``params`` that is the trainer's config (its dataclass fields)."""
+        if self.trainer_config is None:
+            return {}
+        names = {f.name for f in dataclasses.fields(self.trainer_config)}
+        return {k: v for k, v in params.model_dump().items() if k in names}
+
+    def trainer_config_of(self, params: BaseModel) -> Any:
+        """The trainer's config object for ``params``."""
+        if self.trainer_config is None:
+            raise ValueError(f"{self.title} has no trainer config")
+        return self.trainer_config.from_dict(self.hyperparameters(params))
+
+    def trainer(self) -> Callable[..., Any]:
+        """The trainer entry point (imports it)."""
+        if self.trainer_function is None:
+            raise ValueError(f"{self.title} calls no trainer function")
+        module, _, name = self.trainer_function.partition(":")
+        fn: Callable[..., Any] = getattr(importlib.import_module(module), name)
+        return fn
+
+
+JOB_KINDS: dict[JobKind, JobKindSpec] = {
+    JobKind.sft: JobKindSpec(
+        title="Supervised fine-tuning (SFT)",
+        params=SFTParams,
+        queue="gpu",
+        trainer_config=SFTConfig,
+        trainer_function="trainer.sft:train_sft",
+        output_model="sft",
+        model_refs={"base_model": POLICY_KINDS, "rm_model_version_id": ("rm",)},
+        snapshot_refs={"train_snapshot_id": "demonstrations", "val_snapshot_id": "demonstrations"},
+        distributed=True,
+    ),
+    JobKind.rm: JobKindSpec(
+        title="Reward model (RM)",
+        params=RMParams,
+        queue="gpu",
+        trainer_config=RMConfig,
+        trainer_function="trainer.reward:train_reward_model",
+        output_model="rm",
+        model_refs={"sft_model_version_id": ("sft",)},
+        snapshot_refs={"train_snapshot_id": "comparisons", "val_snapshot_id": "comparisons"},
+        distributed=True,
+    ),
+    JobKind.ppo: JobKindSpec(
+        title="PPO / PPO-ptx",
+        params=PPOParams,
+        queue="gpu",
+        trainer_config=PPOConfig,
+        trainer_function="trainer.ppo:train_ppo",
+        output_model="ppo",
+        model_refs={"sft_model_version_id": ("sft", "ppo"), "rm_model_version_id": ("rm",)},
+        snapshot_refs={"prompts_snapshot_id": "prompts"},
+        distributed=True,
+        filters_select="prompts",
+    ),
+    JobKind.sample: JobKindSpec(
+        title="Sample completions into ranking tasks",
+        params=SampleParams,
+        queue="gpu",
+        trainer_config=SampleConfig,
+        trainer_function="trainer.sample:sample_completions",
+        model_refs={"model_version_ids": POLICY_KINDS},
+        prompt_refs=("prompt_ids",),
+        filters_select="prompts",
+    ),
+    JobKind.export_snapshot: JobKindSpec(
+        title="Export snapshot",
+        params=ExportSnapshotParams,
+        queue="cpu",
+    ),
+}
+if set(JOB_KINDS) != set(JobKind):  # pragma: no cover - a programming error, caught at import
+    raise RuntimeError(f"job kinds without a spec: {set(JobKind) - set(JOB_KINDS)}")
+
+
+def spec_of(kind: str) -> JobKindSpec:
+    """The spec of a stored job's kind (``KeyError`` for a kind no longer known)."""
+    return JOB_KINDS[JobKind(kind)]
