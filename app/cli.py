@@ -161,7 +161,12 @@ def users_create(
             session.commit()
         except ServiceError as exc:
             fail(exc.detail, 2 if exc.status_code == 422 else 1)
-        typer.echo(f"created {user.role} {user.username!r}")
+        note = (
+            " (in screening until a researcher approves them)"
+            if user.labeler_status == "screening"
+            else ""
+        )
+        typer.echo(f"created {user.role} {user.username!r}{note}")
 
 
 @users_cli.command("held-out")

@@ -15,9 +15,12 @@ router = APIRouter()
 
 
 class Me(BaseModel):
+    user_id: int
     username: str
     role: str
     held_out: bool
+    # screening | approved | rejected (docs/quality.md)
+    status: str
 
 
 @router.get("/healthz", tags=["system"])
@@ -33,4 +36,10 @@ def healthz(session: Session = Depends(get_session)) -> JSONResponse:
 @router.get("/api/v1/me", response_model=Me, tags=["system"])
 def me(principal: Principal = Depends(any_user)) -> Me:
     user = principal.user
-    return Me(username=user.username, role=user.role, held_out=user.held_out)
+    return Me(
+        user_id=user.id,
+        username=user.username,
+        role=user.role,
+        held_out=user.held_out,
+        status=user.labeler_status,
+    )

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.config import get_settings
 from app.db import utcnow
-from app.models import ApiToken, LoginAttempt, Role, User
+from app.models import ApiToken, LabelerStatus, LoginAttempt, Role, User
 from app.services import Conflict, Invalid, NotFound, ServiceError
 
 _hasher = PasswordHash.recommended()  # Argon2id
@@ -70,6 +70,7 @@ def create_user(
         password_hash=hash_password(password),
         role=parsed.value,
         must_change_password=must_change_password,
+        labeler_status=new_labeler_status(parsed),
     )
     session.add(user)
     try:
@@ -78,6 +79,14 @@ def create_user(
         session.rollback()
         raise Conflict(f"user {username!r} already exists", field="username") from None
     return user
+
+
+def new_labeler_status(role: Role) -> str:
+    """Where a new account starts: with ``PREFLOOP_SCREENING`` on, a new labeler is in
+    screening (only the screening set until a researcher decides); everyone else is approved."""
+    if role == Role.labeler and get_settings().screening:
+        return LabelerStatus.screening.value
+    return LabelerStatus.approved.value
 
 
 def get_user(session: Session, username: str) -> User:

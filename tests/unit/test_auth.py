@@ -88,7 +88,13 @@ def test_token_auth_last_used_and_revocation(client, make_user, make_token, sess
     secret = make_token(user)
     r = client.get("/api/v1/me", headers={"Authorization": f"Bearer {secret}"})
     assert r.status_code == 200
-    assert r.json() == {"username": user.username, "role": "researcher", "held_out": False}
+    assert r.json() == {
+        "user_id": user.id,
+        "username": user.username,
+        "role": "researcher",
+        "held_out": False,
+        "status": "approved",
+    }
     token = session.scalar(select(ApiToken).where(ApiToken.user_id == user.id))
     session.refresh(token)
     assert token.last_used_at is not None
