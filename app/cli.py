@@ -77,6 +77,11 @@ def serve(
     with _session() as session:
         for message in bootstrap(session):
             typer.secho(message, fg=typer.colors.YELLOW)
+    from app.worker.heartbeat import JobSweeper
+
+    # fails the jobs of dead workers and sends jobs the broker missed, even with no worker
+    sweeper = JobSweeper()
+    sweeper.start()
     embedded = None
     if worker:
         from app.worker.embedded import EmbeddedWorker
@@ -90,6 +95,7 @@ def serve(
     try:
         uvicorn.run("app.asgi:app", host=host, port=port, workers=workers, log_level="info")
     finally:
+        sweeper.stop()
         if embedded is not None:
             embedded.stop()
 

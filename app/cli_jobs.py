@@ -40,6 +40,19 @@ def _user(session: Any, username: str | None) -> Any:
     return get_user(session, username)
 
 
+def _dispatch(session: Any, job: Any) -> None:
+    """Commit the new job, send it to a worker and print its id."""
+    from app.services.jobs import dispatch_job
+
+    session.commit()  # a worker must find the row it is sent
+    try:
+        dispatch_job(session, job)
+    except ServiceError as exc:
+        _fail(exc.detail)
+    session.commit()
+    typer.echo(job.id)
+
+
 @jobs_cli.command("launch")
 def jobs_launch(
     kind: Annotated[str, typer.Argument(help=f"One of: {', '.join(JobKind)}.")],
@@ -69,7 +82,7 @@ def jobs_launch(
         except ServiceError as exc:
             where = f" ({exc.field})" if exc.field else ""
             _fail(f"{exc.detail}{where}", 2 if exc.status_code == 422 else 1)
-        typer.echo(job.id)
+        _dispatch(session, job)
 
 
 @jobs_cli.command("list")
@@ -77,7 +90,7 @@ def jobs_list(
     status: Annotated[str | None, typer.Option(help="Only jobs in this status.")] = None,
     limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
 ) -> None:
-    """Jobs with their status and progress (a dead worker's jobs are failed on the way)."""
+    """Jobs with their status and progress, newest first."""
     from app.services.jobs import list_jobs
 
     with _session() as session:
@@ -131,7 +144,7 @@ def jobs_rerun(
             job = rerun_job(session, job_id, _user(session, as_user))
         except ServiceError as exc:
             _fail(exc.detail)
-        typer.echo(job.id)
+        _dispatch(session, job)
 
 
 @models_cli.command("list")

@@ -109,6 +109,17 @@ def truncate_all(url: str) -> None:
     engine.dispose()
 
 
+def seed_defaults() -> None:
+    """The default data every installation has before its first request (``prefloop serve``
+    seeds it at bootstrap): the use-case categories."""
+    from app.db import get_sessionmaker
+    from app.services.use_cases import ensure_default_use_cases
+
+    with get_sessionmaker()() as s:
+        ensure_default_use_cases(s)
+        s.commit()
+
+
 def configure_env(monkeypatch: pytest.MonkeyPatch, data_dir: Path, url: str, **extra: str) -> None:
     monkeypatch.setenv("PREFLOOP_DATA_DIR", str(data_dir))
     monkeypatch.setenv("PREFLOOP_DATABASE_URL", url)
@@ -117,11 +128,13 @@ def configure_env(monkeypatch: pytest.MonkeyPatch, data_dir: Path, url: str, **e
     for key, value in extra.items():
         monkeypatch.setenv(f"PREFLOOP_{key.upper()}", value)
     _reset_caches()
+    seed_defaults()
 
 
 @pytest.fixture
 def app_env(db_url: str, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Settings pointing at the test database; every table is emptied after the test."""
+    """Settings pointing at the test database, with the default data seeded; every table is
+    emptied after the test."""
     configure_env(monkeypatch, data_dir, db_url)
     yield db_url
     _reset_caches()

@@ -26,6 +26,9 @@ def create_job(
 ) -> dict[str, Any]:
     """Launch a job: ``{"kind": ..., "params": {...}}`` (see the schema of each kind)."""
     job = job_service.create_job(session, body.kind, body.params, principal.user)
+    session.commit()  # a worker must find the row it is sent
+    job_service.dispatch_job(session, job)
+    session.commit()
     return {"job_id": job.id, "status": job.status}
 
 
@@ -80,6 +83,9 @@ def rerun_job(
 ) -> dict[str, Any]:
     """A new job with the same kind and parameters as a failed or cancelled one."""
     job = job_service.rerun_job(session, job_id, principal.user)
+    session.commit()  # a worker must find the row it is sent
+    job_service.dispatch_job(session, job)
+    session.commit()
     return {"job_id": job.id, "status": job.status}
 
 

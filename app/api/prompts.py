@@ -131,9 +131,7 @@ def labeler_prompt(
 def use_cases(
     principal: Principal = Depends(any_user), session: Session = Depends(get_session)
 ) -> list[Any]:
-    found = list_use_cases(session)
-    session.commit()  # keeps the defaults seeded on first use
-    return found
+    return list_use_cases(session)
 
 
 @router.post("/use-cases", response_model=UseCaseOut, status_code=201)

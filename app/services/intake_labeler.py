@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import PromptKind, User
+from app.models import Prompt, PromptKind, User
 from app.services import Invalid
-from app.services.intake import ingest_prompts
+from app.services.intake import ingest_prompts, labeler_user_id
 
 MAX_FEW_SHOT_EXAMPLES = 10
 
@@ -73,3 +74,15 @@ def submit_labeler_prompt(session: Session, author: User, item: dict[str, Any]) 
         field = "use_case" if "use case" in (result["reason"] or "") else "text"
         raise Invalid(result["reason"] or "prompt rejected", field=field)
     return result
+
+
+def recent_labeler_prompts(session: Session, author: User, limit: int = 10) -> list[Prompt]:
+    """The prompts ``author`` wrote, newest first."""
+    return list(
+        session.scalars(
+            select(Prompt)
+            .where(Prompt.user_id == labeler_user_id(author))
+            .order_by(Prompt.id.desc())
+            .limit(limit)
+        )
+    )

@@ -2,9 +2,10 @@
 crash sweep that fails jobs whose worker stopped sending heartbeats.
 
 A job row is the source of truth. The worker moves it queued -> running -> succeeded | failed |
-cancelled; the sweep (run by every worker, and lazily whenever jobs are read, so it also works
-with no worker alive) moves a running job whose heartbeat is older than
-``settings.job_heartbeat_timeout_s`` to failed.
+cancelled; the sweep (run periodically by every worker's heartbeat and by the web server, so
+it also happens with no worker alive; reading jobs never writes) moves a running job whose
+heartbeat is older than ``settings.job_heartbeat_timeout_s`` to failed, and sends the queued
+jobs the broker missed. Services flush; the route, CLI command or worker commits.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from app.services.models_registry import check_base_model_name, require_kind
 ACTIVE = (JobStatus.queued.value, JobStatus.running.value)
 FINISHED = (JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.cancelled.value)
 RERUNNABLE = (JobStatus.failed.value, JobStatus.cancelled.value)
+# a job launched this recently may still be on its way to the broker
+SEND_GRACE_S = 30.0
 
 
 class BrokerUnavailable(ServiceError):
@@ -117,11 +120,6 @@ def validate_job(session: Session, kind: str, params: dict[str, Any]) -> BaseMod
 # launching -------------------------------------------------------------------------------------
 
 
-def enqueue(job: Job) -> str:
-    """Send the job to its kind's queue; returns the Celery task id."""
-    return send_job(job.id, kind_spec(job.kind).queue)
-
-
 def create_job(
     session: Session,
     kind: str,
@@ -129,7 +127,8 @@ def create_job(
     created_by: User | None = None,
     rerun_of: Job | None = None,
 ) -> Job:
-    """Validate, store and enqueue a job. Commits: the worker must see the row it is sent."""
+    """Validate and store a queued job (flushed). The caller commits, then calls
+    ``dispatch_job``: a worker must find the row it is sent."""
     parsed = validate_job(session, kind, params)
     job = Job(
         kind=kind,
@@ -139,17 +138,46 @@ def create_job(
         rerun_of_id=rerun_of.id if rerun_of else None,
     )
     session.add(job)
-    session.commit()
-    try:
-        job.celery_task_id = enqueue(job)
-    except Exception as exc:  # the broker is down: say so instead of leaving a job queued forever
-        job.status = JobStatus.failed.value
-        job.error = f"could not reach the job broker: {type(exc).__name__}: {exc}"
-        job.finished_at = utcnow()
-        session.commit()
-        raise BrokerUnavailable(job.error) from None
-    session.commit()
+    session.flush()
     return job
+
+
+def dispatch_job(session: Session, job: Job) -> None:
+    """Send a committed queued job to its kind's queue and record the Celery task id
+    (flushed). An unreachable broker is a 503; the job stays queued and the periodic sweep
+    (``send_unsent_jobs``) sends it once the broker is back, so nothing is lost."""
+    try:
+        job.celery_task_id = send_job(job.id, kind_spec(job.kind).queue)
+    except Exception as exc:
+        raise BrokerUnavailable(
+            f"job {job.id} is saved, but the job broker is unreachable "
+            f"({type(exc).__name__}: {exc}); it goes to a worker as soon as the broker is back"
+        ) from None
+    session.flush()
+
+
+def send_unsent_jobs(session: Session, now: datetime | None = None) -> list[int]:
+    """Send the queued jobs that never reached the broker (it was down when they were
+    launched); returns their ids. A job younger than ``SEND_GRACE_S`` is left to the request
+    that is sending it right now. Stops at the first failure: the broker is still down."""
+    cutoff = (now or utcnow()) - timedelta(seconds=SEND_GRACE_S)
+    unsent = session.scalars(
+        select(Job)
+        .where(
+            Job.status == JobStatus.queued.value,
+            Job.celery_task_id.is_(None),
+            Job.created_at < cutoff,
+        )
+        .order_by(Job.id)
+    ).all()
+    sent = []
+    for job in unsent:
+        try:
+            dispatch_job(session, job)
+        except BrokerUnavailable:
+            break
+        sent.append(job.id)
+    return sent
 
 
 def cancel_job(session: Session, job_id: int) -> Job:
@@ -218,8 +246,6 @@ def sweep_stale_jobs(session: Session, now: datetime | None = None) -> list[int]
 
 
 def get_job(session: Session, job_id: int) -> Job:
-    if sweep_stale_jobs(session):
-        session.commit()
     job = session.get(Job, job_id)
     if job is None:
         raise NotFound(f"job {job_id} not found", field="job_id")
@@ -228,8 +254,6 @@ def get_job(session: Session, job_id: int) -> Job:
 
 
 def list_jobs(session: Session, limit: int = 100, status: str | None = None) -> list[Job]:
-    if sweep_stale_jobs(session):
-        session.commit()
     query = select(Job).order_by(Job.id.desc()).limit(limit)
     if status is not None:
         query = query.where(Job.status == status)

@@ -5,7 +5,7 @@ The HTML pages and the JSON API both call `describe_assignment` and `submit`.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -37,6 +37,52 @@ SKIP_REASON_MAX_CHARS = 2000
 
 class NotYours(ServiceError):
     status_code = 403
+
+
+def _own_assignment(session: Session, labeler: User, task_id: int, *, lock: bool) -> Assignment:
+    query = select(Assignment).where(
+        Assignment.task_id == task_id, Assignment.labeler_id == labeler.id
+    )
+    assignment = session.scalar(query.with_for_update() if lock else query)
+    if assignment is None:
+        raise NotYours(
+            f"task {task_id} is not assigned to you; get a task from GET /api/v1/tasks/next",
+            field="task_id",
+        )
+    return assignment
+
+
+def _already_finished(assignment: Assignment) -> Conflict:
+    return Conflict(
+        f"you already {assignment.status} task {assignment.task_id}; "
+        "a submission cannot be changed",
+        field="task_id",
+    )
+
+
+def _check_hold(assignment: Assignment, now: datetime) -> None:
+    if assignment.status == AssignmentStatus.expired.value or assignment.lock_expires_at <= now:
+        raise Conflict(
+            f"your hold on task {assignment.task_id} expired at "
+            f"{assignment.lock_expires_at:%H:%M} UTC; take a task again "
+            "(your draft is kept in this browser)",
+            field="task_id",
+        )
+
+
+def own_assignment(session: Session, labeler: User, task_id: int) -> Assignment:
+    """The labeler's assignment of a task, whatever its state; 403 when there is none."""
+    return _own_assignment(session, labeler, task_id, lock=False)
+
+
+def held_assignment(session: Session, labeler: User, task_id: int) -> Assignment:
+    """The labeler's live hold on a task: 403 when the task is not theirs, 409 when they
+    already submitted or skipped it or their hold expired."""
+    assignment = _own_assignment(session, labeler, task_id, lock=False)
+    if assignment.status in FINISHED:
+        raise _already_finished(assignment)
+    _check_hold(assignment, utcnow())
+    return assignment
 
 
 def describe_assignment(session: Session, assignment: Assignment) -> dict[str, Any]:
@@ -97,30 +143,13 @@ def submit(
         raise NotFound(f"task {task_id} does not exist", field="task_id")
     # lock order: the assignment, then the task (as the queue does); the checks that end
     # without writing come before the task lock
-    assignment = session.scalar(
-        select(Assignment)
-        .where(Assignment.task_id == task_id, Assignment.labeler_id == labeler.id)
-        .with_for_update()
-    )
-    if assignment is None:
-        raise NotYours(
-            f"task {task_id} is not assigned to you; get a task from GET /api/v1/tasks/next",
-            field="task_id",
-        )
+    assignment = _own_assignment(session, labeler, task_id, lock=True)
     if assignment.status in FINISHED:
         if _same_as_stored(session, task, assignment, sub):
             return _result(session, task, assignment, replayed=True)
-        raise Conflict(
-            f"you already {assignment.status} task {task_id}; a submission cannot be changed",
-            field="task_id",
-        )
+        raise _already_finished(assignment)
     now = utcnow()
-    if assignment.status == AssignmentStatus.expired.value or assignment.lock_expires_at <= now:
-        raise Conflict(
-            f"your hold on task {task_id} expired at {assignment.lock_expires_at:%H:%M} UTC; "
-            "take a task again (your draft is kept in this browser)",
-            field="task_id",
-        )
+    _check_hold(assignment, now)
     # serialises the submissions of one task, so exactly one of them marks it done
     session.refresh(task, with_for_update=True)
     spec = spec_of(task.kind)

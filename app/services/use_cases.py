@@ -10,7 +10,8 @@ from app.services import Conflict, Invalid, NotFound
 
 
 def ensure_default_use_cases(session: Session) -> str | None:
-    """Seed the method's ten categories when the list is empty (bootstrap, and first use)."""
+    """Seed the method's ten categories when the list is empty (a bootstrap step: reading
+    the list never writes)."""
     if session.scalar(select(func.count()).select_from(UseCase)):
         return None
     for position, name in enumerate(DEFAULT_USE_CASES):
@@ -20,7 +21,6 @@ def ensure_default_use_cases(session: Session) -> str | None:
 
 
 def list_use_cases(session: Session, *, active_only: bool = False) -> list[UseCase]:
-    ensure_default_use_cases(session)
     query = select(UseCase).order_by(UseCase.position, UseCase.name)
     if active_only:
         query = query.where(UseCase.active.is_(True))

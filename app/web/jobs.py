@@ -3,6 +3,7 @@ the loop overview on the admin home. Researchers and admins only."""
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.db import get_session
 from app.deps import Principal, researcher
+from app.models import Job
 from app.services import NotFound, ServiceError, models_registry
 from app.services import jobs as job_service
 from app.services.loop_status import data_sets, next_step
@@ -112,12 +114,21 @@ async def launch_job(
         session.rollback()
         context = _form_context(session, kind, form, exc)
         return render(request, "admin/jobs_new.html", context, status_code=exc.status_code)
+    session.commit()  # a worker must find the row it is sent
+    return _dispatch_and_show(session, job)
+
+
+def _dispatch_and_show(session: Session, job: Job) -> RedirectResponse:
+    """Send the stored job to a worker and show its page; with the broker down the job waits
+    in the queue (its page says so) and goes out when the broker is back."""
+    with suppress(job_service.BrokerUnavailable):
+        job_service.dispatch_job(session, job)
+        session.commit()
     return RedirectResponse(f"/admin/jobs/{job.id}", status_code=303)
 
 
 def _job_context(session: Session, job_id: int) -> dict[str, Any]:
     job = job_service.get_job(session, job_id)
-    session.commit()
     view = job_service.job_view(session, job)
     return {
         "job": job,
@@ -164,7 +175,8 @@ def rerun_job(
     job_id: int, principal: Principal = Depends(researcher), session: Session = Depends(get_session)
 ) -> RedirectResponse:
     job = job_service.rerun_job(session, job_id, principal.user)
-    return RedirectResponse(f"/admin/jobs/{job.id}", status_code=303)
+    session.commit()  # a worker must find the row it is sent
+    return _dispatch_and_show(session, job)
 
 
 @router.get("/admin/models")

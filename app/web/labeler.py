@@ -12,17 +12,22 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
-from app.db import get_session, utcnow
+from app.db import get_session
 from app.deps import Principal, any_user
-from app.models import FLAGS, Assignment, AssignmentStatus, Task
+from app.models import FLAGS, Assignment, Task
 from app.services import Invalid, ServiceError
 from app.services.instructions import current_markdown, render_markdown
-from app.services.labeling import describe_assignment, labeler_counts, submit
+from app.services.labeling import (
+    describe_assignment,
+    held_assignment,
+    labeler_counts,
+    own_assignment,
+    submit,
+)
 from app.services.prompts import set_prompt_use_case
 from app.services.queue import assign_next_task, ensure_demonstration_tasks, waiting_counts
 from app.services.task_kinds import spec_of
@@ -64,28 +69,6 @@ def next_task(
     return RedirectResponse(f"/labeler/tasks/{assignment.task_id}", status_code=303)
 
 
-def _held_assignment(session: Session, principal: Principal, task_id: int) -> Assignment:
-    assignment = session.scalar(
-        select(Assignment).where(
-            Assignment.task_id == task_id, Assignment.labeler_id == principal.user.id
-        )
-    )
-    if assignment is None:
-        raise ServiceError("this task is not assigned to you", status_code=403)
-    if assignment.status in (AssignmentStatus.submitted.value, AssignmentStatus.skipped.value):
-        raise ServiceError(f"you already {assignment.status} this task", status_code=409)
-    if (
-        assignment.status == AssignmentStatus.expired.value
-        or assignment.lock_expires_at <= utcnow()
-    ):
-        raise ServiceError(
-            "your hold on this task expired; take a task again from the Labeling page "
-            "(your draft is kept in this browser)",
-            status_code=409,
-        )
-    return assignment
-
-
 def _page(
     request: Request,
     session: Session,
@@ -118,7 +101,7 @@ def task_page(  # type: ignore[no-untyped-def]
     principal: Principal = Depends(any_user),
     session: Session = Depends(get_session),
 ):
-    assignment = _held_assignment(session, principal, task_id)
+    assignment = held_assignment(session, principal.user, task_id)
     return _page(request, session, assignment)
 
 
@@ -177,13 +160,7 @@ def _submit_form(
     *,
     skip: bool,
 ) -> Response:
-    assignment = session.scalar(
-        select(Assignment).where(
-            Assignment.task_id == task_id, Assignment.labeler_id == principal.user.id
-        )
-    )
-    if assignment is None:
-        raise ServiceError("this task is not assigned to you", status_code=403)
+    assignment = own_assignment(session, principal.user, task_id)
     # the rest (expired hold, already submitted, an identical repeat from a double click) is
     # decided by `submit`; any error shows the form again with everything the labeler entered
     task = session.get_one(Task, task_id)
@@ -251,7 +228,7 @@ def task_use_case(  # type: ignore[no-untyped-def]
     task page). htmx gets a status fragment, errors included; a plain form post goes back to
     the task page."""
     try:
-        assignment = _held_assignment(session, principal, task_id)
+        assignment = held_assignment(session, principal.user, task_id)
         task = session.get_one(Task, assignment.task_id)
         prompt = set_prompt_use_case(session, task.prompt_id, use_case)
     except ServiceError as exc:

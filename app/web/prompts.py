@@ -6,19 +6,18 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
 from app.db import get_session
 from app.deps import Principal, any_user, researcher
-from app.models import Prompt, PromptKind
+from app.models import PromptKind
 from app.services import ServiceError
 from app.services.curation import splits
-from app.services.intake import labeler_user_id
 from app.services.intake_labeler import (
     MAX_FEW_SHOT_EXAMPLES,
     build_labeler_prompt,
+    recent_labeler_prompts,
     submit_labeler_prompt,
 )
 from app.services.intake_stats import data_overview
@@ -65,12 +64,7 @@ def _form_page(
     notice: str | None = None,
     status_code: int = 200,
 ):  # type: ignore[no-untyped-def]
-    mine = session.scalars(
-        select(Prompt)
-        .where(Prompt.user_id == labeler_user_id(principal.user))
-        .order_by(Prompt.id.desc())
-        .limit(10)
-    ).all()
+    mine = recent_labeler_prompts(session, principal.user)
     examples = values.get("examples") or []
     rows = max(3, len(examples))
     examples = examples + [{"query": "", "response": ""}] * (rows - len(examples))
@@ -85,7 +79,6 @@ def _form_page(
         "notice": notice,
         "mine": mine,
     }
-    session.commit()  # keeps the default use cases seeded on first use
     return render(request, "labeler/prompt_form.html", ctx, status_code=status_code)
 
 
@@ -156,7 +149,6 @@ def _use_case_page(
     status_code: int = 200,
 ):  # type: ignore[no-untyped-def]
     ctx = {"use_cases": list_use_cases(session), "error": error, "values": values or {}}
-    session.commit()
     return render(request, "admin/data_use_cases.html", ctx, status_code=status_code)
 
 

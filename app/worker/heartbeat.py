@@ -1,8 +1,10 @@
 """Signs of life: the worker's row in ``worker_heartbeats`` (shown on the admin page) and the
 running job's ``heartbeat_at``, each refreshed by a background thread of the worker process.
 
-The worker thread also runs the crash sweep, so a job whose worker died is failed by any
-surviving worker (and, lazily, by the web app when jobs are read).
+The periodic sweep (``sweep_jobs``) fails the running jobs whose worker stopped beating and
+sends the queued jobs the broker missed. Every worker runs it with its heartbeat, and
+``prefloop serve`` runs it in a ``JobSweeper`` thread, so a crashed job ends ``failed`` even
+when no worker is left; reading jobs never writes.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from app.config import get_settings
 from app.db import get_sessionmaker, utcnow
 from app.models import Job, JobStatus
 from app.services import workers
-from app.services.jobs import sweep_stale_jobs
+from app.services.jobs import send_unsent_jobs, sweep_stale_jobs
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,20 @@ def forget_worker(hostname: str) -> None:
     with get_sessionmaker()() as session:
         workers.forget_worker(session, hostname)
         session.commit()
+
+
+def sweep_jobs() -> None:
+    """One round of the periodic sweep, each part in its own transaction."""
+    with get_sessionmaker()() as session:
+        failed = sweep_stale_jobs(session)
+        session.commit()
+    if failed:
+        log.warning("failed jobs %s: their worker stopped sending heartbeats", failed)
+    with get_sessionmaker()() as session:
+        sent = send_unsent_jobs(session)
+        session.commit()
+    if sent:
+        log.warning("sent jobs %s to the broker (it was unreachable when they were launched)", sent)
 
 
 class _Ticker(threading.Thread):
@@ -61,10 +77,17 @@ class WorkerBeat(_Ticker):
         with get_sessionmaker()() as session:
             workers.record_worker_beat(session, self.hostname, self.queues)
             session.commit()
-            failed = sweep_stale_jobs(session)
-            session.commit()
-        if failed:
-            log.warning("failed jobs %s: their worker stopped sending heartbeats", failed)
+        sweep_jobs()
+
+
+class JobSweeper(_Ticker):
+    """The periodic sweep outside any worker (``prefloop serve`` runs one)."""
+
+    def __init__(self, interval: float | None = None) -> None:
+        super().__init__(interval or get_settings().worker_heartbeat_s, "prefloop-job-sweeper")
+
+    def tick(self) -> None:
+        sweep_jobs()
 
 
 class JobBeat(_Ticker):

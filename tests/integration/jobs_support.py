@@ -127,6 +127,18 @@ def wait_job(client: Any, job_id: int, timeout: float = 300, until: tuple[str, .
         time.sleep(0.5)
 
 
+def wait_training(client: Any, job_id: int, timeout: float = 180) -> dict:
+    """Poll until the job is running and past its first step; returns its JSON."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = ok(client.get(f"/api/v1/jobs/{job_id}"))
+        if job["status"] == "running" and job["progress"]["step"] > 0:
+            return job
+        assert job["status"] in ("queued", "running"), job
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+
+
 def succeeded(client: Any, job_id: int) -> dict:
     job = wait_job(client, job_id)
     assert job["status"] == "succeeded", f"{job['error']}\n{job['log_tail']}"

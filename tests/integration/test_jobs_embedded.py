@@ -16,9 +16,20 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.jobs_support import find_sampled_task, ok, run_loop, seed_labels
+from tests.integration.jobs_support import (
+    SFT_PARAMS,
+    find_sampled_task,
+    ok,
+    run_loop,
+    seed_labels,
+    succeeded,
+    wait_job,
+    wait_training,
+)
 
 pytestmark = pytest.mark.slow
+# a job whose worker stopped beating this long is failed (the default is 60 s)
+EMBEDDED_JOB_TIMEOUT_S = 10
 
 
 def _free_port() -> int:
@@ -40,7 +51,11 @@ def _cli(env: dict[str, str], *args: str, stdin: str = "") -> str:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     data_dir = tmp_path_factory.mktemp("embedded") / "var"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLOOP_")}
-    env.update(PREFLOOP_DATA_DIR=str(data_dir), PREFLOOP_WORKER_HEARTBEAT_S="0.5")
+    env.update(
+        PREFLOOP_DATA_DIR=str(data_dir),
+        PREFLOOP_WORKER_HEARTBEAT_S="0.5",
+        PREFLOOP_JOB_HEARTBEAT_TIMEOUT_S=str(EMBEDDED_JOB_TIMEOUT_S),
+    )
     data_dir.mkdir(parents=True)
     # accounts for the test, made with the CLI before the first start
     _cli(env, "db", "upgrade")
@@ -127,3 +142,25 @@ def test_loop_on_the_embedded_default(served: dict[str, Any]) -> None:
     assert len(task_ids) == 2
     task = find_sampled_task(labeler, task_ids)
     assert len(task["completions"]) == 4
+
+
+def test_a_killed_embedded_worker_fails_its_job_then_it_is_restarted(
+    served: dict[str, Any],
+) -> None:
+    """kill -9 of the embedded worker mid-job: the job ends failed (never left running), the
+    worker comes back and runs the next job."""
+    researcher = served["clients"]["researcher"]
+    (tiny, *_) = (m for m in ok(researcher.get("/api/v1/models")) if m["kind"] == "base")
+    params = dict(SFT_PARAMS, base_model=tiny["model_version_id"], epochs=200)
+    job_id = ok(researcher.post("/api/v1/jobs", json={"kind": "sft", "params": params}), 201)[
+        "job_id"
+    ]
+    job = wait_training(researcher, job_id)
+    (worker,) = (w for w in ok(researcher.get("/api/v1/workers")) if w["hostname"] == job["worker"])
+    os.kill(worker["pid"], signal.SIGKILL)
+
+    job = wait_job(researcher, job_id, timeout=EMBEDDED_JOB_TIMEOUT_S * 10)
+    assert job["status"] == "failed" and "heartbeat" in job["error"], job
+    again = dict(SFT_PARAMS, base_model=tiny["model_version_id"])
+    fresh = ok(researcher.post("/api/v1/jobs", json={"kind": "sft", "params": again}), 201)
+    assert succeeded(researcher, fresh["job_id"])["model_version_id"] is not None

@@ -231,3 +231,17 @@ def test_roles_and_ingest_scope(api_as, make_user, make_token, client) -> None: 
     assert client.get("/api/v1/use-cases").status_code == 403
     assert api_as("admin").get(f"/api/v1/prompts/{prompt_id}").status_code == 200
     assert api_as("researcher").get("/api/v1/prompts/999999").status_code == 404
+
+
+def test_use_cases_are_seeded_at_bootstrap_and_reading_them_never_writes(api_as, session) -> None:  # type: ignore[no-untyped-def]
+    from app.models import DEFAULT_USE_CASES, UseCase
+    from app.services.bootstrap import bootstrap
+
+    api = api_as("labeler")
+    assert [u["name"] for u in api.get("/api/v1/use-cases").json()] == list(DEFAULT_USE_CASES)
+    session.query(UseCase).delete()
+    session.commit()
+    assert api.get("/api/v1/use-cases").json() == []  # a GET shows the list, it seeds nothing
+    assert session.scalar(select(func.count()).select_from(UseCase)) == 0
+    bootstrap(session)  # `prefloop serve` on start
+    assert [u["name"] for u in api.get("/api/v1/use-cases").json()] == list(DEFAULT_USE_CASES)

@@ -113,7 +113,9 @@ def test_cancel_queued_then_rerun_with_the_same_params(api) -> None:  # type: ig
     assert api.post(f"/api/v1/jobs/{again['job_id']}/rerun").status_code == 409
 
 
-def test_running_job_with_stale_heartbeat_is_failed_when_read(api) -> None:  # type: ignore[no-untyped-def]
+def test_running_job_with_stale_heartbeat_is_failed_by_the_sweep_not_by_reads(api) -> None:  # type: ignore[no-untyped-def]
+    from app.worker.heartbeat import sweep_jobs
+
     job_id = api.post(
         "/api/v1/jobs", json={"kind": "sft", "params": {"base_model": "tiny"}}
     ).json()["job_id"]
@@ -122,6 +124,10 @@ def test_running_job_with_stale_heartbeat_is_failed_when_read(api) -> None:  # t
         job.status, job.worker = "running", "gpu@dead-host"
         job.started_at = job.heartbeat_at = utcnow() - timedelta(minutes=5)
         s.commit()
+    # reading never writes: the job page and the list show what is stored
+    assert api.get(f"/api/v1/jobs/{job_id}").json()["status"] == "running"
+    assert api.get("/api/v1/jobs").json()[0]["status"] == "running"
+    sweep_jobs()  # what every worker's heartbeat and `prefloop serve` run periodically
     job = api.get(f"/api/v1/jobs/{job_id}").json()
     assert job["status"] == "failed"
     assert "gpu@dead-host" in job["error"] and "heartbeat" in job["error"]
@@ -164,3 +170,29 @@ def test_labelers_cannot_touch_jobs(api_as) -> None:  # type: ignore[no-untyped-
         == 403
     )
     assert labeler.get("/api/v1/models").status_code == 403
+
+
+def test_unreachable_broker_is_503_and_the_job_is_sent_when_it_is_back(api, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import app.services.jobs as job_service
+
+    real_send = job_service.send_job
+
+    def broker_down(job_id: int, queue: str) -> str:
+        raise ConnectionError("connection refused")
+
+    monkeypatch.setattr(job_service, "send_job", broker_down)
+    r = api.post("/api/v1/jobs", json={"kind": "sft", "params": {"base_model": "tiny"}})
+    assert r.status_code == 503, r.text
+    assert "broker" in r.json()["detail"]
+    (job,) = api.get("/api/v1/jobs").json()  # nothing lost: stored, waiting to be sent
+    assert job["status"] == "queued"
+    with get_sessionmaker()() as s:
+        assert s.get_one(Job, job["job_id"]).celery_task_id is None
+        # a launch still on its way to the broker is left alone; an older one is sent again
+        assert job_service.send_unsent_jobs(s) == []
+        later = utcnow() + timedelta(seconds=job_service.SEND_GRACE_S + 1)
+        assert job_service.send_unsent_jobs(s, later) == []  # still down: stays unsent
+        monkeypatch.setattr(job_service, "send_job", real_send)
+        assert job_service.send_unsent_jobs(s, later) == [job["job_id"]]
+        s.commit()
+        assert s.get_one(Job, job["job_id"]).celery_task_id is not None
