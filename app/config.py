@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     # `agreement_overlap` distinct labelers instead of 1, to measure inter-annotator agreement
     agreement_share: float = Field(default=0.0, ge=0.0, le=1.0)
     agreement_overlap: int = Field(default=2, ge=2, le=20)
+    # adaptive overlap: a ranking task whose labelers agree less than this (pairwise agreement,
+    # docs/quality.md) gets one more labeler, up to `adaptive_overlap_max` labelers in all.
+    # These and the two above are the defaults; researchers change them on /admin/quality.
+    adaptive_agreement_min: float = Field(default=0.5, ge=0.0, le=1.0)
+    adaptive_overlap_max: int = Field(default=5, ge=1, le=20)
     # splits whose accepted prompts get a demonstration task (the SFT data set); comma
     # separated in the environment
     demonstration_splits: Annotated[tuple[str, ...], NoDecode] = ("train", "val")

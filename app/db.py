@@ -112,5 +112,15 @@ def get_session() -> Iterator[Session]:
         session.close()
 
 
+def get_readonly_session() -> Iterator[Session]:
+    """FastAPI dependency for reads that take a while (statistics pages): on SQLite it does
+    not hold the write lock, so labelers' submissions do not wait behind it."""
+    session = get_readonly_sessionmaker()()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
 def is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"

@@ -12,6 +12,7 @@ from app.api import completions as completions_api
 from app.api import export, system
 from app.api import jobs as jobs_api
 from app.api import prompts as prompts_api
+from app.api import quality as quality_api
 from app.api import tasks as tasks_api
 from app.config import ROOT, get_settings
 from app.deps import CSRFError, Forbidden, NotAuthenticated, csrf_protect
@@ -32,6 +33,7 @@ ROUTERS = [
     prompts_web.router,
     completions_api.router,
     tasks_api.router,
+    quality_api.router,
     labeler.router,
     instructions.router,
 ]

@@ -34,6 +34,7 @@ from app.models.prompts import (
     UseCase,
     UserQuota,
 )
+from app.models.quality import LabelingSetting, ScreeningDecision
 from app.models.users import ApiToken, LabelerStatus, LoginAttempt, Role, User, role_at_least
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "JobStatus",
     "Judges",
     "LabelerStatus",
+    "LabelingSetting",
     "LoginAttempt",
     "ModelVersion",
     "Prompt",
@@ -63,6 +65,7 @@ __all__ = [
     "Ranking",
     "RankingEntry",
     "Role",
+    "ScreeningDecision",
     "Snapshot",
     "SplitPin",
     "Task",

@@ -109,6 +109,12 @@ class Task(Base):
     # slots taken: active assignments plus submissions; the queue takes a slot with an atomic
     # ``UPDATE ... WHERE filled < overlap`` and gives it back when a hold expires or is skipped
     filled: Mapped[int] = mapped_column(default=0)
+    # labelers added by adaptive overlap because the first ones disagreed
+    overlap_added: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    # pairwise agreement among the task's rankings, pooled over every pair of labelers
+    # (app/services/agreement.py): credit / pairs, kept up to date at each submission
+    agreement_credit: Mapped[float] = mapped_column(default=0.0, server_default=text("0"))
+    agreement_pairs: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     # "done" once `overlap` labelers submitted
     status: Mapped[str] = mapped_column(String(16), default=TaskStatus.open.value)
     # job that produced the task (sampling), if any
@@ -186,6 +192,9 @@ class Ranking(Base):
     display_order: Mapped[list[int]] = mapped_column(JSON)
     time_spent_ms: Mapped[int | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # gold tasks: pairwise agreement with the reference order (credit / pairs); null otherwise
+    gold_credit: Mapped[float | None]
+    gold_pairs: Mapped[int | None]
 
     entries: Mapped[list[RankingEntry]] = relationship(
         back_populates="ranking", order_by="RankingEntry.rank", cascade="all, delete-orphan"

@@ -26,30 +26,32 @@ import math
 import warnings
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import krippendorff
 import numpy as np
 from scipy.stats import bootstrap, kendalltau
 from sklearn.metrics import cohen_kappa_score
 
-Ranks = Mapping[Hashable, float]
+# an output: a completion id, or anything hashable
+K = TypeVar("K", bound=Hashable)
 LIKERT_VALUES = tuple(range(1, 8))
 BOOTSTRAP_RESAMPLES = 2000
 
 
-def ranks_from_groups(groups: Iterable[Iterable[Hashable]]) -> dict[Hashable, int]:
+def ranks_from_groups(groups: Iterable[Iterable[K]]) -> dict[K, int]:
     """``[[a], [b, c]]`` → ``{a: 1, b: 2, c: 2}`` (the group's position, 1 = best)."""
     return {item: position for position, group in enumerate(groups, start=1) for item in group}
 
 
-def ranks_from_scores(scores: Mapping[Hashable, float]) -> dict[Hashable, float]:
+def ranks_from_scores(scores: Mapping[K, float]) -> dict[K, float]:
     """Scores (higher is better, e.g. a reward model's) as ranks: equal scores tie."""
     return {item: -score for item, score in scores.items()}
 
 
-def groups_from_ranks(ranks: Ranks) -> list[list[Hashable]]:
+def groups_from_ranks(ranks: Mapping[K, float]) -> list[list[K]]:
     """``{a: 1, b: 2, c: 2}`` → ``[[a], [b, c]]`` (items of a group in their given order)."""
-    by_rank: dict[float, list[Hashable]] = {}
+    by_rank: dict[float, list[K]] = {}
     for item, rank in ranks.items():
         by_rank.setdefault(rank, []).append(item)
     return [by_rank[rank] for rank in sorted(by_rank)]
@@ -74,7 +76,7 @@ def _sign(x: float) -> int:
     return (x > 0) - (x < 0)
 
 
-def pair_tally(a: Ranks, b: Ranks) -> Tally:
+def pair_tally(a: Mapping[K, float], b: Mapping[K, float]) -> Tally:
     """Pairwise agreement of two weak orders over the outputs both ranked (see the module)."""
     common = [item for item in a if item in b]
     tally = Tally()
@@ -90,13 +92,13 @@ def pair_tally(a: Ranks, b: Ranks) -> Tally:
     return tally
 
 
-def pairwise_agreement(a: Ranks, b: Ranks) -> float | None:
+def pairwise_agreement(a: Mapping[K, float], b: Mapping[K, float]) -> float | None:
     """Share of output pairs the two weak orders order alike (ties against an order count
     half; pairs tied by both skipped); None when no pair is left."""
     return pair_tally(a, b).rate
 
 
-def kendall_tau_b(a: Ranks, b: Ranks) -> float | None:
+def kendall_tau_b(a: Mapping[K, float], b: Mapping[K, float]) -> float | None:
     """Kendall's tau-b of two weak orders over their common outputs; None when undefined
     (fewer than two outputs, or one order ties everything)."""
     common = [item for item in a if item in b]
@@ -181,9 +183,9 @@ class Judgment:
     """One labeler's judgment of one task: ranks (lower is better), Likert scores and flags
     per output (outputs without a score are absent from ``likert``)."""
 
-    ranks: dict[Hashable, float]
-    likert: dict[Hashable, int] = field(default_factory=dict)
-    flags: dict[Hashable, frozenset[str]] = field(default_factory=dict)
+    ranks: Mapping[Any, float]
+    likert: Mapping[Any, int] = field(default_factory=dict)
+    flags: Mapping[Any, frozenset[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -216,9 +218,7 @@ def _labeler(item: tuple[int, Judgment]) -> int:
     return item[0]
 
 
-def summarize(
-    tasks: Mapping[Hashable, Mapping[int, Judgment]], flags: Iterable[str]
-) -> AgreementReport:
+def summarize(tasks: Mapping[Any, Mapping[int, Judgment]], flags: Iterable[str]) -> AgreementReport:
     """Agreement among the labelers of each task, pooled over tasks.
 
     ``tasks`` maps a task to its judgments by labeler id.
@@ -269,7 +269,7 @@ def summarize(
 
 
 def agreement_by_labeler(
-    tasks: Mapping[Hashable, Mapping[int, Judgment]],
+    tasks: Mapping[Any, Mapping[int, Judgment]],
 ) -> dict[int, Tally]:
     """Each labeler's pooled pairwise agreement with the other labelers of the same tasks."""
     tallies: dict[int, Tally] = {}

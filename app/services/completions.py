@@ -20,6 +20,7 @@ from app.models import (
     User,
 )
 from app.services import Invalid, NotFound
+from app.services.labeling_settings import overlap_settings
 from app.services.task_kinds import spec_of
 
 ORIGIN_MAX_CHARS = 255
@@ -28,13 +29,14 @@ MAX_COMPLETIONS_PER_CALL = 100
 MAX_OVERLAP = 20
 
 
-def agreement_overlap_for(prompt_id: int) -> int:
+def agreement_overlap_for(session: Session, prompt_id: int) -> int:
     """The overlap a new task gets by default: `agreement_overlap` for a share of prompts.
 
     The choice is deterministic (by prompt id, so a share of 0.2 picks ids ending in 00-19 of
     every hundred), which keeps it reproducible and equal to the SQL used for lazy tasks.
+    Both come from the environment unless changed in the app (labeling_settings).
     """
-    settings = get_settings()
+    settings = overlap_settings(session)
     if prompt_id % 100 < round(settings.agreement_share * 100):
         return settings.agreement_overlap
     return 1
@@ -117,6 +119,30 @@ def create_ranking_task(
     ``overlap=None`` applies the configured agreement share (see `agreement_overlap_for`);
     ``task_fields`` sets the kind's own columns (``evaluation_id``, ``reference``, ``screening``).
     """
+    ids = checked_completions(session, prompt_id, completion_ids, kind)
+    if overlap is None:
+        overlap = agreement_overlap_for(session, prompt_id)
+    if not 1 <= overlap <= MAX_OVERLAP:
+        raise Invalid(f"overlap must be between 1 and {MAX_OVERLAP}", field="overlap")
+    task = Task(
+        kind=kind.value,
+        prompt_id=prompt_id,
+        overlap=overlap,
+        job_id=job_id,
+        created_by_id=created_by.id if created_by is not None else None,
+        **task_fields,
+    )
+    task.items = [TaskItem(completion_id=cid, position=i) for i, cid in enumerate(ids)]
+    session.add(task)
+    session.flush()
+    return task
+
+
+def checked_completions(
+    session: Session, prompt_id: int, completion_ids: Sequence[int], kind: TaskKind
+) -> list[int]:
+    """The outputs of a new ``kind`` task: distinct completions of one accepted prompt, as many
+    as the kind allows; 422 naming ``completion_ids`` otherwise."""
     spec = spec_of(kind.value)
     if spec.form != "ranking":
         raise ValueError(f"{kind} tasks are not rankings")
@@ -140,19 +166,4 @@ def create_ranking_task(
             f"completions {foreign} belong to another prompt, not prompt {prompt_id}",
             field="completion_ids",
         )
-    if overlap is None:
-        overlap = agreement_overlap_for(prompt_id)
-    if not 1 <= overlap <= MAX_OVERLAP:
-        raise Invalid(f"overlap must be between 1 and {MAX_OVERLAP}", field="overlap")
-    task = Task(
-        kind=kind.value,
-        prompt_id=prompt_id,
-        overlap=overlap,
-        job_id=job_id,
-        created_by_id=created_by.id if created_by is not None else None,
-        **task_fields,
-    )
-    task.items = [TaskItem(completion_id=cid, position=i) for i, cid in enumerate(ids)]
-    session.add(task)
-    session.flush()
-    return task
+    return ids

@@ -21,13 +21,13 @@ from app.models import (
     PromptStatus,
     Ranking,
     Task,
-    UseCase,
     User,
 )
 from app.schemas.export import PAIR_CURSOR_RE, ExportFilters
 from app.services import Invalid
 from app.services.export_params import check_filters, parse_format, parse_kind
 from app.services.task_kinds import training_kinds
+from app.services.use_cases import check_known_use_case
 
 
 @dataclass(frozen=True)
@@ -149,8 +149,5 @@ def validate_filters(session: Session, kind: str, filters: ExportFilters, fmt: s
                 field="labeler_id",
             )
     if filters.use_case is not None:
-        known = select(UseCase.id).where(UseCase.name == filters.use_case)
-        used = select(Prompt.id).where(Prompt.use_case == filters.use_case)
-        if not session.scalar(select(known.exists() | used.exists())):
-            raise Invalid(f"unknown use case {filters.use_case!r}", field="use_case")
+        check_known_use_case(session, filters.use_case)
     return fmt

@@ -29,6 +29,7 @@ from app.models import (
 )
 from app.schemas.labeling import SubmissionIn
 from app.services import Conflict, Invalid, NotFound, ServiceError
+from app.services.judgment_scores import reopen_if_disagreed, score_new_ranking
 from app.services.queue import FINISHED
 from app.services.task_kinds import SHOWN_KINDS, a_or_an, shown_kind_of, spec_of
 
@@ -167,7 +168,7 @@ def submit(
                 task_id=task.id,
                 prompt_id=task.prompt_id,
                 labeler_id=labeler.id,
-                text=_demonstration_text(sub.text),
+                text=demonstration_text(sub.text),
                 time_spent_ms=time_spent,
             )
         )
@@ -178,7 +179,7 @@ def submit(
                 f"task {task_id} is {a_or_an(spec.shown_as)}: send 'ranking'", field="ranking"
             )
         shown = assignment.display_order or [item.completion_id for item in task.items]
-        groups = _validated_groups(sub.ranking, shown)
+        groups = validated_groups(sub.ranking, shown)
         ratings = _validated_ratings(sub, shown, likert_required=spec.likert_required)
         ranking = Ranking(
             task_id=task.id,
@@ -200,6 +201,8 @@ def submit(
             for cid in group
         ]
         session.add(ranking)
+        session.flush()
+        score_new_ranking(session, task, ranking)
         assignment.status = AssignmentStatus.submitted.value
     assignment.finished_at = now
     session.flush()
@@ -211,8 +214,9 @@ def submit(
 def _update_task_after(session: Session, task: Task, *, skipped: bool) -> None:
     """A skip gives its slot to another labeler (one labeler's "I cannot judge this" should not
     end the task) until `task_max_skips` labelers skipped it: then it is closed as unclear.
-    The task is done when `overlap` labelers submitted. (Kinds served once to every labeler
-    hold no slots and stay open.)"""
+    The task is done when `overlap` labelers submitted, unless they disagree and adaptive
+    overlap gives it one more (see judgment_scores). (Kinds served once to every labeler hold
+    no slots and stay open.)"""
     if skipped:
         task.filled = Task.filled - 1  # in SQL: the row is locked, this just stays exact
     by_status = dict(
@@ -223,7 +227,8 @@ def _update_task_after(session: Session, task: Task, *, skipped: bool) -> None:
         ).all()
     )
     if by_status.get(AssignmentStatus.submitted.value, 0) >= task.overlap:
-        task.status = TaskStatus.done.value
+        if skipped or not reopen_if_disagreed(session, task):
+            task.status = TaskStatus.done.value
     elif by_status.get(AssignmentStatus.skipped.value, 0) >= get_settings().task_max_skips:
         task.status = TaskStatus.closed.value
     session.flush()
@@ -238,33 +243,39 @@ def _skip_reason(reason: str) -> str:
     return reason
 
 
-def _demonstration_text(text: str) -> str:
+def demonstration_text(text: str, field: str = "text") -> str:
+    """A demonstration as stored (LF line breaks); 422 naming ``field`` when it is empty or
+    too long."""
     # browsers submit textarea line breaks as CRLF; store what the labeler typed
     text = text.replace("\r\n", "\n")
     if not text.strip():
-        raise Invalid("write the ideal response before submitting", field="text")
+        raise Invalid("write the ideal response before submitting", field=field)
     limit = get_settings().demonstration_max_chars
     if len(text) > limit:
-        raise Invalid(f"the response is longer than {limit} characters", field="text")
+        raise Invalid(f"the response is longer than {limit} characters", field=field)
     return text
 
 
-def _validated_groups(ranking: list[list[int]], shown: list[int]) -> list[list[int]]:
+def validated_groups(
+    ranking: list[list[int]], shown: list[int], field: str = "ranking"
+) -> list[list[int]]:
+    """A weak order (tie groups, best first) that places every one of ``shown`` exactly once;
+    422 naming ``field`` otherwise."""
     seen: set[int] = set()
     for group in ranking:
         if not group:
-            raise Invalid("a tie group in 'ranking' is empty", field="ranking")
+            raise Invalid(f"a tie group in '{field}' is empty", field=field)
         for cid in group:
             if cid not in shown:
-                raise Invalid(f"completion {cid} is not part of this task", field="ranking")
+                raise Invalid(f"completion {cid} is not part of this task", field=field)
             if cid in seen:
-                raise Invalid(f"completion {cid} is ranked more than once", field="ranking")
+                raise Invalid(f"completion {cid} is ranked more than once", field=field)
             seen.add(cid)
     missing = [cid for cid in shown if cid not in seen]
     if missing:
         raise Invalid(
             f"completions {missing} are not ranked; place every completion exactly once",
-            field="ranking",
+            field=field,
         )
     return ranking
 

@@ -21,7 +21,7 @@ import random
 from collections import Counter
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, and_, case, exists, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, case, exists, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -40,6 +40,7 @@ from app.models import (
     User,
 )
 from app.services import Conflict
+from app.services.labeling_settings import overlap_settings
 from app.services.task_kinds import (
     SHOWN_KINDS,
     eligibility,
@@ -63,12 +64,21 @@ def parse_kind(kind: str | None) -> str | None:
 
 def release_expired_locks(session: Session, now: datetime | None = None) -> int:
     """Mark active assignments past their lock as expired and give their slots back."""
-    now = now or utcnow()
+    return _release(session, Assignment.lock_expires_at <= (now or utcnow()))
+
+
+def release_holds_of(session: Session, labeler_id: int) -> int:
+    """End a labeler's active holds (they may no longer work, e.g. rejected in screening) and
+    give the slots back to the queue."""
+    return _release(session, Assignment.labeler_id == labeler_id)
+
+
+def _release(session: Session, condition: ColumnElement[bool]) -> int:
     rows = session.execute(
         select(Assignment.id, Assignment.task_id, Task.kind)
         .join(Task, Task.id == Assignment.task_id)
         .where(Assignment.status == AssignmentStatus.active.value)
-        .where(Assignment.lock_expires_at <= now)
+        .where(condition)
         .order_by(Assignment.id)
         # another labeler releasing the same rows right now: leave them to it
         .with_for_update(skip_locked=True, of=Assignment)
@@ -113,7 +123,7 @@ def ensure_demonstration_tasks(session: Session) -> int:
     # cheap read first: the insert (which may wait on a concurrent one) only when needed
     if session.scalar(select(exists(missing))) is not True:
         return 0
-    settings = get_settings()
+    settings = overlap_settings(session)
     share_pct = round(settings.agreement_share * 100)
     overlap = case((Prompt.id % 100 < share_pct, settings.agreement_overlap), else_=1)
     rows = missing.add_columns(

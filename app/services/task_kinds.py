@@ -12,7 +12,13 @@ task's outputs). A kind's spec says everything that differs:
 - ``likert_required``: every output needs a 1-7 score;
 - ``once_per_labeler``: every eligible labeler may do it once (gold), instead of ``overlap``
   slots taken and given back by the queue;
-- ``eligible``: the extra SQL condition on ``Task`` (and its prompt) for one labeler.
+- ``eligible``: the extra SQL condition on ``Task`` (and its prompt) for one labeler;
+- ``adaptive_overlap``: when its labelers disagree, the task is reopened for one more
+  (app/services/judgment_scores.py);
+- ``agreement_data``: its rankings feed inter-annotator agreement and the per-labeler
+  statistics (docs/quality.md);
+- ``reference``: what a researcher's reference answer is (``ranking`` or ``text``), that labelers
+  are scored against.
 
 The queue, the submission check, the pages and the exports read these specs; none of them
 compares kind names.
@@ -80,6 +86,9 @@ class TaskKindSpec:
     likert_required: bool = False
     once_per_labeler: bool = False
     eligible: Callable[[User], ColumnElement[bool]] = _anyone
+    adaptive_overlap: bool = False
+    agreement_data: bool = False
+    reference: Literal["ranking", "text"] | None = None
 
     def check_k(self, k: int) -> None:
         """A ranking form shows ``k_range`` outputs (422 naming ``completion_ids`` otherwise)."""
@@ -100,7 +109,14 @@ SPECS: dict[str, TaskKindSpec] = {
             TaskKind.demonstration, "demonstration", "demonstration", "Demonstration", True
         ),
         TaskKindSpec(
-            TaskKind.ranking, "ranking", "ranking", "Ranking", True, k_range=(K_MIN, K_MAX)
+            TaskKind.ranking,
+            "ranking",
+            "ranking",
+            "Ranking",
+            True,
+            k_range=(K_MIN, K_MAX),
+            adaptive_overlap=True,
+            agreement_data=True,
         ),
         TaskKindSpec(
             TaskKind.evaluation,
@@ -120,6 +136,8 @@ SPECS: dict[str, TaskKindSpec] = {
             training_data=False,
             k_range=(2, K_MAX),
             once_per_labeler=True,
+            agreement_data=True,
+            reference="ranking",
         ),
         TaskKindSpec(
             TaskKind.gold_demonstration,
@@ -129,6 +147,7 @@ SPECS: dict[str, TaskKindSpec] = {
             training_data=False,
             once_per_labeler=True,
             eligible=_screening_labelers,
+            reference="text",
         ),
     )
 }
@@ -164,6 +183,20 @@ def training_kinds(form: Form) -> list[str]:
 def slot_kinds() -> list[str]:
     """Kinds served by ``overlap`` slots (the others: once to every eligible labeler)."""
     return [k for k, spec in SPECS.items() if not spec.once_per_labeler]
+
+
+def kinds_of_form(form: Form) -> list[str]:
+    return [k for k, spec in SPECS.items() if spec.form == form]
+
+
+def agreement_kinds() -> list[str]:
+    """Kinds whose rankings measure agreement and labelers (docs/quality.md)."""
+    return [k for k, spec in SPECS.items() if spec.agreement_data]
+
+
+def reference_kinds(reference: Literal["ranking", "text"]) -> list[str]:
+    """Gold kinds: those with a reference ``ranking`` or reference ``text``."""
+    return [k for k, spec in SPECS.items() if spec.reference == reference]
 
 
 def eligibility(labeler: User, kinds: list[str]) -> ColumnElement[bool]:

@@ -32,6 +32,14 @@ def use_case_lookup(session: Session) -> dict[str, str]:
     return {u.name.casefold(): u.name for u in list_use_cases(session, active_only=True)}
 
 
+def check_known_use_case(session: Session, name: str, field: str = "use_case") -> None:
+    """A filter on a use case nobody knows is a typo: 422 (a category or a prompt's use case)."""
+    known = select(UseCase.id).where(UseCase.name == name)
+    used = select(Prompt.id).where(Prompt.use_case == name)
+    if not session.scalar(select(known.exists() | used.exists())):
+        raise Invalid(f"unknown use case {name!r}", field=field)
+
+
 def add_use_case(session: Session, name: str, description: str = "") -> UseCase:
     name = name.strip()
     if not name or len(name) > 64:

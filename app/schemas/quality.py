@@ -1,0 +1,146 @@
+"""JSON shapes of labeler quality: gold tasks, screening, agreement, labeler statistics,
+and the overlap settings researchers change in the app (docs/quality.md)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.schemas import DbId, Text, aware_utc
+
+
+class OverlapSettings(BaseModel):
+    """How many labelers a task gets; the environment gives the defaults (PREFLOOP_...)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # share of new tasks (by prompt id) that need `agreement_overlap` labelers
+    agreement_share: float = Field(ge=0.0, le=1.0)
+    agreement_overlap: int = Field(ge=2, le=20)
+    # a ranking task whose labelers agree less than this gets one more labeler ...
+    adaptive_agreement_min: float = Field(ge=0.0, le=1.0)
+    # ... up to this many labelers in all
+    adaptive_overlap_max: int = Field(ge=1, le=20)
+
+
+class OverlapSettingsIn(BaseModel):
+    """A change to some of the overlap settings (the others stay)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agreement_share: float | None = None
+    agreement_overlap: int | None = None
+    adaptive_agreement_min: float | None = None
+    adaptive_overlap_max: int | None = None
+
+
+class OverlapSettingsOut(OverlapSettings):
+    # the settings changed in the app (the rest come from the environment)
+    overridden: list[str]
+
+
+class GoldTaskIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_id: DbId
+    completion_ids: list[DbId]
+    # tie groups, best first, every completion exactly once: [[3], [7, 5], [9]]
+    reference_ranking: list[list[DbId]]
+    # the flags each output should get (outputs left out: none)
+    reference_flags: dict[DbId, list[str]] | None = None
+    # part of the screening set (labelers in screening receive only that set)
+    screening: bool = False
+
+
+class GoldFromTaskIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reference_ranking: list[list[DbId]]
+    reference_flags: dict[DbId, list[str]] | None = None
+    screening: bool = False
+
+
+class GoldDemonstrationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_id: DbId
+    reference_text: Text
+    # gold demonstrations are only served in screening, so they are part of its set
+    screening: bool = True
+
+
+class GoldTaskOut(BaseModel):
+    task_id: int
+
+
+class DecisionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: Text = Field(default="", max_length=2000)
+    # approve only: put the labeler in the held-out group (their work never trains a model)
+    held_out: bool | None = None
+
+
+class GroupIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    group: Literal["training", "held_out"]
+
+
+class AgreementOut(BaseModel):
+    pairwise_agreement: float | None
+    ci95: list[float] | None
+    # labeler pairs compared (two labelers on one task count once)
+    pairs: int
+    output_pairs: int
+    tasks: int
+    kendall_tau_b: float | None
+    likert_alpha: float | None
+    flag_kappa: dict[str, float | None]
+
+
+class LabelerStatsOut(BaseModel):
+    labeler_id: int
+    username: str
+    group: str
+    status: str
+    rankings: int
+    demonstrations: int
+    median_seconds: float | None
+    median_demonstration_seconds: float | None
+    skip_rate: float | None
+    gold_accuracy: float | None
+    gold_judgments: int
+    # Cohen's kappa of their flags against the gold tasks' reference flags
+    flag_kappa: float | None
+    agreement_with_others: float | None
+    # output pairs their agreement with others rests on
+    agreement_pairs: int
+    position_bias: float | None
+    contradiction_rate: float | None
+    # ranked pairs with both Likert scores (what the contradiction rate rests on)
+    likert_pairs: int
+    untouched_rate: float | None
+    # tasks submitted or skipped (what the skip rate rests on)
+    finished: int
+    # the figures that stand out (docs/quality.md "Outliers")
+    outliers: list[str]
+
+
+class QualityFilters(BaseModel):
+    """Which judgments a figure is over: ``since`` inclusive, ``until`` exclusive (submission
+    time), the prompts' use case, and the labelers' group."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    since: datetime | None = None
+    until: datetime | None = None
+    use_case: Text | None = Field(default=None, min_length=1, max_length=64)
+    group: Literal["training", "held_out"] | None = None
+
+    @field_validator("since", "until")
+    @classmethod
+    def _aware_utc(cls, value: datetime | None) -> datetime | None:
+        return aware_utc(value)

@@ -1,0 +1,110 @@
+"""Scores kept with the judgments as they arrive, and adaptive overlap.
+
+At each ranking submitted (``labeling.submit``, under the task's row lock, so concurrent
+submissions of one task are serialised):
+- the task's agreement tally grows by the new ranking's pairwise agreement with every earlier
+  ranking of the task (``tasks.agreement_credit / agreement_pairs``: all labeler pairs pooled);
+- a ranking of a gold task gets its agreement with the reference order
+  (``rankings.gold_credit / gold_pairs``), which gold accuracy and the export filter read.
+
+Adaptive overlap: when the last of a task's ``overlap`` labelers submits and the task's kind
+allows it (``TaskKindSpec.adaptive_overlap``), a task whose labelers agree less than
+``adaptive_agreement_min`` gets one more slot, up to ``adaptive_overlap_max`` labelers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.models import Ranking, RankingEntry, Task
+from app.services.agreement import Tally, pair_tally, ranks_from_groups
+from app.services.labeling_settings import overlap_settings
+from app.services.task_kinds import spec_of
+
+
+def reference_ranks(reference: Mapping[str, Any] | None) -> dict[int, int] | None:
+    """The reference weak order of a gold task as ranks, or None."""
+    if not reference or not reference.get("ranking"):
+        return None
+    groups: list[list[int]] = reference["ranking"]
+    return {int(cid): rank for cid, rank in ranks_from_groups(groups).items()}
+
+
+def ranks_of(entries: Iterable[RankingEntry]) -> dict[int, int]:
+    return {entry.completion_id: entry.rank for entry in entries}
+
+
+def _ranks_by_ranking(session: Session, task_id: int) -> dict[int, dict[int, int]]:
+    rows = session.execute(
+        select(RankingEntry.ranking_id, RankingEntry.completion_id, RankingEntry.rank)
+        .join(Ranking, Ranking.id == RankingEntry.ranking_id)
+        .where(Ranking.task_id == task_id)
+    )
+    by_ranking: dict[int, dict[int, int]] = {}
+    for ranking_id, completion_id, rank in rows:
+        by_ranking.setdefault(ranking_id, {})[completion_id] = rank
+    return by_ranking
+
+
+def score_new_ranking(session: Session, task: Task, ranking: Ranking) -> None:
+    """Add a just-flushed ranking to its task's agreement tally and score it against the
+    reference of a gold task. The caller holds the task's row lock."""
+    new = ranks_of(ranking.entries)
+    earlier = _ranks_by_ranking(session, task.id)
+    earlier.pop(ranking.id, None)
+    tally = sum((pair_tally(new, other) for other in earlier.values()), Tally())
+    task.agreement_credit = (task.agreement_credit or 0.0) + tally.credit
+    task.agreement_pairs = (task.agreement_pairs or 0) + tally.pairs
+    reference = reference_ranks(task.reference)
+    if reference is not None and spec_of(task.kind).reference == "ranking":
+        gold = pair_tally(new, reference)
+        ranking.gold_credit, ranking.gold_pairs = gold.credit, gold.pairs
+
+
+def rescore_task(session: Session, task: Task) -> None:
+    """Recompute a task's agreement tally and its rankings' gold scores from scratch (after
+    its reference changed, or it became a gold task)."""
+    by_ranking = _ranks_by_ranking(session, task.id)
+    ids = sorted(by_ranking)
+    tally = Tally()
+    for i, a in enumerate(ids):
+        for b in ids[i + 1 :]:
+            tally += pair_tally(by_ranking[a], by_ranking[b])
+    task.agreement_credit, task.agreement_pairs = tally.credit, tally.pairs
+    reference = reference_ranks(task.reference)
+    is_gold = spec_of(task.kind).reference == "ranking"
+    for ranking in session.scalars(select(Ranking).where(Ranking.task_id == task.id)):
+        if reference is not None and is_gold:
+            gold = pair_tally(by_ranking.get(ranking.id, {}), reference)
+            ranking.gold_credit, ranking.gold_pairs = gold.credit, gold.pairs
+        else:
+            ranking.gold_credit = ranking.gold_pairs = None
+    session.flush()
+
+
+def task_agreement(task: Task) -> float | None:
+    """The pooled pairwise agreement among the task's labelers (None with fewer than two)."""
+    return Tally(task.agreement_credit or 0.0, task.agreement_pairs or 0).rate
+
+
+def reopen_if_disagreed(session: Session, task: Task) -> bool:
+    """Called when ``overlap`` labelers have submitted: give a disagreed task one more slot
+    (adaptive overlap). Returns True when the task stays open. The caller holds the row lock."""
+    if not spec_of(task.kind).adaptive_overlap:
+        return False
+    agreement = task_agreement(task)
+    if agreement is None:
+        return False
+    settings = overlap_settings(session)
+    if (
+        agreement >= settings.adaptive_agreement_min
+        or task.overlap >= settings.adaptive_overlap_max
+    ):
+        return False
+    task.overlap += 1
+    task.overlap_added = (task.overlap_added or 0) + 1
+    return True

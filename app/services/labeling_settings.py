@@ -1,0 +1,84 @@
+"""Overlap settings researchers change in the app: stored rows override the environment.
+
+``PREFLOOP_AGREEMENT_SHARE``, ``_AGREEMENT_OVERLAP``, ``_ADAPTIVE_AGREEMENT_MIN`` and
+``_ADAPTIVE_OVERLAP_MAX`` give the defaults; a value saved on /admin/quality (or with
+``PUT /api/v1/quality/settings``) is kept in ``labeling_settings`` and wins until reset.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from app.config import get_settings
+from app.db import is_postgres, utcnow
+from app.models import LabelingSetting, User
+from app.schemas.quality import OverlapSettings, OverlapSettingsOut
+from app.services import Invalid
+
+KEYS = tuple(OverlapSettings.model_fields)
+
+
+def _stored(session: Session) -> dict[str, Any]:
+    rows = session.execute(
+        select(LabelingSetting.key, LabelingSetting.value).where(LabelingSetting.key.in_(KEYS))
+    )
+    return dict(rows.tuples().all())
+
+
+def overlap_settings(session: Session) -> OverlapSettings:
+    """The settings in force: the environment's, overridden by those saved in the app."""
+    env = get_settings()
+    values = {key: getattr(env, key) for key in KEYS}
+    values.update(_stored(session))
+    return OverlapSettings.model_validate(values)
+
+
+def describe_overlap_settings(session: Session) -> OverlapSettingsOut:
+    current = overlap_settings(session)
+    return OverlapSettingsOut(**current.model_dump(), overridden=sorted(_stored(session)))
+
+
+def update_overlap_settings(
+    session: Session, changes: dict[str, Any], by: User | None = None
+) -> OverlapSettingsOut:
+    """Save some settings (None values are left as they are); 422 naming the field when a
+    value is out of range. New tasks use them at once; existing tasks keep their overlap."""
+    unknown = sorted(set(changes) - set(KEYS))
+    if unknown:
+        raise Invalid(f"unknown setting(s) {unknown}", field=unknown[0])
+    changes = {key: value for key, value in changes.items() if value is not None}
+    merged = {**overlap_settings(session).model_dump(), **changes}
+    try:
+        checked = OverlapSettings.model_validate(merged)
+    except ValidationError as exc:
+        raise Invalid.from_validation(exc) from None
+    dialect = postgresql if is_postgres(session) else sqlite
+    for key in changes:
+        value = getattr(checked, key)
+        row = {"key": key, "value": value, "updated_by_id": by.id if by else None}
+        stmt = dialect.insert(LabelingSetting).values(**row, updated_at=utcnow())
+        # two researchers saving at once: the last one wins, neither gets an error
+        session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["key"],
+                set_={
+                    "value": value,
+                    "updated_by_id": row["updated_by_id"],
+                    "updated_at": utcnow(),
+                },
+            )
+        )
+    session.flush()
+    return describe_overlap_settings(session)
+
+
+def reset_overlap_settings(session: Session) -> OverlapSettingsOut:
+    """Back to the environment's values."""
+    session.execute(delete(LabelingSetting).where(LabelingSetting.key.in_(KEYS)))
+    session.flush()
+    return describe_overlap_settings(session)
