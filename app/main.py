@@ -20,6 +20,7 @@ from app.services import ServiceError
 from app.web import auth, home, instructions, labeler
 from app.web import jobs as jobs_web
 from app.web import prompts as prompts_web
+from app.web import quality as quality_web
 from app.web.templating import render
 
 ROUTERS = [
@@ -36,6 +37,7 @@ ROUTERS = [
     quality_api.router,
     labeler.router,
     instructions.router,
+    quality_web.router,
 ]
 
 
