@@ -68,7 +68,10 @@ def export_command(
         ),
     ] = None,
     format: Annotated[
-        str | None, typer.Option(help="comparisons: rankings (default) or pairs.")
+        str | None,
+        typer.Option(
+            help="comparisons: rankings (default), pairs, or consensus (one Borda ranking per task)."
+        ),
     ] = None,
     dataset: Annotated[str | None, typer.Option(help="prompts: ppo for API prompts only.")] = None,
     split: Annotated[str | None, typer.Option(help="train, val or test.")] = None,
@@ -84,6 +87,13 @@ def export_command(
             "--include-held-out-labelers", help="Include held-out labelers' work (default: no)."
         ),
     ] = False,
+    min_gold_accuracy: Annotated[
+        float | None,
+        typer.Option(help="Only labelers whose gold accuracy is at least this (0..1)."),
+    ] = None,
+    exclude_labeler: Annotated[
+        str | None, typer.Option(help="Leave out these labelers' labels (ids: 3,7).")
+    ] = None,
     after: Annotated[
         str | None, typer.Option(help="Resume after this record id (pairs: a pair_id).")
     ] = None,
@@ -109,7 +119,8 @@ def export_command(
     values = {
         "split": split, "since": since, "until": until, "use_case": use_case,
         "labeler_id": labeler_id, "include_held_out_labelers": include_held_out_labelers or None,
-        "dataset": dataset, "after": after,
+        "dataset": dataset, "after": after, "min_gold_accuracy": min_gold_accuracy,
+        "exclude_labeler": exclude_labeler,
     }  # fmt: skip
     try:
         filters = parse_filters({k: v for k, v in values.items() if v is not None})

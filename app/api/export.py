@@ -37,6 +37,10 @@ def filter_params(
         None, description="true: include held-out labelers' work (default false)"
     ),
     after: str | None = Query(None, description="resume after this record id (pairs: pair_id)"),
+    min_gold_accuracy: str | None = Query(
+        None, description="only labelers whose gold accuracy is at least this (0..1)"
+    ),
+    exclude_labeler: str | None = Query(None, description="leave out these labeler ids: 3,7"),
 ) -> None:
     """Documents the filters in the OpenAPI schema; ``filters_from_query`` reads and checks them
     (all strings here, so every bad value gets the same ``{"detail", "field"}`` 422)."""
@@ -89,7 +93,9 @@ _OUTPUT_DOC = "ndjson (default), json (an array) or parquet; or send an Accept h
 @router.get("/comparisons")
 def export_comparisons(
     request: Request,
-    format: str | None = Query(None, description="rankings (default) or pairs"),
+    format: str | None = Query(
+        None, description="rankings (default), pairs, or consensus (one ranking per task)"
+    ),
     output: str | None = Query(None, description=_OUTPUT_DOC),
     _filters_doc: None = Depends(filter_params),
     session: Session = Depends(get_session),

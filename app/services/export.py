@@ -30,8 +30,10 @@ from app.db import get_readonly_sessionmaker, is_postgres
 from app.models import Completion, Ranking, RankingEntry, Snapshot, User
 from app.schemas.export import ExportFilters
 from app.services import NotFound
+from app.services.export_consensus import consensus_records, count_consensus
 from app.services.export_formats import chunked, encode_json
 from app.services.export_queries import Cursor, base_query, id_column, validate_filters
+from app.services.judgment_scores import gold_accuracy_by_labeler
 
 # rankings (or demonstrations, prompts) read per query; a K=9 page is 36x as many pairs
 PAGE_SIZE = 500
@@ -40,6 +42,8 @@ _NO_FLAGS = (None, "[]", "null")
 
 def _count(session: Session, kind: str, fmt: str | None, filters: ExportFilters) -> int:
     cursor = Cursor.parse(filters.after)
+    if fmt == "consensus":
+        return count_consensus(session, filters, cursor.last_id)
     base = base_query(kind, filters).where(id_column(kind) > cursor.last_id)
     if fmt != "pairs":
         return session.scalar(select(func.count()).select_from(base.subquery())) or 0
@@ -110,7 +114,9 @@ def _entries(session: Session, ranking_ids: list[int]) -> dict[int, list[dict[st
 
 
 def _ranking_pages(session: Session, query: Select) -> Iterator[list[dict[str, Any]]]:
-    """Ranking records, a page at a time, keyset-paginated on the ranking id."""
+    """Ranking records, a page at a time, keyset-paginated on the ranking id. Each carries
+    its task's agreement and its labeler's gold accuracy (docs/quality.md)."""
+    gold = gold_accuracy_by_labeler(session)
     last = 0
     while True:
         rows = _rows(session, query.where(Ranking.id > last).limit(PAGE_SIZE))
@@ -126,6 +132,9 @@ def _ranking_pages(session: Session, query: Select) -> Iterator[list[dict[str, A
                 "use_case": r.use_case,
                 "labeler_id": r.labeler_id,
                 "k": r.k,
+                "task_id": r.task_id,
+                "agreement": r.agreement_credit / r.agreement_pairs if r.agreement_pairs else None,
+                "gold_accuracy": gold.get(r.labeler_id),
                 "completions": entries[r.id],
             }
             for r in rows
@@ -145,7 +154,12 @@ def _pairs_of(ranking: dict[str, Any], as_json: bool = False) -> Iterator[tuple[
             f'{{"pair_id":"{group}:%d","group_id":{group},"prompt_id":{ranking["prompt_id"]},'
             f'"prompt":{encode_json(ranking["prompt"])},'
         )
-        tail = f'"split":{encode_json(ranking["split"])},"labeler_id":{encode_json(ranking["labeler_id"])}}}'
+        tail = (
+            f'"split":{encode_json(ranking["split"])},'
+            f'"labeler_id":{encode_json(ranking["labeler_id"])},'
+            f'"agreement":{encode_json(ranking["agreement"])},'
+            f'"gold_accuracy":{encode_json(ranking["gold_accuracy"])}}}'
+        )
         texts = [encode_json(c["text"]) for c in completions]
     n = 0
     for i, better in enumerate(completions):
@@ -176,6 +190,8 @@ def _pairs_of(ranking: dict[str, Any], as_json: bool = False) -> Iterator[tuple[
                         "rejected_completion_id": worse["completion_id"],
                         "split": ranking["split"],
                         "labeler_id": ranking["labeler_id"],
+                        "agreement": ranking["agreement"],
+                        "gold_accuracy": ranking["gold_accuracy"],
                     },
                 )
             n += 1
@@ -216,6 +232,10 @@ def _records(
 ) -> Iterator[Any]:
     """The records as dicts, or (``as_json``) as their compact JSON texts."""
     cursor = Cursor.parse(filters.after)
+    if fmt == "consensus":
+        consensus = consensus_records(session, filters, cursor.last_id)
+        yield from (map(encode_json, consensus) if as_json else consensus)
+        return
     record_id = id_column(kind)
     query = base_query(kind, filters)
     if kind != "comparisons" or fmt == "rankings":

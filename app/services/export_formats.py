@@ -113,11 +113,19 @@ def parquet_schema(kind: str, fmt: str | None) -> Any:
     """The Arrow schema of each export, fixed so every row group agrees."""
     import pyarrow as pa
 
-    text, i64 = pa.string(), pa.int64()
+    text, i64, f64 = pa.string(), pa.int64(), pa.float64()
     if kind == "comparisons" and fmt == "pairs":
         fields = [("pair_id", text), ("group_id", i64), ("prompt_id", i64), ("prompt", text)]
         fields += [("chosen", text), ("rejected", text), ("chosen_completion_id", i64)]
         fields += [("rejected_completion_id", i64), ("split", text), ("labeler_id", i64)]
+        fields += [("agreement", f64), ("gold_accuracy", f64)]
+    elif kind == "comparisons" and fmt == "consensus":
+        completion = pa.struct(
+            [("completion_id", i64), ("text", text), ("rank", i64), ("borda", f64)]
+        )
+        fields = [("task_id", i64), ("prompt_id", i64), ("prompt", text), ("split", text)]
+        fields += [("use_case", text), ("k", i64), ("labeler_ids", pa.list_(i64))]
+        fields += [("agreement", f64), ("completions", pa.list_(completion))]
     elif kind == "comparisons":
         completion = pa.struct(
             [
@@ -129,7 +137,8 @@ def parquet_schema(kind: str, fmt: str | None) -> Any:
             ]
         )
         fields = [("ranking_id", i64), ("prompt_id", i64), ("prompt", text), ("split", text)]
-        fields += [("use_case", text), ("labeler_id", i64), ("k", i64)]
+        fields += [("use_case", text), ("labeler_id", i64), ("k", i64), ("task_id", i64)]
+        fields += [("agreement", f64), ("gold_accuracy", f64)]
         fields += [("completions", pa.list_(completion))]
     elif kind == "demonstrations":
         fields = [("demonstration_id", i64), ("prompt_id", i64), ("prompt", text)]

@@ -61,7 +61,8 @@ def parse_kind(kind: str) -> str:
 
 
 def parse_format(kind: str, fmt: str | None) -> str | None:
-    """The record format: rankings (default) or pairs for comparisons, none otherwise."""
+    """The record format: rankings (default), pairs or consensus for comparisons, none
+    otherwise."""
     if kind != "comparisons":
         if fmt not in (None, ""):
             raise Invalid("format applies to the comparisons export only", field="format")
@@ -81,6 +82,10 @@ def check_filters(filters: ExportFilters, kind: str, fmt: str | None) -> None:
         raise Invalid("since must be earlier than until", field="since")
     if filters.dataset is not None and kind != "prompts":
         raise Invalid("dataset applies to the prompts export only", field="dataset")
+    if filters.min_gold_accuracy is not None and kind == "prompts":
+        raise Invalid(
+            "min_gold_accuracy applies to comparisons and demonstrations", field="min_gold_accuracy"
+        )
     if filters.after is not None:
         match = PAIR_CURSOR_RE.match(filters.after)
         if kind == "comparisons" and fmt == "pairs":

@@ -26,6 +26,7 @@ from app.models import (
 from app.schemas.export import PAIR_CURSOR_RE, ExportFilters
 from app.services import Invalid
 from app.services.export_params import check_filters, parse_format, parse_kind
+from app.services.judgment_scores import labelers_with_gold_accuracy
 from app.services.task_kinds import training_kinds
 from app.services.use_cases import check_known_use_case
 
@@ -91,10 +92,15 @@ def _label_query(model: type[Ranking] | type[Demonstration], filters: ExportFilt
         conditions.append(model.labeler_id == filters.labeler_id)
     if not filters.include_held_out_labelers:
         conditions.append(model.labeler_id.not_in(_held_out_ids()))
+    if filters.exclude_labeler:
+        conditions.append(model.labeler_id.not_in(filters.exclude_labeler))
+    if filters.min_gold_accuracy is not None:
+        accurate = labelers_with_gold_accuracy(filters.min_gold_accuracy)
+        conditions.append(model.labeler_id.in_(accurate))
     columns = [model.id, model.prompt_id, model.labeler_id, Prompt.text, Prompt.split]
     columns.append(Prompt.use_case)
     if model is Ranking:
-        columns.append(Ranking.k)
+        columns += [Ranking.k, Ranking.task_id, Task.agreement_credit, Task.agreement_pairs]
     else:
         columns.append(Demonstration.text.label("completion"))
     return (
@@ -112,11 +118,26 @@ def _prompt_query(filters: ExportFilters) -> Select:
         conditions.append(Prompt.source == PromptSource.api.value)
     if filters.labeler_id is not None:
         conditions.append(Prompt.author_id == filters.labeler_id)
+    if filters.exclude_labeler:
+        conditions.append(
+            Prompt.author_id.is_(None) | Prompt.author_id.not_in(filters.exclude_labeler)
+        )
     if not filters.include_held_out_labelers:
         # a prompt a held-out labeler wrote is their work too
         conditions.append((Prompt.author_id.is_(None)) | Prompt.author_id.not_in(_held_out_ids()))
     columns = [Prompt.id, Prompt.text, Prompt.split, Prompt.source, Prompt.kind, Prompt.use_case]
     return select(*columns).where(*conditions).order_by(Prompt.id)
+
+
+def consensus_query(filters: ExportFilters) -> Select:
+    """The tasks of the rankings that pass the filters, in task id order (one consensus
+    record per task)."""
+    rankings = _label_query(Ranking, filters).subquery()
+    return (
+        select(rankings.c.task_id.label("id"))
+        .group_by(rankings.c.task_id)
+        .order_by(rankings.c.task_id)
+    )
 
 
 def id_column(kind: str) -> Any:
@@ -148,6 +169,13 @@ def validate_filters(session: Session, kind: str, filters: ExportFilters, fmt: s
                 "pass include_held_out_labelers=true to export their work",
                 field="labeler_id",
             )
+    unknown = [
+        labeler_id
+        for labeler_id in filters.exclude_labeler
+        if session.get(User, labeler_id) is None
+    ]
+    if unknown:
+        raise Invalid(f"no user with id {unknown[0]}", field="exclude_labeler")
     if filters.use_case is not None:
         check_known_use_case(session, filters.use_case)
     return fmt

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from app.models import Ranking, RankingEntry, Task
@@ -108,3 +108,24 @@ def reopen_if_disagreed(session: Session, task: Task) -> bool:
     task.overlap += 1
     task.overlap_added = (task.overlap_added or 0) + 1
     return True
+
+
+def gold_accuracy_by_labeler(session: Session) -> dict[int, float]:
+    """Every labeler's gold accuracy: their gold rankings' agreement with the references,
+    pooled (credits over pairs). Labelers without a scored gold ranking are absent."""
+    rows = session.execute(
+        select(Ranking.labeler_id, func.sum(Ranking.gold_credit), func.sum(Ranking.gold_pairs))
+        .where(Ranking.gold_pairs > 0)
+        .group_by(Ranking.labeler_id)
+    ).tuples()
+    return {labeler_id: float(credit or 0.0) / pairs for labeler_id, credit, pairs in rows if pairs}
+
+
+def labelers_with_gold_accuracy(minimum: float) -> Select[int]:
+    """SQL: the ids of labelers whose gold accuracy is at least ``minimum``."""
+    return (
+        select(Ranking.labeler_id)
+        .where(Ranking.gold_pairs > 0)
+        .group_by(Ranking.labeler_id)
+        .having(func.sum(Ranking.gold_credit) >= minimum * func.sum(Ranking.gold_pairs))
+    )
