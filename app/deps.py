@@ -6,6 +6,7 @@ import hmac
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
@@ -144,3 +145,10 @@ async def csrf_protect(request: Request) -> None:
             sent = value if isinstance(value, str) else None
     if not expected or not sent or not hmac.compare_digest(expected, sent):
         raise CSRFError()
+
+
+# the route signatures' dependencies, as the FastAPI template writes them
+SessionDep = Annotated[Session, Depends(get_session)]
+LabelerDep = Annotated[Principal, Depends(any_user)]
+ResearcherDep = Annotated[Principal, Depends(researcher)]
+AdminDep = Annotated[Principal, Depends(admin)]

@@ -101,6 +101,9 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     def _validation(request: Request, exc: RequestValidationError) -> Response:
+        if not _wants_json(request) and any(err["loc"][:1] == ("path",) for err in exc.errors()):
+            # a page URL with an id no row can have (not a number, past 32 bits) names nothing
+            return render(request, "error.html", {"message": "page not found"}, status_code=404)
         # FastAPI's default body, minus the echo of the (possibly large) input
         errors = [
             {k: v for k, v in err.items() if k in {"loc", "msg", "type"}} for err in exc.errors()

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
-from sqlalchemy.orm import Session
 
-from app.db import get_session
-from app.deps import Principal, researcher
+from app.deps import ResearcherDep, SessionDep, researcher
 from app.schemas.labeling import (
     CompletionOut,
     CompletionsIn,
@@ -16,14 +14,13 @@ from app.schemas.labeling import (
 )
 from app.services.completions import add_completions, create_ranking_task
 
-router = APIRouter(prefix="/api/v1", tags=["labeling"])
+router = APIRouter(prefix="/api/v1", tags=["labeling"], dependencies=[Depends(researcher)])
 
 
 @router.post("/completions", status_code=201, response_model=CompletionsOut)
 def post_completions(
     body: CompletionsIn,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
+    session: SessionDep,
 ) -> CompletionsOut:
     """Store model or vendor outputs for an accepted prompt (all or nothing)."""
     rows = add_completions(session, body.prompt_id, [c.model_dump() for c in body.completions])
@@ -36,8 +33,8 @@ def post_completions(
 @router.post("/ranking-tasks", status_code=201, response_model=RankingTaskOut)
 def post_ranking_task(
     body: RankingTaskIn,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
+    principal: ResearcherDep,
+    session: SessionDep,
 ) -> RankingTaskOut:
     """A ranking task over K = 4..9 completions of one prompt; 422 says what is wrong."""
     task = create_ranking_task(

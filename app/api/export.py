@@ -12,8 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
-from app.db import get_session
-from app.deps import Principal, researcher
+from app.deps import ResearcherDep, SessionDep, researcher
 from app.models import Snapshot
 from app.schemas import DbId
 from app.schemas.export import SnapshotOut, SnapshotRequest
@@ -23,7 +22,7 @@ from app.services.export import ExportStream, create_snapshot
 from app.services.export_formats import OUTPUTS, choose_output, encode
 from app.services.export_params import filters_from_query, parse_filters
 
-router = APIRouter(prefix="/api/v1/export", tags=["export"])
+router = APIRouter(prefix="/api/v1/export", tags=["export"], dependencies=[Depends(researcher)])
 
 
 def filter_params(
@@ -93,13 +92,12 @@ _OUTPUT_DOC = "ndjson (default), json (an array) or parquet; or send an Accept h
 @router.get("/comparisons")
 def export_comparisons(
     request: Request,
+    session: SessionDep,
     format: str | None = Query(
         None, description="rankings (default), pairs, or consensus (one ranking per task)"
     ),
     output: str | None = Query(None, description=_OUTPUT_DOC),
     _filters_doc: None = Depends(filter_params),
-    session: Session = Depends(get_session),
-    _: Principal = Depends(researcher),
 ) -> StreamingResponse:
     """Rankings (one record per submitted ranking) or pairs (one per better/worse pair)."""
     return _stream(request, session, "comparisons")
@@ -108,10 +106,9 @@ def export_comparisons(
 @router.get("/demonstrations")
 def export_demonstrations(
     request: Request,
+    session: SessionDep,
     output: str | None = Query(None, description=_OUTPUT_DOC),
     _filters_doc: None = Depends(filter_params),
-    session: Session = Depends(get_session),
-    _: Principal = Depends(researcher),
 ) -> StreamingResponse:
     """Labeler demonstrations as prompt/completion records (the SFT data set)."""
     return _stream(request, session, "demonstrations")
@@ -120,11 +117,10 @@ def export_demonstrations(
 @router.get("/prompts")
 def export_prompts(
     request: Request,
+    session: SessionDep,
     dataset: str | None = Query(None, description="ppo: API prompts only (the PPO data set)"),
     output: str | None = Query(None, description=_OUTPUT_DOC),
     _filters_doc: None = Depends(filter_params),
-    session: Session = Depends(get_session),
-    _: Principal = Depends(researcher),
 ) -> StreamingResponse:
     """Accepted prompts, no labels needed."""
     return _stream(request, session, "prompts")
@@ -149,8 +145,8 @@ def _snapshot_out(snapshot: Snapshot) -> SnapshotOut:
 @router.post("/snapshots", status_code=201, response_model=SnapshotOut)
 def create_export_snapshot(
     body: SnapshotRequest,
-    session: Session = Depends(get_session),
-    principal: Principal = Depends(researcher),
+    session: SessionDep,
+    principal: ResearcherDep,
 ) -> SnapshotOut:
     """Freeze an export to a content-hashed file, so a job and a later audit read the same rows."""
     values = body.model_dump(exclude={"export", "format"}, exclude_defaults=True)
@@ -163,9 +159,8 @@ def create_export_snapshot(
 
 @router.get("/snapshots", response_model=list[SnapshotOut])
 def list_snapshots(
+    session: SessionDep,
     limit: int = Query(50, ge=1, le=500),
-    session: Session = Depends(get_session),
-    _: Principal = Depends(researcher),
 ) -> list[SnapshotOut]:
     """The newest snapshots first."""
     return [_snapshot_out(s) for s in export_service.list_snapshots(session, limit)]
@@ -174,8 +169,7 @@ def list_snapshots(
 @router.get("/snapshots/{snapshot_id}", response_model=SnapshotOut)
 def get_snapshot(
     snapshot_id: DbId,
-    session: Session = Depends(get_session),
-    _: Principal = Depends(researcher),
+    session: SessionDep,
 ) -> SnapshotOut:
     return _snapshot_out(export_service.get_snapshot(session, snapshot_id))
 
@@ -183,8 +177,7 @@ def get_snapshot(
 @router.get("/snapshots/{snapshot_id}/download")
 def download_snapshot(
     snapshot_id: DbId,
-    session: Session = Depends(get_session),
-    _: Principal = Depends(researcher),
+    session: SessionDep,
 ) -> FileResponse:
     """The snapshot's file, byte for byte (its sha256 in ``X-Content-SHA256``)."""
     snapshot = export_service.get_snapshot(session, snapshot_id)

@@ -5,24 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
-from sqlalchemy.orm import Session
 
-from app.db import get_session
-from app.deps import Principal, researcher
+from app.deps import ResearcherDep, SessionDep, researcher
 from app.schemas import DbId
 from app.schemas.jobs import JobCreate, JobCreated, JobOut, ModelOut, WorkerOut
 from app.services import jobs as job_service
 from app.services import models_registry
 from app.services.workers import list_workers
 
-router = APIRouter(prefix="/api/v1", tags=["jobs"])
+router = APIRouter(prefix="/api/v1", tags=["jobs"], dependencies=[Depends(researcher)])
 
 
 @router.post("/jobs", status_code=201, response_model=JobCreated)
 def create_job(
     body: JobCreate,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
+    principal: ResearcherDep,
+    session: SessionDep,
 ) -> dict[str, Any]:
     """Launch a job: ``{"kind": ..., "params": {...}}`` (see the schema of each kind)."""
     job = job_service.create_job(session, body.kind, body.params, principal.user)
@@ -34,10 +32,9 @@ def create_job(
 
 @router.get("/jobs", response_model=list[JobOut])
 def list_jobs(
+    session: SessionDep,
     limit: int = Query(50, ge=1, le=500),
     status: str | None = Query(None, pattern="^(queued|running|succeeded|failed|cancelled)$"),
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
 ) -> list[dict[str, Any]]:
     return [job_service.job_view(session, j) for j in job_service.list_jobs(session, limit, status)]
 
@@ -45,8 +42,7 @@ def list_jobs(
 @router.get("/jobs/{job_id}", response_model=JobOut)
 def get_job(
     job_id: DbId,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
+    session: SessionDep,
 ) -> dict[str, Any]:
     return job_service.job_view(session, job_service.get_job(session, job_id))
 
@@ -54,8 +50,7 @@ def get_job(
 @router.get("/jobs/{job_id}/metrics")
 def get_job_metrics(
     job_id: DbId,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
+    session: SessionDep,
 ) -> dict[str, list[dict[str, float]]]:
     """Every metric over time: ``{name: [{"step", "value"}, ...]}``."""
     job = job_service.get_job(session, job_id)
@@ -66,8 +61,7 @@ def get_job_metrics(
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut)
 def cancel_job(
     job_id: DbId,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
+    session: SessionDep,
 ) -> dict[str, Any]:
     """Cancel: a queued job at once, a running one at its next step (409 when finished)."""
     job = job_service.cancel_job(session, job_id)
@@ -78,8 +72,8 @@ def cancel_job(
 @router.post("/jobs/{job_id}/rerun", status_code=201, response_model=JobCreated)
 def rerun_job(
     job_id: DbId,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
+    principal: ResearcherDep,
+    session: SessionDep,
 ) -> dict[str, Any]:
     """A new job with the same kind and parameters as a failed or cancelled one."""
     job = job_service.rerun_job(session, job_id, principal.user)
@@ -91,9 +85,8 @@ def rerun_job(
 
 @router.get("/models", response_model=list[ModelOut])
 def list_models(
+    session: SessionDep,
     kind: str | None = Query(None, pattern="^(base|sft|rm|ppo)$"),
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
 ) -> list[dict[str, Any]]:
     return [models_registry.version_view(v) for v in models_registry.list_versions(session, kind)]
 
@@ -101,8 +94,7 @@ def list_models(
 @router.post("/models/{model_version_id}/current", response_model=ModelOut)
 def mark_current(
     model_version_id: DbId,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
+    session: SessionDep,
 ) -> dict[str, Any]:
     """Mark a policy (base, SFT or PPO) as the current one."""
     models_registry.get_version(session, model_version_id, field="model_version_id")
@@ -112,7 +104,5 @@ def mark_current(
 
 
 @router.get("/workers", response_model=list[WorkerOut])
-def workers(
-    principal: Principal = Depends(researcher), session: Session = Depends(get_session)
-) -> list[dict[str, Any]]:
+def workers(session: SessionDep) -> list[dict[str, Any]]:
     return list_workers(session)

@@ -8,10 +8,14 @@ from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.orm import Session
 
-from app.db import get_session
-from app.deps import Principal, any_user, require_role, researcher
+from app.deps import (
+    LabelerDep,
+    Principal,
+    ResearcherDep,
+    SessionDep,
+    require_role,
+)
 from app.models import Role
 from app.schemas import DbId, Text
 from app.schemas.intake import (
@@ -74,9 +78,9 @@ def _schema(model: type[BaseModel]) -> dict[str, Any]:
 
 @router.post("/prompts", response_model=IngestResponse, openapi_extra=_schema(IngestRequest))
 def ingest(
+    session: SessionDep,
     principal: Principal = Depends(ingester),
     body: IngestRequest = Depends(json_body(IngestRequest)),
-    session: Session = Depends(get_session),
 ) -> dict[str, Any]:
     """Ingest up to 1,000 prompts; one result per prompt, in input order."""
     items = [p.model_dump() for p in body.prompts]
@@ -86,8 +90,8 @@ def ingest(
 @router.get("/prompts/{prompt_id}", response_model=PromptOut)
 def read_prompt(
     prompt_id: DbId,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
+    principal: ResearcherDep,
+    session: SessionDep,
 ) -> dict[str, Any]:
     """The prompt as stored: text after any redaction, split, status, PII report."""
     return prompt_as_dict(get_prompt(session, prompt_id))
@@ -96,9 +100,9 @@ def read_prompt(
 @router.put("/prompts/{prompt_id}/use-case", response_model=PromptOut)
 def put_prompt_use_case(
     prompt_id: DbId,
-    principal: Principal = Depends(any_user),
+    principal: LabelerDep,
+    session: SessionDep,
     body: PromptUseCaseIn = Depends(json_body(PromptUseCaseIn)),
-    session: Session = Depends(get_session),
 ) -> dict[str, Any]:
     """Set or clear a prompt's use case (labelers categorise prompts they work on)."""
     prompt = set_prompt_use_case(session, prompt_id, body.use_case)
@@ -110,9 +114,9 @@ def put_prompt_use_case(
     "/labeler-prompts", response_model=LabelerPromptOut, openapi_extra=_schema(LabelerPromptIn)
 )
 def labeler_prompt(
-    principal: Principal = Depends(any_user),
+    principal: LabelerDep,
+    session: SessionDep,
     body: LabelerPromptIn = Depends(json_body(LabelerPromptIn)),
-    session: Session = Depends(get_session),
 ) -> dict[str, Any]:
     """The JSON twin of the labeler's prompt form; the user ID is the caller's."""
     item = build_labeler_prompt(
@@ -128,17 +132,15 @@ def labeler_prompt(
 
 
 @router.get("/use-cases", response_model=list[UseCaseOut])
-def use_cases(
-    principal: Principal = Depends(any_user), session: Session = Depends(get_session)
-) -> list[Any]:
+def use_cases(principal: LabelerDep, session: SessionDep) -> list[Any]:
     return list_use_cases(session)
 
 
 @router.post("/use-cases", response_model=UseCaseOut, status_code=201)
 def create_use_case(
-    principal: Principal = Depends(researcher),
+    principal: ResearcherDep,
+    session: SessionDep,
     body: UseCaseIn = Depends(json_body(UseCaseIn)),
-    session: Session = Depends(get_session),
 ) -> Any:
     use_case = add_use_case(session, body.name, body.description)
     session.commit()
@@ -148,9 +150,9 @@ def create_use_case(
 @router.patch("/use-cases/{use_case_id}", response_model=UseCaseOut)
 def edit_use_case(
     use_case_id: DbId,
-    principal: Principal = Depends(researcher),
+    principal: ResearcherDep,
+    session: SessionDep,
     body: UseCasePatch = Depends(json_body(UseCasePatch)),
-    session: Session = Depends(get_session),
 ) -> Any:
     use_case = update_use_case(session, use_case_id, **body.model_dump(exclude_unset=True))
     session.commit()
@@ -158,18 +160,16 @@ def edit_use_case(
 
 
 @router.get("/split-pins", response_model=list[SplitPinOut])
-def split_pins(
-    principal: Principal = Depends(researcher), session: Session = Depends(get_session)
-) -> list[Any]:
+def split_pins(principal: ResearcherDep, session: SessionDep) -> list[Any]:
     return splits.list_pins(session)
 
 
 @router.put("/split-pins/{user_id}", response_model=SplitPinOut)
 def put_split_pin(
     user_id: Text,
-    principal: Principal = Depends(researcher),
+    principal: ResearcherDep,
+    session: SessionDep,
     body: SplitPinIn = Depends(json_body(SplitPinIn)),
-    session: Session = Depends(get_session),
 ) -> dict[str, Any]:
     """Pin a user ID to a split; the user's existing prompts move with it."""
     moved = splits.pin_split(session, user_id, body.split)
@@ -186,16 +186,14 @@ def put_split_pin(
 @router.delete("/split-pins/{user_id}", status_code=204)
 def delete_split_pin(
     user_id: Text,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
+    principal: ResearcherDep,
+    session: SessionDep,
 ) -> None:
     splits.unpin_split(session, user_id)
     session.commit()
 
 
 @router.get("/data/overview")
-def overview(
-    principal: Principal = Depends(researcher), session: Session = Depends(get_session)
-) -> dict[str, Any]:
+def overview(principal: ResearcherDep, session: SessionDep) -> dict[str, Any]:
     """The admin data page's figures as JSON."""
     return data_overview(session)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.orm import Session
 
-from app.db import get_session
-from app.deps import Principal, any_user
+from app.deps import LabelerDep, SessionDep
 from app.services.health import check_broker, check_database
 
 router = APIRouter()
@@ -24,7 +22,7 @@ class Me(BaseModel):
 
 
 @router.get("/healthz", tags=["system"])
-def healthz(session: Session = Depends(get_session)) -> JSONResponse:
+def healthz(session: SessionDep) -> JSONResponse:
     """Database and broker reachability; 503 when either is down."""
     database = check_database(session)
     broker = check_broker()
@@ -34,7 +32,7 @@ def healthz(session: Session = Depends(get_session)) -> JSONResponse:
 
 
 @router.get("/api/v1/me", response_model=Me, tags=["system"])
-def me(principal: Principal = Depends(any_user)) -> Me:
+def me(principal: LabelerDep) -> Me:
     user = principal.user
     return Me(
         user_id=user.id,

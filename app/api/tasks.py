@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, Response
-from sqlalchemy.orm import Session
 
-from app.db import get_session
-from app.deps import Principal, any_user
+from app.deps import LabelerDep, SessionDep, any_user
 from app.schemas import DbId
 from app.schemas.labeling import NextTaskOut, SubmissionIn, SubmissionOut
 from app.services.labeling import describe_assignment, submit
 from app.services.queue import assign_next_task
 
-router = APIRouter(prefix="/api/v1/tasks", tags=["labeling"])
+router = APIRouter(prefix="/api/v1/tasks", tags=["labeling"], dependencies=[Depends(any_user)])
 
 
 @router.get(
@@ -21,11 +19,11 @@ router = APIRouter(prefix="/api/v1/tasks", tags=["labeling"])
     responses={204: {"description": "nothing is waiting for you"}},
 )
 def next_task(
+    principal: LabelerDep,
+    session: SessionDep,
     kind: str | None = Query(
         None, description="demonstration, ranking or evaluation; any when omitted"
     ),
-    principal: Principal = Depends(any_user),
-    session: Session = Depends(get_session),
 ) -> NextTaskOut | Response:
     """Hold the next task for you (your unfinished one first) until `lock_expires_at`."""
     assignment = assign_next_task(session, principal.user, kind)
@@ -41,8 +39,8 @@ def next_task(
 def post_submission(
     task_id: DbId,
     body: SubmissionIn,
-    principal: Principal = Depends(any_user),
-    session: Session = Depends(get_session),
+    principal: LabelerDep,
+    session: SessionDep,
 ) -> SubmissionOut:
     """`{"text"}`, `{"ranking", "ratings"}` or `{"skip": {"reason"}}`; an identical repeat is a
     no-op that answers 200 again."""

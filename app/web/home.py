@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
-from app.deps import Principal, any_user, researcher
+from app.deps import LabelerDep, ResearcherDep
 from app.web.templating import render
 
 router = APIRouter(include_in_schema=False)
 
 
 @router.get("/labeler")
-def labeler_home(request: Request, principal: Principal = Depends(any_user)):  # type: ignore[no-untyped-def]
+def labeler_home(request: Request, principal: LabelerDep):  # type: ignore[no-untyped-def]
     return render(request, "labeler/home.html", {})
 
 
 @router.get("/admin")
-def admin_home(request: Request, principal: Principal = Depends(researcher)):  # type: ignore[no-untyped-def]
+def admin_home(request: Request, principal: ResearcherDep):  # type: ignore[no-untyped-def]
     return render(request, "admin/home.html", {})

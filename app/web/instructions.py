@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse
-from sqlalchemy.orm import Session
 
-from app.db import get_session
-from app.deps import Principal, any_user, researcher
+from app.deps import LabelerDep, ResearcherDep, SessionDep
 from app.services import ServiceError
 from app.services.instructions import (
     current_instructions,
@@ -23,8 +21,8 @@ router = APIRouter(include_in_schema=False)
 @router.get("/instructions")
 def instructions_page(  # type: ignore[no-untyped-def]
     request: Request,
-    principal: Principal = Depends(any_user),
-    session: Session = Depends(get_session),
+    principal: LabelerDep,
+    session: SessionDep,
 ):
     current = current_instructions(session)
     ctx = {
@@ -35,11 +33,11 @@ def instructions_page(  # type: ignore[no-untyped-def]
 
 
 @router.get("/admin/instructions")
-def instructions_edit(  # type: ignore[no-untyped-def]
+def instructions_edit(
     request: Request,
+    principal: ResearcherDep,
+    session: SessionDep,
     saved: bool = False,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
 ):
     markdown = current_markdown(session)
     ctx = {"markdown": markdown, "preview": render_markdown(markdown), "saved": saved}
@@ -47,10 +45,10 @@ def instructions_edit(  # type: ignore[no-untyped-def]
 
 
 @router.post("/admin/instructions/preview")
-def instructions_preview(  # type: ignore[no-untyped-def]
+def instructions_preview(
     request: Request,
+    principal: ResearcherDep,
     markdown: str = Form(""),
-    principal: Principal = Depends(researcher),
 ):
     """htmx: the sanitised rendering of the text being edited."""
     return render(
@@ -59,11 +57,11 @@ def instructions_preview(  # type: ignore[no-untyped-def]
 
 
 @router.post("/admin/instructions")
-def instructions_save(  # type: ignore[no-untyped-def]
+def instructions_save(
     request: Request,
+    principal: ResearcherDep,
+    session: SessionDep,
     markdown: str = Form(""),
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
 ):
     try:
         save_instructions(session, markdown, principal.user)

@@ -10,9 +10,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse
 from sqlalchemy.orm import Session
 
-from app.db import get_session
-from app.deps import Principal, researcher
+from app.deps import ResearcherDep, SessionDep, researcher
 from app.models import Job
+from app.schemas import DbId
 from app.services import NotFound, ServiceError, models_registry
 from app.services import jobs as job_service
 from app.services.loop_status import data_sets, next_step
@@ -22,7 +22,7 @@ from app.web.job_charts import charts
 from app.web.job_forms import KIND_TITLES
 from app.web.templating import render
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, dependencies=[Depends(researcher)])
 
 
 def _kind(kind: str) -> str:
@@ -34,8 +34,7 @@ def _kind(kind: str) -> str:
 @router.get("/admin/overview")
 def overview(
     request: Request,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
+    session: SessionDep,
 ):  # type: ignore[no-untyped-def]
     """The admin home's panels (loaded by htmx): data sets, next step, workers, recent jobs."""
     sets = data_sets(session)
@@ -57,8 +56,7 @@ def overview(
 @router.get("/admin/jobs")
 def jobs_page(
     request: Request,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
+    session: SessionDep,
 ):  # type: ignore[no-untyped-def]
     jobs = job_service.list_jobs(session, limit=200)
     session.commit()
@@ -90,9 +88,8 @@ def _form_context(
 @router.get("/admin/jobs/new")
 def new_job_form(
     request: Request,
+    session: SessionDep,
     kind: str = "sft",
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
 ):  # type: ignore[no-untyped-def]
     return render(request, "admin/jobs_new.html", _form_context(session, _kind(kind)))
 
@@ -100,9 +97,9 @@ def new_job_form(
 @router.post("/admin/jobs/new")
 async def launch_job(
     request: Request,
+    principal: ResearcherDep,
+    session: SessionDep,
     kind: str = "sft",
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
 ):  # type: ignore[no-untyped-def]
     kind = _kind(kind)
     form = await request.form()
@@ -143,9 +140,8 @@ def _job_context(session: Session, job_id: int) -> dict[str, Any]:
 @router.get("/admin/jobs/{job_id}")
 def job_page(
     request: Request,
-    job_id: int,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
+    job_id: DbId,
+    session: SessionDep,
 ):  # type: ignore[no-untyped-def]
     return render(request, "admin/jobs_detail.html", _job_context(session, job_id))
 
@@ -153,27 +149,22 @@ def job_page(
 @router.get("/admin/jobs/{job_id}/live")
 def job_live(
     request: Request,
-    job_id: int,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
+    job_id: DbId,
+    session: SessionDep,
 ):  # type: ignore[no-untyped-def]
     """The part of the job page that htmx polls while the job is queued or running."""
     return render(request, "admin/jobs_live.html", _job_context(session, job_id))
 
 
 @router.post("/admin/jobs/{job_id}/cancel")
-def cancel_job(
-    job_id: int, principal: Principal = Depends(researcher), session: Session = Depends(get_session)
-) -> RedirectResponse:
+def cancel_job(job_id: DbId, session: SessionDep) -> RedirectResponse:
     job_service.cancel_job(session, job_id)
     session.commit()
     return RedirectResponse(f"/admin/jobs/{job_id}", status_code=303)
 
 
 @router.post("/admin/jobs/{job_id}/rerun")
-def rerun_job(
-    job_id: int, principal: Principal = Depends(researcher), session: Session = Depends(get_session)
-) -> RedirectResponse:
+def rerun_job(job_id: DbId, principal: ResearcherDep, session: SessionDep) -> RedirectResponse:
     job = job_service.rerun_job(session, job_id, principal.user)
     session.commit()  # a worker must find the row it is sent
     return _dispatch_and_show(session, job)
@@ -182,8 +173,7 @@ def rerun_job(
 @router.get("/admin/models")
 def models_page(
     request: Request,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
+    session: SessionDep,
 ):  # type: ignore[no-untyped-def]
     versions = models_registry.list_versions(session)
     return render(
@@ -195,9 +185,8 @@ def models_page(
 
 @router.post("/admin/models/{model_version_id}/current")
 def mark_current(
-    model_version_id: int,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
+    model_version_id: DbId,
+    session: SessionDep,
 ) -> RedirectResponse:
     models_registry.get_version(session, model_version_id, field="model_version_id")
     models_registry.mark_current(session, model_version_id)

@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
-from app.db import get_session
-from app.deps import Principal, any_user
+from app.deps import LabelerDep, Principal, SessionDep, any_user
 from app.models import FLAGS, Assignment, Task
+from app.schemas import DbId
 from app.services import Invalid, ServiceError
 from app.services.instructions import current_markdown, render_markdown
 from app.services.labeling import (
@@ -34,7 +34,7 @@ from app.services.task_kinds import spec_of
 from app.services.use_cases import list_use_cases
 from app.web.templating import render
 
-router = APIRouter(prefix="/labeler", include_in_schema=False)
+router = APIRouter(prefix="/labeler", include_in_schema=False, dependencies=[Depends(any_user)])
 
 LIKERT_LABELS = {1: "terrible", 4: "acceptable", 7: "excellent"}
 
@@ -42,8 +42,8 @@ LIKERT_LABELS = {1: "terrible", 4: "acceptable", 7: "excellent"}
 @router.get("/summary")
 def summary(  # type: ignore[no-untyped-def]
     request: Request,
-    principal: Principal = Depends(any_user),
-    session: Session = Depends(get_session),
+    principal: LabelerDep,
+    session: SessionDep,
 ):
     """The home page's panel (loaded by htmx): what is waiting, and the labeler's own counts."""
     ensure_demonstration_tasks(session)
@@ -58,9 +58,9 @@ def summary(  # type: ignore[no-untyped-def]
 
 @router.get("/next")
 def next_task(
+    principal: LabelerDep,
+    session: SessionDep,
     kind: str | None = None,
-    principal: Principal = Depends(any_user),
-    session: Session = Depends(get_session),
 ) -> RedirectResponse:
     assignment = assign_next_task(session, principal.user, kind)
     session.commit()
@@ -97,9 +97,9 @@ def _page(
 @router.get("/tasks/{task_id}")
 def task_page(  # type: ignore[no-untyped-def]
     request: Request,
-    task_id: int,
-    principal: Principal = Depends(any_user),
-    session: Session = Depends(get_session),
+    task_id: DbId,
+    principal: LabelerDep,
+    session: SessionDep,
 ):
     assignment = held_assignment(session, principal.user, task_id)
     return _page(request, session, assignment)
@@ -199,9 +199,9 @@ async def _form_submission(
 @router.post("/tasks/{task_id}")
 async def task_submit(
     request: Request,
-    task_id: int,
-    principal: Principal = Depends(any_user),
-    session: Session = Depends(get_session),
+    task_id: DbId,
+    principal: LabelerDep,
+    session: SessionDep,
 ) -> Response:
     return await _form_submission(request, session, principal, task_id, skip=False)
 
@@ -209,20 +209,20 @@ async def task_submit(
 @router.post("/tasks/{task_id}/skip")
 async def task_skip(
     request: Request,
-    task_id: int,
-    principal: Principal = Depends(any_user),
-    session: Session = Depends(get_session),
+    task_id: DbId,
+    principal: LabelerDep,
+    session: SessionDep,
 ) -> Response:
     return await _form_submission(request, session, principal, task_id, skip=True)
 
 
 @router.post("/tasks/{task_id}/use-case")
-def task_use_case(  # type: ignore[no-untyped-def]
+def task_use_case(
     request: Request,
-    task_id: int,
-    use_case: str = Form(""),  # "" (the "not set" option) clears it
-    principal: Principal = Depends(any_user),
-    session: Session = Depends(get_session),
+    task_id: DbId,
+    principal: LabelerDep,
+    session: SessionDep,
+    use_case: str = Form(""),
 ):
     """Set or clear the use case of the prompt of a task the labeler holds (the select on the
     task page). htmx gets a status fragment, errors included; a plain form post goes back to

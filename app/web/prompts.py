@@ -9,9 +9,9 @@ from fastapi.responses import RedirectResponse
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
-from app.db import get_session
-from app.deps import Principal, any_user, researcher
+from app.deps import LabelerDep, Principal, ResearcherDep, SessionDep
 from app.models import PromptKind
+from app.schemas import DbId
 from app.services import ServiceError
 from app.services.curation import splits
 from app.services.intake_labeler import (
@@ -83,11 +83,11 @@ def _form_page(
 
 
 @router.get("/labeler/prompts/new")
-def new_prompt_form(  # type: ignore[no-untyped-def]
+def new_prompt_form(
     request: Request,
+    principal: LabelerDep,
+    session: SessionDep,
     kind: str = PromptKind.plain.value,
-    principal: Principal = Depends(any_user),
-    session: Session = Depends(get_session),
 ):
     return _form_page(request, session, principal, kind, {})
 
@@ -95,8 +95,8 @@ def new_prompt_form(  # type: ignore[no-untyped-def]
 @router.post("/labeler/prompts/new")
 def submit_prompt_form(  # type: ignore[no-untyped-def]
     request: Request,
-    principal: Principal = Depends(any_user),
-    session: Session = Depends(get_session),
+    principal: LabelerDep,
+    session: SessionDep,
     form: FormData = Depends(form_data),
 ):
     kind = str(form.get("kind", PromptKind.plain.value))
@@ -134,8 +134,8 @@ def submit_prompt_form(  # type: ignore[no-untyped-def]
 @router.get("/admin/data")
 def data_page(  # type: ignore[no-untyped-def]
     request: Request,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
+    principal: ResearcherDep,
+    session: SessionDep,
 ):
     return render(request, "admin/data.html", data_overview(session))
 
@@ -155,8 +155,8 @@ def _use_case_page(
 @router.get("/admin/data/use-cases")
 def use_cases_page(  # type: ignore[no-untyped-def]
     request: Request,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
+    principal: ResearcherDep,
+    session: SessionDep,
 ):
     return _use_case_page(request, session)
 
@@ -164,8 +164,8 @@ def use_cases_page(  # type: ignore[no-untyped-def]
 @router.post("/admin/data/use-cases")
 def use_case_add(  # type: ignore[no-untyped-def]
     request: Request,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
+    principal: ResearcherDep,
+    session: SessionDep,
     form: FormData = Depends(form_data),
 ):
     values = {"name": str(form.get("name", "")), "description": str(form.get("description", ""))}
@@ -182,10 +182,10 @@ def use_case_add(  # type: ignore[no-untyped-def]
 
 @router.post("/admin/data/use-cases/{use_case_id}")
 def use_case_edit(  # type: ignore[no-untyped-def]
-    use_case_id: int,
+    use_case_id: DbId,
     request: Request,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
+    principal: ResearcherDep,
+    session: SessionDep,
     form: FormData = Depends(form_data),
 ):
     raw_position = str(form.get("position", "")).strip()
@@ -233,8 +233,8 @@ def _pins_page(
 @router.get("/admin/data/pins")
 def pins_page(  # type: ignore[no-untyped-def]
     request: Request,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
+    principal: ResearcherDep,
+    session: SessionDep,
 ):
     return _pins_page(request, session)
 
@@ -242,8 +242,8 @@ def pins_page(  # type: ignore[no-untyped-def]
 @router.post("/admin/data/pins")
 def pin_add(  # type: ignore[no-untyped-def]
     request: Request,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
+    principal: ResearcherDep,
+    session: SessionDep,
     form: FormData = Depends(form_data),
 ):
     values = {"user_id": str(form.get("user_id", "")), "split": str(form.get("split", ""))}
@@ -263,8 +263,8 @@ def pin_add(  # type: ignore[no-untyped-def]
 def pin_delete(  # type: ignore[no-untyped-def]
     user_id: str,
     request: Request,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
+    principal: ResearcherDep,
+    session: SessionDep,
 ):
     try:
         splits.unpin_split(session, user_id)

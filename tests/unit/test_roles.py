@@ -107,3 +107,23 @@ def test_anonymous_reaches_only_login_and_health(client, path) -> None:  # type:
     assert client.get("/healthz").status_code == 200
     r = client.get(path, follow_redirects=False)
     assert r.status_code in (303, 401)
+
+
+def test_page_urls_with_impossible_ids_are_404_pages(client, make_user) -> None:  # type: ignore[no-untyped-def]
+    """Every HTML page with an id in its URL takes the API's bounded ids: a number past 32 bits
+    (a 500 on PostgreSQL's INTEGER once) or not a number names no page."""
+    admin = login(client, make_user("admin"))
+    pages = [
+        (route, method)
+        for route in iter_api_routes(create_app().routes)
+        if not route.path.startswith("/api/") and "{" in route.path
+        for method in sorted(route.methods - {"HEAD"})
+    ]
+    assert pages
+    csrf = csrf_from(admin.get("/login").text)
+    for route, method in pages:
+        for bad in (str(2**63), "-" + str(2**40), "x"):
+            url = re.sub(r"\{[^}]+\}", bad, route.path)
+            r = admin.request(method, url, data={"csrf_token": csrf} if method == "POST" else None)
+            assert r.status_code == 404, (method, url, r.status_code, r.text[:200])
+            assert "text/html" in r.headers["content-type"]
