@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from app.db import get_session
+from app.db import get_readonly_session, get_session
 from app.models import ApiToken, Role, User, role_at_least
 from app.services.accounts import user_for_token
 
@@ -149,6 +149,8 @@ async def csrf_protect(request: Request) -> None:
 
 # the route signatures' dependencies, as the FastAPI template writes them
 SessionDep = Annotated[Session, Depends(get_session)]
+# long reads (statistics pages): on SQLite they do not hold the write lock
+ReadSessionDep = Annotated[Session, Depends(get_readonly_session)]
 LabelerDep = Annotated[Principal, Depends(any_user)]
 ResearcherDep = Annotated[Principal, Depends(researcher)]
 AdminDep = Annotated[Principal, Depends(admin)]

@@ -8,8 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Query
 from sqlalchemy.orm import Session
 
-from app.db import get_readonly_session, get_session
-from app.deps import Principal, researcher
+from app.deps import ReadSessionDep, ResearcherDep, SessionDep, researcher
 from app.models import User
 from app.schemas import DbId
 from app.schemas.quality import (
@@ -34,7 +33,7 @@ from app.services.labeling_settings import (
     update_overlap_settings,
 )
 
-router = APIRouter(prefix="/api/v1", tags=["quality"])
+router = APIRouter(prefix="/api/v1", tags=["quality"], dependencies=[Depends(researcher)])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "no such object"},
@@ -57,9 +56,9 @@ def _filters(session: Session, **values: str | None) -> QualityFilters:
 
 @router.post("/gold-tasks", status_code=201, response_model=GoldTaskOut, responses=_ERRORS)
 def post_gold_task(
+    principal: ResearcherDep,
+    session: SessionDep,
     body: GoldTaskIn,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
 ) -> GoldTaskOut:
     """A gold ranking task over 2..9 outputs of one prompt with the reference order (and
     optionally the reference flags); `screening` puts it in the screening set."""
@@ -79,9 +78,9 @@ def post_gold_task(
 @router.put("/gold-tasks/{task_id}", response_model=GoldTaskOut, responses=_ERRORS)
 def put_gold_task(
     task_id: DbId,
+    principal: ResearcherDep,
+    session: SessionDep,
     body: GoldFromTaskIn,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
 ) -> GoldTaskOut:
     """Turn ranking task `task_id` into gold with this reference (or change a gold task's
     reference). Its rankings so far become gold judgments and leave the training data."""
@@ -94,8 +93,8 @@ def put_gold_task(
 
 @router.get("/gold-tasks", responses=_ERRORS)
 def get_gold_tasks(
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_readonly_session),
+    principal: ResearcherDep,
+    session: ReadSessionDep,
 ) -> list[dict[str, Any]]:
     """Every gold task: form, screening set, judgments and the labelers' mean accuracy."""
     return gold.list_gold_tasks(session)
@@ -103,9 +102,9 @@ def get_gold_tasks(
 
 @router.post("/gold-demonstrations", status_code=201, response_model=GoldTaskOut, responses=_ERRORS)
 def post_gold_demonstration(
+    principal: ResearcherDep,
+    session: SessionDep,
     body: GoldDemonstrationIn,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
 ) -> GoldTaskOut:
     """A prompt with a reference demonstration, for the screening set."""
     task = gold.create_gold_demonstration(
@@ -120,12 +119,12 @@ def post_gold_demonstration(
 
 @router.get("/quality/agreement", response_model=AgreementOut, responses=_ERRORS)
 def get_agreement(
+    principal: ResearcherDep,
+    session: ReadSessionDep,
     since: str | None = SINCE,
     until: str | None = UNTIL,
     use_case: str | None = USE_CASE,
     group: str | None = GROUP,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_readonly_session),
 ) -> dict[str, Any]:
     """Inter-annotator agreement over the tasks two or more labelers ranked."""
     filters = _filters(session, since=since, until=until, use_case=use_case, group=group)
@@ -134,17 +133,17 @@ def get_agreement(
 
 @router.get("/quality/settings", response_model=OverlapSettingsOut)
 def get_quality_settings(
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_readonly_session),
+    principal: ResearcherDep,
+    session: ReadSessionDep,
 ) -> OverlapSettingsOut:
     return describe_overlap_settings(session)
 
 
 @router.put("/quality/settings", response_model=OverlapSettingsOut, responses=_ERRORS)
 def put_quality_settings(
+    principal: ResearcherDep,
+    session: SessionDep,
     body: OverlapSettingsIn,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
 ) -> OverlapSettingsOut:
     """Change some overlap settings (the rest stay); new tasks use them at once."""
     result = update_overlap_settings(session, body.model_dump(exclude_none=True), by=principal.user)
@@ -154,8 +153,8 @@ def put_quality_settings(
 
 @router.delete("/quality/settings", response_model=OverlapSettingsOut)
 def delete_quality_settings(
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
+    principal: ResearcherDep,
+    session: SessionDep,
 ) -> OverlapSettingsOut:
     """Back to the environment's values."""
     result = reset_overlap_settings(session)
@@ -168,12 +167,12 @@ def delete_quality_settings(
 
 @router.get("/labelers/stats", response_model=list[LabelerStatsOut], responses=_ERRORS)
 def get_labeler_stats(
+    principal: ResearcherDep,
+    session: ReadSessionDep,
     since: str | None = SINCE,
     until: str | None = UNTIL,
     use_case: str | None = USE_CASE,
     group: str | None = GROUP,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_readonly_session),
 ) -> list[dict[str, Any]]:
     """One row per labeler (by id) with the figures of docs/quality.md and their outliers."""
     filters = _filters(session, since=since, until=until, use_case=use_case, group=group)
@@ -183,8 +182,8 @@ def get_labeler_stats(
 @router.get("/labelers/{labeler_id}", responses=_ERRORS)
 def get_labeler(
     labeler_id: DbId,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_readonly_session),
+    principal: ResearcherDep,
+    session: ReadSessionDep,
 ) -> dict[str, Any]:
     """A labeler's status, group, statistics, screening scores (gold rankings and
     demonstrations beside the reference), recent work and the decisions taken."""
@@ -198,9 +197,9 @@ def _decision(body: DecisionIn | None) -> DecisionIn:
 @router.post("/labelers/{labeler_id}/approve", responses=_ERRORS)
 def post_approve(
     labeler_id: DbId,
+    principal: ResearcherDep,
+    session: SessionDep,
     body: DecisionIn | None = Body(None),
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
 ) -> dict[str, Any]:
     """Approve a labeler: every task from now on (`held_out` also sets their group)."""
     decision = _decision(body)
@@ -214,9 +213,9 @@ def post_approve(
 @router.post("/labelers/{labeler_id}/reject", responses=_ERRORS)
 def post_reject(
     labeler_id: DbId,
+    principal: ResearcherDep,
+    session: SessionDep,
     body: DecisionIn | None = Body(None),
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
 ) -> dict[str, Any]:
     """Reject a labeler: no more tasks; their holds go back to the queue."""
     labeler = screening.reject(session, labeler_id, principal.user, _decision(body).note)
@@ -227,9 +226,9 @@ def post_reject(
 @router.put("/labelers/{labeler_id}/group", responses=_ERRORS)
 def put_group(
     labeler_id: DbId,
+    principal: ResearcherDep,
+    session: SessionDep,
     body: GroupIn,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
 ) -> dict[str, Any]:
     """Put an approved labeler in the `held_out` or the `training` group."""
     labeler = screening.set_group(session, labeler_id, body.group)

@@ -12,8 +12,8 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
-from app.db import get_readonly_session, get_session, utcnow
-from app.deps import Principal, researcher
+from app.db import utcnow
+from app.deps import ReadSessionDep, ResearcherDep, SessionDep, researcher
 from app.models import FLAGS
 from app.schemas import DbId
 from app.schemas.quality import QualityFilters
@@ -30,7 +30,7 @@ from app.services.quality_pages import gold_candidates, gold_task_form, screenin
 from app.web.prompts import form_data
 from app.web.templating import render
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, dependencies=[Depends(researcher)])
 
 
 def _page(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
@@ -113,11 +113,11 @@ def _quality_page(
 @router.get("/admin/quality")
 def quality_page(
     request: Request,
+    principal: ResearcherDep,
+    session: ReadSessionDep,
     period: str = "30",
     sort: str = "username",
     desc: bool = False,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_readonly_session),
 ) -> Response:
     return _quality_page(request, session, period=period, sort=sort, desc=desc)
 
@@ -125,8 +125,8 @@ def quality_page(
 @router.post("/admin/quality/settings")
 def quality_settings_save(
     request: Request,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
+    principal: ResearcherDep,
+    session: SessionDep,
     form: FormData = Depends(form_data),
 ) -> Response:
     values = {
@@ -194,8 +194,8 @@ def _labeler_page(
 def labeler_page(
     request: Request,
     labeler_id: DbId,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_readonly_session),
+    principal: ResearcherDep,
+    session: ReadSessionDep,
 ) -> Response:
     return _labeler_page(request, session, labeler_id)
 
@@ -204,8 +204,8 @@ def labeler_page(
 def labeler_decision(
     request: Request,
     labeler_id: DbId,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
+    principal: ResearcherDep,
+    session: SessionDep,
     form: FormData = Depends(form_data),
 ) -> Response:
     """Approve, reject, or move an approved labeler between the training and held-out groups."""
@@ -236,8 +236,8 @@ def labeler_decision(
 @router.get("/admin/screening")
 def screening_page(
     request: Request,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_readonly_session),
+    principal: ResearcherDep,
+    session: ReadSessionDep,
 ) -> Response:
     rows = [r for r in labeler_stats(session, QualityFilters()) if r["status"] == "screening"]
     ctx = {"rows": rows, "set": screening_set(session)}
@@ -269,8 +269,8 @@ def _gold_page(
 @router.get("/admin/gold")
 def gold_page(
     request: Request,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_readonly_session),
+    principal: ResearcherDep,
+    session: ReadSessionDep,
 ) -> Response:
     return _gold_page(request, session)
 
@@ -278,8 +278,8 @@ def gold_page(
 @router.post("/admin/gold/demonstrations")
 def gold_demonstration_add(
     request: Request,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
+    principal: ResearcherDep,
+    session: SessionDep,
     form: FormData = Depends(form_data),
 ) -> Response:
     values = {
@@ -321,7 +321,7 @@ def _gold_task_page(
 
 
 @router.get("/admin/gold/go")
-def gold_task_go(task_id: DbId, principal: Principal = Depends(researcher)) -> Response:
+def gold_task_go(task_id: DbId) -> Response:
     return RedirectResponse(f"/admin/gold/tasks/{task_id}", status_code=303)
 
 
@@ -329,8 +329,8 @@ def gold_task_go(task_id: DbId, principal: Principal = Depends(researcher)) -> R
 def gold_task_page(
     request: Request,
     task_id: DbId,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_readonly_session),
+    principal: ResearcherDep,
+    session: ReadSessionDep,
 ) -> Response:
     """Turn a ranking task into gold: the reference place and flags of each output."""
     return _gold_task_page(request, session, task_id)
@@ -340,8 +340,8 @@ def gold_task_page(
 def gold_task_save(
     request: Request,
     task_id: DbId,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
+    principal: ResearcherDep,
+    session: SessionDep,
     form: FormData = Depends(form_data),
 ) -> Response:
     places = {

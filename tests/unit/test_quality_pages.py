@@ -10,10 +10,11 @@ from tests.quality_support import as_shown, by_ids, ranking_task, work
 
 
 def test_labeler_table_sorts_flags_outliers_and_drills_down(client, make_user, api_as) -> None:  # type: ignore[no-untyped-def]
-    careful, lazy = api_as("labeler"), api_as("labeler")
-    tasks = [ranking_task(4, overlap=2) for _ in range(10)]
+    careful, also_careful, lazy = api_as("labeler"), api_as("labeler"), api_as("labeler")
+    tasks = [ranking_task(4, overlap=3) for _ in range(10)]
     for _, ids in tasks:
-        work(careful, by_ids(ids, likert={cid: 7 - n for n, cid in enumerate(ids)}))
+        for labeler in (careful, also_careful):
+            work(labeler, by_ids(ids, likert={cid: 7 - n for n, cid in enumerate(ids)}))
         work(lazy, as_shown)
     researcher = make_user("researcher")
     login(client, researcher)
