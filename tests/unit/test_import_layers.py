@@ -34,6 +34,9 @@ LAYER_OF_PREFIX = {
     "app.cli": "entry",
     "app.cli_export": "entry",
     "app.cli_jobs": "entry",
+    "app.cli_simulate": "entry",
+    # simulated labelers: a REST client of the app, importing nothing else of it
+    "app.simulation": "client",
     "app.main": "entry",
     "app.asgi": "entry",
     "app": "entry",
@@ -51,7 +54,9 @@ ALLOWED = {
     "web": {INFRA, "models", "schemas", "services", "deps", "web"},
     "worker": {INFRA, "models", "schemas", "services", "worker"},
     "entry": {INFRA, "models", "schemas", "services", "deps", "api", "web", "worker", "entry"},
+    "client": {"client"},
 }
+ALLOWED["entry"] |= {"client"}
 ALLOWED = {name: allowed | {"trainer"} for name, allowed in ALLOWED.items()}
 ALLOWED["trainer"] = {"trainer"}
 
