@@ -9,6 +9,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
 from app.api import completions as completions_api
+from app.api import evaluations as evaluations_api
 from app.api import export, system
 from app.api import jobs as jobs_api
 from app.api import prompts as prompts_api
@@ -33,6 +34,7 @@ ROUTERS = [
     prompts_api.router,
     prompts_web.router,
     completions_api.router,
+    evaluations_api.router,
     tasks_api.router,
     quality_api.router,
     labeler.router,

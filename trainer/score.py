@@ -8,8 +8,8 @@ from typing import Any
 import torch
 
 from trainer.config import SampleConfig
-from trainer.data import batches, load_records, pair_batch
-from trainer.models import load_reward_model, make_accelerator, sequence_scores
+from trainer.data import batches, encode_example, load_records, pad, pair_batch
+from trainer.models import load_policy, load_reward_model, make_accelerator, sequence_scores
 
 
 @torch.no_grad()
@@ -50,3 +50,50 @@ def score_records(
     with accelerator.autocast():
         scores = score_pairs(model, tokenizer, pairs, bias, batch_size, config.max_length)
     return [{**r, "score": s} for r, s in zip(rows, scores, strict=True)]
+
+
+@torch.no_grad()
+def sequence_logprobs(
+    model: Any, tokenizer: Any, pairs: list[tuple[str, str]], batch_size: int, max_length: int
+) -> list[float]:
+    """log pi(y | x) of each (prompt, completion): the sum over the completion's tokens (and
+    its EOS) of log pi(y_t | x, y_<t)."""
+    device = next(model.parameters()).device
+    out: list[float] = []
+    for chunk in batches(pairs, batch_size):
+        encoded = [encode_example(tokenizer, p, c, max_length) for p, c in chunk]
+        ids, mask = pad([e[0] for e in encoded], tokenizer.pad_token_id)
+        ids, mask = ids.to(device), mask.to(device)
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+        # positions predicting a completion token: from the prompt's last token on
+        response = mask[:, 1:].clone()
+        for i, (_, n_prompt) in enumerate(encoded):
+            response[i, : max(n_prompt - 1, 0)] = 0
+        out += (logprobs * response).sum(1).tolist()
+    return out
+
+
+def kl_to_reference(
+    policy: str,
+    reference: str,
+    records: Iterable[dict[str, Any]] | str,
+    config: SampleConfig | None = None,
+) -> list[float]:
+    """log pi(y|x) - log pi_ref(y|x) of each {"prompt", "completion"} record: for outputs
+    sampled from the policy, a one-sample estimate of KL(pi || pi_ref) at that prompt (the
+    penalty PPO pays against its SFT model, summed over the response)."""
+    config = config or SampleConfig()
+    rows = load_records(records)
+    pairs = [(r["prompt"], r["completion"]) for r in rows]
+    accelerator = make_accelerator(config)
+    totals: list[list[float]] = []
+    for path in (policy, reference):
+        model, tokenizer = load_policy(path, trainable=False)
+        model.to(accelerator.device)
+        with accelerator.autocast():
+            totals.append(
+                sequence_logprobs(model, tokenizer, pairs, config.batch_size, config.max_length)
+            )
+        del model
+    return [a - b for a, b in zip(totals[0], totals[1], strict=True)]

@@ -1,6 +1,12 @@
 """The ORM models; importing this package registers every table on ``Base.metadata``."""
 
-from app.models.evaluation import Evaluation, EvaluationStatus, EvaluationSystem, Judges
+from app.models.evaluation import (
+    Evaluation,
+    EvaluationOutput,
+    EvaluationStatus,
+    EvaluationSystem,
+    Judges,
+)
 from app.models.jobs import (
     Job,
     JobMetric,
@@ -47,6 +53,7 @@ __all__ = [
     "DedupKey",
     "Demonstration",
     "Evaluation",
+    "EvaluationOutput",
     "EvaluationStatus",
     "EvaluationSystem",
     "Instructions",

@@ -18,9 +18,11 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from app.schemas.jobs import (
+    EvaluationSampleParams,
     ExportSnapshotParams,
     JobKind,
     PPOParams,
+    RmCvParams,
     RMParams,
     SampleParams,
     SFTParams,
@@ -62,6 +64,9 @@ class JobKindSpec:
     distributed: bool = False
     # what its data filters select by creation time: labels, or prompts (nothing labeled yet)
     filters_select: Literal["labels", "prompts"] = "labels"
+    # offered on the launch form and POST /api/v1/jobs; False: created by another service
+    # (an evaluation's sampling), which may still be re-run
+    launchable: bool = True
 
     def hyperparameters(self, params: BaseModel) -> dict[str, Any]:
         """The part of ``params`` that is the trainer's config (its dataclass fields)."""
@@ -134,6 +139,23 @@ JOB_KINDS: dict[JobKind, JobKindSpec] = {
         title="Export snapshot",
         params=ExportSnapshotParams,
         queue="cpu",
+    ),
+    JobKind.evaluation_sample: JobKindSpec(
+        title="Evaluation sampling",
+        params=EvaluationSampleParams,
+        queue="gpu",
+        trainer_config=SampleConfig,
+        trainer_function="trainer.sample:sample_completions",
+        prompt_refs=("prompt_ids",),
+        launchable=False,
+    ),
+    JobKind.rm_cv: JobKindSpec(
+        title="Reward model cross-validation by labeler (rm-cv)",
+        params=RmCvParams,
+        queue="gpu",
+        trainer_config=RMConfig,
+        trainer_function="trainer.reward:train_reward_model",
+        model_refs={"sft_model_version_id": ("sft",)},
     ),
 }
 if set(JOB_KINDS) != set(JobKind):  # pragma: no cover - a programming error, caught at import

@@ -28,6 +28,8 @@ class JobKind(enum.StrEnum):
     ppo = "ppo"
     sample = "sample"
     export_snapshot = "export-snapshot"
+    evaluation_sample = "evaluation-sample"
+    rm_cv = "rm-cv"
 
 
 # bounds for hyper-parameters, by name (anything absent is only type-checked)
@@ -189,6 +191,22 @@ class SampleParams(JobOptions, _SampleHyper):  # type: ignore[misc, valid-type]
         if len(set(value)) != len(value):
             raise ValueError("model_version_ids repeats a version")
         return value
+
+
+class EvaluationSampleParams(_SampleHyper):  # type: ignore[misc, valid-type]
+    """One output per model version per prompt of an evaluation run, every output scored by
+    its reward model; then the run's tasks. Created by POST /api/v1/evaluations."""
+
+    evaluation_id: DbId
+    prompt_ids: list[DbId] = Field(min_length=1)
+
+
+class RmCvParams(JobOptions, _RMHyper):  # type: ignore[misc, valid-type]
+    """How well a reward model generalises to labelers it never saw: k-fold cross-validation
+    over groups of labelers, next to the labelers' own agreement (the ceiling)."""
+
+    sft_model_version_id: DbId
+    folds: int = Field(5, ge=2, le=20)
 
 
 class ExportSnapshotParams(BaseModel):

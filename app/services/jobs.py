@@ -126,9 +126,18 @@ def create_job(
     params: dict[str, Any],
     created_by: User | None = None,
     rerun_of: Job | None = None,
+    *,
+    internal: bool = False,
 ) -> Job:
     """Validate and store a queued job (flushed). The caller commits, then calls
-    ``dispatch_job``: a worker must find the row it is sent."""
+    ``dispatch_job``: a worker must find the row it is sent. Kinds that are not
+    ``launchable`` come only from their own service (``internal``) or as re-runs."""
+    if not internal and rerun_of is None and not kind_spec(kind).launchable:
+        raise Invalid(
+            f"{kind} jobs are created by their own endpoint (an evaluation's sampling: "
+            "POST /api/v1/evaluations), not launched directly",
+            field="kind",
+        )
     parsed = validate_job(session, kind, params)
     job = Job(
         kind=kind,

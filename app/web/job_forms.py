@@ -17,6 +17,8 @@ from app.services.export import list_snapshots
 from app.services.models_registry import current_policy, list_versions
 
 KIND_TITLES = {kind.value: spec.title for kind, spec in JOB_KINDS.items()}
+# the kinds the launch form offers
+LAUNCH_KINDS = {kind.value: spec.title for kind, spec in JOB_KINDS.items() if spec.launchable}
 FILTER_FIELDS = ("use_case", "since", "until", "include_held_out_labelers")
 HELP = {
     "base_model": "a registered version, or type 'tiny', a hub ID or a local path below",

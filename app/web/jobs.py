@@ -19,14 +19,14 @@ from app.services.loop_status import data_sets, next_step
 from app.services.workers import list_workers
 from app.web import job_forms
 from app.web.job_charts import charts
-from app.web.job_forms import KIND_TITLES
+from app.web.job_forms import LAUNCH_KINDS
 from app.web.templating import render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(researcher)])
 
 
 def _kind(kind: str) -> str:
-    if kind not in KIND_TITLES:
+    if kind not in LAUNCH_KINDS:
         raise NotFound(f"unknown job kind {kind!r}", field="kind")
     return kind
 
@@ -63,7 +63,7 @@ def jobs_page(
     return render(
         request,
         "admin/jobs.html",
-        {"jobs": jobs, "kinds": job_forms.KIND_TITLES, "workers": list_workers(session)},
+        {"jobs": jobs, "kinds": job_forms.LAUNCH_KINDS, "workers": list_workers(session)},
     )
 
 
@@ -76,7 +76,7 @@ def _form_context(
         job_forms.fill_values(setup + hyper + filters, form)
     return {
         "kind": kind,
-        "kinds": job_forms.KIND_TITLES,
+        "kinds": job_forms.LAUNCH_KINDS,
         "setup": setup,
         "hyper": hyper,
         "filters": filters,

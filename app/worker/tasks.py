@@ -17,7 +17,9 @@ from sqlalchemy import update
 from app.broker import RUN_JOB_TASK, celery_app
 from app.db import get_sessionmaker, utcnow
 from app.models import Job, JobMetric, JobStatus
+from app.schemas.job_kinds import JOB_KINDS
 from app.schemas.jobs import JobKind
+from app.worker import evaluation_runners  # noqa: F401  (registers the evaluation kinds)
 from app.worker.heartbeat import JobBeat, WorkerBeat, forget_worker
 from app.worker.reporting import JobCancelled, JobFailed, JobReporter
 from app.worker.runners import (
@@ -30,6 +32,8 @@ from app.worker.runners import (
 )
 
 log = logging.getLogger(__name__)
+if set(RUNNERS) != set(JOB_KINDS):  # pragma: no cover - a programming error, caught at import
+    raise RuntimeError(f"job kinds without a runner: {set(JOB_KINDS) - set(RUNNERS)}")
 _worker_beat: WorkerBeat | None = None
 
 

@@ -15,6 +15,7 @@ SPECS = [pytest.param(kind, spec, id=kind.value) for kind, spec in JOB_KINDS.ite
 
 
 def test_every_kind_has_a_spec_and_a_runner() -> None:
+    import app.worker.tasks  # noqa: F401  (imports every runner module)
     from app.worker.runners import RUNNERS
 
     assert set(JOB_KINDS) == set(JobKind) == set(RUNNERS)
