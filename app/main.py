@@ -19,6 +19,7 @@ from app.config import ROOT, get_settings
 from app.deps import CSRFError, Forbidden, NotAuthenticated, csrf_protect
 from app.services import ServiceError
 from app.web import auth, home, instructions, labeler
+from app.web import evaluations as evaluations_web
 from app.web import jobs as jobs_web
 from app.web import prompts as prompts_web
 from app.web import quality as quality_web
@@ -35,6 +36,7 @@ ROUTERS = [
     prompts_web.router,
     completions_api.router,
     evaluations_api.router,
+    evaluations_web.router,
     tasks_api.router,
     quality_api.router,
     labeler.router,

@@ -118,6 +118,16 @@ def test_paired_systems_judged_by_held_out_labelers(api_as, make_user) -> None: 
     ):
         r = researcher.get(path, params={**params, "include_held_out_labelers": "true"})
         assert r.status_code == 200 and r.headers["x-total-count"] == "0", (path, r.text)
+    # the pages: the chart with its whiskers and the 50% line, the tables, the leaderboard
+    page = researcher.get(f"/admin/evaluations/{evaluation_id}")
+    assert page.status_code == 200 and "<svg" in page.text and 'class="half-line"' in page.text
+    assert page.text.count('class="whisker"') == 1 and "vendor-new" in page.text
+    assert "Hallucination" in page.text and "By judge group" in page.text
+    listing = researcher.get("/admin/evaluations")
+    assert listing.status_code == 200 and "vendors" in listing.text
+    leaderboard_page = researcher.get("/admin/leaderboard")
+    assert leaderboard_page.status_code == 200 and "vendor-new" in leaderboard_page.text
+    assert researcher.get("/admin/evaluations/999999").status_code == 404
     # labelers cannot read results
     assert judges[0].get(f"/api/v1/evaluations/{evaluation_id}").status_code == 403
 
