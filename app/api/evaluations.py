@@ -53,23 +53,18 @@ def post_evaluation(
     return EvaluationCreated(evaluation_id=evaluation.id, job_id=job.id if job else None)
 
 
-@router.get(
-    "/api/v1/evaluations", response_model=list[EvaluationListItem], responses=_ERRORS
-)
+@router.get("/api/v1/evaluations", response_model=list[EvaluationListItem], responses=_ERRORS)
 def get_evaluations(
     principal: Principal = Depends(researcher),
     session: Session = Depends(get_session),
 ) -> list[EvaluationListItem]:
     """Every evaluation, newest first, with its judging progress."""
     return [
-        EvaluationListItem.model_validate(overview(session, e))
-        for e in list_evaluations(session)
+        EvaluationListItem.model_validate(overview(session, e)) for e in list_evaluations(session)
     ]
 
 
-@router.get(
-    "/api/v1/evaluations/{evaluation_id}", response_model=EvaluationOut, responses=_ERRORS
-)
+@router.get("/api/v1/evaluations/{evaluation_id}", response_model=EvaluationOut, responses=_ERRORS)
 def get_evaluation_results(
     evaluation_id: DbId,
     principal: Principal = Depends(researcher),

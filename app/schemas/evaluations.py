@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -63,7 +63,7 @@ class EvaluationCreate(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     # the reward model whose view of the outputs is reported (default: a PPO system's RM)
     rm_model_version_id: DbId | None = None
-    sampling: SamplingIn = Field(default_factory=SamplingIn)
+    sampling: SamplingIn = Field(default_factory=lambda: SamplingIn.model_validate({}))
 
 
 class EvaluationCreated(BaseModel):
@@ -145,7 +145,3 @@ class Standing(BaseModel):
     logit: float
     judgments: int
     evaluations: int
-
-
-def as_dict(model: BaseModel) -> dict[str, Any]:
-    return model.model_dump(mode="json")

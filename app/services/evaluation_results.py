@@ -24,8 +24,8 @@ from app.models import (
     User,
 )
 from app.services.evaluation_stats import (
-    EvalJudgment,
     Estimate,
+    EvalJudgment,
     battles_of,
     bradley_terry,
     rm_agreement,
@@ -293,9 +293,7 @@ def judgment_records(session: Session, evaluation_id: int | None) -> Iterator[di
 
         output_texts = dict(
             session.execute(
-                select(Completion.id, Completion.text).where(
-                    Completion.id.in_(list(by_completion))
-                )
+                select(Completion.id, Completion.text).where(Completion.id.in_(list(by_completion)))
             ).all()
         )
         for judgment, meta in zip(data.judgments, data.meta, strict=True):

@@ -192,7 +192,9 @@ def rm_agreement(
     per_prompt: dict[int, Tally] = defaultdict(Tally)
     judged = 0
     for j in judgments:
-        scores = {s: rm_scores[(j.prompt_id, s)] for s in j.ranks if (j.prompt_id, s) in rm_scores}
+        scores: dict[Hashable, float] = {
+            s: rm_scores[(j.prompt_id, s)] for s in j.ranks if (j.prompt_id, s) in rm_scores
+        }
         if len(scores) < 2:
             continue
         judged += 1
@@ -252,7 +254,7 @@ def _fit_logits(matrices: np.ndarray) -> np.ndarray:
         if np.abs(step).max() < 1e-10:
             break
     beta = beta - beta.mean(axis=1, keepdims=True)
-    return beta[0] if matrices.ndim == 2 else beta
+    return np.asarray(beta[0] if matrices.ndim == 2 else beta)
 
 
 @dataclass

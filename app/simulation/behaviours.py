@@ -102,7 +102,8 @@ def noise_for(scores: Sequence[float], agreement: float) -> float:
     ranks = rankdata(scores, method="average")
     gaps = [abs(a - b) for i, a in enumerate(ranks) for b in ranks[i + 1 :] if a != b]
     equal = sum(1 for i, a in enumerate(ranks) for b in ranks[i + 1 :] if a == b)
-    if agreement >= expected_agreement(0.0, gaps, equal):
+    # no pair the noise could change (one output, or all scored alike): nothing to tune
+    if not gaps or agreement >= expected_agreement(0.0, gaps, equal):
         return 0.0
     if agreement <= MIN_AGREEMENT:
         return math.inf

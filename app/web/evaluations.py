@@ -26,7 +26,9 @@ router = APIRouter(include_in_schema=False)
 UPLOAD_SLOTS = 2
 
 
-def _form_context(session: Session, form: Any = None, error: ServiceError | None = None) -> dict[str, Any]:
+def _form_context(
+    session: Session, form: Any = None, error: ServiceError | None = None
+) -> dict[str, Any]:
     values = dict(form) if form is not None else {}
     return {
         "evaluations": [overview(session, e) for e in list_evaluations(session)],
@@ -101,7 +103,8 @@ def evaluations_page(
     principal: Principal = Depends(researcher),
     session: Session = Depends(get_session),
 ) -> Response:
-    return render(request, "admin/evaluations.html", _form_context(session))
+    response: Response = render(request, "admin/evaluations.html", _form_context(session))
+    return response
 
 
 @router.post("/admin/evaluations")
@@ -116,7 +119,10 @@ async def create_evaluation_form(
     except ServiceError as exc:
         session.rollback()
         context = _form_context(session, form, exc)
-        return render(request, "admin/evaluations.html", context, status_code=exc.status_code)
+        page: Response = render(
+            request, "admin/evaluations.html", context, status_code=exc.status_code
+        )
+        return page
     return RedirectResponse(f"/admin/evaluations/{evaluation.id}", status_code=303)
 
 
@@ -136,7 +142,7 @@ def evaluation_page(
         group: [s for s in rows if not s["is_baseline"]]
         for group, rows in view["by_judges"].items()
     }
-    return render(
+    page: Response = render(
         request,
         "admin/evaluation.html",
         {
@@ -149,6 +155,7 @@ def evaluation_page(
             "active": view["status"] in ("sampling", "judging"),
         },
     )
+    return page
 
 
 @router.get("/admin/leaderboard")
@@ -161,4 +168,5 @@ def leaderboard_page(
     chart = win_chart(
         board, "strength", "ci95", title="Chance of beating an average system of the board"
     )
-    return render(request, "admin/leaderboard.html", {"board": board, "chart": chart})
+    page: Response = render(request, "admin/leaderboard.html", {"board": board, "chart": chart})
+    return page

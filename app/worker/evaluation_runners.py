@@ -8,6 +8,7 @@ import random
 import shutil
 import tempfile
 from collections import defaultdict
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -137,15 +138,15 @@ def run_evaluation_sample(ctx: JobContext) -> Outcome:
             for k, r in zip([k for k in keys if k[1] in prompt_text], rows, strict=True)
         }
     kls: dict[tuple[int, int], float] = {}
-    for system_id, path, reference, is_sft in policies:
+    for system_id, path, reference_path, is_sft in policies:
         mine = [k for k in keys if k[0] == system_id and k[1] in prompt_text]
         if is_sft:
             kls.update(dict.fromkeys(mine, 0.0))
-        elif reference is not None and mine:
-            ctx.reporter.log(f"KL of {path} to its SFT model {reference}")
+        elif reference_path is not None and mine:
+            ctx.reporter.log(f"KL of {path} to its SFT model {reference_path}")
             values = kl_to_reference(
                 path,
-                reference,
+                reference_path,
                 [{"prompt": prompt_text[k[1]], "completion": outputs[k]} for k in mine],
                 config,
             )
@@ -202,7 +203,7 @@ def annotator_agreement(rows: list[dict[str, Any]]) -> Any:
     prompt and outputs): agreement.summarize's pooled pairwise agreement."""
     from app.services.agreement import Judgment, summarize
 
-    tasks: dict[tuple[int, frozenset[int]], dict[int, Judgment]] = defaultdict(dict)
+    tasks: dict[Hashable, dict[int, Judgment]] = defaultdict(dict)
     for row in rows:
         ids = frozenset(c["completion_id"] for c in row["completions"])
         ranks = {c["completion_id"]: float(c["rank"]) for c in row["completions"]}

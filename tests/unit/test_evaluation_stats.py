@@ -52,7 +52,7 @@ def test_repeated_judgments_of_a_prompt_are_one_cluster() -> None:
 
 
 def test_a_system_that_always_wins_gets_a_wilson_interval_over_prompts() -> None:
-    js = [judgment(p, {"a": 1, "b": 2}, labeler=l) for p in range(20) for l in range(2)]
+    js = [judgment(p, {"a": 1, "b": 2}, labeler=n) for p in range(20) for n in range(2)]
     estimate = win_rate(js, "a", "b")
     assert estimate.value == 1.0
     lo, hi = estimate.ci95  # type: ignore[misc]
@@ -82,9 +82,9 @@ def test_bootstrap_intervals_cover_the_true_rate_at_about_95_percent() -> None:
     for _ in range(runs):
         per_prompt = rng.beta(true_rate * 4, (1 - true_rate) * 4, size=40)
         js = [
-            judgment(p, {"a": 1, "b": 2} if rng.random() < q else {"a": 2, "b": 1}, labeler=l)
+            judgment(p, {"a": 1, "b": 2} if rng.random() < q else {"a": 2, "b": 1}, labeler=n)
             for p, q in enumerate(per_prompt)
-            for l in range(2)
+            for n in range(2)
         ]
         lo, hi = win_rate(js, "a", "b").ci95  # type: ignore[misc]
         covered += lo <= true_rate <= hi

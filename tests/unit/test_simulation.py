@@ -89,6 +89,7 @@ def test_noise_is_solved_per_task_and_capped_by_ties() -> None:
     assert noise_for([0.0, 1.0], 0.5) == float("inf")  # coin flips
     # every score equal: the order is random whatever the noise, agreement 1/2 at best
     assert noise_for([3.0, 3.0, 3.0], 0.73) == 0.0
+    assert noise_for([3.0], 0.73) == 0.0  # one output (every text the same): no pair at all
     assert expected_agreement(0.0, [], 3) == 0.5
 
 
@@ -105,6 +106,15 @@ def test_preference_labeler_follows_the_preference_and_ties_identical_texts() ->
         likerts = [body["ratings"][str(g[0])]["likert"] for g in body["ranking"]]
         assert likerts == sorted(likerts, reverse=True)  # scores follow the order given
     assert best_first > 150  # the longest is ranked best most often (chance: 1/3)
+
+
+def test_outputs_with_one_text_are_one_tie() -> None:
+    # two systems that answered alike (a regression: the noise search never ended)
+    body = PreferenceFollowing(preferences.length).rank(
+        fake_task(["same words", "same words"], likert_required=True), random.Random(0)
+    )
+    assert body["ranking"] == [[100, 101]]
+    assert body["ratings"]["100"]["likert"] == body["ratings"]["101"]["likert"] == 4
 
 
 def test_perfect_agreement_is_the_preference_order() -> None:
