@@ -13,6 +13,7 @@ whose lives in ``evaluation_outputs``, never shown to judges.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections import defaultdict
 from typing import Any
@@ -234,11 +235,9 @@ def create_evaluation(
         evaluation.job_id = job.id
     session.commit()
     if job is not None:
-        try:
+        # with the broker down the job stays queued: the workers' sweep sends it later
+        with contextlib.suppress(BrokerUnavailable):
             dispatch_job(session, job)
-        except BrokerUnavailable:
-            # saved and queued: the workers' sweep sends it once the broker is back
-            pass
         session.commit()
     return evaluation, job
 

@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from tests.conftest import _reset_caches, truncate_all
 from tests.integration.jobs_support import (
+    RM_PARAMS,
     SFT_PARAMS,
     find_sampled_task,
     launch,
@@ -143,12 +144,20 @@ def test_worker_shows_up_with_its_heartbeat(stack: Worker, clients: dict[str, An
     raise AssertionError("the worker never reported a heartbeat")
 
 
-def test_loop_sft_rm_ppo_sample_reaches_labelers(stack: Worker, clients: dict[str, Any]) -> None:
+@pytest.fixture(scope="module")
+def loop(clients: dict[str, Any]) -> dict[str, Any]:
+    """SFT -> RM -> PPO-ptx -> sample, once for the tests that need trained versions."""
+    return run_loop(clients["researcher"], ptx_coef=0.5, ptx_batch_size=2)
+
+
+def test_loop_sft_rm_ppo_sample_reaches_labelers(
+    stack: Worker, clients: dict[str, Any], loop: dict[str, Any]
+) -> None:
     from app.db import get_sessionmaker
     from app.models import Completion, Task, TaskItem
 
     researcher, labeler = clients["researcher"], clients["labeler"]
-    ids = run_loop(researcher, ptx_coef=0.5, ptx_batch_size=2)  # PPO-ptx
+    ids = loop
     ppo_job = ok(researcher.get("/api/v1/models"))
     ppo = next(m for m in ppo_job if m["model_version_id"] == ids["ppo"])
     assert "pretrain" in ppo["snapshot_ids"]  # the demonstrations it mixed in, as a snapshot
@@ -165,6 +174,101 @@ def test_loop_sft_rm_ppo_sample_reaches_labelers(stack: Worker, clients: dict[st
     assert origins == {f"model:{ids['ppo']}", f"model:{ids['sft']}"}
     task = find_sampled_task(labeler, task_ids)
     assert len(task["completions"]) == 4
+
+
+def test_evaluation_of_ppo_against_its_sft_parent_then_rm_cv(
+    stack: Worker, clients: dict[str, Any], loop: dict[str, Any]
+) -> None:
+    """An evaluation through sampling (RM scores, KL), simulated judging and results; then
+    the RM's cross-validation by labeler group (docs/evaluation.md)."""
+    from app.db import get_sessionmaker
+    from app.services.accounts import create_token, create_user
+    from app.simulation import preferences, simulate
+
+    researcher, ids = clients["researcher"], loop
+    ok(researcher.put("/api/v1/split-pins/eval-pg-customer", json={"split": "test"}))
+    items = [
+        {"text": f"Say something kind about {t}.", "user_id": "eval-pg-customer"}
+        for t in ("frogs", "rain", "maps", "bread")
+    ]
+    ok(researcher.post("/api/v1/prompts", json={"prompts": items}))
+
+    created = ok(
+        researcher.post(
+            "/api/v1/evaluations",
+            json={
+                "name": "ppo vs sft",
+                "systems": [
+                    {"model_version_id": ids["ppo"]},
+                    {"model_version_id": ids["sft"], "name": "sft parent"},
+                ],
+                "baseline": 1,
+                "prompt_count": 3,
+                "overlap": 2,
+                "sampling": {"max_new_tokens": 8, "max_length": 96, "batch_size": 8},
+            },
+        ),
+        202,
+    )
+    evaluation_id, job_id = created["evaluation_id"], created["job_id"]
+    assert job_id is not None
+    state = ok(researcher.get(f"/api/v1/evaluations/{evaluation_id}"))
+    assert state["status"] in ("sampling", "judging")
+    job = succeeded(researcher, job_id)
+    assert job["kind"] == "evaluation-sample" and job["metrics"]["outputs_sampled"] == 6
+
+    state = ok(researcher.get(f"/api/v1/evaluations/{evaluation_id}"))
+    assert state["status"] == "judging" and state["tasks"]["total"] == 3
+    ppo, sft = state["systems"]
+    assert ppo["model_version_id"] == ids["ppo"] and sft["name"] == "sft parent"
+    # the RM the PPO version was trained against scored every output; KL is PPO's to SFT
+    assert state["rm"]["model_version_id"] == ids["rm"]
+    assert ppo["rm_score_mean"] is not None and sft["rm_score_mean"] is not None
+    assert ppo["kl_mean"] is not None and sft["kl_mean"] == 0.0
+    assert ppo["outputs"] == sft["outputs"] == 3
+
+    # two simulated judges (new labelers, tokens through the service)
+    judges = []
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    with get_sessionmaker()() as s:
+        for n in range(2):
+            user = create_user(s, f"pg-judge-{n}", "correct horse battery", "labeler")
+            s.flush()
+            _, secret = create_token(s, user.username, "sim", None)
+            client = TestClient(create_app())
+            client.headers["Authorization"] = f"Bearer {secret}"
+            judges.append(client)
+        s.commit()
+    summary = simulate(judges, preferences.length, kinds=["evaluation", "ranking"], seed=3)
+    assert summary.labelers[0]["evaluation"] + summary.labelers[1]["evaluation"] == 6
+
+    state = ok(researcher.get(f"/api/v1/evaluations/{evaluation_id}"))
+    assert state["status"] == "done" and state["tasks"]["judgments"] == 6
+    ppo = state["systems"][0]
+    assert ppo["judgments"] == 6 and 0 <= ppo["win_rate"] <= 1
+    lo, hi = ppo["win_rate_ci95"]
+    assert lo <= ppo["win_rate"] <= hi
+    assert state["rm"]["judgments"] == 6 and state["rm"]["agreement_with_judges"] is not None
+    board = ok(researcher.get("/api/v1/leaderboard"))
+    assert {row["model_version_id"] for row in board} == {ids["ppo"], ids["sft"]}
+
+    # the judges also ranked the sampled training tasks: fewer labelers than folds
+    cv = succeeded(
+        researcher,
+        launch(
+            researcher,
+            "rm-cv",
+            dict(RM_PARAMS, sft_model_version_id=ids["sft"], folds=5),
+        ),
+    )
+    metrics = cv["metrics"]
+    # the seeding labeler and the judges who ranked a sampled task: one fold each (< 5)
+    assert 2 <= metrics["folds"] == metrics["labelers"] <= 3
+    assert 0 <= metrics["cv_accuracy_mean"] <= 1
+    assert cv["model_version_id"] is None
 
 
 def test_killed_worker_fails_the_job_then_rerun_succeeds(
