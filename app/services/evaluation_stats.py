@@ -198,9 +198,8 @@ def rm_agreement(
         if len(scores) < 2:
             continue
         judged += 1
-        per_prompt[j.prompt_id] += pair_tally(
-            {s: float(r) for s, r in j.ranks.items() if s in scores}, ranks_from_scores(scores)
-        )
+        judge: dict[Hashable, float] = {s: float(r) for s, r in j.ranks.items() if s in scores}
+        per_prompt[j.prompt_id] += pair_tally(judge, ranks_from_scores(scores))
     total = sum(per_prompt.values(), Tally())
     keys = sorted(per_prompt)
     interval = ratio_ci95([per_prompt[k].credit for k in keys], [per_prompt[k].pairs for k in keys])
