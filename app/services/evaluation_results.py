@@ -31,7 +31,7 @@ from app.services.evaluation_stats import (
     rm_agreement,
     system_summary,
 )
-from app.services.evaluations import get_evaluation, status_of, task_counts
+from app.services.evaluations import get_evaluation, status_of, systems_of, task_counts
 
 UNSPECIFIED = "unspecified"  # prompts without a use case
 
@@ -47,13 +47,7 @@ class Loaded:
 
 
 def load(session: Session, evaluation: Evaluation) -> Loaded:
-    systems = list(
-        session.scalars(
-            select(EvaluationSystem)
-            .where(EvaluationSystem.evaluation_id == evaluation.id)
-            .order_by(EvaluationSystem.position)
-        )
-    )
+    systems = systems_of(session, evaluation.id)
     name_of = {s.id: s.name for s in systems}
     outputs = list(
         session.scalars(
@@ -197,13 +191,7 @@ def results(session: Session, evaluation_id: int) -> dict[str, Any]:
 
 def overview(session: Session, evaluation: Evaluation) -> dict[str, Any]:
     """A line of the evaluations list."""
-    systems = list(
-        session.scalars(
-            select(EvaluationSystem)
-            .where(EvaluationSystem.evaluation_id == evaluation.id)
-            .order_by(EvaluationSystem.position)
-        )
-    )
+    systems = systems_of(session, evaluation.id)
     return {
         "evaluation_id": evaluation.id,
         "name": evaluation.name,

@@ -270,13 +270,7 @@ def add_output(
 
 def create_tasks(session: Session, evaluation: Evaluation, created_by: User | None) -> int:
     """One evaluation task per prompt that has every system's output; the run is judging."""
-    systems = list(
-        session.scalars(
-            select(EvaluationSystem)
-            .where(EvaluationSystem.evaluation_id == evaluation.id)
-            .order_by(EvaluationSystem.position)
-        )
-    )
+    systems = systems_of(session, evaluation.id)
     position = {s.id: s.position for s in systems}
     by_prompt: dict[int, list[EvaluationOutput]] = defaultdict(list)
     for output in session.scalars(
@@ -305,6 +299,17 @@ def create_tasks(session: Session, evaluation: Evaluation, created_by: User | No
 
 
 # reading ---------------------------------------------------------------------------------------
+
+
+def systems_of(session: Session, evaluation_id: int) -> list[EvaluationSystem]:
+    """The run's systems in the order they were given."""
+    return list(
+        session.scalars(
+            select(EvaluationSystem)
+            .where(EvaluationSystem.evaluation_id == evaluation_id)
+            .order_by(EvaluationSystem.position)
+        )
+    )
 
 
 def get_evaluation(session: Session, evaluation_id: int) -> Evaluation:

@@ -25,6 +25,7 @@ from app.models import (
     Prompt,
 )
 from app.schemas.jobs import JobKind
+from app.services.evaluations import systems_of
 from app.services.models_registry import get_version
 from app.worker.reporting import JobFailed
 from app.worker.runners import JobContext, Outcome, _creator, _session, runs, take_snapshot
@@ -58,13 +59,7 @@ def run_evaluation_sample(ctx: JobContext) -> Outcome:
             session.execute(select(Prompt.id, Prompt.text).where(Prompt.id.in_(p.prompt_ids))).all()
         )
         prompts = [(pid, texts[pid]) for pid in p.prompt_ids if pid in texts]
-        systems = list(
-            session.scalars(
-                select(EvaluationSystem)
-                .where(EvaluationSystem.evaluation_id == evaluation.id)
-                .order_by(EvaluationSystem.position)
-            )
-        )
+        systems = systems_of(session, evaluation.id)
         policies = []  # (system id, model path, SFT reference path or None, is sft)
         for system in systems:
             if system.model_version_id is None:
