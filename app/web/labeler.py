@@ -50,7 +50,7 @@ def summary(  # type: ignore[no-untyped-def]
     waiting = waiting_counts(session, principal.user)
     counts = labeler_counts(session, principal.user)
     session.commit()
-    ctx = {"waiting": waiting, "counts": counts}
+    ctx = {"waiting": waiting, "counts": counts, "status": principal.user.labeler_status}
     if request.headers.get("hx-request"):
         return render(request, "partials/labeler_summary.html", ctx)
     return render(request, "labeler/home.html", ctx)  # without JavaScript: the whole page

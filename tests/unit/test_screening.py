@@ -113,3 +113,20 @@ def test_screening_labeler_gets_the_screening_set_until_approved(
         method = researcher.get if not path else researcher.post
         r = method(f"/api/v1/labelers/{researcher.user.id}{path}")
         assert r.status_code == 404 and r.json()["field"] == "labeler_id", path
+
+
+def test_the_labeler_home_says_where_they_stand(client, make_user) -> None:  # type: ignore[no-untyped-def]
+    from app.db import get_sessionmaker
+    from app.models import User
+    from tests.conftest import login
+
+    labeler = make_user("labeler")
+    login(client, labeler)
+    summary = client.get("/labeler/summary", headers={"HX-Request": "true"}).text
+    assert "screening-notice" not in summary and "rejected-notice" not in summary
+    for status, notice in (("screening", "screening-notice"), ("rejected", "rejected-notice")):
+        with get_sessionmaker()() as s:
+            s.get(User, labeler.id).labeler_status = status
+            s.commit()
+        summary = client.get("/labeler/summary", headers={"HX-Request": "true"}).text
+        assert notice in summary
