@@ -1,77 +1,52 @@
-"""Simulated labelers through the JSON API: three follow a hidden preference with a little
-noise, one ranks at random, one always puts the first-shown output best (and follows the
-preference for the rest). The statistics must tell them apart, adaptive overlap must add a
-labeler to disagreed tasks and stop at the maximum, and a labeler in screening must get only
-the screening set until approved.
+"""Simulated labelers (app/simulation, the engine of `prefloop simulate`) through the JSON
+API: three follow a hidden preference with noise tuned to 85% agreement, one ranks at random,
+one always puts the first-shown output best (and follows the preference for the rest). The
+statistics must tell them apart, adaptive overlap must add a labeler to disagreed tasks and
+stop at the maximum, and a labeler in screening must get only the screening set until approved.
 
 The queue shuffles the order shown with the system's randomness, so the assertions are ones
-that hold with overwhelming probability (many output pairs per labeler), never by luck.
+that hold with overwhelming probability (hundreds of output pairs per labeler), never by luck.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.quality_support import outputs, take
+from app.simulation.behaviours import Behaviour, PreferenceFollowing, RandomRanker
+from app.simulation.runner import SimulatedLabeler, Simulation
+from tests.quality_support import outputs
 
 K = 5
 GOLD_TASKS = 12
 RANKING_TASKS = 16
+KINDS = ("ranking", "demonstration")
 
 
-def quality_of(text: str) -> int:
-    """The hidden preference: "output 3 of ..." is better than "output 1 of ..."."""
-    return int(text.split()[1])
+def quality_of(prompt: str, text: str) -> float:
+    """The hidden preference: "output 3 of ..." is better than "output 1 of ..." (any other
+    text, such as a demonstration candidate, is neutral)."""
+    words = text.split()
+    return float(words[1]) if words[:1] == ["output"] and words[1].isdigit() else 0.0
 
 
-def noisy(rng: random.Random, sd: float = 0.6) -> Callable[[list[dict[str, Any]]], list[int]]:
-    def rank(shown: list[dict[str, Any]]) -> list[int]:
-        scored = [(quality_of(c["text"]) + rng.gauss(0, sd), c["completion_id"]) for c in shown]
-        return [cid for _, cid in sorted(scored, reverse=True)]
+class FirstShownThenPreference(PreferenceFollowing):
+    """Puts the first output shown best, whatever it is, and ranks the rest by preference."""
 
-    return rank
+    name = "first-then-preference"
 
-
-def at_random(rng: random.Random) -> Callable[[list[dict[str, Any]]], list[int]]:
-    def rank(shown: list[dict[str, Any]]) -> list[int]:
-        ids = [c["completion_id"] for c in shown]
-        rng.shuffle(ids)
-        return ids
-
-    return rank
+    def rank(self, task: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+        first, *rest = task["completions"]
+        body = super().rank(task | {"completions": rest}, rng)
+        body["ranking"] = [[first["completion_id"]], *body["ranking"]]
+        body["ratings"][str(first["completion_id"])] = {"likert": 7}
+        return body
 
 
-def first_shown_best(rng: random.Random) -> Callable[[list[dict[str, Any]]], list[int]]:
-    follow = noisy(rng)
-
-    def rank(shown: list[dict[str, Any]]) -> list[int]:
-        return [shown[0]["completion_id"], *follow(shown[1:])]
-
-    return rank
-
-
-def _work_once(client: Any, rank: Callable[[list[dict[str, Any]]], list[int]]) -> int | None:
-    """Take the next task and submit it; its id, or None when nothing is waiting."""
-    task = take(client, None)
-    if task is None:
-        return None
-    if task["kind"] == "demonstration":
-        body: dict[str, Any] = {"text": "A careful answer."}
-    else:
-        shown = task["completions"]
-        order = rank(shown)
-        scores = {cid: 7 - place for place, cid in enumerate(order)}
-        body = {
-            "ranking": [[cid] for cid in order],
-            "ratings": {str(cid): {"likert": score} for cid, score in scores.items()},
-        }
-    r = client.post(f"/api/v1/tasks/{task['task_id']}/submission", json=body)
-    assert r.status_code == 200, r.text
-    return int(task["task_id"])
+def labeler(client: Any, behaviour: Behaviour, seed: float) -> SimulatedLabeler:
+    return SimulatedLabeler(client=client, behaviour=behaviour, rng=random.Random(seed))
 
 
 def _gold_task(researcher: Any, screening: bool = False) -> int:
@@ -89,6 +64,24 @@ def _gold_task(researcher: Any, screening: bool = False) -> int:
     )
     assert r.status_code == 201, r.text
     return int(r.json()["task_id"])
+
+
+def _served(client: Any, seed: int) -> set[int]:
+    """The tasks a preference-following labeler is served (and submits) until none is left."""
+    from sqlalchemy import select
+
+    from app.db import get_sessionmaker
+    from app.models import Assignment
+
+    def held() -> set[int]:
+        with get_sessionmaker()() as s:
+            query = select(Assignment.task_id).where(Assignment.labeler_id == client.user.id)
+            return set(s.scalars(query))
+
+    before = held()
+    behaviour = PreferenceFollowing(quality_of, 0.85)
+    Simulation([labeler(client, behaviour, seed)], kinds=KINDS).run()
+    return held() - before
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -122,22 +115,21 @@ def test_simulated_labelers(api_as, monkeypatch: pytest.MonkeyPatch) -> None:  #
         ranking_tasks.append(created.json()["task_id"])
 
     seed = random.Random(13)
-    labelers = {
-        "careful-1": noisy(random.Random(seed.random())),
-        "careful-2": noisy(random.Random(seed.random())),
-        "careful-3": noisy(random.Random(seed.random())),
-        "random": at_random(random.Random(seed.random())),
-        "first-best": first_shown_best(random.Random(seed.random())),
+    behaviours: dict[str, Behaviour] = {
+        "careful-1": PreferenceFollowing(quality_of, 0.85),
+        "careful-2": PreferenceFollowing(quality_of, 0.85),
+        "careful-3": PreferenceFollowing(quality_of, 0.85),
+        "random": RandomRanker(),
+        "first-best": FirstShownThenPreference(quality_of, 0.85),
     }
-    clients = {name: api_as("labeler") for name in labelers}
-    busy = set(labelers)
-    while busy:  # round robin, one task each per round, until nobody gets anything
-        for name in sorted(busy):
-            if _work_once(clients[name], labelers[name]) is None:
-                busy.discard(name)
+    clients = {name: api_as("labeler") for name in behaviours}
+    summary = Simulation(
+        [labeler(clients[n], b, seed.random()) for n, b in behaviours.items()], kinds=KINDS
+    ).run()
+    assert summary.stopped == "drained"
 
     stats = {s["labeler_id"]: s for s in researcher.get("/api/v1/labelers/stats").json()}
-    row = {name: stats[clients[name].user.id] for name in labelers}
+    row = {name: stats[clients[name].user.id] for name in behaviours}
     assert all(r["gold_judgments"] == GOLD_TASKS for r in row.values())
     by_gold = sorted(row, key=lambda n: row[n]["gold_accuracy"])
     by_agreement = sorted(row, key=lambda n: row[n]["agreement_with_others"])
@@ -179,13 +171,7 @@ def test_simulated_labelers(api_as, monkeypatch: pytest.MonkeyPatch) -> None:  #
         "/api/v1/ranking-tasks", json={"prompt_id": prompt_id, "completion_ids": ids}
     ).json()["task_id"]
     newcomer = api_as("labeler")
-    behaviour = noisy(random.Random(1))
-    served = []
-    while (task_id := _work_once(newcomer, behaviour)) is not None:
-        served.append(task_id)
-    assert sorted(served) == sorted(screening_set)
+    assert _served(newcomer, 1) == screening_set
     researcher.post(f"/api/v1/labelers/{newcomer.user.id}/approve")
-    served_after = set()
-    while (task_id := _work_once(newcomer, behaviour)) is not None:
-        served_after.add(task_id)
+    served_after = _served(newcomer, 2)
     assert later in served_after
