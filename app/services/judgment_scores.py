@@ -54,13 +54,17 @@ def score_new_ranking(session: Session, task: Task, ranking: Ranking) -> None:
     """Add a just-flushed ranking to its task's agreement tally and score it against the
     reference of a gold task. The caller holds the task's row lock."""
     new = ranks_of(ranking.entries)
-    earlier = _ranks_by_ranking(session, task.id)
-    earlier.pop(ranking.id, None)
-    tally = sum((pair_tally(new, other) for other in earlier.values()), Tally())
-    task.agreement_credit = (task.agreement_credit or 0.0) + tally.credit
-    task.agreement_pairs = (task.agreement_pairs or 0) + tally.pairs
+    spec = spec_of(task.kind)
+    # a one-labeler task has no earlier ranking to compare with (the usual case: no query)
+    if spec.once_per_labeler or task.overlap > 1:
+        earlier = _ranks_by_ranking(session, task.id)
+        earlier.pop(ranking.id, None)
+        tally = sum((pair_tally(new, other) for other in earlier.values()), Tally())
+        if tally.pairs:
+            task.agreement_credit = (task.agreement_credit or 0.0) + tally.credit
+            task.agreement_pairs = (task.agreement_pairs or 0) + tally.pairs
     reference = reference_ranks(task.reference)
-    if reference is not None and spec_of(task.kind).reference == "ranking":
+    if reference is not None and spec.reference == "ranking":
         gold = pair_tally(new, reference)
         ranking.gold_credit, ranking.gold_pairs = gold.credit, gold.pairs
 
