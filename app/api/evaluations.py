@@ -8,10 +8,8 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
-from sqlalchemy.orm import Session
 
-from app.db import get_session
-from app.deps import Principal, researcher
+from app.deps import ReadSessionDep, ResearcherDep, SessionDep, researcher
 from app.schemas import DbId
 from app.schemas.evaluations import (
     EvaluationCreate,
@@ -24,7 +22,9 @@ from app.services import Invalid
 from app.services.evaluation_results import judgment_records, leaderboard, overview, results
 from app.services.evaluations import create_evaluation, get_evaluation, list_evaluations
 
-router = APIRouter(tags=["evaluation"])
+# researchers only; results and exports read on a read-only session (no SQLite write lock
+# while the bootstrap runs)
+router = APIRouter(tags=["evaluation"], dependencies=[Depends(researcher)])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "no or invalid credentials"},
@@ -41,9 +41,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     responses={**_ERRORS, 503: {"description": "the job broker is unreachable"}},
 )
 def post_evaluation(
-    body: EvaluationCreate,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
+    body: EvaluationCreate, principal: ResearcherDep, session: SessionDep
 ) -> EvaluationCreated:
     """Compare 2..9 systems (registered model versions, or a name plus uploaded
     `{"prompt_id", "text"}` outputs) against a baseline (an index into `systems`). Model
@@ -54,10 +52,7 @@ def post_evaluation(
 
 
 @router.get("/api/v1/evaluations", response_model=list[EvaluationListItem], responses=_ERRORS)
-def get_evaluations(
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
-) -> list[EvaluationListItem]:
+def get_evaluations(session: ReadSessionDep) -> list[EvaluationListItem]:
     """Every evaluation, newest first, with its judging progress."""
     return [
         EvaluationListItem.model_validate(overview(session, e)) for e in list_evaluations(session)
@@ -65,11 +60,7 @@ def get_evaluations(
 
 
 @router.get("/api/v1/evaluations/{evaluation_id}", response_model=EvaluationOut, responses=_ERRORS)
-def get_evaluation_results(
-    evaluation_id: DbId,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
-) -> EvaluationOut:
+def get_evaluation_results(evaluation_id: DbId, session: ReadSessionDep) -> EvaluationOut:
     """Progress and results: win rates against the baseline with 95% bootstrap intervals
     over prompts (ties count half), Likert means and distributions, flag rates, by use case
     and by judge group, and the reward model's view; each figure with its judgment count."""
@@ -77,10 +68,7 @@ def get_evaluation_results(
 
 
 @router.get("/api/v1/leaderboard", response_model=list[Standing], responses=_ERRORS)
-def get_leaderboard(
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
-) -> list[Standing]:
+def get_leaderboard(session: ReadSessionDep) -> list[Standing]:
     """Bradley–Terry strengths of every system ever evaluated, best first: `strength` is the
     modelled chance of beating an average system of the board, with a 95% bootstrap interval."""
     return [Standing.model_validate(row) for row in leaderboard(session)]
@@ -100,8 +88,8 @@ def get_leaderboard(
 def export_evaluations(
     evaluation_id: DbId | None = Query(None, description="only this evaluation's judgments"),
     output: str | None = Query(None, description="ndjson (default) or json (an array)"),
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
+    *,
+    session: ReadSessionDep,
 ) -> StreamingResponse:
     """One record per judgment: the prompt, each output with its system's name, rank (1 =
     best), Likert score, flags and shown position, and the judge's group (held_out or
@@ -111,7 +99,7 @@ def export_evaluations(
     if evaluation_id is not None:
         get_evaluation(session, evaluation_id)
     records = list(judgment_records(session, evaluation_id))
-    session.commit()
+    session.rollback()  # end the read before the response streams
 
     def ndjson() -> Iterator[bytes]:
         for record in records:

@@ -9,8 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from app.db import get_session
-from app.deps import Principal, researcher
+from app.deps import ReadSessionDep, ResearcherDep, SessionDep, researcher
 from app.models import FLAGS
 from app.schemas import DbId
 from app.schemas.job_kinds import POLICY_KINDS
@@ -22,7 +21,7 @@ from app.services.use_cases import list_use_cases
 from app.web.evaluation_charts import win_chart
 from app.web.templating import render
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, dependencies=[Depends(researcher)])
 UPLOAD_SLOTS = 2
 
 
@@ -98,20 +97,14 @@ def payload_from_form(form: Any) -> dict[str, Any]:
 
 
 @router.get("/admin/evaluations")
-def evaluations_page(
-    request: Request,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
-) -> Response:
+def evaluations_page(request: Request, session: ReadSessionDep) -> Response:
     response: Response = render(request, "admin/evaluations.html", _form_context(session))
     return response
 
 
 @router.post("/admin/evaluations")
 async def create_evaluation_form(
-    request: Request,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
+    request: Request, principal: ResearcherDep, session: SessionDep
 ) -> Response:
     form = await request.form()
     try:
@@ -127,12 +120,7 @@ async def create_evaluation_form(
 
 
 @router.get("/admin/evaluations/{evaluation_id}")
-def evaluation_page(
-    request: Request,
-    evaluation_id: DbId,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
-) -> Response:
+def evaluation_page(request: Request, evaluation_id: DbId, session: ReadSessionDep) -> Response:
     view = results(session, evaluation_id)
     challengers = [s for s in view["systems"] if not s["is_baseline"]]
     by_use_case = {
@@ -159,11 +147,7 @@ def evaluation_page(
 
 
 @router.get("/admin/leaderboard")
-def leaderboard_page(
-    request: Request,
-    principal: Principal = Depends(researcher),
-    session: Session = Depends(get_session),
-) -> Response:
+def leaderboard_page(request: Request, session: ReadSessionDep) -> Response:
     board = leaderboard(session)
     chart = win_chart(
         board, "strength", "ci95", title="Chance of beating an average system of the board"

@@ -114,6 +114,7 @@ def test_paired_systems_judged_by_held_out_labelers(api_as, make_user) -> None: 
     for path, params in (
         ("/api/v1/export/comparisons", {"format": "rankings"}),
         ("/api/v1/export/comparisons", {"format": "pairs"}),
+        ("/api/v1/export/comparisons", {"format": "consensus"}),
         ("/api/v1/export/demonstrations", {}),
     ):
         r = researcher.get(path, params={**params, "include_held_out_labelers": "true"})
