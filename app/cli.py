@@ -69,15 +69,20 @@ def serve(
     """Migrate, bootstrap (first admin, defaults), and serve the web app."""
     import uvicorn
 
-    from app.config import get_settings
+    from app.config import InsecureSecretKey, get_settings
     from app.migrate import upgrade_to_head
     from app.services.bootstrap import bootstrap
 
     settings = get_settings()
+    fresh = not settings.database_url and not (settings.data_dir / "prefloop.sqlite").exists()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        settings.session_secret()
+    except InsecureSecretKey as exc:
+        fail(f"refusing to start: {exc}", 2)
     upgrade_to_head()
     with _session() as session:
-        for message in bootstrap(session):
+        for message in bootstrap(session, fresh_data_dir=fresh, bind_host=host):
             typer.secho(message, fg=typer.colors.YELLOW)
     from app.worker.heartbeat import JobSweeper
 
@@ -95,11 +100,25 @@ def serve(
         f"prefloop on http://{host}:{port}  (database: {settings.sqlalchemy_url.split('://')[0]})"
     )
     try:
-        uvicorn.run("app.asgi:app", host=host, port=port, workers=workers, log_level="info")
+        uvicorn.run("app.asgi:app", host=host, port=port, workers=workers, **uvicorn_options())
     finally:
         sweeper.stop()
         if embedded is not None:
             embedded.stop()
+
+
+def uvicorn_options() -> dict[str, object]:
+    """Forwarded headers are trusted only from PREFLOOP_TRUSTED_PROXIES (uvicorn's own default
+    trusts 127.0.0.1, so any local client could claim any address)."""
+    from app.config import get_settings
+
+    proxies = list(get_settings().trusted_proxies)
+    return {
+        "log_level": "info",
+        "proxy_headers": bool(proxies),
+        "forwarded_allow_ips": proxies or None,
+        "server_header": False,
+    }
 
 
 @cli.command("worker")
@@ -151,30 +170,35 @@ def users_create(
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="Read the password from standard input.")
     ] = False,
+    one_time_password: Annotated[
+        bool,
+        typer.Option(
+            "--one-time-password",
+            help="Generate a password, print it once; it must be changed at the first login.",
+        ),
+    ] = False,
 ) -> None:
-    """Create a user; prompts for the password unless --password-stdin."""
-    from app.services.accounts import create_user, parse_role
+    """Create a user; prompts for the password unless --password-stdin or --one-time-password."""
+    from app.services.accounts import create_user_with_password, parse_role
 
     try:
         parse_role(role)
     except ServiceError as exc:
         fail(exc.detail, 2)
+    password: str | None = None
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
-    else:
+        if not password.strip():
+            fail("password must not be empty", 2)
+    elif not one_time_password:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    with _session() as session:
-        try:
-            user = create_user(session, username, password, role)
-            session.commit()
-        except ServiceError as exc:
-            fail(exc.detail, 2 if exc.status_code == 422 else 1)
-        note = (
-            " (in screening until a researcher approves them)"
-            if user.labeler_status == "screening"
-            else ""
-        )
-        typer.echo(f"created {user.role} {user.username!r}{note}")
+    user, generated = _account_change(create_user_with_password, username, role, password)
+    note = " (in screening until a researcher approves them)"
+    typer.echo(
+        f"created {user.role} {user.username!r}{note if user.labeler_status == 'screening' else ''}"
+    )
+    if generated:
+        typer.echo(f"one-time password (shown once, to change at first login): {generated}")
 
 
 @users_cli.command("held-out")
@@ -198,15 +222,93 @@ def users_held_out(
 
 @users_cli.command("list")
 def users_list() -> None:
-    """List users with their roles."""
-    from sqlalchemy import select
-
-    from app.models import User
+    """List users: id, name, role, state (active or deactivated), flags, last login."""
+    from app.services.accounts import list_users
 
     with _session() as session:
-        for user in session.scalars(select(User).order_by(User.id)):
+        for user in list_users(session):
             flags = " held-out" if user.held_out else ""
-            typer.echo(f"{user.id}\t{user.username}\t{user.role}{flags}")
+            flags += " must-change-password" if user.must_change_password else ""
+            state = "active" if user.is_active else "deactivated"
+            last = f"{user.last_login_at:%Y-%m-%d %H:%M}" if user.last_login_at else "never"
+            typer.echo(f"{user.id}\t{user.username}\t{user.role}\t{state}{flags}\t{last}")
+
+
+def _account_change(action, *args) -> None:  # type: ignore[no-untyped-def]
+    """Run one account service function, commit, and return its result; errors exit 2 / 1."""
+    with _session() as session:
+        try:
+            result = action(session, *args)
+            session.commit()
+        except ServiceError as exc:
+            fail(exc.detail, 2 if exc.status_code == 422 else 1)
+        return result
+
+
+@users_cli.command("deactivate")
+def users_deactivate(username: str) -> None:
+    """Deactivate a user: their sessions end and their tokens stop working (work is kept)."""
+    from app.services.accounts import set_active
+
+    _account_change(set_active, username, False)
+    typer.echo(f"{username}: deactivated; sessions ended, tokens refused")
+
+
+@users_cli.command("reactivate")
+def users_reactivate(username: str) -> None:
+    """Let a deactivated user sign in again."""
+    from app.services.accounts import set_active
+
+    _account_change(set_active, username, True)
+    typer.echo(f"{username}: active")
+
+
+@users_cli.command("role")
+def users_role(
+    username: str,
+    role: Annotated[str, typer.Argument(help="labeler, researcher or admin.")],
+) -> None:
+    """Change a user's role; their sessions end (they sign in again with the new role)."""
+    from app.services.accounts import set_role
+
+    user = _account_change(set_role, username, role)
+    typer.echo(f"{username}: role {user.role}")
+
+
+@users_cli.command("reset-password")
+def users_reset_password(username: str) -> None:
+    """Set a one-time password (printed once) that must be changed at the next login; the
+    user's sessions end."""
+    from app.services.accounts import reset_password
+
+    _, password = _account_change(reset_password, username)
+    typer.echo(password)
+
+
+@users_cli.command("sessions")
+def users_sessions(
+    username: Annotated[str | None, typer.Argument(help="Only this user's sessions.")] = None,
+) -> None:
+    """List live browser sessions: user, last activity, started, address, browser."""
+    from app.services.accounts import session_activity
+
+    rows = _account_change(session_activity, username)
+    for row in rows:
+        typer.echo(
+            f"{row.username}\t{row.last_seen_at:%Y-%m-%d %H:%M}\t{row.created_at:%Y-%m-%d %H:%M}"
+            f"\t{row.ip or '-'}\t{row.user_agent[:60] or '-'}"
+        )
+    if not rows:
+        typer.echo("no live sessions")
+
+
+@users_cli.command("logout")
+def users_logout(username: str) -> None:
+    """End all of a user's browser sessions (tokens are revoked with 'tokens revoke')."""
+    from app.services.accounts import end_sessions
+
+    ended = _account_change(end_sessions, username)
+    typer.echo(f"{username}: ended {ended} session(s)")
 
 
 # tokens ---------------------------------------------------------------------------------------

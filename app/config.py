@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -26,16 +28,30 @@ class Settings(BaseSettings):
     broker_url: str = ""
     # empty: the broker's URL for Redis, the SQLAlchemy backend on the database otherwise
     result_backend: str = ""
-    # empty: generated once and kept in data_dir/secret_key
+    # empty: generated once and kept in data_dir/secret_key; at least 32 bytes, and never the
+    # placeholder of .env.example (a server refuses to start with either)
     secret_key: str = ""
 
     session_max_age_s: int = 14 * 24 * 3600
     # secure cookies need HTTPS; turn on behind TLS
     cookie_secure: bool = False
 
-    # login throttling: failures allowed per account and per IP inside the window
-    login_max_failures: int = 5
-    login_window_s: int = 300
+    # login throttling (services/login_throttle.py): failures allowed per account and client
+    # address (and four times as many per address) before each further attempt waits a delay
+    # that doubles from login_base_delay_s up to login_max_delay_s; failures are forgotten
+    # login_window_s after the last one
+    login_max_failures: int = Field(default=5, ge=1)
+    login_window_s: int = Field(default=900, ge=1)
+    login_base_delay_s: float = Field(default=2.0, gt=0)
+    login_max_delay_s: float = Field(default=900.0, gt=0)
+    # reverse proxies (addresses or networks) whose X-Forwarded-For names the client; empty:
+    # the header is ignored and the TCP peer is the client
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
+    # larger request bodies are refused with 413 before they are read (default 32 MiB: 1,000
+    # prompts of the maximal length in one ingest call)
+    max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # serve /docs and /openapi.json to anyone (true) or only to signed-in users (false)
+    public_api_docs: bool = False
 
     # curation
     dedup_prefix_chars: int = Field(default=60, ge=8)
@@ -84,11 +100,23 @@ class Settings(BaseSettings):
     queue_prefix: str = ""
     # load the demo data set and labelers on the first start of the embedded default
     demo_data: bool = True
+    # directories under which a job may load a local base model; empty: the artifacts dir
+    # and the trainer's cache (PREFLOOP_TRAINER_CACHE, else ~/.cache/prefloop)
+    model_roots: Annotated[tuple[Path, ...], NoDecode] = ()
+    # accept Hugging Face hub IDs as base models (the worker downloads them)
+    allow_hub_models: bool = False
     # an Accelerate config file (DDP/FSDP/DeepSpeed, multi-node) for jobs with num_gpus > 1;
     # empty: `accelerate launch --multi_gpu --num_processes <num_gpus>` on this machine
     accelerate_config: str = ""
 
-    @field_validator("split_ratios", "pii_splits", "demonstration_splits", mode="before")
+    @field_validator(
+        "split_ratios",
+        "pii_splits",
+        "demonstration_splits",
+        "trusted_proxies",
+        "model_roots",
+        mode="before",
+    )
     @classmethod
     def _list_from_env(cls, value: object) -> object:
         """Lists come from the environment as "a,b,c" or as a JSON list."""
@@ -105,6 +133,18 @@ class Settings(BaseSettings):
         unknown = sorted(set(value) - {"train", "val", "test"})
         if unknown:
             raise ValueError(f"unknown split(s) {unknown}; use train, val, test")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"trusted_proxies: {entry!r} is not an IP address or network"
+                ) from None
         return value
 
     @field_validator("pii_policy")
@@ -152,13 +192,30 @@ class Settings(BaseSettings):
         """True when running on the zero-config default (SQLite + SQL broker)."""
         return not self.database_url and not self.broker_url
 
+    @property
+    def trusted_proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(entry, strict=False) for entry in self.trusted_proxies]
+
+    @property
+    def model_root_paths(self) -> list[Path]:
+        """Where local base models may be read from (resolved, so ``..`` cannot escape)."""
+        if self.model_roots:
+            return [Path(root).expanduser().resolve() for root in self.model_roots]
+        cache = os.environ.get("PREFLOOP_TRAINER_CACHE")
+        trainer_cache = Path(cache) if cache else Path.home() / ".cache" / "prefloop"
+        return [self.artifacts_path.resolve(), trainer_cache.expanduser().resolve()]
+
     def session_secret(self) -> str:
-        """The configured secret, or one generated once and kept under the data dir."""
+        """The configured secret, or one generated once and kept under the data dir.
+
+        Raises ``InsecureSecretKey`` for a secret anyone could know or guess: shorter than 32
+        bytes, or the placeholder shipped in ``.env.example``.
+        """
         if self.secret_key:
-            return self.secret_key
+            return check_secret_key(self.secret_key, "PREFLOOP_SECRET_KEY")
         path = self.data_dir / "secret_key"
         if path.exists():
-            return path.read_text().strip()
+            return check_secret_key(path.read_text().strip(), str(path))
         self.data_dir.mkdir(parents=True, exist_ok=True)
         secret = secrets.token_urlsafe(48)
         # create exclusively so two processes starting together agree on one secret
@@ -169,6 +226,30 @@ class Settings(BaseSettings):
         except FileExistsError:
             return path.read_text().strip()
         return secret
+
+
+# the value .env.example ships with: a deployment that copied the file unchanged signs its
+# cookies with a public key, so anyone could forge an admin session
+SECRET_KEY_PLACEHOLDER = "change-me-to-a-long-random-string"
+SECRET_KEY_MIN_BYTES = 32
+
+
+class InsecureSecretKey(ValueError):
+    """The session secret is public or too short: the server must not start with it."""
+
+
+def check_secret_key(secret: str, where: str) -> str:
+    if secret == SECRET_KEY_PLACEHOLDER:
+        raise InsecureSecretKey(
+            f"{where} is the placeholder from .env.example; set a random value, e.g. "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+        )
+    if len(secret.encode()) < SECRET_KEY_MIN_BYTES:
+        raise InsecureSecretKey(
+            f"{where} is {len(secret.encode())} bytes; use at least {SECRET_KEY_MIN_BYTES} "
+            "random bytes, e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+        )
+    return secret
 
 
 @lru_cache

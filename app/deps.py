@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,9 +12,11 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from app.config import get_settings
 from app.db import get_readonly_session, get_session
-from app.models import ApiToken, Role, User, role_at_least
+from app.models import ApiToken, Role, User, UserSession, role_at_least
 from app.services.accounts import user_for_token
+from app.services.sessions import user_for_session
 
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 CSRF_FIELD = "csrf_token"
@@ -31,6 +34,13 @@ class Forbidden(Exception):
 
 class CSRFError(Exception):
     pass
+
+
+class PasswordChangeRequired(Exception):
+    """A signed-in user with a generated password may do nothing but change it (or log out)."""
+
+
+SESSION_KEY = "sid"  # the cookie's session secret (see services.sessions)
 
 
 @dataclass(frozen=True)
@@ -52,14 +62,14 @@ class CurrentUser:
 class Principal:
     user: User
     token: ApiToken | None  # None when authenticated by the session cookie
+    browser_session: UserSession | None = None  # the cookie's session, when signed in by one
 
     @property
     def scopes(self) -> list[str]:
         return self.token.scopes if self.token is not None else []
 
 
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization")
+def _bearer(header: str | None) -> str | None:
     if header is None:
         return None
     scheme, _, value = header.partition(" ")
@@ -68,36 +78,92 @@ def _bearer(request: Request) -> str | None:
     return value.strip()
 
 
-def optional_principal(
-    request: Request, session: Session = Depends(get_session)
+def resolve_principal(
+    session: Session, authorization: str | None, session_secret: object
 ) -> Principal | None:
-    secret = _bearer(request)
+    """Who the credentials belong to: a bearer token wins over the session cookie. None for
+    no (or an ended) session; ``NotAuthenticated`` for a bad token."""
+    secret = _bearer(authorization)
     if secret is not None:
         found = user_for_token(session, secret)
         if found is None:
             raise NotAuthenticated("invalid or revoked token")
-        request.state.user = CurrentUser.of(found[0])
         return Principal(user=found[0], token=found[1])
-    user_id = request.session.get("user_id")
-    if user_id is None:
+    if session_secret is None:
         return None
-    user = session.get(User, user_id)
-    if user is None or not user.is_active:
-        request.session.clear()
+    signed_in = user_for_session(session, session_secret)
+    if signed_in is None:  # logged out, revoked, expired or deactivated
         return None
-    request.state.user = CurrentUser.of(user)
-    return Principal(user=user, token=None)
+    return Principal(user=signed_in[0], token=None, browser_session=signed_in[1])
 
 
-def require_role(minimum: Role, *, scope: str | None = None) -> Callable[..., Principal]:
+def optional_principal(
+    request: Request, session: Session = Depends(get_session)
+) -> Principal | None:
+    principal = resolve_principal(
+        session, request.headers.get("authorization"), request.session.get(SESSION_KEY)
+    )
+    if principal is None:
+        if SESSION_KEY in request.session:
+            request.session.clear()
+        return None
+    request.state.user = CurrentUser.of(principal.user)
+    return principal
+
+
+def client_address(request: Request) -> str:
+    """The client's address: the TCP peer, or, when the peer is one of the trusted proxies
+    (``PREFLOOP_TRUSTED_PROXIES``), the last address in X-Forwarded-For that is not one."""
+    peer = request.client.host if request.client else "unknown"
+    trusted = get_settings().trusted_proxy_networks
+    if not trusted or not _is_in(peer, trusted):
+        return peer
+    hops = [
+        hop.strip()
+        for header in request.headers.getlist("x-forwarded-for")
+        for hop in header.split(",")
+        if hop.strip()
+    ]
+    for hop in reversed(hops):
+        if not _is_in(hop, trusted):
+            return hop[:64] if _is_ip(hop) else peer
+    return peer
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_in(address: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def require_role(
+    minimum: Role, *, scope: str | None = None, pending_password: bool = False
+) -> Callable[..., Principal]:
     """Dependency: the caller must have ``minimum`` role, or a token with ``scope``.
 
-    A token with scopes is limited to endpoints that accept one of them.
+    A token with scopes is limited to endpoints that accept one of them. A browser session
+    whose password must still be changed reaches only routes with ``pending_password``.
     """
 
     def dependency(principal: Principal | None = Depends(optional_principal)) -> Principal:
         if principal is None:
             raise NotAuthenticated("authentication required")
+        if (
+            principal.browser_session is not None
+            and principal.user.must_change_password
+            and not pending_password
+        ):
+            raise PasswordChangeRequired()
         if principal.scopes:
             if scope is None or scope not in principal.scopes:
                 raise Forbidden("this token's scope does not allow this endpoint")
@@ -113,6 +179,8 @@ def require_role(minimum: Role, *, scope: str | None = None) -> Callable[..., Pr
 
 
 any_user = require_role(Role.labeler)
+# the password page itself: reachable before the generated password is changed
+account_owner = require_role(Role.labeler, pending_password=True)
 researcher = require_role(Role.researcher)
 admin = require_role(Role.admin)
 
@@ -133,7 +201,7 @@ async def csrf_protect(request: Request) -> None:
     """
     if request.method not in UNSAFE_METHODS or "authorization" in request.headers:
         return
-    if request.url.path.startswith("/api/") and "user_id" not in request.session:
+    if request.url.path.startswith("/api/") and SESSION_KEY not in request.session:
         return  # no cookie credentials: authentication answers 401 instead
     expected = request.session.get("csrf")
     sent = request.headers.get(CSRF_HEADER)

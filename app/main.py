@@ -9,16 +9,17 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
 from app.api import completions as completions_api
+from app.api import docs, export, system
 from app.api import evaluations as evaluations_api
-from app.api import export, system
 from app.api import jobs as jobs_api
 from app.api import prompts as prompts_api
 from app.api import quality as quality_api
 from app.api import tasks as tasks_api
 from app.config import ROOT, get_settings
-from app.deps import CSRFError, Forbidden, NotAuthenticated, csrf_protect
+from app.deps import CSRFError, Forbidden, NotAuthenticated, PasswordChangeRequired, csrf_protect
+from app.middleware import AuthenticateBeforeBody, RequestSizeLimit, SecurityHeaders, wants_json
 from app.services import ServiceError
-from app.web import auth, home, instructions, labeler
+from app.web import auth, home, instructions, labeler, users
 from app.web import evaluations as evaluations_web
 from app.web import jobs as jobs_web
 from app.web import prompts as prompts_web
@@ -27,6 +28,7 @@ from app.web.templating import render
 
 ROUTERS = [
     system.router,
+    docs.router,
     auth.router,
     home.router,
     export.router,
@@ -42,13 +44,12 @@ ROUTERS = [
     labeler.router,
     instructions.router,
     quality_web.router,
+    users.router,
 ]
 
 
 def _wants_json(request: Request) -> bool:
-    return request.url.path.startswith("/api/") or "application/json" in request.headers.get(
-        "accept", ""
-    )
+    return wants_json(request.url.path, request.headers)
 
 
 def create_app() -> FastAPI:
@@ -58,7 +59,14 @@ def create_app() -> FastAPI:
         version="0.1.0",
         description="Human feedback in, instruction-following models out.",
         dependencies=[Depends(csrf_protect)],
+        # served by app/api/docs.py: offline, without inline script, public only by setting
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
+    # added innermost first: the request passes SecurityHeaders, RequestSizeLimit, the
+    # session cookie, then AuthenticateBeforeBody
+    app.add_middleware(AuthenticateBeforeBody)
     app.add_middleware(
         SessionMiddleware,
         secret_key=settings.session_secret(),
@@ -67,6 +75,8 @@ def create_app() -> FastAPI:
         same_site="lax",
         https_only=settings.cookie_secure,
     )
+    app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=str(ROOT / "static")), name="static")
     for router in ROUTERS:
         app.include_router(router)
@@ -86,6 +96,13 @@ def create_app() -> FastAPI:
         if _wants_json(request):
             return JSONResponse({"detail": exc.detail}, status_code=403)
         return render(request, "error.html", {"message": exc.detail}, status_code=403)
+
+    @app.exception_handler(PasswordChangeRequired)
+    def _password_change_required(request: Request, exc: PasswordChangeRequired) -> Response:
+        if _wants_json(request):
+            message = "your password was generated for you: change it at /account/password first"
+            return JSONResponse({"detail": message, "field": "password"}, status_code=403)
+        return RedirectResponse("/account/password", status_code=303)
 
     @app.exception_handler(CSRFError)
     def _csrf(request: Request, exc: CSRFError) -> Response:

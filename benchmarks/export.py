@@ -166,7 +166,7 @@ def start_server(url: str, data_dir: Path, port: int) -> subprocess.Popen[bytes]
         **os.environ,
         "PREFLOOP_DATABASE_URL": url,
         "PREFLOOP_DATA_DIR": str(data_dir),
-        "PREFLOOP_SECRET_KEY": "bench",
+        "PREFLOOP_SECRET_KEY": "bench-secret-key-not-for-production-0123",
     }
     server = subprocess.Popen(
         [

@@ -147,7 +147,7 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="prefloop-bench-"))
     os.environ.setdefault("PREFLOOP_DATA_DIR", str(workdir))
-    os.environ.setdefault("PREFLOOP_SECRET_KEY", "bench")
+    os.environ.setdefault("PREFLOOP_SECRET_KEY", "bench-secret-key-not-for-production-0123")
     prompts = make_prompts(args.count, args.users)
     print(f"{args.count} prompts, {args.users} user IDs, batches of {args.batch}")
     bench_pii(prompts[: args.pii_sample])

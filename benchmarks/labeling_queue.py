@@ -159,7 +159,7 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="prefloop-bench-"))
     os.environ.setdefault("PREFLOOP_DATA_DIR", str(workdir))
-    os.environ.setdefault("PREFLOOP_SECRET_KEY", "bench")
+    os.environ.setdefault("PREFLOOP_SECRET_KEY", "bench-secret-key-not-for-production-0123")
     bench_backend("SQLite", f"sqlite:///{workdir / 'bench.sqlite'}", args.tasks, args.labelers)
     if args.skip_postgres:
         return

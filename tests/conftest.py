@@ -26,6 +26,8 @@ PG_ADMIN_URL = os.environ.get(
 REDIS_URL = os.environ.get("PREFLOOP_TEST_REDIS_URL", "redis://127.0.0.1:6379/1")
 REQUIRE_SERVICES = os.environ.get("PREFLOOP_TEST_REQUIRE_SERVICES") == "1"
 TEST_PASSWORD = "correct horse battery"
+# a session secret long enough for the server's check (32 bytes or more)
+TEST_SECRET_KEY = "test-secret-key-0123456789abcdef0123456789"
 
 
 def service_unavailable(what: str, error: Exception) -> None:
@@ -123,7 +125,7 @@ def seed_defaults() -> None:
 def configure_env(monkeypatch: pytest.MonkeyPatch, data_dir: Path, url: str, **extra: str) -> None:
     monkeypatch.setenv("PREFLOOP_DATA_DIR", str(data_dir))
     monkeypatch.setenv("PREFLOOP_DATABASE_URL", url)
-    monkeypatch.setenv("PREFLOOP_SECRET_KEY", "test-secret-key")
+    monkeypatch.setenv("PREFLOOP_SECRET_KEY", TEST_SECRET_KEY)
     monkeypatch.setenv("PREFLOOP_BROKER_URL", f"sqla+sqlite:///{data_dir / 'broker.sqlite'}")
     for key, value in extra.items():
         monkeypatch.setenv(f"PREFLOOP_{key.upper()}", value)

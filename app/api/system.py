@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from app.deps import LabelerDep, SessionDep
+from app.deps import Principal, SessionDep, require_role
+from app.models import Role
 from app.services.health import check_broker, check_database
 
 router = APIRouter()
@@ -19,6 +22,14 @@ class Me(BaseModel):
     held_out: bool
     # screening | approved | rejected (docs/quality.md)
     status: str
+    # the token's scopes (e.g. ["ingest"]); empty for a full token or a browser session
+    scopes: list[str]
+    # how the caller signed in: "token" or "session"
+    auth: str
+
+
+# every credential may ask who it is, an ingest-only token included
+whoever = require_role(Role.labeler, scope="ingest")
 
 
 @router.get("/healthz", tags=["system"])
@@ -32,7 +43,8 @@ def healthz(session: SessionDep) -> JSONResponse:
 
 
 @router.get("/api/v1/me", response_model=Me, tags=["system"])
-def me(principal: LabelerDep) -> Me:
+def me(principal: Annotated[Principal, Depends(whoever)]) -> Me:
+    """Who the caller is: the token's (or session's) owner, role and scopes."""
     user = principal.user
     return Me(
         user_id=user.id,
@@ -40,4 +52,6 @@ def me(principal: LabelerDep) -> Me:
         role=user.role,
         held_out=user.held_out,
         status=user.labeler_status,
+        scopes=principal.scopes,
+        auth="token" if principal.token is not None else "session",
     )

@@ -41,7 +41,15 @@ from app.models.prompts import (
     UserQuota,
 )
 from app.models.quality import LabelingSetting, ScreeningDecision
-from app.models.users import ApiToken, LabelerStatus, LoginAttempt, Role, User, role_at_least
+from app.models.users import (
+    ApiToken,
+    LabelerStatus,
+    LoginThrottle,
+    Role,
+    User,
+    UserSession,
+    role_at_least,
+)
 
 __all__ = [
     "DEFAULT_USE_CASES",
@@ -63,7 +71,7 @@ __all__ = [
     "Judges",
     "LabelerStatus",
     "LabelingSetting",
-    "LoginAttempt",
+    "LoginThrottle",
     "ModelVersion",
     "Prompt",
     "PromptKind",
@@ -81,6 +89,7 @@ __all__ = [
     "TaskStatus",
     "UseCase",
     "User",
+    "UserSession",
     "UserQuota",
     "WorkerHeartbeat",
     "role_at_least",

@@ -1,21 +1,29 @@
-"""Accounts: users, passwords (Argon2), API tokens and login throttling."""
+"""Accounts: users and their administration, passwords (Argon2), logins and API tokens.
+
+The CLI (``prefloop users ...``, ``prefloop tokens ...``) and the admin page ``/admin/users``
+call the same functions here. Changes that take rights away end the user's sessions
+(``services.sessions``); the last active admin can be neither demoted nor deactivated.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import re
 import secrets
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from pwdlib import PasswordHash
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
 from app.db import utcnow
-from app.models import ApiToken, LabelerStatus, LoginAttempt, Role, User
+from app.models import ApiToken, LabelerStatus, Role, User
 from app.services import Conflict, Invalid, NotFound, ServiceError
+from app.services.login_throttle import release_attempt, reserve_attempt
+from app.services.sessions import end_user_sessions, live_sessions
 
 _hasher = PasswordHash.recommended()  # Argon2id
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
@@ -23,10 +31,6 @@ TOKEN_PREFIX = "pfl_"
 TOKEN_SCOPES = {"ingest"}
 # a hash to verify against when the user does not exist, so timing does not reveal usernames
 _DUMMY_HASH = _hasher.hash("not-a-real-password")
-
-
-class LoginThrottled(ServiceError):
-    status_code = 429
 
 
 def hash_password(password: str) -> str:
@@ -102,19 +106,25 @@ def set_held_out(session: Session, username: str, held_out: bool) -> User:
     return user
 
 
-def change_password(session: Session, user: User, current: str, new: str) -> None:
+def change_password(
+    session: Session, user: User, current: str, new: str, *, keep_session: int | None = None
+) -> None:
+    """The user's own change; ends their other sessions (all but ``keep_session``)."""
     if not verify_password(current, user.password_hash):
         raise Invalid("current password is wrong", field="current_password")
     validate_new_password(new)
+    if verify_password(new, user.password_hash):
+        raise Invalid("the new password must differ from the current one", field="new_password")
     user.password_hash = hash_password(new)
     user.must_change_password = False
+    end_user_sessions(session, user.id, keep=keep_session)
 
 
 def ensure_first_admin(session: Session) -> str | None:
     """Create an ``admin`` account when there is none; returns its one-time password."""
     if session.scalar(select(func.count()).select_from(User).where(User.role == Role.admin)):
         return None
-    password = secrets.token_urlsafe(12)
+    password = one_time_password()
     username = "admin"
     if session.scalar(select(User.id).where(User.username == username)) is not None:
         username = f"admin-{secrets.token_hex(3)}"
@@ -122,44 +132,117 @@ def ensure_first_admin(session: Session) -> str | None:
     return f"{username}:{password}"
 
 
-# login throttling ---------------------------------------------------------------------------
+# administration -----------------------------------------------------------------------------
 
 
-def _recent_failures(session: Session, username: str, ip: str) -> tuple[int, int]:
-    settings = get_settings()
-    since = utcnow() - timedelta(seconds=settings.login_window_s)
-    by_user = session.scalar(
-        select(func.count())
-        .select_from(LoginAttempt)
-        .where(LoginAttempt.username == username, LoginAttempt.at >= since)
+def one_time_password() -> str:
+    return secrets.token_urlsafe(12)
+
+
+def _active_admins(session: Session) -> int:
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(User)
+            .where(User.role == Role.admin.value, User.is_active.is_(True))
+        )
+        or 0
     )
-    by_ip = session.scalar(
-        select(func.count())
-        .select_from(LoginAttempt)
-        .where(LoginAttempt.ip == ip, LoginAttempt.at >= since)
-    )
-    return int(by_user or 0), int(by_ip or 0)
+
+
+def _keep_an_admin(session: Session, user: User, action: str) -> None:
+    if user.role == Role.admin.value and user.is_active and _active_admins(session) <= 1:
+        raise Conflict(f"cannot {action} the last active admin", field="username")
+
+
+def create_user_with_password(
+    session: Session, username: str, role: str, password: str | None = None
+) -> tuple[User, str | None]:
+    """An account for the admin page and CLI: without a password, a one-time password is
+    generated, returned once, and must be changed at the first login."""
+    if password:
+        return create_user(session, username, password, role), None
+    generated = one_time_password()
+    return create_user(session, username, generated, role, must_change_password=True), generated
+
+
+def set_active(session: Session, username: str, active: bool) -> User:
+    """Deactivate (sessions end, tokens stop working, history stays) or reactivate a user."""
+    user = get_user(session, username)
+    if not active and user.is_active:
+        _keep_an_admin(session, user, "deactivate")
+        end_user_sessions(session, user.id)
+    user.is_active = active
+    session.flush()
+    return user
+
+
+def set_role(session: Session, username: str, role: str) -> User:
+    """Change a user's role; their sessions end so every browser signs in with the new one."""
+    user = get_user(session, username)
+    parsed = parse_role(role)
+    if parsed.value != user.role:
+        if user.role == Role.admin.value:
+            _keep_an_admin(session, user, "demote")
+        user.role = parsed.value
+        end_user_sessions(session, user.id)
+    session.flush()
+    return user
+
+
+def reset_password(session: Session, username: str) -> tuple[User, str]:
+    """A new one-time password (returned once, to be changed at the next login); the user's
+    sessions end."""
+    user = get_user(session, username)
+    password = one_time_password()
+    user.password_hash = hash_password(password)
+    user.must_change_password = True
+    end_user_sessions(session, user.id)
+    session.flush()
+    return user, password
+
+
+def end_sessions(session: Session, username: str) -> int:
+    """Sign a user out everywhere; returns how many sessions ended."""
+    return end_user_sessions(session, get_user(session, username).id)
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    id: int
+    username: str
+    created_at: datetime
+    last_seen_at: datetime
+    ip: str
+    user_agent: str
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.username)))
+
+
+def session_activity(session: Session, username: str | None = None) -> list[SessionInfo]:
+    """Live browser sessions with their last activity (all users, or one)."""
+    user_id = get_user(session, username).id if username else None
+    return [
+        SessionInfo(s.id, s.user.username, s.created_at, s.last_seen_at, s.ip, s.user_agent)
+        for s in live_sessions(session, user_id)
+    ]
+
+
+# logins ---------------------------------------------------------------------------------------
 
 
 def authenticate(session: Session, username: str, password: str, ip: str) -> User:
-    """Check a login; throttles an account or an IP after too many recent failures."""
-    settings = get_settings()
-    # PostgreSQL text cannot hold NUL; no username has one, so such a login just fails
-    username = username.replace("\x00", "\ufffd")
-    by_user, by_ip = _recent_failures(session, username, ip)
-    # the IP limit is wider: several people may share one address
-    if by_user >= settings.login_max_failures or by_ip >= 4 * settings.login_max_failures:
-        raise LoginThrottled(
-            f"too many failed logins; try again in {settings.login_window_s // 60 or 1} minutes"
-        )
-    user = session.scalar(select(User).where(User.username == username))
+    """Check a login; throttled per (account, address) and per address (``login_throttle``)."""
+    # a name no account can have (wrong shape, NUL, too long) is counted on the address only
+    valid_name = bool(USERNAME_RE.match(username))
+    reservation = reserve_attempt(session, username if valid_name else None, ip)
+    user = session.scalar(select(User).where(User.username == username)) if valid_name else None
     ok = verify_password(password, user.password_hash if user else _DUMMY_HASH)
     if not ok or user is None or not user.is_active:
-        session.add(LoginAttempt(username=username[:64], ip=ip[:64]))
-        session.commit()
         raise ServiceError("wrong username or password", status_code=401)
-    # a success clears this account's failures
-    session.execute(delete(LoginAttempt).where(LoginAttempt.username == username))
+    release_attempt(session, reservation)
     user.last_login_at = utcnow()
     session.commit()
     return user
@@ -188,6 +271,13 @@ def create_token(
     session.add(token)
     session.flush()
     return token, secret
+
+
+def list_tokens(session: Session, username: str) -> list[ApiToken]:
+    user = get_user(session, username)
+    return list(
+        session.scalars(select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id))
+    )
 
 
 def revoke_token(session: Session, token_id: int, owner: User | None = None) -> ApiToken:

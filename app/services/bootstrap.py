@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 
 from sqlalchemy.orm import Session
@@ -28,14 +29,31 @@ def _first_admin(session: Session) -> str | None:
 STEPS.append(_first_admin)
 STEPS.append(ensure_default_use_cases)
 STEPS.append(register_tiny_base)
-STEPS.append(load_demo_data)
 
 
-def bootstrap(session: Session) -> list[str]:
+def is_loopback(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
+def bootstrap(
+    session: Session, *, fresh_data_dir: bool = False, bind_host: str | None = None
+) -> list[str]:
+    """Run every step, then the demo data. Demo labelers (with generated passwords, printed
+    once) are created only on a brand-new data dir served on loopback: never on a server
+    others can reach, never beside real accounts."""
     messages = []
     for step in STEPS:
         message = step(session)
         session.commit()
         if message:
             messages.append(message)
+    demo = load_demo_data(session, labelers=fresh_data_dir and is_loopback(bind_host))
+    session.commit()
+    if demo:
+        messages.append(demo)
     return messages

@@ -35,8 +35,8 @@ DEMO_SPLITS = {
     "demo-customer-v": "val",
     "demo-customer-t": "test",
 }
-# known passwords on purpose: demo accounts exist only on the embedded default, for trying it out
-DEMO_LABELERS = (("demo-labeler-1", "label-demo-1"), ("demo-labeler-2", "label-demo-2"))
+# their passwords are generated and printed once; see ``load_demo_data``
+DEMO_LABELERS = ("demo-labeler-1", "demo-labeler-2")
 
 
 def register_tiny_base(session: Session) -> str | None:
@@ -81,14 +81,15 @@ def _add_demonstration(session: Session, prompt_id: int, labeler: User, text: st
     )
 
 
-def load_demo_data(session: Session) -> str | None:
-    """Bootstrap step: the demo data set and labelers, on an empty embedded installation."""
+def load_demo_data(session: Session, *, labelers: bool = False) -> str | None:
+    """Bootstrap step: the demo data set on an empty embedded installation, and with
+    ``labelers`` two demo labeler accounts whose generated passwords are returned once."""
     settings = get_settings()
     if not settings.demo_data or not settings.is_embedded:
         return None
     if session.scalars(select(Prompt.id).limit(1)).first() is not None:
         return None  # not a fresh installation: never mix demo data into real data
-    from app.services.accounts import create_user
+    from app.services.accounts import create_user, one_time_password
     from app.services.completions import add_completions, create_ranking_task
     from app.services.curation.splits import pin_split
     from app.services.intake import ingest_prompts
@@ -99,12 +100,13 @@ def load_demo_data(session: Session) -> str | None:
     rows = demo_rows()
     items = [{"text": r["text"], "user_id": r["user_id"], "use_case": r["use_case"]} for r in rows]
     results = ingest_prompts(session, items, source="api")
-    labelers = []
-    for username, password in DEMO_LABELERS:
+    accounts: list[tuple[User, str]] = []
+    for username in DEMO_LABELERS if labelers else ():
         if session.scalars(select(User).where(User.username == username)).first() is None:
-            labelers.append(create_user(session, username, password, "labeler"))
+            password = one_time_password()
+            accounts.append((create_user(session, username, password, "labeler"), password))
     session.flush()
-    author = labelers[0] if labelers else None
+    author = accounts[0][0] if accounts else None
     demos = tasks = 0
     for row, result in zip(rows, results, strict=True):
         prompt_id = result.get("prompt_id")
@@ -120,9 +122,16 @@ def load_demo_data(session: Session) -> str | None:
             create_ranking_task(session, prompt_id, [c.id for c in made], overlap=1)
             tasks += 1
     session.commit()
-    accounts = "\n".join(f"  {u} / {p}" for u, p in DEMO_LABELERS)
-    return (
+    message = (
         f"Loaded the demo data set: {len(rows)} prompts across the ten use cases, "
-        f"{demos} demonstrations, {tasks} ranking tasks.\n"
-        f"Demo labeler accounts (demo passwords, embedded default only):\n{accounts}"
+        f"{demos} demonstrations, {tasks} ranking tasks."
     )
+    if accounts:
+        lines = "\n".join(f"  {user.username} / {password}" for user, password in accounts)
+        message += f"\nDemo labeler accounts (passwords shown once):\n{lines}"
+    else:
+        message += (
+            "\nNo demo labelers (made only on a new data dir served on 127.0.0.1); create "
+            "accounts with `prefloop users create NAME --role labeler`."
+        )
+    return message

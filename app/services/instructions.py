@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import nh3
 from markdown_it import MarkdownIt
 from sqlalchemy import select
@@ -51,11 +53,31 @@ when you cannot judge it (for example a language you do not read). Say why in a 
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
 
 
+def _same_origin_images(element: str, attribute: str, value: str) -> str | None:
+    """nh3 attribute filter: an image may come only from this site (a path, no scheme or host).
+
+    An image from another origin is a tracking pixel: it tells that server every time a
+    labeler opens the instructions (and from where). The Content-Security-Policy blocks it
+    too; this keeps it out of the page in the first place.
+    """
+    if element == "img" and attribute in {"src", "srcset"}:
+        url = value.strip()
+        parsed = urlsplit(url)
+        # browsers read a backslash as "/": "/\\evil.example" would be another origin
+        same_site = not parsed.scheme and not parsed.netloc and "\\" not in url
+        if attribute == "srcset" or not same_site or url.startswith("//"):
+            return None
+    return value
+
+
 def render_markdown(markdown: str) -> str:
     """Markdown to HTML that is safe to insert: raw HTML is not passed through by the parser,
-    and nh3 removes anything dangerous that remains (javascript: links, event handlers)."""
+    and nh3 removes anything dangerous that remains (javascript: links, event handlers,
+    images from other origins)."""
     html = _markdown.render(markdown)
-    return nh3.clean(html, link_rel="noopener noreferrer nofollow")
+    return nh3.clean(
+        html, link_rel="noopener noreferrer nofollow", attribute_filter=_same_origin_images
+    )
 
 
 def current_instructions(session: Session) -> Instructions | None:

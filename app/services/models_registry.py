@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from app.config import get_settings
 from app.models import ModelVersion
 from app.schemas.job_kinds import MODEL_KIND_LABELS, POLICY_KINDS
 from app.services import Invalid, NotFound
@@ -60,12 +61,29 @@ def require_kind(
 
 
 def check_base_model_name(name: str, field: str) -> None:
-    """A base model given by name must be "tiny", an existing local path or a hub ID."""
+    """A base model given by name must be "tiny", a directory under the model roots
+    (``PREFLOOP_MODEL_ROOTS``), or a hub ID when ``PREFLOOP_ALLOW_HUB_MODELS`` is on.
+
+    Anything the trainer would read as a local path (it tries the name as a path first) is
+    checked as one, so ``/etc/shadow`` or ``../../secrets`` never reach a worker; a path
+    outside the roots is refused before its existence is looked at, so the answer tells
+    nothing about the server's files.
+    """
     if name == TINY:
         return
+    settings = get_settings()
+    candidate = Path(name).expanduser()
     looks_like_path = name.startswith(("/", ".", "~")) or name.count("/") > 1
-    if looks_like_path:
-        if not Path(name).expanduser().exists():
+    if looks_like_path or _exists(candidate):
+        resolved = candidate.resolve()
+        roots = settings.model_root_paths
+        if not any(resolved.is_relative_to(root) for root in roots):
+            where = ", ".join(str(root) for root in roots)
+            raise Invalid(
+                f"local models are read only under the model roots ({where}; PREFLOOP_MODEL_ROOTS)",
+                field=field,
+            )
+        if not resolved.is_dir():
             raise Invalid(f"no model directory at {name}", field=field)
         return
     if not _HUB_ID.match(name):
@@ -73,6 +91,20 @@ def check_base_model_name(name: str, field: str) -> None:
             f"{name!r} is neither 'tiny', a local path, a hub ID nor a model version id",
             field=field,
         )
+    if not settings.allow_hub_models:
+        raise Invalid(
+            f"{name!r} would be downloaded from the model hub, which is off on this server "
+            "(PREFLOOP_ALLOW_HUB_MODELS=true turns it on); use 'tiny', a registered model "
+            "version or a directory under the model roots",
+            field=field,
+        )
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name too long for the file system, say
+        return False
 
 
 def ensure_base_version(session: Session, name_or_path: str) -> ModelVersion:

@@ -9,10 +9,12 @@ from fastapi.responses import RedirectResponse
 from sqlalchemy.orm import Session
 
 from app.db import get_session
-from app.deps import Principal, any_user, optional_principal
+from app.deps import SESSION_KEY, Principal, account_owner, client_address, optional_principal
 from app.models import Role, role_at_least
 from app.services import ServiceError
 from app.services.accounts import authenticate, change_password
+from app.services.login_throttle import LoginThrottled
+from app.services.sessions import end_session, start_session
 from app.web.templating import render
 
 router = APIRouter(include_in_schema=False)
@@ -52,28 +54,36 @@ def login(  # type: ignore[no-untyped-def]
     next: str | None = Form(None),
     session: Session = Depends(get_session),
 ):
-    ip = request.client.host if request.client else "unknown"
+    ip = client_address(request)
     try:
         user = authenticate(session, username.strip(), password, ip)
     except ServiceError as exc:
         ctx = {"error": exc.detail, "username": username, "next": _safe_next(next)}
-        return render(request, "auth/login.html", ctx, status_code=exc.status_code)
-    # a fresh session on login (no fixation), with a new CSRF token
+        response = render(request, "auth/login.html", ctx, status_code=exc.status_code)
+        if isinstance(exc, LoginThrottled):
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
+    secret = start_session(session, user, ip=ip, user_agent=request.headers.get("user-agent", ""))
+    session.commit()
+    # a fresh cookie on login (no fixation), with a new CSRF token
     request.session.clear()
-    request.session["user_id"] = user.id
+    request.session[SESSION_KEY] = secret
     if user.must_change_password:
         return RedirectResponse("/account/password", status_code=303)
     return RedirectResponse(_safe_next(next) or home_for(user.role), status_code=303)
 
 
 @router.post("/logout")
-def logout(request: Request) -> RedirectResponse:
+def logout(request: Request, session: Session = Depends(get_session)) -> RedirectResponse:
+    """End this session everywhere it was copied, and the user's other sessions."""
+    end_session(session, request.session.get(SESSION_KEY))
+    session.commit()
     request.session.clear()
     return RedirectResponse("/login", status_code=303)
 
 
 @router.get("/account/password")
-def password_page(request: Request, principal: Principal = Depends(any_user)):  # type: ignore[no-untyped-def]
+def password_page(request: Request, principal: Principal = Depends(account_owner)):  # type: ignore[no-untyped-def]
     return render(request, "auth/password.html", {})
 
 
@@ -82,12 +92,13 @@ def password_change(  # type: ignore[no-untyped-def]
     request: Request,
     current_password: str = Form(""),
     new_password: str = Form(""),
-    principal: Principal = Depends(any_user),
+    principal: Principal = Depends(account_owner),
     session: Session = Depends(get_session),
 ):
-    user = session.merge(principal.user)
+    user = principal.user
+    keep = principal.browser_session.id if principal.browser_session else None
     try:
-        change_password(session, user, current_password, new_password)
+        change_password(session, user, current_password, new_password, keep_session=keep)
     except ServiceError as exc:
         return render(request, "auth/password.html", {"error": exc.detail}, status_code=422)
     session.commit()

@@ -23,6 +23,24 @@ from trainer.callbacks import Progress
 POLL_S = 0.5
 
 
+def check_process_count(num_gpus: int) -> str | None:
+    """Why this worker cannot run ``num_gpus`` processes, or None. Without an Accelerate config
+    the processes are this machine's GPUs; a config (multi-node, CPU) sets its own topology."""
+    from app.config import get_settings
+
+    if get_settings().accelerate_config:
+        return None
+    import torch
+
+    available = torch.cuda.device_count()
+    if num_gpus > available:
+        return (
+            f"num_gpus={num_gpus} but this worker has {available} GPU(s); lower num_gpus, or "
+            "set PREFLOOP_ACCELERATE_CONFIG for a multi-node topology"
+        )
+    return None
+
+
 def launch_command(spec_path: Path, num_processes: int) -> list[str]:
     from app.config import get_settings
 

@@ -123,7 +123,11 @@ def _call_trainer(ctx: JobContext, **kwargs: Any) -> dict[str, float]:
     spec = ctx.spec
     meta = {"job_id": ctx.job_id, "data_snapshot": dict(ctx.snapshot_ids)}
     if spec.distributed and ctx.params.num_gpus > 1:
-        from app.worker.launch import run_under_accelerate
+        from app.worker.launch import check_process_count, run_under_accelerate
+
+        problem = check_process_count(ctx.params.num_gpus)
+        if problem:
+            raise JobFailed(problem)
 
         ctx.reporter.log(f"launching {spec.trainer_function} on {ctx.params.num_gpus} processes")
         return run_under_accelerate(ctx, dict(kwargs, meta=meta), ctx.params.num_gpus)

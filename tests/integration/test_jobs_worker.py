@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from tests.conftest import _reset_caches, truncate_all
+from tests.conftest import TEST_SECRET_KEY, _reset_caches, truncate_all
 from tests.integration.jobs_support import (
     RM_PARAMS,
     SFT_PARAMS,
@@ -81,7 +81,7 @@ def stack(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory)
         "PREFLOOP_BROKER_URL": redis_url,
         "PREFLOOP_RESULT_BACKEND": redis_url,
         "PREFLOOP_QUEUE_PREFIX": prefix,
-        "PREFLOOP_SECRET_KEY": "test-secret-key",
+        "PREFLOOP_SECRET_KEY": TEST_SECRET_KEY,
         "PREFLOOP_WORKER_HEARTBEAT_S": "0.5",
         "PREFLOOP_JOB_HEARTBEAT_TIMEOUT_S": str(HEARTBEAT_TIMEOUT_S),
     }

@@ -94,6 +94,8 @@ def test_token_auth_last_used_and_revocation(client, make_user, make_token, sess
         "role": "researcher",
         "held_out": False,
         "status": "approved",
+        "scopes": [],
+        "auth": "token",
     }
     token = session.scalar(select(ApiToken).where(ApiToken.user_id == user.id))
     session.refresh(token)
@@ -121,8 +123,27 @@ def test_malformed_tokens_get_401_not_500(client) -> None:  # type: ignore[no-un
 def test_scoped_token_reaches_only_its_scope(client, make_user, make_token) -> None:  # type: ignore[no-untyped-def]
     user = make_user("admin")
     secret = make_token(user, scopes=["ingest"])
-    r = client.get("/api/v1/me", headers={"Authorization": f"Bearer {secret}"})
+    r = client.get("/api/v1/jobs", headers={"Authorization": f"Bearer {secret}"})
     assert r.status_code == 403 and "scope" in r.json()["detail"]
+
+
+def test_me_tells_an_ingest_token_who_it_belongs_to_and_its_scope(  # type: ignore[no-untyped-def]
+    client, make_user, make_token
+) -> None:
+    # before: 403 "this token's scope does not allow this endpoint"
+    user = make_user("researcher")
+    secret = make_token(user, scopes=["ingest"])
+    r = client.get("/api/v1/me", headers={"Authorization": f"Bearer {secret}"})
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "user_id": user.id,
+        "username": user.username,
+        "role": "researcher",
+        "held_out": False,
+        "status": "approved",
+        "scopes": ["ingest"],
+        "auth": "token",
+    }
 
 
 @pytest.fixture
@@ -131,6 +152,8 @@ def low_login_limit(monkeypatch):  # type: ignore[no-untyped-def]
     from app.config import get_settings
 
     monkeypatch.setenv("PREFLOOP_LOGIN_MAX_FAILURES", "2")
+    # a delay far longer than the test, so "still throttled" never depends on timing
+    monkeypatch.setenv("PREFLOOP_LOGIN_BASE_DELAY_S", "600")
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()

@@ -42,4 +42,34 @@ def test_secret_is_generated_once_and_kept(tmp_path) -> None:  # type: ignore[no
     first = Settings(data_dir=tmp_path).session_secret()
     assert len(first) > 40
     assert Settings(data_dir=tmp_path).session_secret() == first
-    assert Settings(data_dir=tmp_path, secret_key="given").session_secret() == "given"
+    given = "a-configured-secret-of-at-least-32-bytes"
+    assert Settings(data_dir=tmp_path, secret_key=given).session_secret() == given
+
+
+@pytest.mark.parametrize(
+    "secret, message",
+    [
+        ("change-me-to-a-long-random-string", "placeholder from .env.example"),
+        ("short-but-not-empty", "at least 32"),
+        ("x" * 31, "at least 32"),
+    ],
+)
+def test_a_public_or_short_secret_key_is_refused(tmp_path, secret, message) -> None:  # type: ignore[no-untyped-def]
+    # before: any secret was used as given; a cookie signed with the .env.example placeholder
+    # was accepted as admin
+    from app.config import InsecureSecretKey
+
+    with pytest.raises(InsecureSecretKey, match=message):
+        Settings(data_dir=tmp_path, secret_key=secret).session_secret()
+    # a secret file under the data dir is held to the same rule
+    (tmp_path / "secret_key").write_text("too-short")
+    with pytest.raises(InsecureSecretKey, match="at least 32"):
+        Settings(data_dir=tmp_path).session_secret()
+
+
+def test_trusted_proxies_must_be_addresses_or_networks(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("PREFLOOP_TRUSTED_PROXIES", "10.0.0.0/8, ::1")
+    assert [str(n) for n in Settings().trusted_proxy_networks] == ["10.0.0.0/8", "::1/128"]
+    monkeypatch.setenv("PREFLOOP_TRUSTED_PROXIES", "proxy.internal")
+    with pytest.raises(ValidationError, match="not an IP address or network"):
+        Settings()

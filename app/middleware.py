@@ -1,0 +1,204 @@
+"""ASGI middleware at the edge: security headers, the request size limit, and authentication
+before a request body is read.
+
+They are plain ASGI callables (no ``BaseHTTPMiddleware``), so nothing here buffers a body.
+Order, outermost first: ``SecurityHeaders`` -> ``RequestSizeLimit`` -> sessions (Starlette's
+signed cookie) -> ``AuthenticateBeforeBody`` -> the app.
+"""
+
+from __future__ import annotations
+
+from anyio import to_thread
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.db import get_sessionmaker
+from app.deps import SESSION_KEY, NotAuthenticated, resolve_principal
+
+# no inline script anywhere (static/js only); inline style attributes are allowed (SVG charts,
+# htmx's indicator style), images only from this origin (a Markdown image from elsewhere would
+# be a tracking pixel on every labeler)
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data:",
+        "font-src 'self'",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+# requests with a body that anyone may send (the login form carries no credentials yet)
+PUBLIC_BODY_PATHS = frozenset({"/login", "/logout"})
+
+
+def wants_json(path: str, headers: Headers) -> bool:
+    return path.startswith("/api/") or "application/json" in headers.get("accept", "")
+
+
+class SecurityHeaders:
+    """Adds the headers above to every HTTP response (those already set are kept)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    if name not in headers:
+                        headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class RequestTooLarge(HTTPException):
+    """Raised from ``receive`` when a body without a declared length grows past the limit.
+
+    An HTTPException, so FastAPI's body reading passes it on (it turns other errors into a
+    400) and the app's handler answers 413."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(status_code=413, detail=_too_large(None, limit))
+
+
+def _too_large(size: int | None, limit: int) -> str:
+    what = f"request body is {size} bytes" if size is not None else "request body is too large"
+    return f"{what}; the limit is {limit} bytes (PREFLOOP_MAX_REQUEST_BYTES)"
+
+
+class RequestSizeLimit:
+    """413 for a declared Content-Length over the limit, before the app or a read runs; a body
+    without a length (chunked) is counted as it arrives and cut off at the limit."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        try:
+            size = int(declared) if declared is not None else None
+        except ValueError:
+            size = -1
+        if size is not None and (size < 0 or size > self.max_bytes):
+            detail = (
+                "Content-Length is not a number" if size < 0 else _too_large(size, self.max_bytes)
+            )
+            response = JSONResponse(
+                {"detail": detail, "field": "body"},
+                status_code=400 if size < 0 else 413,
+                headers={"Connection": "close"},
+            )
+            await response(scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise RequestTooLarge(self.max_bytes)
+            return message
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, watched_send)
+        except RequestTooLarge:
+            if started:
+                raise
+            response = JSONResponse(
+                {"detail": _too_large(None, self.max_bytes), "field": "body"},
+                status_code=413,
+                headers={"Connection": "close"},
+            )
+            await response(scope, receive, send)
+
+
+def _has_body(headers: Headers) -> bool:
+    length = headers.get("content-length")
+    if length is not None:
+        return length.strip() not in ("", "0")
+    return "transfer-encoding" in headers
+
+
+def _authenticated(authorization: str | None, session_secret: object) -> str | None:
+    """None when the credentials are good, else why not (runs in a worker thread)."""
+    with get_sessionmaker()() as session:
+        try:
+            principal = resolve_principal(session, authorization, session_secret)
+        except NotAuthenticated as exc:
+            return str(exc) or "authentication required"
+        session.commit()
+        return None if principal is not None else "authentication required"
+
+
+class AuthenticateBeforeBody:
+    """A request with a body is authenticated before anything reads the body.
+
+    FastAPI reads and parses a body before it runs a route's dependencies, so without this an
+    anonymous client could make the server buffer and parse a large body before its 401. The
+    route's own dependencies still decide who may do what; this only refuses strangers early.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_BODY_PATHS:
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        if not _has_body(headers):
+            await self.app(scope, receive, send)
+            return
+        cookie_secret = scope.get("session", {}).get(SESSION_KEY)
+        problem = await to_thread.run_sync(
+            _authenticated, headers.get("authorization"), cookie_secret
+        )
+        if problem is None:
+            await self.app(scope, receive, send)
+            return
+        response: Response
+        if wants_json(scope["path"], headers):
+            response = JSONResponse(
+                {"detail": problem},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer", "Connection": "close"},
+            )
+        else:
+            request = Request(scope)
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            response = RedirectResponse(f"/login?next={target}", status_code=303)
+        await response(scope, receive, send)

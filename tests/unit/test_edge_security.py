@@ -1,0 +1,173 @@
+"""The edge: request size limit and authentication before any body is read, security headers
+and a Content-Security-Policy without inline script, the API docs' exposure, images in the
+instructions, SQL parameters kept out of errors."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import login
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def call_asgi(
+    app: Any, method: str, path: str, headers: dict[str, str], chunks: list[bytes]
+) -> tuple[int, int, bytes]:
+    """Call the app directly: (status, how many times it read the body, response body)."""
+    reads = 0
+    pending = list(chunks)
+
+    async def receive() -> dict[str, Any]:
+        nonlocal reads
+        reads += 1
+        if pending:
+            chunk = pending.pop(0)
+            return {"type": "http.request", "body": chunk, "more_body": bool(pending)}
+        return {"type": "http.disconnect"}
+
+    messages: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("203.0.113.5", 50000),
+        "server": ("testserver", 80),
+    }
+    anyio.run(app, scope, receive, send)
+    start = next(m for m in messages if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+    return start["status"], reads, body
+
+
+def test_a_declared_oversized_body_is_refused_before_it_is_read(client) -> None:  # type: ignore[no-untyped-def]
+    # before: a 200 MiB body without a token was buffered (600 MiB of memory) before the 401
+    headers = {"content-type": "application/json", "content-length": str(200 * 1024 * 1024)}
+    status, reads, body = call_asgi(client.app, "POST", "/api/v1/prompts", headers, [b"{"])
+    assert status == 413 and reads == 0
+    assert b"PREFLOOP_MAX_REQUEST_BYTES" in body
+
+
+def test_a_streamed_oversized_body_is_cut_off(app_env, monkeypatch, make_user, make_token) -> None:  # type: ignore[no-untyped-def]
+    from app.config import get_settings
+    from app.main import create_app
+
+    monkeypatch.setenv("PREFLOOP_MAX_REQUEST_BYTES", "4096")
+    get_settings.cache_clear()
+    token = make_token(make_user("researcher"))
+    app = create_app()
+    headers = {
+        "content-type": "application/json",
+        "transfer-encoding": "chunked",
+        "authorization": f"Bearer {token}",
+    }
+    status, reads, _ = call_asgi(app, "POST", "/api/v1/prompts", headers, [b" " * 1024] * 64)
+    assert status == 413 and reads <= 6
+
+
+def test_strangers_are_refused_before_their_body_is_read(client) -> None:  # type: ignore[no-untyped-def]
+    # POST /api/v1/completions takes a Pydantic body, which FastAPI reads and parses before
+    # it runs the route's dependencies. before: the body was read, then 401
+    body = b'{"completions": []}'
+    headers = {"content-type": "application/json", "content-length": str(len(body))}
+    for path in ("/api/v1/completions", "/api/v1/prompts", "/labeler/prompts/new"):
+        status, reads, _ = call_asgi(client.app, "POST", path, headers, [body])
+        assert reads == 0, path
+        assert status == (401 if path.startswith("/api/") else 303), path
+    bad_token = dict(headers, authorization="Bearer pfl_forged")
+    status, reads, text = call_asgi(client.app, "POST", "/api/v1/completions", bad_token, [body])
+    assert (status, reads) == (401, 0) and b"invalid or revoked token" in text
+
+
+def test_signed_in_clients_still_send_bodies(api_as) -> None:  # type: ignore[no-untyped-def]
+    researcher = api_as("researcher")
+    r = researcher.post("/api/v1/prompts", json={"prompts": [{"text": "Hi", "user_id": "u1"}]})
+    assert r.status_code == 200 and r.json()["results"][0]["status"] == "accepted"
+
+
+@pytest.mark.parametrize("path", ["/login", "/healthz", "/api/v1/me", "/no/such/page"])
+def test_every_response_carries_the_security_headers(client, path) -> None:  # type: ignore[no-untyped-def]
+    r = client.get(path)
+    csp = r.headers["content-security-policy"]
+    directives = dict(part.strip().split(" ", 1) for part in csp.split(";"))
+    assert directives["script-src"] == "'self'"  # no inline script, no eval
+    assert directives["frame-ancestors"] == "'none'"
+    assert directives["img-src"] == "'self' data:"
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["referrer-policy"] == "same-origin"
+
+
+def test_no_template_or_static_page_has_inline_script() -> None:
+    """The CSP refuses inline script, so none may exist: <script> without src, on* handlers,
+    javascript: URLs."""
+    offenders = []
+    for path in list((ROOT / "templates").rglob("*.html")):
+        html = path.read_text()
+        for tag in re.findall(r"<script\b[^>]*>", html, flags=re.I):
+            if "src=" not in tag:
+                offenders.append(f"{path.name}: {tag}")
+        offenders += [f"{path.name}: {m}" for m in re.findall(r"\son[a-z]+\s*=", html, re.I)]
+        offenders += [f"{path.name}: javascript:" for _ in re.findall("javascript:", html, re.I)]
+    assert not offenders
+
+
+def test_api_docs_need_a_login_unless_made_public(client, make_user, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from app.config import get_settings
+
+    # before: public, although the README said anonymous users reach only /login and /healthz
+    assert client.get("/docs", follow_redirects=False).status_code == 303
+    r = client.get("/openapi.json", headers={"Accept": "application/json"})
+    assert r.status_code == 401
+    assert client.get("/redoc").status_code == 404
+    login(client, make_user("labeler"))
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/static/js/api_docs.js" in docs.text
+    assert "<script>" not in docs.text and "cdn" not in docs.text.lower()
+    assert client.get("/openapi.json").json()["info"]["title"] == "prefloop"
+    monkeypatch.setenv("PREFLOOP_PUBLIC_API_DOCS", "true")
+    get_settings.cache_clear()
+    anonymous = TestClient(client.app)
+    assert anonymous.get("/openapi.json").status_code == 200
+    assert anonymous.get("/docs").status_code == 200
+    for asset in re.findall(r'(?:src|href)="(/static/[^"]+)"', docs.text):
+        assert anonymous.get(asset).status_code == 200, asset
+
+
+def test_instructions_never_load_images_from_other_origins() -> None:
+    from app.services.instructions import render_markdown
+
+    html = render_markdown(
+        "![pixel](https://tracker.example/p.gif?who=me) ![p2](//tracker.example/p.gif) "
+        "![ok](/static/diagram.png)"
+    )
+    assert "tracker.example" not in html
+    assert 'src="/static/diagram.png"' in html
+
+
+def test_sql_errors_do_not_carry_their_parameters(session) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import text
+    from sqlalchemy.exc import StatementError
+
+    secret = "customer e-mail jane@example.com"
+    with pytest.raises(StatementError) as caught:
+        session.execute(text("SELECT * FROM no_such_table WHERE x = :x"), {"x": secret})
+    session.rollback()
+    assert secret not in str(caught.value)
+    assert "hidden" in str(caught.value)
