@@ -74,7 +74,6 @@ def serve(
     from app.services.bootstrap import bootstrap
 
     settings = get_settings()
-    fresh = not settings.database_url and not (settings.data_dir / "prefloop.sqlite").exists()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
         settings.session_secret()
@@ -82,7 +81,7 @@ def serve(
         fail(f"refusing to start: {exc}", 2)
     upgrade_to_head()
     with _session() as session:
-        for message in bootstrap(session, fresh_data_dir=fresh, bind_host=host):
+        for message in bootstrap(session, bind_host=host):
             typer.secho(message, fg=typer.colors.YELLOW)
     from app.worker.heartbeat import JobSweeper
 
@@ -404,14 +403,22 @@ def prompts_import(
 
 @prompts_cli.command("pin")
 def prompts_pin(
-    user_id: str, split: Annotated[str, typer.Argument(help="train, val or test.")]
+    user_id: str,
+    split: Annotated[str, typer.Argument(help="train, val or test.")],
+    client: Annotated[
+        str,
+        typer.Option(
+            help="The account that ingested this user ID (its username); default: prompts "
+            "from 'prompts import'."
+        ),
+    ] = "",
 ) -> None:
     """Pin a user ID to a split; the user's existing prompts move with it."""
     from app.services.curation.splits import pin_split
 
     with _session() as session:
         try:
-            moved = pin_split(session, user_id, split)
+            moved = pin_split(session, user_id, split, client.strip())
             session.commit()
         except ServiceError as exc:
             fail(exc.detail, 2 if exc.status_code == 422 else 1)

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # the project's checkout: templates/, static/, migrations/ and alembic.ini live here
@@ -61,8 +61,14 @@ class Settings(BaseSettings):
     split_ratios: Annotated[tuple[float, float, float], NoDecode] = (0.8, 0.1, 0.1)
     # what happens to PII found in a scanned prompt: "redact" or "drop"
     pii_policy: str = "redact"
-    # splits whose prompts are scanned for PII (comma separated in the environment)
-    pii_splits: Annotated[tuple[str, ...], NoDecode] = ("train",)
+    # splits whose prompts are scanned for PII (comma separated in the environment); every
+    # split labelers work on must be in it (see _labeled_splits_are_scanned)
+    pii_splits: Annotated[tuple[str, ...], NoDecode] = ("train", "val", "test")
+    # PII scanning runs in a pool of this many processes (0: one per core)
+    pii_processes: int = Field(default=0, ge=0, le=256)
+    # a text whose scan takes more CPU seconds is rejected with the reason (never stored
+    # unscanned)
+    pii_scan_deadline_s: float = Field(default=1.5, gt=0)
     # spaCy model used to detect person names; empty: the first installed en_core_web_*,
     # "none": never (structured PII is found by pattern recognizers without any model)
     pii_ner_model: str = ""
@@ -153,6 +159,19 @@ class Settings(BaseSettings):
         if value not in {"redact", "drop"}:
             raise ValueError("pii_policy must be 'redact' or 'drop'")
         return value
+
+    @model_validator(mode="after")
+    def _labeled_splits_are_scanned(self) -> Settings:
+        """Raw PII must never reach a labeler: every split that gets demonstration tasks is
+        scanned."""
+        unscanned = sorted(set(self.demonstration_splits) - set(self.pii_splits))
+        if unscanned:
+            raise ValueError(
+                f"PREFLOOP_DEMONSTRATION_SPLITS includes {unscanned}, which "
+                "PREFLOOP_PII_SPLITS does not scan: labelers would see raw PII; add them to "
+                "PREFLOOP_PII_SPLITS"
+            )
+        return self
 
     @field_validator("split_ratios")
     @classmethod

@@ -9,8 +9,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
 from app.api import completions as completions_api
-from app.api import docs, export, system
 from app.api import evaluations as evaluations_api
+from app.api import export, system
 from app.api import jobs as jobs_api
 from app.api import prompts as prompts_api
 from app.api import quality as quality_api
@@ -19,7 +19,7 @@ from app.config import ROOT, get_settings
 from app.deps import CSRFError, Forbidden, NotAuthenticated, PasswordChangeRequired, csrf_protect
 from app.middleware import AuthenticateBeforeBody, RequestSizeLimit, SecurityHeaders, wants_json
 from app.services import ServiceError
-from app.web import auth, home, instructions, labeler, users
+from app.web import api_docs, auth, home, instructions, labeler, users
 from app.web import evaluations as evaluations_web
 from app.web import jobs as jobs_web
 from app.web import prompts as prompts_web
@@ -28,7 +28,7 @@ from app.web.templating import render
 
 ROUTERS = [
     system.router,
-    docs.router,
+    api_docs.router,
     auth.router,
     home.router,
     export.router,

@@ -6,7 +6,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ValidationError
 
 from app.deps import (
@@ -25,6 +25,7 @@ from app.schemas.intake import (
     LabelerPromptOut,
     PromptOut,
     PromptUseCaseIn,
+    PromptUseCaseOut,
     SplitPinIn,
     SplitPinOut,
     UseCaseIn,
@@ -97,17 +98,18 @@ def read_prompt(
     return prompt_as_dict(get_prompt(session, prompt_id))
 
 
-@router.put("/prompts/{prompt_id}/use-case", response_model=PromptOut)
+@router.put("/prompts/{prompt_id}/use-case", response_model=PromptUseCaseOut)
 def put_prompt_use_case(
     prompt_id: DbId,
     principal: LabelerDep,
     session: SessionDep,
     body: PromptUseCaseIn = Depends(json_body(PromptUseCaseIn)),
 ) -> dict[str, Any]:
-    """Set or clear a prompt's use case (labelers categorise prompts they work on)."""
-    prompt = set_prompt_use_case(session, prompt_id, body.use_case)
+    """Set or clear a prompt's use case: researchers any prompt, labelers one they hold an
+    active task for (or wrote); others get 404, as for a prompt that does not exist."""
+    prompt = set_prompt_use_case(session, prompt_id, body.use_case, by=principal.user)
     session.commit()
-    return prompt_as_dict(prompt)
+    return {"prompt_id": prompt.id, "use_case": prompt.use_case}
 
 
 @router.post(
@@ -171,11 +173,16 @@ def put_split_pin(
     session: SessionDep,
     body: SplitPinIn = Depends(json_body(SplitPinIn)),
 ) -> dict[str, Any]:
-    """Pin a user ID to a split; the user's existing prompts move with it."""
-    moved = splits.pin_split(session, user_id, body.split)
+    """Pin a client's user ID to a split (``client``: the ingesting account, default the
+    caller); the user's existing prompts move with it."""
+    client = principal.user.username if body.client is None else body.client.strip()
+    moved = splits.pin_split(session, user_id, body.split, client)
     session.commit()
-    pin = next(p for p in splits.list_pins(session) if p.user_id == user_id.strip())
+    pin = next(
+        p for p in splits.list_pins(session) if p.user_id == user_id.strip() and p.client == client
+    )
     return {
+        "client": pin.client,
         "user_id": pin.user_id,
         "split": pin.split,
         "created_at": pin.created_at,
@@ -188,8 +195,11 @@ def delete_split_pin(
     user_id: Text,
     principal: ResearcherDep,
     session: SessionDep,
+    client: Text | None = Query(None, max_length=64, description="default: the caller"),
 ) -> None:
-    splits.unpin_split(session, user_id)
+    splits.unpin_split(
+        session, user_id, principal.user.username if client is None else client.strip()
+    )
     session.commit()
 
 

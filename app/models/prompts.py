@@ -68,8 +68,9 @@ class UseCase(Base):
 class Prompt(Base):
     __tablename__ = "prompts"
     __table_args__ = (
-        UniqueConstraint("external_id", name="uq_prompts_external_id"),
-        Index("ix_prompts_user_id_status", "user_id", "status"),
+        # idempotency keys and customer user IDs belong to the client that sent them
+        UniqueConstraint("client", "external_id", name="uq_prompts_client_external_id"),
+        Index("ix_prompts_client_user_id_status", "client", "user_id", "status"),
         Index("ix_prompts_split_status", "split", "status"),
     )
 
@@ -78,7 +79,11 @@ class Prompt(Base):
     text: Mapped[str] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(16))
     kind: Mapped[str] = mapped_column(String(16), default=PromptKind.api.value)
-    # customer's user ID for API prompts, "labeler:<id>" for labeler-written ones
+    # the ingesting client: the username of the account whose token (or session) sent the
+    # prompt; "" for the command-line import, the demo and labeler-written prompts
+    client: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    # customer's user ID for API prompts (the client's own namespace), "labeler:<id>" for
+    # labeler-written ones
     user_id: Mapped[str] = mapped_column(String(255))
     author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     external_id: Mapped[str | None] = mapped_column(String(255))
@@ -111,6 +116,7 @@ class UserQuota(Base):
 
     __tablename__ = "user_quotas"
 
+    client: Mapped[str] = mapped_column(String(64), primary_key=True, server_default="")
     user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     accepted: Mapped[int] = mapped_column(default=0)
 
@@ -120,6 +126,7 @@ class SplitPin(Base):
 
     __tablename__ = "split_pins"
 
+    client: Mapped[str] = mapped_column(String(64), primary_key=True, server_default="")
     user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     split: Mapped[str] = mapped_column(String(8))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

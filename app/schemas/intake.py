@@ -89,6 +89,13 @@ class PromptUseCaseIn(BaseModel):
     use_case: Text | None
 
 
+class PromptUseCaseOut(BaseModel):
+    """What a labeler's task page shows of the change: nothing else of the stored prompt."""
+
+    prompt_id: int
+    use_case: str | None
+
+
 class UseCaseOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -119,11 +126,15 @@ class SplitPinIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     split: Literal["train", "val", "test"]
+    # the account that ingested this user ID (its username); "" for the command-line
+    # import; absent: the caller's own account
+    client: Text | None = Field(default=None, max_length=64)
 
 
 class SplitPinOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
+    client: str
     user_id: str
     split: str
     created_at: datetime

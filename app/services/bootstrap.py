@@ -5,8 +5,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.models import User
 from app.services.accounts import ensure_first_admin
 from app.services.demo import load_demo_data, register_tiny_base
 from app.services.use_cases import ensure_default_use_cases
@@ -40,12 +42,11 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
-def bootstrap(
-    session: Session, *, fresh_data_dir: bool = False, bind_host: str | None = None
-) -> list[str]:
+def bootstrap(session: Session, *, bind_host: str | None = None) -> list[str]:
     """Run every step, then the demo data. Demo labelers (with generated passwords, printed
-    once) are created only on a brand-new data dir served on loopback: never on a server
-    others can reach, never beside real accounts."""
+    once) are created only on a new installation (no account yet) served on loopback: never
+    on a server others can reach, never beside real accounts."""
+    fresh_data_dir = session.scalar(select(func.count()).select_from(User)) == 0
     messages = []
     for step in STEPS:
         message = step(session)

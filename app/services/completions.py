@@ -20,6 +20,7 @@ from app.models import (
     User,
 )
 from app.services import Invalid, NotFound
+from app.services.curation.pii_policy import redact_completion_texts
 from app.services.labeling_settings import overlap_settings
 from app.services.task_kinds import spec_of
 
@@ -59,7 +60,7 @@ def add_completions(
     session: Session, prompt_id: int, items: Sequence[dict[str, Any]]
 ) -> list[Completion]:
     """Store completions for an accepted prompt; every item is checked before any is written."""
-    accepted_prompt(session, prompt_id)
+    prompt = accepted_prompt(session, prompt_id)
     if not items:
         raise Invalid("give at least one completion", field="completions")
     if len(items) > MAX_COMPLETIONS_PER_CALL:
@@ -97,6 +98,9 @@ def add_completions(
                 model_version_id=version_id,
             )
         )
+    texts = redact_completion_texts(prompt.split, [row.text for row in rows], "completions")
+    for row, text in zip(rows, texts, strict=True):
+        row.text = text
     session.add_all(rows)
     session.flush()
     return rows

@@ -4,11 +4,18 @@
 the per-user cap, in batches: a handful of bulk queries per batch and one transaction per batch
 (it commits). Per item it returns ``{"external_id", "status", "prompt_id", "split", "reason"}``
 in input order, where status is accepted | duplicate | over_cap | rejected.
+
+Tenants: ``external_id`` and the customer's ``user_id`` (its cap, split and pins) belong to the
+ingesting client, the account whose token sent them (``client_of``). The same external ID or
+user ID from another client is another prompt and another user; a text another client sent
+first is a ``duplicate``, answered without that client's prompt id, split or user.
 """
 
 from __future__ import annotations
 
+import copy
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,8 +26,9 @@ from sqlalchemy.orm import Session
 from app.config import get_settings
 from app.models import Prompt, PromptKind, PromptSource, PromptStatus, User
 from app.services.curation import dedup, quota
-from app.services.curation.pii import PiiScan, get_pii_filter
+from app.services.curation.pii import PiiScan
 from app.services.curation.pii_policy import drop_reason, scanned_split
+from app.services.curation.pii_pool import ScanFailure, scan_texts
 from app.services.curation.splits import splits_for_users
 from app.services.use_cases import use_case_lookup
 
@@ -43,7 +51,7 @@ class _Item:
     kind: str
     structure: dict[str, Any] | None
     split: str = ""
-    scan: PiiScan | None = None
+    scan: PiiScan | ScanFailure | None = None
     key: str = ""
     status: str = ""
     reason: str | None = None
@@ -82,6 +90,15 @@ def _metadata_problem(metadata: dict[str, Any]) -> str | None:
             else:
                 stack.extend((item, depth + 1) for item in value)
     return None
+
+
+def client_of(source: str, author: User | None) -> str:
+    """The namespace of a prompt's external ID and user ID: the ingesting account's username;
+    "" for the command-line import and the demo (the operator) and for labelers' own prompts
+    (their user ID, ``labeler:<id>``, is unique already)."""
+    if source == PromptSource.labeler.value or author is None:
+        return ""
+    return author.username
 
 
 def labeler_user_id(user: User) -> str:
@@ -198,6 +215,7 @@ def _ingest_batch(
     session: Session, batch: list[Any], *, source: str, author: User | None
 ) -> list[dict[str, Any]]:
     settings = get_settings()
+    client = client_of(source, author)
     results: list[dict[str, Any] | None] = [None] * len(batch)
     use_cases = use_case_lookup(session)
     items: list[_Item] = []
@@ -211,7 +229,9 @@ def _ingest_batch(
     # idempotency: an external_id seen before answers with the stored prompt
     external_ids = {i.external_id for i in items if i.external_id}
     if external_ids:
-        stored = session.scalars(select(Prompt).where(Prompt.external_id.in_(external_ids)))
+        stored = session.scalars(
+            select(Prompt).where(Prompt.client == client, Prompt.external_id.in_(external_ids))
+        )
         known = {p.external_id: p for p in stored}
         fresh: list[_Item] = []
         first_of: dict[str, int] = {}
@@ -232,26 +252,29 @@ def _ingest_batch(
     else:
         repeats = []
 
-    # PII is the slow part: scan outside the write transaction with the splits as they are
-    # now, then re-check the splits under the quota locks and scan anything that moved
-    provisional = splits_for_users(session, {i.user_id for i in items})
+    # PII is the slow part: scan (in the scanner's process pool) outside the write transaction
+    # with the splits as they are now, then re-check the splits under the quota locks and scan
+    # anything that moved. A text the scanner could not finish is rejected, never stored.
+    provisional = splits_for_users(session, client, {i.user_id for i in items})
     session.commit()  # SQLite: release the write lock taken by that read
-    pii_filter = get_pii_filter()
-    for item in items:
-        if scanned_split(provisional[item.user_id]):
-            item.scan = pii_filter.scan(item.text)
+    failed = _scan_items([i for i in items if scanned_split(provisional[i.user_id])])
 
-    quotas = quota.lock_quotas(session, {i.user_id for i in items})
-    splits = splits_for_users(session, quotas.keys())
-    drop = settings.pii_policy == "drop"
+    quotas = quota.lock_quotas(session, client, {i.user_id for i in items})
+    splits = splits_for_users(session, client, quotas.keys())
     for item in items:
         item.split = splits[item.user_id]
-        if scanned_split(item.split):
-            item.scan = item.scan or pii_filter.scan(item.text)
-        else:
+    failed += _scan_items([i for i in items if scanned_split(i.split) and i.scan is None])
+    for item in failed:
+        results[item.index] = _result(item.external_id, "rejected", None, None, item.reason)
+    items = [item for item in items if not isinstance(item.scan, ScanFailure)]
+    drop = settings.pii_policy == "drop"
+    for item in items:
+        if not scanned_split(item.split):
             item.scan = None
-        item.key = dedup.dedup_key(item.text, settings.dedup_prefix_chars)
-        if item.scan is not None and item.scan.found and drop:
+        # after redaction: prompts that differ only in their PII are duplicates
+        text = item.scan.text if isinstance(item.scan, PiiScan) else item.text
+        item.key = dedup.dedup_key(text, settings.dedup_prefix_chars)
+        if isinstance(item.scan, PiiScan) and item.scan.found and drop:
             item.status, item.reason = PromptStatus.pii_dropped.value, drop_reason(item.scan)
 
     # dedup against stored keys, then within the batch; the cap counts accepted prompts only
@@ -275,10 +298,10 @@ def _ingest_batch(
             item.status = PromptStatus.over_cap.value
             item.reason = f"user ID {item.user_id!r} already has {cap} accepted prompts (the cap)"
 
-    _store(session, items, source=source, author=author)
+    _store(session, items, source=source, author=author, client=client)
     by_index = {item.index: item for item in items}
     _resolve_duplicates(session, items, by_index, granted)
-    quota.store_quotas(session, granted)
+    quota.store_quotas(session, client, granted)
 
     for item in items:
         results[item.index] = _result(
@@ -289,19 +312,69 @@ def _ingest_batch(
     return [r for r in results if r is not None]
 
 
-def _store(session: Session, items: list[_Item], *, source: str, author: User | None) -> None:
+def _string_slots(value: Any) -> list[tuple[Any, Any]]:
+    """(container, key) of every string value nested in ``value`` (dicts and lists)."""
+    slots: list[tuple[Any, Any]] = []
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        pairs = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, child in pairs:
+            if isinstance(child, str):
+                slots.append((node, key))
+            elif isinstance(child, dict | list):
+                stack.append(child)
+    return slots
+
+
+def _scan_items(items: list[_Item]) -> list[_Item]:
+    """Scan each item's text and the string values of its metadata in one batch; redacts the
+    metadata in place. Returns the items the scanner could not finish (``scan`` is then the
+    ``ScanFailure`` and ``reason`` says why)."""
+    texts: list[str] = []
+    owners: list[tuple[_Item, Any, Any]] = []  # (item, container, key); container None: text
+    for item in items:
+        texts.append(item.text)
+        owners.append((item, None, None))
+        if item.metadata:
+            item.metadata = copy.deepcopy(item.metadata)
+            for container, key in _string_slots(item.metadata):
+                texts.append(container[key])
+                owners.append((item, container, key))
+    counts: dict[int, Counter[str]] = {}
+    failed: dict[int, _Item] = {}
+    for (item, container, key), result in zip(owners, scan_texts(texts), strict=True):
+        if isinstance(result, ScanFailure):
+            item.scan, item.reason = result, result.reason
+            failed[item.index] = item
+            continue
+        counts.setdefault(item.index, Counter()).update(result.counts)
+        if container is None:
+            item.scan = result
+        else:
+            container[key] = result.text
+    for item in items:
+        if isinstance(item.scan, PiiScan):
+            item.scan = PiiScan(text=item.scan.text, counts=dict(counts[item.index]))
+    return list(failed.values())
+
+
+def _store(
+    session: Session, items: list[_Item], *, source: str, author: User | None, client: str
+) -> None:
     if not items:
         return
     # rows go in input order so ids follow it; two batches sending the same external IDs in
     # different orders can deadlock on PostgreSQL, which aborts one and it is retried
     rows = [
         {
-            "text": item.scan.text if item.scan is not None else item.text,
+            "text": item.scan.text if isinstance(item.scan, PiiScan) else item.text,
             "source": source,
             "kind": item.kind,
             "user_id": item.user_id,
             "author_id": author.id if author is not None else None,
             "external_id": item.external_id,
+            "client": client,
             "use_case": item.use_case,
             "structure": item.structure,
             "metadata_": item.metadata,
@@ -310,7 +383,7 @@ def _store(session: Session, items: list[_Item], *, source: str, author: User | 
             "reason": item.reason,
             "duplicate_of_id": item.duplicate_of,
             "dedup_key": item.key,
-            "pii": item.scan.counts if item.scan is not None else None,
+            "pii": item.scan.counts if isinstance(item.scan, PiiScan) else None,
         }
         for item in items
     ]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import Prompt
+from app.db import utcnow
+from app.models import Assignment, AssignmentStatus, Prompt, Role, Task, User, role_at_least
 from app.services import Invalid, NotFound
 from app.services.use_cases import use_case_lookup
 
@@ -18,9 +20,33 @@ def get_prompt(session: Session, prompt_id: int) -> Prompt:
     return prompt
 
 
-def set_prompt_use_case(session: Session, prompt_id: int, use_case: str | None) -> Prompt:
-    """Set (or clear) a prompt's category, as a labeler does after reading it."""
+def may_categorise(session: Session, user: User, prompt: Prompt) -> bool:
+    """Researchers categorise any prompt; a labeler only one they hold an active task for, or
+    one they wrote themselves."""
+    if role_at_least(user.role, Role.researcher) or prompt.author_id == user.id:
+        return True
+    held = session.scalar(
+        select(Assignment.id)
+        .join(Task, Task.id == Assignment.task_id)
+        .where(
+            Task.prompt_id == prompt.id,
+            Assignment.labeler_id == user.id,
+            Assignment.status == AssignmentStatus.active.value,
+            Assignment.lock_expires_at > utcnow(),
+        )
+        .limit(1)
+    )
+    return held is not None
+
+
+def set_prompt_use_case(
+    session: Session, prompt_id: int, use_case: str | None, *, by: User | None = None
+) -> Prompt:
+    """Set (or clear) a prompt's category, as a labeler does after reading it. With ``by``, a
+    prompt that user may not categorise is answered exactly like one that does not exist."""
     prompt = get_prompt(session, prompt_id)
+    if by is not None and not may_categorise(session, by, prompt):
+        raise NotFound(f"no prompt {prompt_id}", field="prompt_id")
     if use_case is None or not use_case.strip():
         prompt.use_case = None
     else:

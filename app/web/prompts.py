@@ -222,6 +222,7 @@ def _pins_page(
 ):  # type: ignore[no-untyped-def]
     ctx = {
         "pins": splits.list_pins(session),
+        "clients": splits.list_clients(session),
         "splits": splits.SPLITS,
         "error": error,
         "notice": notice,
@@ -246,9 +247,13 @@ def pin_add(  # type: ignore[no-untyped-def]
     session: SessionDep,
     form: FormData = Depends(form_data),
 ):
-    values = {"user_id": str(form.get("user_id", "")), "split": str(form.get("split", ""))}
+    values = {
+        "user_id": str(form.get("user_id", "")),
+        "split": str(form.get("split", "")),
+        "client": str(form.get("client", "")).strip(),
+    }
     try:
-        moved = splits.pin_split(session, values["user_id"], values["split"])
+        moved = splits.pin_split(session, values["user_id"], values["split"], values["client"])
         session.commit()
     except ServiceError as exc:
         session.rollback()
@@ -265,9 +270,10 @@ def pin_delete(  # type: ignore[no-untyped-def]
     request: Request,
     principal: ResearcherDep,
     session: SessionDep,
+    form: FormData = Depends(form_data),
 ):
     try:
-        splits.unpin_split(session, user_id)
+        splits.unpin_split(session, user_id, str(form.get("client", "")).strip())
         session.commit()
     except ServiceError as exc:
         session.rollback()

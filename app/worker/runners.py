@@ -22,6 +22,7 @@ from app.db import get_sessionmaker
 from app.models import Job, ModelVersion, Prompt, Snapshot, Task, TaskKind, User
 from app.schemas.job_kinds import JobKindSpec, spec_of
 from app.schemas.jobs import JobKind
+from app.services import ServiceError
 from app.services.models_registry import ensure_base_version, get_version
 from app.worker.reporting import JobFailed, JobReporter
 
@@ -287,7 +288,11 @@ def run_sample(ctx: JobContext) -> Outcome:
 
         creator = _creator(session, ctx)
         for prompt_id, items in by_prompt.items():
-            completions = add_completions(session, prompt_id, items)
+            try:
+                completions = add_completions(session, prompt_id, items)
+            except ServiceError as exc:  # an output the PII scanner could not finish
+                ctx.reporter.log(f"prompt {prompt_id}: no ranking task ({exc.detail})")
+                continue
             create_ranking_task(
                 session, prompt_id, [c.id for c in completions], p.overlap, job.id, creator
             )

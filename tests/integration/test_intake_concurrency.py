@@ -27,6 +27,7 @@ def concurrent_env(app_env: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("PREFLOOP_PROMPTS_PER_USER_CAP", str(CAP))
     # the filter is exercised elsewhere; here the race is what matters
     monkeypatch.setenv("PREFLOOP_PII_SPLITS", "[]")
+    monkeypatch.setenv("PREFLOOP_DEMONSTRATION_SPLITS", "[]")  # no split labeled unscanned
     get_settings.cache_clear()
     return app_env
 

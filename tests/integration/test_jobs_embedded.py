@@ -4,7 +4,6 @@ starts it: `prefloop serve` with its embedded worker, driven over HTTP."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import sqlite3
@@ -114,8 +113,8 @@ def test_first_run_loads_the_demo_and_the_tiny_base_model(served: dict[str, Any]
     assert [(m["kind"], m["path"]) for m in models] == [("base", "tiny")]
     text = served["log"].read_text()
     assert "Loaded the demo data set" in text
-    # demo labelers on a new data dir served on loopback, with generated passwords (printed once)
-    assert re.search(r"demo-labeler-1 / \S{12,}", text) and "label-demo-1" not in text
+    # accounts existed before the first start: no demo labelers (never the published passwords)
+    assert "No demo labelers" in text and "label-demo-1" not in text
     deadline = time.monotonic() + 120
     while not any(w["alive"] for w in ok(researcher.get("/api/v1/workers"))):
         assert time.monotonic() < deadline, "the embedded worker never reported"

@@ -83,7 +83,7 @@ def _bootstrap_fresh(data_dir: Path, host: str) -> tuple[str, list[str]]:
         "from app.models import User\n"
         "upgrade_to_head()\n"
         "with _session() as s:\n"
-        f"    print('\\n'.join(bootstrap(s, fresh_data_dir=True, bind_host={host!r})))\n"
+        f"    print('\\n'.join(bootstrap(s, bind_host={host!r})))\n"
         "    print('USERS', ' '.join(u.username for u in s.query(User).order_by(User.id)))\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLOOP_")}
@@ -113,7 +113,7 @@ def test_demo_labelers_only_on_loopback_with_generated_passwords(tmp_path) -> No
     assert len(shown["demo-labeler-1"]) >= 12 and shown["demo-labeler-1"] != shown["demo-labeler-2"]
 
 
-def test_serve_tells_a_fresh_data_dir_from_an_existing_one() -> None:
+def test_loopback_addresses() -> None:
     from app.services.bootstrap import is_loopback
 
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")

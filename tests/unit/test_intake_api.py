@@ -39,7 +39,7 @@ def test_accepted_prompt_is_stored_and_readable(api_as) -> None:  # type: ignore
     assert got["text"] == "Write a story about a wise frog."
     assert got["use_case"] == "Generation"  # canonical name, matched case-insensitively
     assert got["source"] == "api" and got["user_id"] == user and got["status"] == "accepted"
-    assert got["duplicate_of"] is None and got["pii"] is None  # val is not scanned
+    assert got["duplicate_of"] is None and got["pii"] == {}  # every split is scanned
     assert got["metadata"] == {"lang": "en"}
 
 
@@ -199,7 +199,13 @@ def test_drop_policy_rejects_and_keeps_no_raw_text(api_as, monkeypatch) -> None:
     assert clean["status"] == "accepted"
 
 
-def test_pin_moves_prompts_and_scans_them(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_pin_moves_prompts_and_scans_them(api_as, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from app.config import get_settings
+
+    # a deployment that scans train only (and labels only train)
+    monkeypatch.setenv("PREFLOOP_PII_SPLITS", "train")
+    monkeypatch.setenv("PREFLOOP_DEMONSTRATION_SPLITS", "train")
+    get_settings.cache_clear()
     api = api_as("researcher")
     user = user_in("test")
     [result] = ingest(api, [{"text": "Reach me at bob@example.com for details", "user_id": user}])

@@ -6,12 +6,23 @@ still raise scores), and the entities are found by pattern recognizers: Presidio
 those in ``pii_recognizers``. Person names need a statistical NER model: when a spaCy model with
 NER is installed (``PREFLOOP_PII_NER_MODEL``, or the first of en_core_web_{lg,md,sm,trf}), it
 is used and PERSON is detected too; otherwise names are not detected.
+
+Bounded in time whatever the text: spaCy's tokenizer is quadratic on a long run of punctuation
+(10,000 "!" took 22 s), and some recognizers are superlinear on digit-dense text. So the
+tokenizer sees a copy of the text (same length, same offsets) whose non-space runs longer than
+``RUN_MAX`` are broken by spaces; the recognizers' regular expressions still read the original.
+Texts are analysed in windows of ``WINDOW`` characters overlapping by ``OVERLAP`` (longer than
+any entity we look for), and a per-text ``deadline`` is checked between windows: a text that is
+not done in time raises ``ScanTimeout`` and its prompt is rejected, never stored unscanned. The
+deadline counts the scanning process's CPU time, so a busy machine does not reject a text that
+a quiet one would accept; a stuck worker is caught by the pool's wall-clock limit instead.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -56,6 +67,33 @@ PHONE_REGIONS = ["US", "GB", "DE", "FR", "IN", "CA", "AU", "BR", "ES", "IT", "NL
 # below this Presidio score a match is ignored (unvalidated weak patterns, no context)
 SCORE_THRESHOLD = 0.35
 SSN_SHAPE = re.compile(r"\d{3}([- ])\d{2}\1\d{4}")
+RUN_MAX = 64  # longest non-space run the tokenizer sees in one piece
+WINDOW = 1000  # characters analysed at once
+OVERLAP = 200  # shared by neighbouring windows: an entity this short lies wholly in one
+_LONG_RUN = re.compile(r"\S{" + str(RUN_MAX + 1) + ",}")
+
+
+class ScanTimeout(Exception):
+    """The text was not scanned within its deadline (adversarial or pathological input)."""
+
+
+def _break_runs(match: re.Match[str]) -> str:
+    run = match.group(0)
+    return "".join(" " if i % RUN_MAX == RUN_MAX - 1 else c for i, c in enumerate(run))
+
+
+def tokenizer_safe(text: str) -> str:
+    """``text`` with every non-space run longer than RUN_MAX broken by spaces (same length)."""
+    return _LONG_RUN.sub(_break_runs, text)
+
+
+def windows(length: int) -> list[tuple[int, int]]:
+    """(start, end) of the overlapping windows that cover ``length`` characters."""
+    if length <= WINDOW:
+        return [(0, length)]
+    step = WINDOW - OVERLAP
+    starts = range(0, length - OVERLAP, step)
+    return [(start, min(start + WINDOW, length)) for start in starts]
 
 
 @Language.component("prefloop_lower_lemma")
@@ -131,11 +169,26 @@ class PiiFilter:
         )
         self.anonymizer = AnonymizerEngine()
 
-    def find(self, text: str) -> list[RecognizerResult]:
-        """Non-overlapping detections; a longer span wins over one it overlaps."""
-        results = self.analyzer.analyze(
-            text=text, language="en", entities=self.entities, score_threshold=SCORE_THRESHOLD
-        )
+    def find(self, text: str, deadline: float | None = None) -> list[RecognizerResult]:
+        """Non-overlapping detections; a longer span wins over one it overlaps. ``deadline``
+        (a ``time.process_time()`` value) raises ``ScanTimeout`` when passed between windows."""
+        safe = tokenizer_safe(text)
+        results: list[RecognizerResult] = []
+        for start, end in windows(len(text)):
+            if deadline is not None and time.process_time() > deadline:
+                raise ScanTimeout(f"PII scan stopped at character {start} of {len(text)}")
+            artifacts = self.analyzer.nlp_engine.process_text(safe[start:end], "en")
+            found = self.analyzer.analyze(
+                text=text[start:end],
+                language="en",
+                entities=self.entities,
+                score_threshold=SCORE_THRESHOLD,
+                nlp_artifacts=artifacts,
+            )
+            for r in found:
+                r.start += start
+                r.end += start
+            results.extend(found)
         # no numbering plan groups phone numbers 3-2-4: that shape is an SSN (valid or not)
         results = [
             r
@@ -148,9 +201,9 @@ class PiiFilter:
                 chosen.append(result)
         return sorted(chosen, key=lambda r: r.start)
 
-    def scan(self, text: str) -> PiiScan:
+    def scan(self, text: str, deadline: float | None = None) -> PiiScan:
         """Replace each detected span by ``<ENTITY_TYPE>`` and count the entity types."""
-        found = self.find(text)
+        found = self.find(text, deadline)
         if not found:
             return PiiScan(text=text)
         operators = {

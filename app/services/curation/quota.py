@@ -5,7 +5,8 @@ CONFLICT DO NOTHING) and then locks them (SELECT ... FOR UPDATE) in user-ID orde
 concurrent ingests for the same user run one after the other and see each other's counts; the
 sorted order means they never deadlock. SQLite serialises writers (BEGIN IMMEDIATE), which gives
 the same guarantee. The lock is held to the end of the transaction; ``store_quotas`` then writes
-the new counts.
+the new counts. User IDs are the ingesting client's own: the same ID from two clients is two
+quota rows.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from app.db import is_postgres
 from app.models import UserQuota
 
 
-def lock_quotas(session: Session, user_ids: set[str]) -> dict[str, int]:
+def lock_quotas(session: Session, client: str, user_ids: set[str]) -> dict[str, int]:
     """Create missing quota rows, lock all of them, return user ID -> accepted so far."""
     if not user_ids:
         return {}
@@ -26,33 +27,33 @@ def lock_quotas(session: Session, user_ids: set[str]) -> dict[str, int]:
     dialect = postgresql if is_postgres(session) else sqlite
     session.execute(
         dialect.insert(UserQuota)
-        .values([{"user_id": u, "accepted": 0} for u in ordered])
-        .on_conflict_do_nothing(index_elements=["user_id"])
+        .values([{"client": client, "user_id": u, "accepted": 0} for u in ordered])
+        .on_conflict_do_nothing(index_elements=["client", "user_id"])
     )
     rows = session.execute(
         select(UserQuota.user_id, UserQuota.accepted)
-        .where(UserQuota.user_id.in_(ordered))
+        .where(UserQuota.client == client, UserQuota.user_id.in_(ordered))
         .order_by(UserQuota.user_id)
         .with_for_update()
     )
     return {user_id: accepted for user_id, accepted in rows}
 
 
-def store_quotas(session: Session, changes: dict[str, int]) -> None:
+def store_quotas(session: Session, client: str, changes: dict[str, int]) -> None:
     """Add each delta to a user's accepted count (rows locked by ``lock_quotas``)."""
     for user_id, delta in sorted(changes.items()):
         if delta:
             session.execute(
                 update(UserQuota)
-                .where(UserQuota.user_id == user_id)
+                .where(UserQuota.client == client, UserQuota.user_id == user_id)
                 .values(accepted=UserQuota.accepted + delta)
             )
 
 
-def release_one(session: Session, user_id: str) -> None:
+def release_one(session: Session, client: str, user_id: str) -> None:
     """Give back one accepted slot (a prompt left the accepted set)."""
     session.execute(
         update(UserQuota)
-        .where(UserQuota.user_id == user_id, UserQuota.accepted > 0)
+        .where(UserQuota.client == client, UserQuota.user_id == user_id, UserQuota.accepted > 0)
         .values(accepted=UserQuota.accepted - 1)
     )

@@ -5,7 +5,9 @@ a number in [0, 1) and compared with the cumulative ``split_ratios``. A user who
 prompts keeps the split those prompts are in (so changing the ratios never puts a user in two
 splits); a researcher's pin overrides both. Pinning a user who already has prompts moves all of
 that user's prompts to the pinned split, scanning them for PII first when the new split is one
-that is scanned.
+that is scanned. User IDs belong to the client that ingested them (``Prompt.client``): pins and
+"the split of its prompts" are looked up within that client, so one customer's pins or prompts
+never move another customer's user of the same name.
 """
 
 from __future__ import annotations
@@ -36,14 +38,17 @@ def hash_split(user_id: str, ratios: Sequence[float]) -> str:
     return next(name for name, ratio in zip(SPLITS[::-1], ratios[::-1], strict=True) if ratio > 0)
 
 
-def splits_for_users(session: Session, user_ids: Iterable[str]) -> dict[str, str]:
-    """User ID -> split for every given ID: pin, else the split of its prompts, else the hash."""
+def splits_for_users(session: Session, client: str, user_ids: Iterable[str]) -> dict[str, str]:
+    """User ID -> split for every given ID of ``client``: pin, else the split of its prompts,
+    else the hash."""
     wanted = set(user_ids)
     if not wanted:
         return {}
     found: dict[str, str] = dict(
         session.execute(
-            select(SplitPin.user_id, SplitPin.split).where(SplitPin.user_id.in_(wanted))
+            select(SplitPin.user_id, SplitPin.split).where(
+                SplitPin.client == client, SplitPin.user_id.in_(wanted)
+            )
         )
         .tuples()
         .all()
@@ -52,7 +57,7 @@ def splits_for_users(session: Session, user_ids: Iterable[str]) -> dict[str, str
     if rest:
         rows = session.execute(
             select(Prompt.user_id, func.min(Prompt.split))
-            .where(Prompt.user_id.in_(rest), Prompt.split.is_not(None))
+            .where(Prompt.client == client, Prompt.user_id.in_(rest), Prompt.split.is_not(None))
             .group_by(Prompt.user_id)
         )
         found.update({user_id: split for user_id, split in rows})
@@ -68,8 +73,9 @@ def parse_split(value: str, field: str = "split") -> str:
     return value
 
 
-def pin_split(session: Session, user_id: str, split: str) -> int:
-    """Pin ``user_id`` to ``split`` and move the user's existing prompts there; returns how many.
+def pin_split(session: Session, user_id: str, split: str, client: str = "") -> int:
+    """Pin ``client``'s ``user_id`` to ``split`` and move the user's existing prompts there;
+    returns how many.
 
     Holds the user's quota row lock (as ingest does), so no concurrent ingest can add a prompt
     in the old split meanwhile. Prompts moved into a scanned split are scanned for PII first.
@@ -81,14 +87,18 @@ def pin_split(session: Session, user_id: str, split: str) -> int:
     if not user_id:
         raise Invalid("user ID must not be empty", field="user_id")
     parse_split(split)
-    lock_quotas(session, {user_id})
-    pin = session.get(SplitPin, user_id)
+    lock_quotas(session, client, {user_id})
+    pin = session.get(SplitPin, (client, user_id))
     if pin is None:
-        session.add(SplitPin(user_id=user_id, split=split))
+        session.add(SplitPin(client=client, user_id=user_id, split=split))
     else:
         pin.split = split
     moving = list(
-        session.scalars(select(Prompt).where(Prompt.user_id == user_id, Prompt.split != split))
+        session.scalars(
+            select(Prompt).where(
+                Prompt.client == client, Prompt.user_id == user_id, Prompt.split != split
+            )
+        )
     )
     if split in get_settings().pii_splits:
         apply_pii_to_existing(session, moving)
@@ -103,13 +113,18 @@ def pin_split(session: Session, user_id: str, split: str) -> int:
     return len(moving)
 
 
-def unpin_split(session: Session, user_id: str) -> None:
+def unpin_split(session: Session, user_id: str, client: str = "") -> None:
     """Remove a pin; the user's prompts stay where they are (and so do later ones)."""
-    pin = session.get(SplitPin, user_id)
+    pin = session.get(SplitPin, (client, user_id))
     if pin is None:
         raise NotFound(f"no split pin for user ID {user_id!r}", field="user_id")
     session.delete(pin)
     session.flush()
+
+
+def list_clients(session: Session) -> list[str]:
+    """The clients (ingesting accounts; "" for the command-line import) that sent prompts."""
+    return list(session.scalars(select(Prompt.client).distinct().order_by(Prompt.client)))
 
 
 def list_pins(session: Session) -> list[SplitPin]:

@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from app.config import get_settings
 from app.deps import NotAuthenticated, Principal, optional_principal
+from app.web.templating import templates
 
 router = APIRouter(include_in_schema=False)
 
@@ -33,6 +34,4 @@ def openapi_document(request: Request) -> JSONResponse:
 
 @router.get("/docs", dependencies=[Depends(docs_reader)])
 def swagger_ui(request: Request) -> HTMLResponse:
-    from app.web.templating import templates
-
     return templates.TemplateResponse(request, "api/docs.html", {})  # type: ignore[return-value]
