@@ -58,6 +58,17 @@ CASES: dict[str, Shared | Held] = {
     "DELETE /api/v1/split-pins/{user_id}": RESEARCHERS,
     "POST /admin/data/use-cases/{use_case_id}": RESEARCHERS,
     "POST /admin/data/pins/{user_id}/delete": RESEARCHERS,
+    "GET /api/v1/evaluations/{evaluation_id}": RESEARCHERS,
+    "GET /admin/evaluations/{evaluation_id}": RESEARCHERS,
+    "PUT /api/v1/gold-tasks/{task_id}": RESEARCHERS,
+    "GET /admin/gold/tasks/{task_id}": RESEARCHERS,
+    "POST /admin/gold/tasks/{task_id}": RESEARCHERS,
+    "GET /api/v1/labelers/{labeler_id}": RESEARCHERS,
+    "POST /api/v1/labelers/{labeler_id}/approve": RESEARCHERS,
+    "POST /api/v1/labelers/{labeler_id}/reject": RESEARCHERS,
+    "PUT /api/v1/labelers/{labeler_id}/group": RESEARCHERS,
+    "GET /admin/labelers/{labeler_id}": RESEARCHERS,
+    "POST /admin/labelers/{labeler_id}/decision": RESEARCHERS,
     "GET /admin/users/{user_id}": ADMINS,
     "POST /admin/users/{user_id}/role": ADMINS,
     "POST /admin/users/{user_id}/active": ADMINS,
@@ -105,7 +116,8 @@ def test_every_route_with_an_id_has_a_case() -> None:
 
 
 def _fill(path: str, ids: dict[str, str]) -> str:
-    return re.sub(r"\{([^}]+)\}", lambda m: ids.get(m.group(1), "1"), path)
+    default = ids.get("*", "1")
+    return re.sub(r"\{([^}]+)\}", lambda m: ids.get(m.group(1), default), path)
 
 
 def _as(client: TestClient, user, api: bool, make_token) -> tuple[TestClient, dict[str, str]]:  # type: ignore[no-untyped-def]
@@ -132,8 +144,8 @@ def _call(c: TestClient, method: str, url: str, form: dict[str, str]):  # type: 
 def test_shared_objects_are_closed_to_lower_roles_alike(client, make_user, make_token) -> None:  # type: ignore[no-untyped-def]
     make_user("labeler", username="bystander")  # user 1 exists
     prompt_id = make_prompt(SECRET)  # a prompt exists
-    existing = {"user_id": "1", "token_id": "1", "prompt_id": str(prompt_id)}
-    missing = {k: "2147483647" for k in ("user_id", "token_id", "prompt_id")}
+    existing = {"user_id": "1", "labeler_id": "1", "prompt_id": str(prompt_id)}
+    missing = {"*": "2147483647"}  # every id: one that does not exist
     callers = {role: _as(client, make_user(role), False, make_token) for role in BELOW.values()}
     tokens = {role: _as(client, make_user(role), True, make_token) for role in BELOW.values()}
     checked = 0
