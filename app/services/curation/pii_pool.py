@@ -102,7 +102,8 @@ def _can_fork() -> bool:
 def _executor(size: int, ner_model: str | None) -> ProcessPoolExecutor:
     global _pool, _pool_key
     with _lock:
-        if _pool is None or _pool_key != (size, ner_model):
+        broken = _pool is not None and getattr(_pool, "_broken", False)
+        if _pool is None or _pool_key != (size, ner_model) or broken:
             if _pool is not None:
                 _pool.shutdown(wait=False, cancel_futures=True)
             # forkserver: workers start from a clean process, not a fork of a threaded server
