@@ -251,7 +251,11 @@ def test_evaluation_of_ppo_against_its_sft_parent_then_rm_cv(
     assert ppo["judgments"] == 6 and 0 <= ppo["win_rate"] <= 1
     lo, hi = ppo["win_rate_ci95"]
     assert lo <= ppo["win_rate"] <= hi
-    assert state["rm"]["judgments"] == 6 and state["rm"]["agreement_with_judges"] is not None
+    assert state["rm"]["judgments"] == 6
+    # None when every judged pair was tied by judge and RM alike (the tiny PPO and SFT models,
+    # sampled with one seed, often write the same text: a tie both ways carries no information)
+    agreement = state["rm"]["agreement_with_judges"]
+    assert agreement is None or 0 <= agreement <= 1
     board = ok(researcher.get("/api/v1/leaderboard"))
     assert {row["model_version_id"] for row in board} == {ids["ppo"], ids["sft"]}
 
