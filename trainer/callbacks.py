@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,13 +32,15 @@ checkpoint."""
 
 class MetricsLog:
     """Appends one JSON object per line to `<output_dir>/metrics.jsonl` and forwards each
-    report to the progress callback. Only the main process writes (`enabled`)."""
+    report to the progress callback. Only the main process writes (`enabled`). A resumed run
+    (`resume_after` = the step it resumes after) keeps the rows up to that step."""
 
     def __init__(
         self,
         output_dir: str | Path | None,
         progress: ProgressCallback | None = None,
         enabled: bool = True,
+        resume_after: int | None = None,
     ) -> None:
         self.path = Path(output_dir) / "metrics.jsonl" if output_dir is not None else None
         self.progress = progress
@@ -44,7 +48,12 @@ class MetricsLog:
         self.start = time.time()
         if self.path is not None and enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text("")  # a new run starts a new log
+            kept = ""
+            if resume_after is not None and self.path.is_file():
+                rows = [r for r in read_metrics(self.path) if r["step"] <= resume_after]
+                kept = "".join(json.dumps(r) + "\n" for r in rows)
+                self.start -= rows[-1]["time"] if rows else 0.0
+            self.path.write_text(kept)  # a new run starts a new log
             # ... and the directory is no finished checkpoint until prefloop.json is rewritten.
             (self.path.parent / "prefloop.json").unlink(missing_ok=True)
 
@@ -74,6 +83,42 @@ def read_metrics(path: str | Path) -> list[dict]:
     if path.is_dir():
         path = path / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class Timer:
+    """Wall time of the named parts of a loop iteration, `with timed("generation"): ...`,
+    and of the whole iteration since `timed.begin()`. On a GPU it waits for the device
+    before reading the clock, so each part is charged for its own kernels."""
+
+    def __init__(self, device: object = None) -> None:
+        self.cuda = getattr(device, "type", None) == "cuda"
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.started = 0.0
+
+    def begin(self) -> None:
+        self.seconds.clear()
+        self.started = self._now()
+
+    def _now(self) -> float:
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = self._now()
+        try:
+            yield
+        finally:
+            self.seconds[name] += self._now() - start
+
+    def metrics(self) -> dict[str, float]:
+        """{"time_<part>": seconds, ..., "time_iteration": seconds since begin()}."""
+        out = {f"time_{k}": v for k, v in self.seconds.items()}
+        out["time_iteration"] = self._now() - self.started
+        return out
 
 
 class TqdmProgress:

@@ -16,7 +16,15 @@ import yaml
 # torch-heavy modules are imported inside the commands: `prefloop users ...` should not pay
 # for loading torch just because the training commands are mounted beside it
 from trainer.callbacks import TqdmProgress
-from trainer.config import PPOConfig, RMConfig, SampleConfig, SFTConfig, _Common
+from trainer.config import (
+    PPOConfig,
+    RMConfig,
+    SampleConfig,
+    SFTConfig,
+    _Common,
+    describe_defaults,
+    describe_fields,
+)
 
 train_app = typer.Typer(
     help="Train the method's models: SFT, reward model, PPO / PPO-ptx.", no_args_is_help=True
@@ -30,38 +38,52 @@ PRECISION = typer.Option(None, help="Mixed precision: no, fp16 or bf16.")
 LORA = typer.Option(None, "--lora/--no-lora", help="Train LoRA adapters (merged on save).")
 
 
+def _fail(message: str) -> None:
+    """Bad input: one line on stderr, exit status 2."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
 def _settings(
     cls: type[_Common],
     config_file: Path | None,
     paths: dict[str, Any],
     flags: dict[str, Any],
     sets: list[str],
+    model_key: str,
+    saved: dict[str, Any] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """Merge YAML, flags and --set into (config, paths); flags beat the YAML file."""
-    params = yaml.safe_load(config_file.read_text()) or {} if config_file else {}
+    """Merge YAML, flags and --set into (config, paths); flags beat the YAML file, and the
+    fields left unset take the defaults that fit the model named by `paths[model_key]`.
+    `saved` (a resumed run's settings) comes under all of them."""
+    try:
+        params = yaml.safe_load(config_file.read_text()) or {} if config_file else {}
+    except (OSError, yaml.YAMLError) as e:
+        _fail(f"--config: cannot read {config_file}: {e}".splitlines()[0])
     if not isinstance(params, dict):
-        raise typer.BadParameter("the YAML file must hold a mapping", param_hint="--config")
+        _fail("--config: the YAML file must hold a mapping of field: value")
+    saved = dict(saved or {})
     for key, value in paths.items():
-        paths[key] = value if value is not None else params.get(key)
+        paths[key] = value if value is not None else params.get(key, saved.get(key))
         params.pop(key, None)
+    params = {**saved.get("config", {}), **params}
     params.update({k: v for k, v in flags.items() if v is not None})
     for item in sets:
         key, sep, value = item.partition("=")
         if not sep:
-            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
+            _fail(f"--set: expected KEY=VALUE, got {item!r}")
         params[key.strip().replace("-", "_")] = yaml.safe_load(value)
     try:
-        config = cls.from_dict(params)
+        config = cls.for_model(paths.get(model_key), params)
     except (TypeError, ValueError) as e:
-        raise typer.BadParameter(str(e), param_hint="--config/--set") from e
+        _fail(str(e))
     return config, paths
 
 
 def _require(paths: dict[str, Any], *keys: str) -> None:
     for key in keys:
         if paths.get(key) is None:
-            flag = "--" + key.replace("_", "-")
-            raise typer.BadParameter(f"missing {flag} (or '{key}' in --config)", param_hint=flag)
+            _fail(f"missing --{key.replace('_', '-')} (or '{key}' in --config)")
 
 
 def _quiet() -> None:
@@ -77,6 +99,9 @@ def _run(desc: str, fn: Any, **kwargs: Any) -> dict[str, Any]:
     bar = TqdmProgress(desc, keys=("loss", "reward", "kl", "accuracy"))
     try:
         result = fn(progress=bar, **kwargs)
+    except ValueError as e:  # bad data or settings, said in one line by the trainer
+        bar.close()
+        _fail(str(e))
     finally:
         bar.close()
     if os.environ.get("RANK", "0") == "0":  # under `accelerate launch`: print once
@@ -84,7 +109,14 @@ def _run(desc: str, fn: Any, **kwargs: Any) -> dict[str, Any]:
     return result
 
 
-@train_app.command("sft")
+def _help(summary: str, kind: str) -> dict[str, str]:
+    return {
+        "help": f"{summary}\n\n{describe_defaults(kind)}",
+        "epilog": f"Config fields (--set KEY=VALUE): {describe_fields(kind)}",
+    }
+
+
+@train_app.command("sft", **_help("Supervised fine-tuning on demonstrations.", "sft"))
 def sft_command(
     model: str = typer.Option(None, help="Base model: hub ID, local path or 'tiny'."),
     data: Path = typer.Option(None, help="Demonstrations JSONL: {prompt, completion}."),
@@ -101,7 +133,6 @@ def sft_command(
     use_lora: bool = LORA,
     set_: list[str] = SET,
 ) -> None:
-    """Supervised fine-tuning on demonstrations."""
     from trainer.sft import train_sft
 
     cfg, p = _settings(
@@ -118,6 +149,7 @@ def sft_command(
             use_lora=use_lora,
         ),
         set_,
+        "model",
     )
     _require(p, "model", "data", "output")
     _run(
@@ -132,7 +164,7 @@ def sft_command(
     )
 
 
-@train_app.command("rm")
+@train_app.command("rm", **_help("Train a reward model on K-way rankings.", "rm"))
 def rm_command(
     model: str = typer.Option(None, help="SFT (or any causal LM) checkpoint to start from."),
     data: Path = typer.Option(None, help="Rankings JSONL: {prompt, completions: [{text, rank}]}"),
@@ -149,7 +181,6 @@ def rm_command(
     use_lora: bool = LORA,
     set_: list[str] = SET,
 ) -> None:
-    """Train a reward model on K-way rankings."""
     from trainer.reward import train_reward_model
 
     cfg, p = _settings(
@@ -166,6 +197,7 @@ def rm_command(
             use_lora=use_lora,
         ),
         set_,
+        "model",
     )
     _require(p, "model", "data", "output")
     _run(
@@ -180,7 +212,14 @@ def rm_command(
     )
 
 
-@train_app.command("ppo")
+@train_app.command(
+    "ppo",
+    **_help(
+        "PPO (PPO-ptx with --pretrain-data and --ptx-coef > 0) against a reward model. "
+        "--resume DIR continues a stopped run from its last saved state.",
+        "ppo",
+    ),
+)
 def ppo_command(
     policy: str = typer.Option(None, help="SFT checkpoint (initial policy and KL reference)."),
     reward_model: str = typer.Option(None, help="RM checkpoint (reward and value init)."),
@@ -197,10 +236,24 @@ def ppo_command(
     mixed_precision: str = PRECISION,
     use_lora: bool = LORA,
     set_: list[str] = SET,
+    resume: Path = typer.Option(
+        None,
+        help="Output directory of a stopped run: continue it from its last saved state "
+        "(paths and settings as saved, unless given).",
+    ),
 ) -> None:
-    """PPO (PPO-ptx with --pretrain-data and --ptx-coef > 0) against a reward model."""
-    from trainer.ppo import train_ppo
+    from trainer.ppo import saved_run, train_ppo
 
+    saved = None
+    if resume is not None:
+        if output is not None and Path(output) != Path(resume):
+            _fail("--resume continues in its own directory: leave out --output")
+        try:
+            saved = saved_run(resume)
+        except ValueError as e:
+            _fail(str(e))
+        output = resume
+        saved["pretrain_data"] = saved.pop("pretrain_texts", None)
     cfg, p = _settings(
         PPOConfig,
         config,
@@ -222,6 +275,8 @@ def ppo_command(
             use_lora=use_lora,
         ),
         set_,
+        "policy",
+        saved,
     )
     _require(p, "policy", "reward_model", "prompts", "output")
     _run(
@@ -233,6 +288,7 @@ def ppo_command(
         output_dir=p["output"],
         pretrain_texts=p["pretrain_data"],
         config=cfg,
+        resume=resume is not None,
     )
 
 
@@ -268,6 +324,7 @@ def sample_command(
             cpu=cpu,
         ),
         set_,
+        "model",
     )
     _require(p, "model", "prompts", "k", "output")
     _quiet()
@@ -292,7 +349,7 @@ def score_command(
     from trainer.score import score_records
 
     if reward_model is None or input is None or output is None:
-        raise typer.BadParameter("--reward-model, --input and --output are required")
+        _fail("--reward-model, --input and --output are required")
     _quiet()
     config = SampleConfig(cpu=bool(cpu))
     records = score_records(reward_model, input, batch_size=batch_size, config=config)

@@ -94,7 +94,7 @@ def rankings(source: Records | None) -> list[dict[str, Any]]:
         if len(completions) < 2:
             raise ValueError(f"record {n}: a ranking needs at least 2 completions")
         texts_ = [_require(c, "text", str, n) for c in completions]
-        ranks = [int(_require(c, "rank", int | float, n)) for c in completions]
+        ranks = [_whole_rank(_require(c, "rank", int | float, n), n) for c in completions]
         if min(ranks) < 1:
             raise ValueError(f"record {n}: ranks start at 1 (best)")
         if len(set(ranks)) > 1:
@@ -102,13 +102,37 @@ def rankings(source: Records | None) -> list[dict[str, Any]]:
     return out
 
 
+def _whole_rank(rank: int | float, n: int) -> int:
+    """A rank as an int; 2.0 is 2, but 1.5 (or True) is an error, not a silent tie."""
+    if isinstance(rank, bool) or (isinstance(rank, float) and not rank.is_integer()):
+        raise ValueError(f"record {n}: a rank must be a whole number, got {rank!r}")
+    return int(rank)
+
+
 # ---------------------------------------------------------------- tokenisation
 
 
+def special_prefix(tokenizer: Any) -> list[int]:
+    """The tokens the tokenizer puts before a text on its own (Llama's BOS; none for GPT-2).
+    Prompts are tokenised without special tokens (the template is ours), so this is added
+    back in front: a model pretrained with a BOS must see one."""
+    cached = getattr(tokenizer, "_prefloop_prefix", None)
+    if cached is None:
+        plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+        full = tokenizer("a", add_special_tokens=True)["input_ids"]
+        start = next((i for i in range(len(full)) if full[i : i + len(plain)] == plain), 0)
+        cached = list(full[:start])
+        tokenizer._prefloop_prefix = cached
+    return list(cached)
+
+
 def encode_prompt(tokenizer: Any, prompt: str, max_length: int) -> list[int]:
-    """Template-formatted prompt tokens, truncated from the left (the end matters most)."""
+    """Template-formatted prompt tokens, truncated from the left (the end matters most),
+    after the tokenizer's special prefix (BOS) if it has one."""
+    prefix = special_prefix(tokenizer)
     ids = tokenizer(format_prompt(prompt), add_special_tokens=False)["input_ids"]
-    return ids[-max_length:]
+    keep = max(1, max_length - len(prefix))
+    return prefix + ids[-keep:]
 
 
 def encode_example(
@@ -116,12 +140,14 @@ def encode_example(
 ) -> tuple[list[int], int]:
     """prompt + completion + EOS tokens, and the number of prompt tokens. Prompt and response
     are tokenised separately, as they are when the policy generates after the prompt."""
+    prefix = special_prefix(tokenizer)
     p = tokenizer(format_prompt(prompt), add_special_tokens=False)["input_ids"]
     c = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    if len(p) + len(c) > max_length:
-        c = c[: max_length - min(len(p), max_length // 2)]
-        p = p[-(max_length - len(c)) :] if max_length > len(c) else []
-    return p + c, len(p)
+    budget = max_length - len(prefix)
+    if len(p) + len(c) > budget:
+        c = c[: budget - min(len(p), budget // 2)]
+        p = p[-(budget - len(c)) :] if budget > len(c) else []
+    return prefix + p + c, len(prefix) + len(p)
 
 
 def pad(
@@ -175,6 +201,13 @@ def pair_batch(tokenizer: Any, pairs: list[tuple[str, str]], max_length: int) ->
     seqs = [encode_example(tokenizer, p, c, max_length)[0] for p, c in pairs]
     ids, mask = pad(seqs, tokenizer.pad_token_id)
     return {"input_ids": ids, "attention_mask": mask}
+
+
+def lm_example(tokenizer: Any, text: str, max_length: int) -> list[int]:
+    """A pre-training text as language-modelling tokens: special prefix, text, EOS."""
+    prefix = special_prefix(tokenizer)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return prefix + ids[: max_length - 1 - len(prefix)] + [tokenizer.eos_token_id]
 
 
 def batches(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import json
 import os
 import shutil
 import tempfile
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,25 +28,15 @@ from transformers import (
 )
 
 from trainer.config import _Common
+from trainer.meta import META_FILE, model_preset, read_prefloop_meta, write_prefloop_meta
 from trainer.tiny_corpus import TINY_CORPUS
 
-META_FILE = "prefloop.json"
-TINY_VERSION = 1  # bump when the preset changes, so stale caches are rebuilt
+__all__ = ["META_FILE", "read_prefloop_meta", "write_prefloop_meta"]  # and the functions below
 
-# ---------------------------------------------------------------- prefloop.json
-
-
-def read_prefloop_meta(path: str | Path) -> dict[str, Any]:
-    """The checkpoint's prefloop.json ({} when absent, e.g. a plain hub model)."""
-    file = Path(path) / META_FILE
-    return json.loads(file.read_text()) if file.is_file() else {}
-
-
-def write_prefloop_meta(path: str | Path, meta: dict[str, Any]) -> None:
-    """Write prefloop.json: kind ("base"|"sft"|"rm"|"ppo"), parents, data_snapshot,
-    hyperparameters, metrics and, for reward models, reward_bias."""
-    Path(path, META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
-
+TINY_VERSION = 2  # bump when the preset changes, so stale caches are rebuilt
+# architectures' names for residual dropout (Llama, Qwen2, Mistral have none)
+RESIDUAL_DROPOUT_NAMES = ("resid_pdrop", "hidden_dropout", "hidden_dropout_prob", "dropout")
+RM_PAD_TOKEN = "<|pad|>"
 
 # ---------------------------------------------------------------- the tiny preset
 
@@ -98,7 +90,14 @@ def build_tiny(output_dir: str | Path | None = None, seed: int = 0) -> Path:
     tokenizer.save_pretrained(tmp)
     write_prefloop_meta(
         tmp,
-        {"kind": "base", "name": "tiny", "tiny_version": TINY_VERSION, "seed": seed, "parents": []},
+        {
+            "kind": "base",
+            "name": "tiny",
+            "preset": "tiny",
+            "tiny_version": TINY_VERSION,
+            "seed": seed,
+            "parents": [],
+        },
     )
     shutil.rmtree(out, ignore_errors=True)
     try:
@@ -141,12 +140,14 @@ def load_policy(
     residual_dropout: float | None = None,
     trainable: bool = True,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A causal LM and its tokenizer; `residual_dropout` overrides the checkpoint's dropout,
-    `config.use_lora` wraps it with peft LoRA adapters (only when `trainable`)."""
+    """A causal LM and its tokenizer; `residual_dropout` overrides the checkpoint's residual
+    dropout while training (saved checkpoints keep the base's), `config.use_lora` wraps it
+    with peft LoRA adapters (only when `trainable`)."""
     path = resolve_model(name_or_path)
     tokenizer = load_tokenizer(path)
-    overrides = _dropout_overrides(path, residual_dropout)
+    overrides = _dropout_overrides(path, residual_dropout=residual_dropout)
     model = AutoModelForCausalLM.from_pretrained(path, **overrides)
+    _remember_base_config(model, path, overrides)
     _set_generation_tokens(model, tokenizer)
     if trainable and config is not None and config.use_lora:
         model = apply_lora(model, config, task_type="CAUSAL_LM")
@@ -159,13 +160,28 @@ def load_reward_model(
     path_or_policy_path: str | Path,
     config: _Common | None = None,
     trainable: bool = False,
+    disable_dropout: bool = True,
+    distinct_pad: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, float]:
     """A reward (or value) model: the backbone with the unembedding replaced by a scalar head
     (`AutoModelForSequenceClassification`, num_labels=1). From a causal LM checkpoint the head
-    is newly initialised. Returns (model, tokenizer, reward_bias from prefloop.json)."""
+    is newly initialised. Dropout is off unless `disable_dropout` is False (saved checkpoints
+    keep the base's settings). `distinct_pad` gives a tokenizer whose pad is its EOS a pad
+    token of its own. Returns (model, tokenizer, reward_bias from prefloop.json)."""
     path = resolve_model(path_or_policy_path)
     tokenizer = load_tokenizer(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+    overrides = _dropout_overrides(path, disable=disable_dropout)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **overrides)
+    _remember_base_config(model, path, overrides)
+    if disable_dropout:  # also dropout modules that do not read the config (TRL does this)
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+    if distinct_pad and tokenizer.pad_token_id in (None, tokenizer.eos_token_id):
+        # Hugging Face's sequence classifiers read the last token that is not the pad token:
+        # with pad == EOS they would read the token before the EOS we score at.
+        tokenizer.add_special_tokens({"pad_token": RM_PAD_TOKEN})
+        model.resize_token_embeddings(len(tokenizer))
     # The head reads the last non-padding token; a pad id must be known for batches > 1.
     model.config.pad_token_id = tokenizer.pad_token_id
     if trainable and config is not None and config.use_lora:
@@ -176,15 +192,58 @@ def load_reward_model(
     return model, tokenizer, bias
 
 
-def _dropout_overrides(path: str, residual_dropout: float | None) -> dict[str, float]:
-    """Config kwargs that set residual dropout, for the names architectures use for it."""
-    if residual_dropout is None:
+def _dropout_overrides(
+    path: str, residual_dropout: float | None = None, disable: bool = False
+) -> dict[str, float]:
+    """Config kwargs that set residual dropout (or, with `disable`, every dropout) for the
+    names the architecture uses. Warns when `residual_dropout` matches none of them."""
+    if residual_dropout is None and not disable:
         return {}
     from transformers import AutoConfig
 
     cfg = AutoConfig.from_pretrained(path)
-    names = ("resid_pdrop", "hidden_dropout", "hidden_dropout_prob", "dropout")
-    return {n: residual_dropout for n in names if hasattr(cfg, n)}
+    dropouts = [
+        n
+        for n, v in cfg.to_dict().items()
+        if isinstance(v, float) and ("dropout" in n or "pdrop" in n)
+    ]
+    if disable:
+        return {n: 0.0 for n in dropouts}
+    names = [n for n in RESIDUAL_DROPOUT_NAMES if hasattr(cfg, n)]
+    if not names:
+        warnings.warn(
+            f"residual_dropout={residual_dropout} matches no residual dropout setting of "
+            f"{type(cfg).__name__} (its dropout settings: {', '.join(dropouts) or 'none'}); "
+            "the model trains without residual dropout",
+            stacklevel=3,
+        )
+    return {n: float(residual_dropout) for n in names}  # type: ignore[arg-type]
+
+
+def _remember_base_config(model: PreTrainedModel, path: str, overrides: dict) -> None:
+    """Keep the checkpoint's own values of the config fields overridden for training, so that
+    save_checkpoint writes them back (a training setting is not the model's)."""
+    if overrides:
+        from transformers import AutoConfig
+
+        base = AutoConfig.from_pretrained(path)
+        model._prefloop_base_config = {n: getattr(base, n) for n in overrides}  # type: ignore[assignment]
+
+
+@contextlib.contextmanager
+def _base_config(model: torch.nn.Module) -> Iterator[None]:
+    """The model's config with the base checkpoint's values of training-only overrides."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = getattr(inner, "_prefloop_base_config", {})
+    config = inner.config
+    current = {n: getattr(config, n) for n in base}
+    for n, v in base.items():
+        setattr(config, n, v)
+    try:
+        yield
+    finally:
+        for n, v in current.items():
+            setattr(config, n, v)
 
 
 def _set_generation_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
@@ -296,7 +355,8 @@ def save_checkpoint(
         (out / META_FILE).unlink(missing_ok=True)
         if is_peft:  # save the merged full model, loadable without peft
             unwrapped = copy.deepcopy(unwrapped).merge_and_unload()
-        unwrapped.save_pretrained(out, state_dict=state, save_function=accelerator.save)
+        with _base_config(unwrapped):
+            unwrapped.save_pretrained(out, state_dict=state, save_function=accelerator.save)
         tokenizer.save_pretrained(out)
         if meta is not None:
             write_prefloop_meta(out, meta)
@@ -311,9 +371,11 @@ def checkpoint_meta(
     meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """prefloop.json content: the caller's `meta` (e.g. data_snapshot, parents as model
-    version IDs) over our defaults; kind, hyperparameters and metrics are always ours."""
+    version IDs) over our defaults; kind, hyperparameters, metrics and the preset inherited
+    from the first parent (which picks the defaults of later steps) are always ours."""
     out: dict[str, Any] = {"parents": parents, "data_snapshot": None, **(meta or {})}
     out.update(kind=kind, hyperparameters=config.to_dict(), metrics=metrics)
+    out.update(preset=model_preset(parents[0]) if parents else None)
     return out
 
 

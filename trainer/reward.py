@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -68,13 +69,15 @@ def train_reward_model(
     output_dir: str | Path,
     val: data.Records | None = None,
     demonstrations: data.Records | None = None,
-    config: RMConfig | None = None,
+    config: RMConfig | Mapping[str, Any] | None = None,
     progress: ProgressCallback | None = None,
     meta: dict | None = None,
 ) -> dict[str, float]:
     """Train a reward model from an SFT (or any causal LM) checkpoint on ranking records;
-    returns the final metrics (validation pairwise accuracy / log loss overall and by K)."""
-    config = config or RMConfig()
+    returns the final metrics (validation pairwise accuracy / log loss overall and by K). A
+    mapping (or None) as `config` is applied over the defaults that fit `model`."""
+    if not isinstance(config, RMConfig):
+        config = RMConfig.for_model(model, config)
     output_dir = Path(output_dir)
     set_seed(config.seed)
     accelerator = make_accelerator(config)
@@ -83,7 +86,9 @@ def train_reward_model(
     if not train_rows:
         raise ValueError("no rankings with at least two distinct ranks to train on")
 
-    rm, tokenizer, _ = load_reward_model(model, config, trainable=True)
+    rm, tokenizer, _ = load_reward_model(
+        model, config, trainable=True, disable_dropout=config.disable_dropout, distinct_pad=True
+    )
     collate = partial(data.ranking_batch, tokenizer, max_length=config.max_length)
     loader = DataLoader(
         train_rows,
@@ -155,6 +160,10 @@ def train_reward_model(
         source = "ranked_completions"
     bias = mean_score(accelerator, rm, tokenizer, pairs, config)
     metrics.update(reward_bias=bias)
+    # also in config.json, for tools that read the checkpoint without prefloop.json
+    unwrapped = accelerator.unwrap_model(rm)
+    inner = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+    inner.config.reward_bias = bias
     log.log(step, total, metrics, message="reward model trained")
     save_checkpoint(
         accelerator,

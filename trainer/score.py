@@ -1,4 +1,6 @@
-"""Scoring (prompt, completion) records with a reward model, its normalising bias applied."""
+"""Scoring with a reward model, its normalising bias applied: (prompt, completion) records
+(tokenised as in training), or a policy's generated token ids as they are (PPO, SFT
+selection), read at each response's last token."""
 
 from __future__ import annotations
 
@@ -9,7 +11,13 @@ import torch
 
 from trainer.config import SampleConfig
 from trainer.data import batches, encode_example, load_records, pad, pair_batch
-from trainer.models import load_policy, load_reward_model, make_accelerator, sequence_scores
+from trainer.models import (
+    load_policy,
+    load_reward_model,
+    make_accelerator,
+    sequence_scores,
+    token_scores,
+)
 
 
 @torch.no_grad()
@@ -31,6 +39,25 @@ def score_pairs(
         )
         scores += (r - bias).tolist()
     return scores
+
+
+@torch.no_grad()
+def response_scores(
+    reward_model: Any,
+    sequences: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_mask: torch.Tensor,
+) -> torch.Tensor:
+    """Raw r(x, y) of generated sequences (left-padded prompt, response, padding), read at
+    each response's last token: EOS when it finished, else the last token generated. The RM
+    sees the policy's own token ids: decoding and re-encoding would hand it other tokens
+    (non-canonical BPE splits, broken UTF-8, dropped special tokens) and an EOS that a cut
+    response never produced."""
+    position_ids = (attention_mask.cumsum(1) - 1).clamp(min=0)
+    scores = token_scores(reward_model, sequences, attention_mask, position_ids)
+    prompt_width = sequences.shape[1] - response_mask.shape[1]
+    last = prompt_width + (response_mask.sum(1) - 1).clamp(min=0)
+    return scores.gather(1, last[:, None]).squeeze(1)
 
 
 def score_records(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,8 @@ from trainer.models import (
     resolve_model,
     save_checkpoint,
 )
-from trainer.sample import decode_responses, generate
-from trainer.score import score_pairs
+from trainer.sample import decode_responses, generate, row_seed
+from trainer.score import response_scores, score_pairs
 
 
 def train_sft(
@@ -42,12 +43,14 @@ def train_sft(
     output_dir: str | Path,
     val: data.Records | None = None,
     reward_model: str | None = None,
-    config: SFTConfig | None = None,
+    config: SFTConfig | Mapping[str, Any] | None = None,
     progress: ProgressCallback | None = None,
     meta: dict | None = None,
 ) -> dict[str, float]:
-    """Fine-tune `model` on {"prompt", "completion"} records; returns the final metrics."""
-    config = config or SFTConfig()
+    """Fine-tune `model` on {"prompt", "completion"} records; returns the final metrics. A
+    mapping (or None) as `config` is applied over the defaults that fit `model`."""
+    if not isinstance(config, SFTConfig):
+        config = SFTConfig.for_model(model, config)
     output_dir = Path(output_dir)
     set_seed(config.seed)
     accelerator = make_accelerator(config)
@@ -184,31 +187,42 @@ def evaluate(
 
     if rm is not None and config.val_samples > 0:
         rm_model, rm_tokenizer, rm_bias = rm
-        prompts = [r["prompt"] for r in val_rows[: config.val_samples]]
+        # the RM reads the sampled token ids as they are when it shares the tokenizer
+        same_tokens = all(
+            rm_tokenizer.get_vocab().get(t) == i for t, i in tokenizer.get_vocab().items()
+        )
+        prompts = list(enumerate(r["prompt"] for r in val_rows[: config.val_samples]))
         max_prompt = max(1, config.max_length - config.val_max_new_tokens)
         score_sum = torch.zeros(2, device=accelerator.device)
-        # Same seed every epoch, so epochs are compared on the same sampling noise.
-        cuda = [accelerator.device] if accelerator.device.type == "cuda" else []
-        with (
-            torch.random.fork_rng(devices=cuda),
-            accelerator.split_between_processes(prompts) as shard,
-        ):
-            torch.manual_seed(config.seed)
+        # Seeded per prompt, so epochs are compared on the same sampling noise.
+        with accelerator.split_between_processes(prompts) as shard:
             for chunk in data.batches(shard, config.eval_batch_size):
-                ids = [data.encode_prompt(tokenizer, p, max_prompt) for p in chunk]
+                ids = [data.encode_prompt(tokenizer, p, max_prompt) for _, p in chunk]
                 with accelerator.autocast():
-                    seqs, _, resp_mask = generate(
-                        model, tokenizer, ids, config.val_max_new_tokens, config.val_temperature
+                    seqs, attn, resp_mask = generate(
+                        model,
+                        tokenizer,
+                        ids,
+                        config.val_max_new_tokens,
+                        config.val_temperature,
+                        seeds=[row_seed(config.seed, "val", i) for i, _ in chunk],
                     )
-                texts = decode_responses(tokenizer, seqs[:, -resp_mask.shape[1] :], resp_mask)
-                scores = score_pairs(
-                    rm_model,
-                    rm_tokenizer,
-                    list(zip(chunk, texts, strict=True)),
-                    rm_bias,
-                    config.eval_batch_size,
-                    config.max_length,
-                )
+                    if same_tokens:
+                        scores = (
+                            response_scores(rm_model, seqs, attn, resp_mask) - rm_bias
+                        ).tolist()
+                    else:
+                        texts = decode_responses(
+                            tokenizer, seqs[:, -resp_mask.shape[1] :], resp_mask
+                        )
+                        scores = score_pairs(
+                            rm_model,
+                            rm_tokenizer,
+                            [(p, t) for (_, p), t in zip(chunk, texts, strict=True)],
+                            rm_bias,
+                            config.eval_batch_size,
+                            config.max_length,
+                        )
                 score_sum += torch.tensor([sum(scores), len(scores)], device=accelerator.device)
         score_sum = accelerator.reduce(score_sum, "sum")
         metrics["val_rm_score"] = (score_sum[0] / score_sum[1].clamp(min=1)).item()

@@ -34,12 +34,19 @@ from trainer.score import score_pairs
 from trainer.sft import train_sft
 
 
-def test_sft_and_rm_checkpoints_reload_with_from_pretrained(sft_run: Run, rm_run: Run) -> None:
+def test_sft_and_rm_checkpoints_reload_with_from_pretrained(
+    tiny: Path, sft_run: Run, rm_run: Run
+) -> None:
     policy = AutoModelForCausalLM.from_pretrained(sft_run.path)
     assert AutoTokenizer.from_pretrained(sft_run.path).pad_token == "<|pad|>"
-    assert policy.config.resid_pdrop == SFT_CONFIG.residual_dropout
+    # the training-time dropout is a hyper-parameter, not the model's: the base's is kept
+    assert (
+        policy.config.resid_pdrop == AutoModelForCausalLM.from_pretrained(tiny).config.resid_pdrop
+    )
     meta = read_prefloop_meta(sft_run.path)
     assert meta["kind"] == "sft" and meta["data_snapshot"] == "synthetic-demos"
+    assert meta["hyperparameters"]["residual_dropout"] == SFT_CONFIG.residual_dropout
+    assert meta["preset"] == "tiny"  # so later steps get the tiny preset's defaults
     assert meta["hyperparameters"]["epochs"] == SFT_CONFIG.epochs
     assert meta["metrics"]["val_loss"] == pytest.approx(sft_run.metrics["val_loss"])
 
@@ -88,8 +95,8 @@ def test_build_tiny_is_cached_and_deterministic(tiny: Path, tmp_path: Path) -> N
     assert (fresh / "model.safetensors").stat().st_mtime_ns == stamp
 
 
-def save_plain_hf_model(path: Path) -> Path:
-    """A GPT-2 saved with save_pretrained, tokenizer without a pad token (like hub GPT-2)."""
+def small_bpe(special_tokens: list[str]) -> Tokenizer:
+    """A 300-token byte-level BPE trained on synthetic demonstrations."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -97,11 +104,17 @@ def save_plain_hf_model(path: Path) -> Path:
         [d["prompt"] + " " + d["completion"] for d in synthetic.demonstrations(200)],
         trainers.BpeTrainer(
             vocab_size=300,
-            special_tokens=["<|endoftext|>"],
+            special_tokens=special_tokens,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
         ),
     )
+    return tok
+
+
+def save_plain_hf_model(path: Path) -> Path:
+    """A GPT-2 saved with save_pretrained, tokenizer without a pad token (like hub GPT-2)."""
+    tok = small_bpe(["<|endoftext|>"])
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
     torch.manual_seed(0)
     config = GPT2Config(
@@ -130,10 +143,12 @@ def test_local_hf_model_loads_through_the_path_code_path(tmp_path: Path) -> None
         str(path),
         synthetic.demonstrations(32),
         out,
-        config=SFT_CONFIG.replace(epochs=1, residual_dropout=0.1),
+        config=SFT_CONFIG.replace(epochs=1, residual_dropout=0.3),
     )
     assert metrics["steps"] == 2
+    # trained with 0.3; saved with the base's own 0.1 (it was saved as 0.3)
     assert AutoModelForCausalLM.from_pretrained(out).config.resid_pdrop == 0.1
+    assert read_prefloop_meta(out)["preset"] is None  # a plain model: the method's defaults
     records = sample_completions(
         str(out), ["Describe the frog."], 3, SampleConfig(max_new_tokens=6, max_length=64)
     )

@@ -38,13 +38,14 @@ def test_cli_runs_the_loop_from_files(tmp_path: Path) -> None:
                 "epochs": 1,
                 "batch_size": 16,
                 "max_length": 64,
-                "lr": 1e-3,
             }
         )
+        + "lr: 1e-3\n"  # YAML 1.1 reads this as the string "1e-3"
     )
 
     invoke("train", "sft", "--config", sft_yaml, "--epochs", 2)  # the flag beats the YAML
-    assert read_prefloop_meta(tmp_path / "sft")["hyperparameters"]["epochs"] == 2
+    hyper = read_prefloop_meta(tmp_path / "sft")["hyperparameters"]
+    assert hyper["epochs"] == 2 and hyper["lr"] == 1e-3
     assert len(read_jsonl(tmp_path / "sft" / "metrics.jsonl")) >= 6
 
     out = invoke(
@@ -93,9 +94,12 @@ def test_cli_runs_the_loop_from_files(tmp_path: Path) -> None:
         "max_new_tokens=8",
         "--set",
         "max_length=64",
+        "--set",
+        "value_lr=1e-4",  # crashed deep in torch: a str times a float
     )
     hyper = read_prefloop_meta(tmp_path / "ppo")["hyperparameters"]
     assert (hyper["ptx_coef"], hyper["kl_coef"], hyper["iterations"]) == (0.5, 0.05, 2)
+    assert hyper["value_lr"] == 1e-4
 
     invoke(
         "sample",
@@ -146,3 +150,13 @@ def test_cli_reports_bad_config_and_missing_paths(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "epochz" in result.output
     result = runner.invoke(app, ["train", "rm", "--data", "x.jsonl", "--output", str(tmp_path)])
     assert result.exit_code == 2 and "--model" in result.output
+    result = runner.invoke(
+        app,
+        ["train", "ppo", "--policy", "tiny", "--reward-model", "tiny", "--prompts", "x.jsonl",
+         "--output", str(tmp_path), "--set", "value_lr=fast"],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: value_lr: Input should be a valid number, unable to parse string as a number "
+        "(got 'fast')"
+    ]

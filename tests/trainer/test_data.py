@@ -6,8 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from trainer import data
+from trainer import data, synthetic
+from trainer.config import SampleConfig
 from trainer.models import load_tokenizer
+from trainer.ppo import prompt_indices
+from trainer.sample import sample_completions
 
 
 def test_one_template_for_every_step(tiny: Path) -> None:
@@ -63,3 +66,44 @@ def test_parquet_snapshots_read_like_jsonl(tmp_path: Path) -> None:
     assert data.rankings(tmp_path / "r.parquet") == [
         {"prompt": "p", "texts": ["a", "b"], "ranks": [2, 1]}
     ]
+
+
+def test_non_integer_ranks_are_rejected_not_rounded_into_ties() -> None:
+    def ranking(r: object) -> list[dict]:
+        return [
+            {"prompt": "p", "completions": [{"text": "a", "rank": r}, {"text": "b", "rank": 2}]}
+        ]
+
+    with pytest.raises(ValueError, match="whole number, got 1.5"):
+        data.rankings(ranking(1.5))  # was read as 1: a silent tie-breaking change
+    with pytest.raises(ValueError, match="whole number"):
+        data.rankings(ranking(True))
+    assert data.rankings(ranking(1.0))[0]["ranks"] == [1, 2]
+
+
+def test_ppo_processes_draw_disjoint_prompts_and_cover_them_all() -> None:
+    n, batch, processes = 10, 3, 2
+    seen = []
+    for iteration in (1, 2, 3):  # 18 draws of 10 prompts: one pass, then a second shuffle
+        shards = [prompt_indices(n, batch, iteration, 0, p, processes) for p in range(processes)]
+        seen += [i for s in shards for i in s]
+    # each prompt once per pass over all processes (they drew the same prompts before)
+    assert sorted(seen[:10]) == list(range(10))
+    assert len(set(seen[10:])) == 8
+    # the same on every call: a resumed run draws what the original would have
+    assert prompt_indices(n, batch, 2, 0, 1, processes) == prompt_indices(n, batch, 2, 0, 1, 2)
+
+
+def test_samples_do_not_depend_on_the_batch_size(tiny: Path) -> None:
+    prompts = [p["prompt"] for p in synthetic.prompts(5, seed=4)]
+    runs = [
+        sample_completions(
+            str(tiny), prompts, 3, SampleConfig(batch_size=b, max_new_tokens=6, max_length=64)
+        )
+        for b in (1, 7)
+    ]
+    assert runs[0] == runs[1]  # differed: one global generator shared by the batch
+    other_seed = sample_completions(
+        str(tiny), prompts, 3, SampleConfig(seed=1, max_new_tokens=6, max_length=64)
+    )
+    assert other_seed != runs[0]

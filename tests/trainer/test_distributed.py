@@ -53,6 +53,8 @@ def test_reward_model_under_two_processes(tiny: Path, tmp_path: Path) -> None:
             "max_length=64",
             "--lr",
             "1e-3",
+            "--epochs",
+            "1",
         ],
         capture_output=True,
         text=True,

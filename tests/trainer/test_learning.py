@@ -85,6 +85,8 @@ PPO_CONFIG = PPOConfig(
     max_new_tokens=16,
     max_length=64,
     ptx_batch_size=8,
+    # a response cut at max_new_tokens is scored where it stops, off the RM's training data
+    missing_eos_penalty=2.0,
 )
 
 
