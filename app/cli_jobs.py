@@ -53,7 +53,12 @@ def _dispatch(session: Any, job: Any) -> None:
     typer.echo(job.id)
 
 
-@jobs_cli.command("launch")
+@jobs_cli.command(
+    "launch",
+    epilog="Hyper-parameters left out get the defaults that fit the job's model: the method's "
+    "for real checkpoints; the 'tiny' preset and models trained from it have their own "
+    "(prefloop train sft|rm|ppo --help lists them). The stored job shows the values used.",
+)
 def jobs_launch(
     kind: Annotated[str, typer.Argument(help=f"One of: {', '.join(JobKind)}.")],
     params: Annotated[

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 META_FILE = "prefloop.json"
+# a PPO run's resumable state inside its output directory (removed when the run finishes)
+STATE_DIR = ".state"
 
 
 def read_prefloop_meta(path: str | Path) -> dict[str, Any]:

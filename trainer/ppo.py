@@ -38,6 +38,7 @@ from transformers import get_constant_schedule, get_linear_schedule_with_warmup
 from trainer import data
 from trainer.callbacks import MetricsLog, ProgressCallback, Timer
 from trainer.config import PPOConfig
+from trainer.meta import STATE_DIR
 from trainer.models import (
     checkpoint_meta,
     load_policy,
@@ -50,7 +51,6 @@ from trainer.models import (
 from trainer.sample import ends_with_eos, generate, row_seed
 from trainer.score import response_scores
 
-STATE_DIR = ".state"  # resumable state inside the output directory, removed when done
 # may differ between a run and its resumption (anything else must match)
 RESUMABLE_CHANGES = ("iterations", "save_every")
 

@@ -60,6 +60,9 @@ class JobKindSpec:
     snapshot_refs: Mapping[str, str] = field(default_factory=dict)
     # parameters listing prompt ids, each an accepted prompt
     prompt_refs: tuple[str, ...] = ()
+    # the parameter naming the model whose defaults apply to hyper-parameters left out (the
+    # tiny preset and models trained from it have their own; other models the method's)
+    defaults_from: str | None = None
     # the trainer may run on several processes (`num_gpus` > 1: accelerate launch)
     distributed: bool = False
     # what its data filters select by creation time: labels, or prompts (nothing labeled yet)
@@ -99,6 +102,7 @@ JOB_KINDS: dict[JobKind, JobKindSpec] = {
         trainer_function="trainer.sft:train_sft",
         output_model="sft",
         model_refs={"base_model": POLICY_KINDS, "rm_model_version_id": ("rm",)},
+        defaults_from="base_model",
         snapshot_refs={"train_snapshot_id": "demonstrations", "val_snapshot_id": "demonstrations"},
         distributed=True,
     ),
@@ -110,6 +114,7 @@ JOB_KINDS: dict[JobKind, JobKindSpec] = {
         trainer_function="trainer.reward:train_reward_model",
         output_model="rm",
         model_refs={"sft_model_version_id": ("sft",)},
+        defaults_from="sft_model_version_id",
         snapshot_refs={"train_snapshot_id": "comparisons", "val_snapshot_id": "comparisons"},
         distributed=True,
     ),
@@ -121,6 +126,7 @@ JOB_KINDS: dict[JobKind, JobKindSpec] = {
         trainer_function="trainer.ppo:train_ppo",
         output_model="ppo",
         model_refs={"sft_model_version_id": ("sft", "ppo"), "rm_model_version_id": ("rm",)},
+        defaults_from="sft_model_version_id",
         snapshot_refs={"prompts_snapshot_id": "prompts"},
         distributed=True,
         filters_select="prompts",
@@ -132,6 +138,7 @@ JOB_KINDS: dict[JobKind, JobKindSpec] = {
         trainer_config=SampleConfig,
         trainer_function="trainer.sample:sample_completions",
         model_refs={"model_version_ids": POLICY_KINDS},
+        defaults_from="model_version_ids",
         prompt_refs=("prompt_ids",),
         filters_select="prompts",
     ),

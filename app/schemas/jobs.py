@@ -1,7 +1,9 @@
 """Job parameters, one Pydantic schema per kind, shared by the JSON API and the launch form.
 
-The hyper-parameters and their defaults come from trainer/config.py (the method's defaults),
-so the form, the API and the trainer never disagree; job-level fields (which models, which
+The hyper-parameters, their types, bounds and defaults come from trainer/config.py, so the
+form, the API, the CLI and the trainer never disagree. The schema's defaults are the method's;
+a job on the `tiny` preset (or a model trained from it) gets the preset's own for the fields
+it leaves out (filled in by app/services/jobs.py). Job-level fields (which models, which
 data, how many GPUs) are declared here.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import types
 import typing
 from datetime import datetime
 from typing import Any, Literal
@@ -30,39 +33,6 @@ class JobKind(enum.StrEnum):
     export_snapshot = "export-snapshot"
     evaluation_sample = "evaluation-sample"
     rm_cv = "rm-cv"
-
-
-# bounds for hyper-parameters, by name (anything absent is only type-checked)
-_BOUNDS: dict[str, dict[str, float]] = {
-    "epochs": {"ge": 1},
-    "iterations": {"ge": 1},
-    "ppo_epochs": {"ge": 1},
-    "batch_size": {"ge": 1},
-    "eval_batch_size": {"ge": 1},
-    "rollout_batch_size": {"ge": 1},
-    "minibatch_size": {"ge": 1},
-    "ptx_batch_size": {"ge": 1},
-    "gradient_accumulation_steps": {"ge": 1},
-    "max_length": {"ge": 8},
-    "max_new_tokens": {"ge": 1},
-    "val_max_new_tokens": {"ge": 1},
-    "val_samples": {"ge": 0},
-    "lr": {"gt": 0},
-    "value_lr": {"gt": 0},
-    "warmup_ratio": {"ge": 0, "le": 1},
-    "min_lr_ratio": {"ge": 0, "le": 1},
-    "weight_decay": {"ge": 0},
-    "max_grad_norm": {"gt": 0},
-    "residual_dropout": {"ge": 0, "lt": 1},
-    "kl_coef": {"ge": 0},
-    "ptx_coef": {"ge": 0},
-    "top_p": {"gt": 0, "le": 1},
-    "temperature": {"ge": 0},
-    "gae_gamma": {"ge": 0, "le": 1},
-    "gae_lambda": {"ge": 0, "le": 1},
-    "clip_coef": {"gt": 0},
-    "lora_r": {"ge": 1},
-}
 
 
 class DataFilters(BaseModel):
@@ -93,21 +63,35 @@ class JobOptions(BaseModel):
 
 
 def _hyperparameter_fields(config_cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(config_cls)
+    """The trainer config's fields with their types and bounds (annotated there: one source
+    for the CLI, YAML files and this API) and the method's defaults. A field the request
+    leaves out gets the defaults that fit the job's model (app/services/jobs.py)."""
+    hints = typing.get_type_hints(config_cls, include_extras=True)
     fields: dict[str, Any] = {}
     for f in dataclasses.fields(config_cls):
         default = f.default if f.default is not dataclasses.MISSING else None
         hint: Any = hints[f.name]
         extra: dict[str, Any] = {}
-        if hint is str:
+        base = _plain_type(hint)
+        if base is str:
             hint = Text
-        elif hint is float:  # params are stored as JSON, which has no NaN or Infinity
+        elif base is float:  # params are stored as JSON, which has no NaN or Infinity
             extra["allow_inf_nan"] = False
-        elif hint is int and "le" not in _BOUNDS.get(f.name, {}):
+        elif base is int:
             # counts reach INTEGER columns (progress, metric steps): 32-bit on PostgreSQL
             extra["le"] = INT32_MAX
-        fields[f.name] = (hint, Field(default, **_BOUNDS.get(f.name, {}), **extra))
+        fields[f.name] = (hint, Field(default, **extra))
     return fields
+
+
+def _plain_type(hint: Any) -> Any:
+    """int for Annotated[int, Ge(1)] and Annotated[int, ...] | None; other hints as they are."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        hint = args[0] if len(args) == 1 else hint
+    if typing.get_origin(hint) is typing.Annotated:
+        hint = typing.get_args(hint)[0]
+    return hint
 
 
 def _hyperparameters(config_cls: type) -> type[BaseModel]:

@@ -10,6 +10,7 @@ jobs the broker missed. Services flush; the route, CLI command or worker commits
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,7 +25,7 @@ from app.models import Job, JobMetric, JobStatus, ModelVersion, Prompt, PromptSt
 from app.schemas.job_kinds import JOB_KINDS, JobKindSpec
 from app.schemas.jobs import JobKind
 from app.services import Conflict, Invalid, NotFound, ServiceError
-from app.services.models_registry import check_base_model_name, require_kind
+from app.services.models_registry import base_model_of, check_base_model_name, require_kind
 
 ACTIVE = (JobStatus.queued.value, JobStatus.running.value)
 FINISHED = (JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.cancelled.value)
@@ -111,10 +112,29 @@ def check_references(session: Session, spec: JobKindSpec, p: BaseModel) -> None:
             _check_prompts(session, getattr(p, name), f"params.{name}")
 
 
+def with_model_defaults(session: Session, spec: JobKindSpec, p: BaseModel) -> BaseModel:
+    """``p`` with the hyper-parameters it leaves out set to the defaults that fit its model
+    (the tiny preset's own for it and the models trained from it, the method's otherwise),
+    checked together by the trainer's config (e.g. PPO's top_p must be 1)."""
+    if spec.trainer_config is None or spec.defaults_from is None:
+        return p
+    model = getattr(p, spec.defaults_from)
+    model = model[0] if isinstance(model, list) else model
+    names = {f.name for f in dataclasses.fields(spec.trainer_config)}
+    given = {k: v for k, v in p.model_dump().items() if k in names and k in p.model_fields_set}
+    try:
+        config = spec.trainer_config.for_model(base_model_of(session, model), given)
+    except ValueError as exc:
+        name = str(exc).partition(":")[0]
+        raise Invalid(str(exc), field=f"params.{name}" if name in names else "params") from None
+    return p.model_copy(update=config.to_dict())
+
+
 def validate_job(session: Session, kind: str, params: dict[str, Any]) -> BaseModel:
+    spec = kind_spec(kind)
     parsed = parse_params(kind, params)
-    check_references(session, kind_spec(kind), parsed)
-    return parsed
+    check_references(session, spec, parsed)
+    return with_model_defaults(session, spec, parsed)
 
 
 # launching -------------------------------------------------------------------------------------

@@ -122,6 +122,22 @@ def ensure_base_version(session: Session, name_or_path: str) -> ModelVersion:
     return version
 
 
+def base_model_of(session: Session, model: int | str) -> str:
+    """The base model a version descends from (first parents up to a base version): "tiny",
+    a hub ID or a path. It decides which defaults fit the next job (the tiny preset's own or
+    the method's); read from the lineage, so no model file needs to be reachable from here."""
+    seen: set[int] = set()
+    while isinstance(model, int) and model not in seen:
+        seen.add(model)
+        version = session.get(ModelVersion, model)
+        if version is None:
+            return ""
+        if version.kind == "base" or not version.parent_ids:
+            return version.path
+        model = version.parent_ids[0]
+    return model if isinstance(model, str) else ""
+
+
 def register_version(
     session: Session,
     *,

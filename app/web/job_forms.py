@@ -1,6 +1,8 @@
 """The job launch form: fields derived from each kind's Pydantic schema (so the form offers
-exactly what the API accepts, with the method's defaults), valid model/snapshot choices from
-the kind's entry in ``JOB_KINDS``, and parsing of the submitted form back into params."""
+exactly what the API accepts), valid model/snapshot choices from the kind's entry in
+``JOB_KINDS``, and parsing of the submitted form back into params. Hyper-parameters start
+empty, showing their defaults: left empty, the job gets the ones that fit its model (the tiny
+preset's own for it and the models trained from it, the method's otherwise)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from app.schemas.job_kinds import JOB_KINDS, JobKindSpec
 from app.schemas.jobs import JobKind
 from app.services.export import list_snapshots
 from app.services.models_registry import current_policy, list_versions
+from trainer.config import PRESET_DEFAULTS, describe_defaults
 
 KIND_TITLES = {kind.value: spec.title for kind, spec in JOB_KINDS.items()}
 # the kinds the launch form offers
@@ -45,6 +48,7 @@ class FormField:
     required: bool = False
     help: str = ""
     step: str = "any"
+    placeholder: str = ""
 
 
 def _strip_optional(annotation: Any) -> Any:
@@ -121,10 +125,38 @@ def job_fields(session: Session, kind: str) -> tuple[list[FormField], list[FormF
                 (str(s.id), f"#{s.id} · {s.filters.get('split') or 'all'} · {s.row_count} rows")
                 for s in list_snapshots(session, 50, snapshot_fields[name])
             ]
+        if name in hyper_names and f.widget in ("number", "text"):
+            f.value, f.placeholder = None, default_text(spec, name, default)
         (hyper if name in hyper_names else setup).append(f)
     # models and data first, then the rest (num_gpus ...)
     setup.sort(key=lambda f: 0 if f.name in model_fields else 1 if f.name in snapshot_fields else 2)
     return setup, hyper
+
+
+def default_text(spec: JobKindSpec, name: str, default: Any) -> str:
+    """The placeholder of an empty hyper-parameter: the method's default, and a preset's
+    where it differs ("1e-05 · tiny: 0.0001")."""
+    kind = spec.trainer_config.kind if spec.trainer_config else ""
+    text = (
+        "none"
+        if default is None
+        else f"{default:g}"
+        if isinstance(default, float)
+        else str(default)
+    )
+    for preset, by_kind in PRESET_DEFAULTS.items():
+        value = by_kind.get(kind, {}).get(name, default)
+        if value != default:
+            text += (
+                f" · {preset}: {value:g}" if isinstance(value, float) else f" · {preset}: {value}"
+            )
+    return text
+
+
+def defaults_note(kind: str) -> str:
+    """Which defaults apply to which models, above the hyper-parameters."""
+    config = _spec(kind).trainer_config
+    return describe_defaults(config.kind) if config is not None else ""
 
 
 def filter_fields(kind: str) -> list[FormField]:

@@ -80,6 +80,7 @@ def _form_context(
         "setup": setup,
         "hyper": hyper,
         "filters": filters,
+        "defaults_note": job_forms.defaults_note(kind),
         "base_model_name": form.get("base_model_name", "") if form is not None else "",
         "error": error,
     }

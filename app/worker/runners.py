@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -332,12 +333,34 @@ def finite_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def discard_partial_output(ctx: JobContext) -> None:
+    """A failed or cancelled job leaves no model behind: its output directory is removed
+    (it holds no prefloop.json, so it was never a checkpoint), except a PPO run's resumable
+    state, kept with its metrics so that it can be continued from a shell."""
+    from trainer.meta import STATE_DIR
+
+    out = ctx.output_dir
+    (out.parent / f".ptx-{ctx.job_id}.jsonl").unlink(missing_ok=True)
+    if not out.is_dir():
+        return
+    if (out / STATE_DIR / "run.json").is_file():
+        for child in out.iterdir():
+            if child.name not in (STATE_DIR, "metrics.jsonl"):
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        ctx.reporter.log(f"resumable from a shell: prefloop train ppo --resume {out}")
+    else:
+        shutil.rmtree(out, ignore_errors=True)
+
+
 def register(session: Session, job: Job, outcome: Outcome) -> ModelVersion | None:
     from app.services.models_registry import register_version
+    from trainer.meta import META_FILE
 
     model_kind = spec_of(job.kind).output_model
     if model_kind is None or outcome.model_path is None:
         return None
+    if not (Path(outcome.model_path) / META_FILE).is_file():  # the trainer writes it last
+        raise JobFailed(f"{outcome.model_path} is not a finished checkpoint (no {META_FILE})")
     return register_version(
         session,
         kind=model_kind,

@@ -26,6 +26,7 @@ from app.worker.runners import (
     RUNNERS,
     JobContext,
     Outcome,
+    discard_partial_output,
     finite_metrics,
     parse_stored_params,
     register,
@@ -113,16 +114,19 @@ def run_job(self: Any, job_id: int) -> str:
         return "succeeded"
     except JobCancelled:
         reporter.log("cancelled at a step boundary")
+        _discard(ctx)
         _finish(job_id, reporter, ctx, JobStatus.cancelled.value)
         return "cancelled"
     except JobFailed as exc:
         reporter.log(f"failed: {exc}")
+        _discard(ctx)
         _finish(job_id, reporter, ctx, JobStatus.failed.value, error=str(exc))
         return "failed"
     except Exception as exc:
         log.exception("job %s failed", job_id)
         for line in traceback.format_exc().splitlines()[-12:]:
             reporter.log(line)
+        _discard(ctx)
         error = f"{type(exc).__name__}: {exc}"
         try:
             _finish(job_id, reporter, ctx, JobStatus.failed.value, error=error)
@@ -133,6 +137,16 @@ def run_job(self: Any, job_id: int) -> str:
         return "failed"
     finally:
         _release_accelerator_memory()
+
+
+def _discard(ctx: JobContext | None) -> None:
+    """No partial checkpoint outlives a failed or cancelled job (never fails the handler)."""
+    if ctx is None:
+        return
+    try:
+        discard_partial_output(ctx)
+    except OSError as exc:
+        ctx.reporter.log(f"could not remove the partial output: {exc}")
 
 
 def _release_accelerator_memory() -> None:

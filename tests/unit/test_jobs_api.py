@@ -24,14 +24,48 @@ def api(api_as):  # type: ignore[no-untyped-def]
     return api_as("researcher")
 
 
-def test_sft_job_is_queued_with_the_methods_defaults(api) -> None:  # type: ignore[no-untyped-def]
-    r = api.post("/api/v1/jobs", json={"kind": "sft", "params": {"base_model": "tiny"}})
+def test_sft_job_is_queued_with_the_defaults_of_its_model(api) -> None:  # type: ignore[no-untyped-def]
+    from trainer.config import PRESET_DEFAULTS, SFTConfig
+
+    r = api.post("/api/v1/jobs", json={"kind": "sft", "params": {"base_model": "some-org/llm"}})
     assert r.status_code == 201, r.text
     job = api.get(f"/api/v1/jobs/{r.json()['job_id']}").json()
     assert job["status"] == "queued" and job["kind"] == "sft"
-    assert job["params"]["epochs"] == 16 and job["params"]["residual_dropout"] == 0.2
+    assert job["params"]["epochs"] == 16 and job["params"]["residual_dropout"] == 0.2  # [16], [0.2]
     assert job["progress"] == {"step": 0, "total": 0, "fraction": 0.0, "eta_s": None}
     assert job["model_version_id"] is None and job["error"] is None
+
+    # the tiny preset carries its own, and explicit settings win (a string "1e-3" is a float)
+    r = api.post(
+        "/api/v1/jobs",
+        json={"kind": "sft", "params": {"base_model": "tiny", "lr": "1e-3", "epochs": 3}},
+    )
+    params = api.get(f"/api/v1/jobs/{r.json()['job_id']}").json()["params"]
+    tiny = SFTConfig.for_model("tiny", {"lr": 1e-3, "epochs": 3})
+    assert {k: params[k] for k in tiny.to_dict()} == tiny.to_dict()
+    assert params["lr"] == 1e-3 and params["epochs"] == 3
+    assert params["batch_size"] == PRESET_DEFAULTS["tiny"]["sft"]["batch_size"]
+
+
+def test_later_steps_get_the_defaults_of_the_model_they_descend_from(api) -> None:  # type: ignore[no-untyped-def]
+    from trainer.config import PPOConfig, RMConfig
+
+    tiny_sft = _version("sft", [_version("base", path="tiny")], path="/tmp/sft")
+    other_sft = _version("sft", [_version("base", path="some-org/llm")], path="/tmp/sft2")
+    rm = _version("rm", [tiny_sft], path="/tmp/rm")
+    for sft, expected in ((tiny_sft, RMConfig.for_model("tiny")), (other_sft, RMConfig())):
+        r = api.post("/api/v1/jobs", json={"kind": "rm", "params": {"sft_model_version_id": sft}})
+        params = api.get(f"/api/v1/jobs/{r.json()['job_id']}").json()["params"]
+        assert params["lr"] == expected.lr and params["epochs"] == expected.epochs
+    r = api.post(
+        "/api/v1/jobs",
+        json={
+            "kind": "ppo",
+            "params": {"sft_model_version_id": tiny_sft, "rm_model_version_id": rm},
+        },
+    )
+    params = api.get(f"/api/v1/jobs/{r.json()['job_id']}").json()["params"]
+    assert params["kl_coef"] == PPOConfig.for_model("tiny").kl_coef != PPOConfig().kl_coef
 
 
 @pytest.mark.parametrize(
@@ -70,6 +104,21 @@ def test_sft_job_is_queued_with_the_methods_defaults(api) -> None:  # type: igno
             "ppo",
             {"sft_model_version_id": "SFT", "rm_model_version_id": "RM", "kl_coef": -1},
             "params.kl_coef",
+        ),
+        (
+            "ppo",
+            {"sft_model_version_id": "SFT", "rm_model_version_id": "RM", "value_lr": "fast"},
+            "params.value_lr",
+        ),
+        (  # a rule of the trainer's config: PPO samples the full distribution
+            "ppo",
+            {"sft_model_version_id": "SFT", "rm_model_version_id": "RM", "top_p": 0.9},
+            "params.top_p",
+        ),
+        (
+            "ppo",
+            {"sft_model_version_id": "SFT", "rm_model_version_id": "RM", "temperature": 0},
+            "params.temperature",
         ),
     ],
 )

@@ -148,3 +148,35 @@ def test_sample_takes_prompts_of_the_split_without_a_ranking_task(session) -> No
     assert ids(filters={"use_case": "Generation"}) == [gen]
     assert ids(prompt_count=1) == [chat]
     assert ids(prompt_ids=[gen, ranked]) == [gen, ranked]  # explicit prompts are taken as given
+
+
+def test_a_failed_jobs_partial_output_is_removed_and_never_registered(
+    app_env: str, tmp_path: Path
+) -> None:
+    from app.worker.reporting import JobFailed
+    from app.worker.runners import JobContext, Outcome, discard_partial_output, register
+
+    class Context(JobContext):
+        @property
+        def output_dir(self) -> Path:
+            return tmp_path / f"{self.kind}-{self.job_id}"
+
+    job_id = _running_job()
+    reporter = JobReporter(job_id)
+    sft = Context(job_id, "sft", None, None, reporter)
+    (sft.output_dir / ".candidate").mkdir(parents=True)
+    (sft.output_dir / "model.safetensors").write_text("half a model")
+    with get_sessionmaker()() as s, pytest.raises(JobFailed, match="not a finished checkpoint"):
+        register(s, s.get(Job, job_id), Outcome(model_path=str(sft.output_dir)))
+    discard_partial_output(sft)
+    assert not sft.output_dir.exists()
+
+    # a PPO run keeps its resumable state (and metrics), nothing else
+    ppo = Context(job_id + 1, "ppo", None, None, reporter)
+    (ppo.output_dir / ".state").mkdir(parents=True)
+    (ppo.output_dir / ".state" / "run.json").write_text("{}")
+    (ppo.output_dir / "metrics.jsonl").write_text("")
+    (ppo.output_dir / "model.safetensors").write_text("half a model")
+    discard_partial_output(ppo)
+    assert sorted(p.name for p in ppo.output_dir.iterdir()) == [".state", "metrics.jsonl"]
+    assert f"prefloop train ppo --resume {ppo.output_dir}" in reporter.lines[-1]

@@ -37,15 +37,17 @@ def test_every_kind_has_a_form(browser, kind) -> None:  # type: ignore[no-untype
     assert page.status_code == 200 and 'id="launch-form"' in page.text
 
 
-def test_form_offers_valid_choices_and_the_methods_defaults(browser) -> None:  # type: ignore[no-untyped-def]
+def test_form_offers_valid_choices_and_shows_which_defaults_apply(browser) -> None:  # type: ignore[no-untyped-def]
     ids = _versions()
     page = browser.get("/admin/jobs/new?kind=ppo").text
     sft_select = re.search(r'name="sft_model_version_id".*?</select>', page, re.S).group(0)
     rm_select = re.search(r'name="rm_model_version_id".*?</select>', page, re.S).group(0)
     assert f'value="{ids["sft"]}"' in sft_select and f'value="{ids["rm"]}"' not in sft_select
     assert f'value="{ids["rm"]}"' in rm_select and f'value="{ids["sft"]}"' not in rm_select
-    assert 'name="kl_coef" step="any" value="0.02"' in page
-    assert 'name="ptx_coef" step="any" value="0.0"' in page
+    # empty: the model's defaults apply; the method's and the tiny preset's are shown
+    assert 'name="kl_coef" step="any" value="" placeholder="0.02 · tiny: 0.05"' in page
+    assert 'name="ptx_coef" step="any" value="" placeholder="0"' in page
+    assert "the &#39;tiny&#39; preset and models trained from it use" in page
 
 
 def test_bad_input_is_shown_inline_and_kept(browser) -> None:  # type: ignore[no-untyped-def]
