@@ -109,14 +109,17 @@ def _run(desc: str, fn: Any, **kwargs: Any) -> dict[str, Any]:
     return result
 
 
-def _help(summary: str, kind: str) -> dict[str, str]:
-    return {
-        "help": f"{summary}\n\n{describe_defaults(kind)}",
-        "epilog": f"Config fields (--set KEY=VALUE): {describe_fields(kind)}",
-    }
+def _help(summary: str, kind: str) -> str:
+    return f"{summary}\n\n{describe_defaults(kind)}"
 
 
-@train_app.command("sft", **_help("Supervised fine-tuning on demonstrations.", "sft"))
+def _epilog(kind: str) -> str:
+    return f"Config fields (--set KEY=VALUE): {describe_fields(kind)}"
+
+
+@train_app.command(
+    "sft", help=_help("Supervised fine-tuning on demonstrations.", "sft"), epilog=_epilog("sft")
+)
 def sft_command(
     model: str = typer.Option(None, help="Base model: hub ID, local path or 'tiny'."),
     data: Path = typer.Option(None, help="Demonstrations JSONL: {prompt, completion}."),
@@ -164,7 +167,9 @@ def sft_command(
     )
 
 
-@train_app.command("rm", **_help("Train a reward model on K-way rankings.", "rm"))
+@train_app.command(
+    "rm", help=_help("Train a reward model on K-way rankings.", "rm"), epilog=_epilog("rm")
+)
 def rm_command(
     model: str = typer.Option(None, help="SFT (or any causal LM) checkpoint to start from."),
     data: Path = typer.Option(None, help="Rankings JSONL: {prompt, completions: [{text, rank}]}"),
@@ -214,11 +219,12 @@ def rm_command(
 
 @train_app.command(
     "ppo",
-    **_help(
+    help=_help(
         "PPO (PPO-ptx with --pretrain-data and --ptx-coef > 0) against a reward model. "
         "--resume DIR continues a stopped run from its last saved state.",
         "ppo",
     ),
+    epilog=_epilog("ppo"),
 )
 def ppo_command(
     policy: str = typer.Option(None, help="SFT checkpoint (initial policy and KL reference)."),
@@ -244,7 +250,7 @@ def ppo_command(
 ) -> None:
     from trainer.ppo import saved_run, train_ppo
 
-    saved = None
+    saved: dict[str, Any] = {}
     if resume is not None:
         if output is not None and Path(output) != Path(resume):
             _fail("--resume continues in its own directory: leave out --output")

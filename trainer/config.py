@@ -17,7 +17,6 @@ a one-line ValueError naming the field.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -88,13 +87,19 @@ class _Common:
         return dataclasses.replace(self, **changes)
 
 
-@functools.cache
+_ADAPTERS: dict[type, dict[str, TypeAdapter[Any]]] = {}
+
+
 def _adapters(cls: type) -> dict[str, TypeAdapter[Any]]:
-    hints = typing.get_type_hints(cls, include_extras=True)
-    strict_floats = ConfigDict(allow_inf_nan=False)  # params travel as JSON: no NaN / inf
-    return {
-        f.name: TypeAdapter(hints[f.name], config=strict_floats) for f in dataclasses.fields(cls)
-    }
+    """One pydantic validator per field of a config class (built once)."""
+    if cls not in _ADAPTERS:
+        hints = typing.get_type_hints(cls, include_extras=True)
+        strict_floats = ConfigDict(allow_inf_nan=False)  # params travel as JSON: no NaN / inf
+        _ADAPTERS[cls] = {
+            f.name: TypeAdapter(hints[f.name], config=strict_floats)
+            for f in dataclasses.fields(cls)
+        }
+    return _ADAPTERS[cls]
 
 
 @dataclass
@@ -198,27 +203,26 @@ CONFIGS: dict[str, type[_Common]] = {
 PRESET_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "tiny": {
         "sft": {
-            "epochs": 8,
-            "lr": 1e-3,
+            "epochs": 16,
+            "lr": 3e-3,
             "batch_size": 16,
             "warmup_ratio": 0.1,
             "residual_dropout": 0.0,
-            "max_length": 128,
-            "val_max_new_tokens": 32,
+            "max_length": 256,
+            "val_max_new_tokens": 48,
         },
-        "rm": {"epochs": 3, "lr": 3e-4, "warmup_ratio": 0.1, "max_length": 128},
+        "rm": {"epochs": 3, "lr": 3e-4, "warmup_ratio": 0.1, "max_length": 256},
         "ppo": {
             "iterations": 40,
-            "rollout_batch_size": 64,
-            "minibatch_size": 16,
             "ppo_epochs": 2,
             "lr": 1e-4,
             "value_lr": 1e-4,
             "kl_coef": 0.05,
-            "max_new_tokens": 32,
-            "max_length": 128,
+            "missing_eos_penalty": 1.0,
+            "max_new_tokens": 48,
+            "max_length": 256,
         },
-        "sample": {"max_new_tokens": 32, "max_length": 128},
+        "sample": {"max_new_tokens": 48, "max_length": 256},
     },
 }
 

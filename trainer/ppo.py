@@ -278,7 +278,10 @@ def train_ppo(
                     [data.encode_prompt(tokenizer, p, max_prompt) for p in batch_prompts],
                     config.max_new_tokens,
                     config.temperature,
-                    seeds=[row_seed(config.seed, iteration, i) for i in indices],
+                    seeds=[
+                        row_seed(config.seed, iteration, accelerator.process_index, j)
+                        for j in range(len(indices))
+                    ],
                 )
             width = sequences.shape[1] - response_mask.shape[1]
             mask = response_mask.float()
@@ -494,7 +497,8 @@ def saved_run(output_dir: str | Path) -> dict[str, Any]:
             f"nothing to resume in {output_dir}: no saved state (PPO saves one every "
             "save_every iterations; a finished run removes it)"
         )
-    return json.loads(file.read_text())
+    run: dict[str, Any] = json.loads(file.read_text())
+    return run
 
 
 def check_resumable(state_dir: Path, config: PPOConfig) -> None:

@@ -40,16 +40,17 @@ class SeededSampler(LogitsProcessor):
         self.top_p = TopPLogitsWarper(top_p) if top_p < 1.0 else None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        scores = scores.float() / self.temperature
+        logits = scores.float() / self.temperature
         if self.top_p is not None:
-            scores = self.top_p(input_ids, scores)
+            logits = self.top_p(input_ids, logits)
         uniform = torch.stack(
             [
-                torch.rand(scores.shape[1], generator=g, device=scores.device)
+                torch.rand(logits.shape[1], generator=g, device=logits.device)
                 for g in self.generators
             ]
         )
-        return scores - torch.log(-torch.log(uniform))  # + Gumbel(0, 1) noise
+        noisy = logits - torch.log(-torch.log(uniform))  # + Gumbel(0, 1) noise
+        return noisy  # type: ignore[return-value]  # a float tensor, as HF's processors return
 
 
 @torch.no_grad()

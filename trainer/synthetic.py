@@ -11,6 +11,7 @@ import itertools
 import math
 import random
 from collections.abc import Callable
+from typing import Any
 
 POSITIVE = ["kind", "bright", "happy", "warm", "helpful", "clear", "good", "best"]
 NEGATIVE = ["sad", "dull", "cold", "angry", "useless", "rude", "wrong", "bad"]
@@ -168,7 +169,7 @@ def noisy_rankings(
     agreement: float,
     seed: int = 0,
     ks: tuple[int, ...] = (4, 5, 6, 7, 8, 9),
-) -> tuple[list[dict], list[list[float]]]:
+) -> tuple[list[dict[str, Any]], list[list[float]]]:
     """n K-way rankings of mixed completions, ordered by the true score plus Gaussian noise
     scaled so that a labeled pair agrees with the true preference with probability
     `agreement` on average (pairs tied under the truth are ordered at random). Returns the
@@ -199,7 +200,7 @@ def noisy_rankings(
     return rows, truth
 
 
-def label_agreement(rows: list[dict], truth: list[list[float]]) -> dict[str, float]:
+def label_agreement(rows: list[dict[str, Any]], truth: list[list[float]]) -> dict[str, float]:
     """How the labels relate to the truth: the share of labeled pairs ordered like the true
     preference (truth-tied pairs excluded), and the noise ceiling, the pairwise accuracy that
     the true preference itself reaches on these labels (truth-tied pairs count 1/2)."""
