@@ -4,7 +4,9 @@ For K in --ks, both trainers get the same rankings (synthetic, hidden preference
 same tiny model. TRL trains on every untied pair of each ranking, shuffled (its unit is a
 pair); ours trains on whole rankings (one batch element = one prompt with K completions). The
 batch budget is the same: each optimiser step sees the comparisons of --batch-prompts
-rankings, one epoch, same learning rate, schedule and clipping. Printed: comparisons/s,
+rankings, one epoch, same learning rate, schedule and clipping, and the same dropout: off in
+both by default (TRL's RewardConfig.disable_dropout, our RMConfig.disable_dropout), on in both
+with --keep-dropout (the checkpoint's own rates). Printed: comparisons/s,
 forward sequences (counted with a hook), and held-out pairwise accuracy measured by the same
 evaluator for both. The method predicts ~K-1 times fewer forward sequences for K-way.
 
@@ -77,7 +79,9 @@ def run_trl(
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
-    model, tokenizer, _ = load_reward_model(model_path, trainable=True)
+    model, tokenizer, _ = load_reward_model(
+        model_path, trainable=True, disable_dropout=cfg.disable_dropout
+    )
     args = RewardConfig(
         output_dir=str(out),
         per_device_train_batch_size=pairs_per_step,
@@ -95,6 +99,7 @@ def run_trl(
         dataloader_num_workers=0,
         max_length=cfg.max_length,
         disable_tqdm=True,
+        disable_dropout=cfg.disable_dropout,
     )
     trainer = RewardTrainer(
         model=model, args=args, processing_class=tokenizer, train_dataset=Dataset.from_list(pairs)
@@ -114,6 +119,9 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--gpu", action="store_true", help="run both trainers on the GPU")
+    parser.add_argument(
+        "--keep-dropout", action="store_true", help="train both with the model's dropout"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model_path = resolve_model(args.model)
@@ -125,6 +133,7 @@ def main() -> None:
         max_length=args.max_length,
         warmup_ratio=0.1,
         cpu=not args.gpu,
+        disable_dropout=not args.keep_dropout,
     )
     rows_out = []
     for k in args.ks:
@@ -168,7 +177,8 @@ def main() -> None:
     print(
         f"\nRM benchmark: model={args.model} rankings/K={args.prompts} "
         f"batch={args.batch_prompts} rankings/step threads={args.threads} "
-        f"device={'gpu' if args.gpu else 'cpu'}"
+        f"device={'gpu' if args.gpu else 'cpu'} dropout={'on' if args.keep_dropout else 'off'} "
+        "in both"
     )
     print(
         f"{'K':>2} {'comparisons':>11} {'ours cmp/s':>10} {'TRL cmp/s':>10} {'speed-up':>8} "
