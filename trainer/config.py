@@ -211,7 +211,7 @@ PRESET_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
             "max_length": 256,
             "val_max_new_tokens": 48,
         },
-        "rm": {"epochs": 3, "lr": 3e-4, "warmup_ratio": 0.1, "max_length": 256},
+        "rm": {"epochs": 3, "lr": 1e-3, "warmup_ratio": 0.1, "max_length": 256},
         "ppo": {
             "iterations": 40,
             "ppo_epochs": 2,

@@ -163,6 +163,7 @@ JOB_KINDS: dict[JobKind, JobKindSpec] = {
         trainer_config=RMConfig,
         trainer_function="trainer.reward:train_reward_model",
         model_refs={"sft_model_version_id": ("sft",)},
+        defaults_from="sft_model_version_id",
     ),
 }
 if set(JOB_KINDS) != set(JobKind):  # pragma: no cover - a programming error, caught at import
