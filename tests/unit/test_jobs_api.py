@@ -27,7 +27,8 @@ def api(api_as):  # type: ignore[no-untyped-def]
 def test_sft_job_is_queued_with_the_defaults_of_its_model(api) -> None:  # type: ignore[no-untyped-def]
     from trainer.config import PRESET_DEFAULTS, SFTConfig
 
-    r = api.post("/api/v1/jobs", json={"kind": "sft", "params": {"base_model": "some-org/llm"}})
+    real = _version("base", path="some-org/llm")  # a real checkpoint, registered
+    r = api.post("/api/v1/jobs", json={"kind": "sft", "params": {"base_model": real}})
     assert r.status_code == 201, r.text
     job = api.get(f"/api/v1/jobs/{r.json()['job_id']}").json()
     assert job["status"] == "queued" and job["kind"] == "sft"
