@@ -119,6 +119,8 @@ class LabelerStatsOut(BaseModel):
     # output pairs their agreement with others rests on
     agreement_pairs: int
     position_bias: float | None
+    # how many standard deviations the first-shown-best count lies above chance
+    position_bias_z: float | None
     contradiction_rate: float | None
     # ranked pairs with both Likert scores (what the contradiction rate rests on)
     likert_pairs: int

@@ -4,7 +4,9 @@ Per ranking (display order = the order the outputs were shown to this labeler):
 - **first shown ranked best**: 1 when the first-shown output is alone in the best group,
   1/g when it shares the best group with g outputs, 0 otherwise. Position bias is the sum of
   these over the sum of 1/K (what a labeler indifferent to position gets on average): 1 = no
-  bias, K = always puts the first-shown output best.
+  bias, K = always puts the first-shown output best. It is flagged only when it is also
+  ``Z_MIN`` standard deviations above chance (variance: the sum of 1/K (1 - 1/K)), so a
+  careful labeler is not flagged for a lucky streak.
 - **contradictions**: output pairs ranked A above B (strictly) with both Likert scores given,
   where A's score is lower than B's.
 - **untouched**: submitted exactly in the order shown (no ties) with no Likert score at all.
@@ -15,6 +17,7 @@ labeler is not flagged on two rankings (docs/quality.md "Outliers").
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -55,6 +58,19 @@ def is_untouched(
     return [ranks.get(cid) for cid in display_order] == list(range(1, len(display_order) + 1))
 
 
+def excess_z(observed: float, expected: float, variance: float) -> float | None:
+    """How many standard deviations ``observed`` lies above what chance gives (a sum of
+    independent yes/no outcomes with that expectation and variance); None without variance."""
+    if variance <= 0:
+        return None
+    return (observed - expected) / math.sqrt(variance)
+
+
+# a figure must also be this many standard deviations beyond chance where a rule asks (about
+# one labeler in a thousand flagged by luck)
+Z_MIN = 3.0
+
+
 @dataclass
 class Rule:
     figure: str
@@ -63,6 +79,8 @@ class Rule:
     # the evidence needed: (evidence field, minimum)
     evidence: tuple[str, int]
     explanation: str
+    # a row field with the figure's distance from chance in standard deviations (>= Z_MIN)
+    z_field: str | None = None
 
 
 OUTLIER_RULES: tuple[Rule, ...] = (
@@ -83,6 +101,7 @@ OUTLIER_RULES: tuple[Rule, ...] = (
         lambda v, _: v >= 2.0,
         ("rankings", 10),
         "puts the first-shown output best at least twice as often as chance",
+        z_field="position_bias_z",
     ),
     Rule(
         "contradiction_rate",
@@ -104,7 +123,8 @@ OUTLIER_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "median_seconds",
-        lambda v, team: team is not None and v < team / 4,
+        # (times of a few seconds for everyone are not people reading: nothing to compare)
+        lambda v, team: team is not None and team >= 5 and v < team / 4,
         ("rankings", 10),
         "ranks four times faster than the team's median labeler",
     ),
@@ -133,6 +153,8 @@ def outliers(row: Mapping[str, Any], medians: Mapping[str, float | None]) -> lis
         value = row.get(rule.figure)
         field, minimum = rule.evidence
         if value is None or row.get(field, 0) < minimum:
+            continue
+        if rule.z_field is not None and (row.get(rule.z_field) or 0.0) < Z_MIN:
             continue
         if rule.stands_out(value, medians.get(rule.figure)):
             flagged.append(rule.figure)

@@ -35,6 +35,7 @@ from app.services.judgment_data import (
 )
 from app.services.labeler_metrics import (
     contradictions,
+    excess_z,
     first_shown_best,
     is_untouched,
     outliers,
@@ -93,6 +94,7 @@ class _Figures:
     seconds: list[float] = field(default_factory=list)
     first_best: float = 0.0
     expected_first_best: float = 0.0
+    variance_first_best: float = 0.0
     contradicting: int = 0
     likert_pairs: int = 0
     untouched: int = 0
@@ -106,7 +108,9 @@ class _Figures:
             self.seconds.append(ranking.time_spent_ms / 1000)
         shown = ranking.display_order or sorted(ranking.ranks)
         self.first_best += first_shown_best(shown, ranking.ranks)
-        self.expected_first_best += 1 / max(len(ranking.ranks), 1)
+        chance = 1 / max(len(ranking.ranks), 1)
+        self.expected_first_best += chance
+        self.variance_first_best += chance * (1 - chance)
         c, n = contradictions(ranking.ranks, ranking.likert)
         self.contradicting += c
         self.likert_pairs += n
@@ -221,6 +225,9 @@ def labeler_stats(session: Session, filters: QualityFilters) -> list[dict[str, A
                 "agreement_with_others": others.rate,
                 "agreement_pairs": others.pairs,
                 "position_bias": _ratio(f.first_best, f.expected_first_best),
+                "position_bias_z": excess_z(
+                    f.first_best, f.expected_first_best, f.variance_first_best
+                ),
                 "contradiction_rate": _ratio(f.contradicting, f.likert_pairs),
                 "likert_pairs": f.likert_pairs,
                 "untouched_rate": _ratio(f.untouched, f.rankings),

@@ -10,7 +10,8 @@ import pytest
 from tests.browser.conftest import log_in
 from tests.quality_support import as_shown, by_ids, outputs, ranking_task, work
 
-pytestmark = pytest.mark.browser
+# the pages do not depend on the backend (their API tests run on both): SQLite only
+pytestmark = [pytest.mark.browser, pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)]
 
 
 def test_researcher_approves_a_screened_labeler_and_reads_the_table(  # type: ignore[no-untyped-def]
@@ -18,8 +19,6 @@ def test_researcher_approves_a_screened_labeler_and_reads_the_table(  # type: ig
 ) -> None:
     from app.config import get_settings
 
-    if app_env.startswith("postgresql"):
-        pytest.skip("the pages do not depend on the backend (their API tests run on both)")
     researcher = api_as("researcher")
     prompt_id, ids = outputs(4)
     gold = researcher.post(

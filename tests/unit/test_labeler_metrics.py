@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from app.services.labeler_metrics import (
     contradictions,
     first_shown_best,
@@ -48,6 +50,7 @@ def _row(**figures: float | int | None) -> dict:
         "agreement_with_others": None,
         "agreement_pairs": 0,
         "position_bias": None,
+        "position_bias_z": None,
         "rankings": 0,
         "contradiction_rate": None,
         "likert_pairs": 0,
@@ -68,6 +71,7 @@ def test_outliers_need_evidence_and_stand_out() -> None:
         gold_accuracy=0.4,
         gold_judgments=10,
         position_bias=3.5,
+        position_bias_z=8.0,
         rankings=40,
         untouched_rate=0.6,
         median_seconds=5,
@@ -85,3 +89,20 @@ def test_outliers_need_evidence_and_stand_out() -> None:
     ]
     # two rankings are not enough to call anyone an outlier
     assert outliers(new, medians) == []
+
+
+def test_position_bias_needs_to_be_beyond_chance() -> None:
+    from app.services.labeler_metrics import excess_z
+
+    # ten rankings of K=4: chance gives 2.5 first-shown-best, variance 10 * 1/4 * 3/4
+    lucky = excess_z(5, 2.5, 1.875)
+    always = excess_z(10, 2.5, 1.875)
+    assert lucky == pytest.approx(2.5 / 1.875**0.5) and lucky < 3
+    assert always > 5
+    medians = team_medians([])
+    row = _row(position_bias=2.0, position_bias_z=lucky, rankings=10)
+    assert outliers(row, medians) == []
+    assert outliers(row | {"position_bias": 4.0, "position_bias_z": always}, medians) == [
+        "position_bias"
+    ]
+    assert excess_z(1, 1, 0) is None

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from tests.conftest import csrf_from, login
 from tests.quality_support import as_shown, by_ids, ranking_task, work
+
+# the pages read the same services as the API, whose tests run on both databases
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
 def test_labeler_table_sorts_flags_outliers_and_drills_down(client, make_user, api_as) -> None:  # type: ignore[no-untyped-def]
