@@ -104,6 +104,8 @@ def test_fifty_labelers_at_once_fill_every_task_exactly(app_env, make_user, monk
 
     # no task may be closed by skips here: every one must end with `overlap` rankings
     monkeypatch.setenv("PREFLOOP_TASK_MAX_SKIPS", "1000")
+    # nor reopened for disagreement (adaptive overlap, docs/quality.md): exactly `overlap`
+    monkeypatch.setenv("PREFLOOP_ADAPTIVE_AGREEMENT_MIN", "0")
     get_settings.cache_clear()
 
     overlaps = {}
