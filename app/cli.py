@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -98,6 +99,11 @@ def serve(
     typer.echo(
         f"prefloop on http://{host}:{port}  (database: {settings.sqlalchemy_url.split('://')[0]})"
     )
+    # every signal that ends the server stops the worker too: uvicorn shuts down gracefully on
+    # SIGINT/SIGTERM and then raises the signal again, which with the default SIGTERM handler
+    # would end the process before `finally`; SIGHUP and SIGQUIT would not even reach uvicorn
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(sig, _exit_on_signal)
     try:
         uvicorn.run("app.asgi:app", host=host, port=port, workers=workers, **uvicorn_options())
     finally:
@@ -120,6 +126,10 @@ def uvicorn_options() -> dict[str, object]:
     }
 
 
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 @cli.command("worker")
 def run_worker(
     queues: Annotated[str, typer.Option(help="Comma-separated queues: cpu, gpu.")] = "cpu,gpu",
@@ -128,9 +138,18 @@ def run_worker(
         str | None, typer.Option(help="Worker name (default: queues@host).")
     ] = None,
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+    parent_pid: Annotated[
+        int | None,
+        typer.Option(help="Stop when this process is gone (set by `serve`).", hidden=True),
+    ] = None,
 ) -> None:
     """Run a Celery worker consuming the given queues."""
     from app.broker import QUEUES, celery_app, queue_name
+
+    if parent_pid is not None:
+        from app.worker.embedded import exit_with_parent
+
+        exit_with_parent(parent_pid)
 
     names = [q.strip() for q in queues.split(",") if q.strip()]
     unknown = [q for q in names if q not in QUEUES]
@@ -414,7 +433,7 @@ def prompts_pin(
     ] = "",
 ) -> None:
     """Pin a user ID to a split; the user's existing prompts move with it."""
-    from app.services.curation.splits import pin_split
+    from app.services.curation.splits import pin_message, pin_split
 
     with _session() as session:
         try:
@@ -422,7 +441,7 @@ def prompts_pin(
             session.commit()
         except ServiceError as exc:
             fail(exc.detail, 2 if exc.status_code == 422 else 1)
-        typer.echo(f"pinned {user_id!r} to {split}; moved {moved} prompt(s)")
+        typer.echo(pin_message(session, user_id, split, moved))
 
 
 def main() -> None:

@@ -96,6 +96,8 @@ class Settings(BaseSettings):
     # new labelers start in screening: they receive only the screening set until a
     # researcher approves or rejects them
     screening: bool = False
+    # every output of every ranking needs a 1-7 Likert score (evaluation tasks always do)
+    likert_required: bool = False
 
     # jobs
     artifacts_dir: Path | None = None

@@ -6,6 +6,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
 from app.api import completions as completions_api
@@ -19,7 +20,7 @@ from app.config import ROOT, get_settings
 from app.deps import CSRFError, Forbidden, NotAuthenticated, PasswordChangeRequired, csrf_protect
 from app.middleware import AuthenticateBeforeBody, RequestSizeLimit, SecurityHeaders, wants_json
 from app.services import ServiceError
-from app.web import api_docs, auth, home, instructions, labeler, users
+from app.web import api_docs, auth, browse, home, instructions, labeler, labeler_work, users
 from app.web import evaluations as evaluations_web
 from app.web import jobs as jobs_web
 from app.web import prompts as prompts_web
@@ -41,6 +42,8 @@ ROUTERS = [
     evaluations_web.router,
     tasks_api.router,
     quality_api.router,
+    labeler_work.router,
+    browse.router,
     labeler.router,
     instructions.router,
     quality_web.router,
@@ -119,6 +122,24 @@ def create_app() -> FastAPI:
         if _wants_json(request):
             return JSONResponse(body, status_code=exc.status_code)
         return render(request, "error.html", {"message": exc.detail}, status_code=exc.status_code)
+
+    @app.exception_handler(StarletteHTTPException)
+    def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """Unknown URLs (and other HTTP errors) as JSON under /api/, as a page elsewhere."""
+        if _wants_json(request):
+            return JSONResponse(
+                {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+            )
+        if exc.status_code == 404:
+            ctx = {"path": request.url.path, "message": exc.detail}
+            return render(request, "not_found.html", ctx, status_code=404)
+        return render(
+            request,
+            "error.html",
+            {"message": exc.detail},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
 
     @app.exception_handler(RequestValidationError)
     def _validation(request: Request, exc: RequestValidationError) -> Response:

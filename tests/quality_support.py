@@ -44,11 +44,15 @@ Ranker = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def by_ids(order: list[int], likert: dict[int, int] | None = None) -> Ranker:
-    """Rank the shown outputs in the order of ``order`` (ids), best first, no ties."""
+    """Rank the shown outputs in the order of ``order`` (ids), best first, no ties. A deliberate
+    order: confirmed, since it may happen to be the order shown (refused as untouched else)."""
 
     def rank(task: dict[str, Any]) -> dict[str, Any]:
         shown = [c["completion_id"] for c in task["completions"]]
-        body: dict[str, Any] = {"ranking": [[cid] for cid in sorted(shown, key=order.index)]}
+        body: dict[str, Any] = {
+            "ranking": [[cid] for cid in sorted(shown, key=order.index)],
+            "confirmed_order": True,
+        }
         if likert:
             body["ratings"] = {str(cid): {"likert": likert[cid]} for cid in shown}
         return body
@@ -57,8 +61,9 @@ def by_ids(order: list[int], likert: dict[int, int] | None = None) -> Ranker:
 
 
 def as_shown(task: dict[str, Any]) -> dict[str, Any]:
-    """Submit the outputs in the order shown, nothing else (an untouched submission)."""
-    return {"ranking": [[c["completion_id"]] for c in task["completions"]]}
+    """Submit the outputs in the order shown, nothing else (an untouched submission, which the
+    service takes only with the labeler's confirmation that the shown order is their answer)."""
+    return {"ranking": [[c["completion_id"]] for c in task["completions"]], "confirmed_order": True}
 
 
 def work(client: Any, rank: Ranker, kind: str = "ranking") -> dict[str, Any] | None:

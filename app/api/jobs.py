@@ -8,9 +8,9 @@ from fastapi import APIRouter, Depends, Query
 
 from app.deps import ResearcherDep, SessionDep, researcher
 from app.schemas import DbId
-from app.schemas.jobs import JobCreate, JobCreated, JobOut, ModelOut, WorkerOut
+from app.schemas.jobs import JobCreate, JobCreated, JobOut, ModelOut, SampledTasksOut, WorkerOut
 from app.services import jobs as job_service
-from app.services import models_registry
+from app.services import models_registry, sampled_tasks
 from app.services.workers import list_workers
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"], dependencies=[Depends(researcher)])
@@ -67,6 +67,28 @@ def cancel_job(
     job = job_service.cancel_job(session, job_id)
     session.commit()
     return job_service.job_view(session, job)
+
+
+@router.post("/jobs/{job_id}/release", response_model=SampledTasksOut)
+def release_tasks(
+    job_id: DbId,
+    session: SessionDep,
+) -> dict[str, int]:
+    """Open a sample job's tasks held for review to labelers (409 when none is held)."""
+    count = sampled_tasks.release_sampled_tasks(session, job_id)
+    session.commit()
+    return {"job_id": job_id, "tasks": count}
+
+
+@router.post("/jobs/{job_id}/discard", response_model=SampledTasksOut)
+def discard_tasks(
+    job_id: DbId,
+    session: SessionDep,
+) -> dict[str, int]:
+    """Close a sample job's tasks held for review: labelers never see them."""
+    count = sampled_tasks.discard_sampled_tasks(session, job_id)
+    session.commit()
+    return {"job_id": job_id, "tasks": count}
 
 
 @router.post("/jobs/{job_id}/rerun", status_code=201, response_model=JobCreated)

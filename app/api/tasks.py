@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from app.deps import LabelerDep, SessionDep, any_user
 from app.schemas import DbId
 from app.schemas.labeling import NextTaskOut, SubmissionIn, SubmissionOut
-from app.services.labeling import describe_assignment, submit
+from app.services.labeling import describe_assignment, revise, submit
 from app.services.queue import assign_next_task
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["labeling"], dependencies=[Depends(any_user)])
@@ -45,5 +45,19 @@ def post_submission(
     """`{"text"}`, `{"ranking", "ratings"}` or `{"skip": {"reason"}}`; an identical repeat is a
     no-op that answers 200 again."""
     result = submit(session, principal.user, task_id, body)
+    session.commit()
+    return SubmissionOut.model_validate(result)
+
+
+@router.put("/{task_id}/submission", response_model=SubmissionOut)
+def put_submission(
+    task_id: DbId,
+    body: SubmissionIn,
+    principal: LabelerDep,
+    session: SessionDep,
+) -> SubmissionOut:
+    """Replace your own demonstration or ranking while its task is still open (409 once it is
+    done or closed, or for a skip); the same checks as a first submission."""
+    result = revise(session, principal.user, task_id, body)
     session.commit()
     return SubmissionOut.model_validate(result)

@@ -56,6 +56,8 @@ class TaskStatus(enum.StrEnum):
     open = "open"  # still needs submissions
     done = "done"  # has `overlap` submissions
     closed = "closed"  # withdrawn by a researcher, or skipped by `task_max_skips` labelers
+    # made by a sample job and waiting for a researcher to release it (never served until then)
+    held = "held"
 
 
 class AssignmentStatus(enum.StrEnum):

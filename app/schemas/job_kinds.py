@@ -70,6 +70,8 @@ class JobKindSpec:
     # offered on the launch form and POST /api/v1/jobs; False: created by another service
     # (an evaluation's sampling), which may still be re-run
     launchable: bool = True
+    # parameters its trainer does not use (shared config fields), left off its launch form
+    unused_params: tuple[str, ...] = ()
 
     def hyperparameters(self, params: BaseModel) -> dict[str, Any]:
         """The part of ``params`` that is the trainer's config (its dataclass fields)."""
@@ -141,6 +143,15 @@ JOB_KINDS: dict[JobKind, JobKindSpec] = {
         defaults_from="model_version_ids",
         prompt_refs=("prompt_ids",),
         filters_select="prompts",
+        # sampling trains nothing
+        unused_params=(
+            "use_lora",
+            "lora_r",
+            "lora_alpha",
+            "lora_dropout",
+            "lora_target_modules",
+            "gradient_accumulation_steps",
+        ),  # fmt: skip
     ),
     JobKind.export_snapshot: JobKindSpec(
         title="Export snapshot",

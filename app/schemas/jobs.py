@@ -35,17 +35,24 @@ class JobKind(enum.StrEnum):
     rm_cv = "rm-cv"
 
 
+_SNAPSHOT = "A frozen export snapshot; empty: the current data, with the filters below."
+
+
 class DataFilters(BaseModel):
     """Which labeled data a training job reads when no snapshot is given (the split is the
     job's: train for training, val for validation)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    since: datetime | None = None
-    until: datetime | None = None
-    use_case: Text | None = None
-    labeler_id: DbId | None = None
-    include_held_out_labelers: bool = False
+    since: datetime | None = Field(None, title="Since", description="Created at or after (UTC).")
+    until: datetime | None = Field(None, title="Until", description="Created before (UTC).")
+    use_case: Text | None = Field(None, title="Use case", description="Only this use case.")
+    labeler_id: DbId | None = Field(None, title="Labeler", description="Only this labeler's.")
+    include_held_out_labelers: bool = Field(
+        False,
+        title="Include held-out labelers",
+        description="Held-out labelers' work is left out of training unless asked for.",
+    )
 
     @field_validator("since", "until")
     @classmethod
@@ -58,8 +65,91 @@ class JobOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # > 1: the worker runs the trainer under `accelerate launch` on that many processes
-    num_gpus: int = Field(1, ge=1, le=1024)
+    num_gpus: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        title="GPUs",
+        description="More than 1 runs the trainer under accelerate launch.",
+    )
     filters: DataFilters = Field(default_factory=DataFilters)
+
+
+# what each hyper-parameter is called on the launch form and in the OpenAPI document, and what
+# it does: (title, description); "<Config>.<name>" overrides "<name>" for one kind
+HYPERPARAMETER_DOCS: dict[str, tuple[str, str]] = {
+    "seed": ("Random seed", "Same seed, same data order and initialisation."),
+    "cpu": ("CPU only", "Train on the CPU even when an accelerator is present."),
+    "mixed_precision": ("Mixed precision", "no, fp16 or bf16 (Accelerate)."),
+    "gradient_accumulation_steps": (
+        "Gradient accumulation",
+        "Micro-batches summed into one optimiser step.",
+    ),
+    "max_length": ("Max length (tokens)", "Prompt + response tokens; longer ones are cut."),
+    "use_lora": (
+        "LoRA",
+        "Train low-rank adapters (peft) instead of every weight; they are "
+        "merged before saving, so the checkpoint stays a plain model.",
+    ),
+    "lora_r": ("LoRA rank", "Rank of the adapters."),
+    "lora_alpha": ("LoRA alpha", "Scaling of the adapters (alpha / rank)."),
+    "lora_dropout": ("LoRA dropout", "Dropout on the adapters' input."),
+    "lora_target_modules": ("LoRA modules", "Modules that get adapters (peft's default)."),
+    "epochs": ("Epochs", "Passes over the training data."),
+    "SFTConfig.epochs": ("Epochs", "Passes over the demonstrations (the method: 16)."),
+    "RMConfig.epochs": (
+        "Epochs",
+        "Passes over the comparisons; one, since the comparisons "
+        "of a prompt are correlated and more passes overfit.",
+    ),
+    "lr": ("Learning rate", "Peak learning rate of AdamW (cosine decay)."),
+    "PPOConfig.lr": ("Policy learning rate", "Learning rate of the policy."),
+    "value_lr": ("Value learning rate", "Learning rate of the value head."),
+    "batch_size": ("Batch size", "Examples per device per micro-batch."),
+    "RMConfig.batch_size": (
+        "Batch size",
+        "Prompts (each with all K outputs) per device per micro-batch.",
+    ),
+    "SampleConfig.batch_size": ("Generation batch", "Sequences per generate() call."),
+    "eval_batch_size": ("Evaluation batch size", "Examples per validation batch."),
+    "warmup_ratio": ("Warm-up", "Share of the steps with a linear warm-up."),
+    "min_lr_ratio": (
+        "Minimum learning rate",
+        "Floor of the cosine decay, as a share of the learning rate.",
+    ),
+    "weight_decay": ("Weight decay", "AdamW weight decay."),
+    "max_grad_norm": ("Gradient clipping", "Largest gradient norm; larger ones are scaled."),
+    "residual_dropout": ("Residual dropout", "The method: 0.2; empty keeps the checkpoint's."),
+    "val_samples": (
+        "Validation samples",
+        "Validation prompts answered each epoch to score the checkpoint with the reward model.",
+    ),
+    "val_max_new_tokens": ("Validation answer length", "Tokens per validation answer."),
+    "val_temperature": ("Validation temperature", "Sampling temperature of those answers."),
+    "iterations": ("Iterations", "Rounds of rollout + optimisation."),
+    "rollout_batch_size": ("Rollout batch", "Prompts answered per iteration, per device."),
+    "minibatch_size": ("Minibatch", "Rollouts per optimisation step (at most the rollout batch)."),
+    "ppo_epochs": ("PPO epochs", "Optimisation passes over each rollout batch."),
+    "kl_coef": ("KL coefficient (beta)", "Per-token KL penalty from the SFT policy."),
+    "adaptive_kl": ("Adaptive KL", "Adjust beta towards the KL target (Ziegler et al. 2019)."),
+    "kl_target": ("KL target", "The KL the adaptive controller aims for."),
+    "kl_horizon": ("KL horizon", "How fast the adaptive controller reacts (steps)."),
+    "ptx_coef": (
+        "Pre-training coefficient (gamma)",
+        "More than 0 mixes pre-training gradients into PPO (PPO-ptx).",
+    ),
+    "ptx_batch_size": ("Pre-training batch", "Pre-training texts per optimisation step."),
+    "gae_gamma": ("Discount (gamma)", "1: the bandit has one reward, at the end."),
+    "gae_lambda": ("GAE lambda", "Bias/variance trade-off of the advantages."),
+    "clip_coef": ("Policy clip (epsilon)", "PPO's ratio clip."),
+    "vf_clip_coef": ("Value clip", "Clip of the value update."),
+    "vf_coef": ("Value loss weight", "Weight of the value loss."),
+    "ent_coef": ("Entropy bonus", "Weight of the entropy bonus."),
+    "whiten_advantages": ("Whiten advantages", "Normalise advantages per batch."),
+    "temperature": ("Temperature", "Sampling temperature; 0 is greedy."),
+    "top_p": ("Top-p", "Nucleus sampling: the smallest set of tokens with this probability."),
+    "max_new_tokens": ("Answer length (tokens)", "Most new tokens per answer."),
+}
 
 
 def _hyperparameter_fields(config_cls: type) -> dict[str, Any]:
@@ -80,6 +170,10 @@ def _hyperparameter_fields(config_cls: type) -> dict[str, Any]:
         elif base is int:
             # counts reach INTEGER columns (progress, metric steps): 32-bit on PostgreSQL
             extra["le"] = INT32_MAX
+        title, description = HYPERPARAMETER_DOCS.get(
+            f"{config_cls.__name__}.{f.name}", HYPERPARAMETER_DOCS.get(f.name, (None, None))
+        )
+        extra.update(title=title, description=description)
         fields[f.name] = (hint, Field(default, **extra))
     return fields
 
@@ -111,12 +205,17 @@ _SampleHyper = _hyperparameters(SampleConfig)
 class SFTParams(JobOptions, _SFTHyper):  # type: ignore[misc, valid-type]
     """Fine-tune a base model on demonstrations."""
 
-    # "tiny", a hub ID, a local path, or a registered model version id
-    base_model: Text | DbId
-    # optional: pick the best epoch by this reward model's score on validation prompts
-    rm_model_version_id: DbId | None = None
-    train_snapshot_id: DbId | None = None
-    val_snapshot_id: DbId | None = None
+    base_model: Text | DbId = Field(
+        title="Base model",
+        description="A registered model version, or 'tiny', a hub ID or a local path.",
+    )
+    rm_model_version_id: DbId | None = Field(
+        None,
+        title="Reward model for checkpoint selection",
+        description="Optional: keep the epoch whose validation answers this RM scores best.",
+    )
+    train_snapshot_id: DbId | None = Field(None, title="Training data", description=_SNAPSHOT)
+    val_snapshot_id: DbId | None = Field(None, title="Validation data", description=_SNAPSHOT)
 
     @field_validator("base_model")
     @classmethod
@@ -135,19 +234,27 @@ class SFTParams(JobOptions, _SFTHyper):  # type: ignore[misc, valid-type]
 class RMParams(JobOptions, _RMHyper):  # type: ignore[misc, valid-type]
     """Train a reward model from an SFT model on comparisons."""
 
-    sft_model_version_id: DbId
-    train_snapshot_id: DbId | None = None
-    val_snapshot_id: DbId | None = None
+    sft_model_version_id: DbId = Field(
+        title="SFT model", description="The reward model starts from this SFT model."
+    )
+    train_snapshot_id: DbId | None = Field(None, title="Training data", description=_SNAPSHOT)
+    val_snapshot_id: DbId | None = Field(None, title="Validation data", description=_SNAPSHOT)
 
 
 class PPOParams(JobOptions, _PPOHyper):  # type: ignore[misc, valid-type]
     """PPO (PPO-ptx when ptx_coef > 0) from an SFT policy against a reward model."""
 
-    sft_model_version_id: DbId
-    rm_model_version_id: DbId
-    prompts_snapshot_id: DbId | None = None
+    sft_model_version_id: DbId = Field(
+        title="Starting policy", description="The SFT (or PPO) policy PPO starts from."
+    )
+    rm_model_version_id: DbId = Field(title="Reward model", description="Scores the answers.")
+    prompts_snapshot_id: DbId | None = Field(None, title="Prompts", description=_SNAPSHOT)
     # the method's PPO data set is API prompts only; False also uses labeler-written prompts
-    api_prompts_only: bool = True
+    api_prompts_only: bool = Field(
+        True,
+        title="API prompts only",
+        description="The method's PPO data set: customer prompts, no labeler-written ones.",
+    )
 
     @field_validator("minibatch_size")
     @classmethod
@@ -161,13 +268,30 @@ class PPOParams(JobOptions, _PPOHyper):  # type: ignore[misc, valid-type]
 class SampleParams(JobOptions, _SampleHyper):  # type: ignore[misc, valid-type]
     """K completions per prompt from one or more policies, as new ranking tasks."""
 
-    model_version_ids: list[DbId] = Field(min_length=1)
-    k: int = Field(ge=K_MIN, le=K_MAX)
-    prompt_count: int = Field(ge=1, le=100_000)
+    model_version_ids: list[DbId] = Field(
+        min_length=1,
+        title="Policies",
+        description="Each answers every prompt; the K outputs are shared between them.",
+    )
+    k: int = Field(
+        ge=K_MIN, le=K_MAX, title="Outputs per prompt (K)", description="4 to 9 per task."
+    )
+    prompt_count: int = Field(
+        ge=1, le=100_000, title="Prompts", description="How many prompts to answer."
+    )
     # explicit prompts; otherwise accepted prompts of `split` that have no ranking task yet
     prompt_ids: list[DbId] | None = None
-    split: Literal["train", "val", "test"] = "train"
-    overlap: int = Field(1, ge=1, le=20)
+    split: Literal["train", "val", "test"] = Field(
+        "train", title="Split", description="Accepted prompts of it without a ranking task."
+    )
+    overlap: int = Field(
+        1, ge=1, le=20, title="Labelers per task", description="Distinct labelers per task."
+    )
+    hold_for_review: bool = Field(
+        True,
+        title="Preview before labelers see them",
+        description="Hold the new tasks until a researcher releases them on the job's page.",
+    )
 
     @field_validator("model_version_ids")
     @classmethod
@@ -211,6 +335,12 @@ class JobCreate(BaseModel):
 
     kind: JobKind
     params: dict[str, Any] = Field(default_factory=dict)
+
+
+class SampledTasksOut(BaseModel):
+    job_id: int
+    # how many held tasks were released (or discarded)
+    tasks: int
 
 
 class JobCreated(BaseModel):

@@ -97,6 +97,9 @@ class SubmissionIn(BaseModel):
     ranking: list[list[DbId]] | None = None
     ratings: dict[DbId, Rating] | None = None
     skip: Skip | None = None
+    # a ranking left exactly in the order shown, with no score or flag, is refused as
+    # untouched unless the client confirms that the shown order is the labeler's answer
+    confirmed_order: bool = False
     # measured by the page; the server uses the time since assignment when absent
     time_spent_ms: int | None = Field(default=None, ge=0, le=INT32_MAX)
 

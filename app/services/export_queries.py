@@ -73,7 +73,8 @@ def _prompt_conditions(filters: ExportFilters) -> list[Any]:
     return conditions
 
 
-def _time_conditions(column: Any, filters: ExportFilters) -> list[Any]:
+def time_conditions(column: Any, filters: ExportFilters) -> list[Any]:
+    """``since`` (inclusive) and ``until`` (exclusive) on ``column``; the data browser too."""
     conditions = []
     if filters.since is not None:
         conditions.append(column >= filters.since)
@@ -84,7 +85,7 @@ def _time_conditions(column: Any, filters: ExportFilters) -> list[Any]:
 
 def _label_query(model: type[Ranking] | type[Demonstration], filters: ExportFilters) -> Select:
     """Rows of ``model`` (with their prompt) that pass the filters, in id order."""
-    conditions = _prompt_conditions(filters) + _time_conditions(model.created_at, filters)
+    conditions = _prompt_conditions(filters) + time_conditions(model.created_at, filters)
     conditions.append(_not_skipped(model.task_id, model.labeler_id))
     form = "ranking" if model is Ranking else "demonstration"
     conditions.append(Task.kind.in_(training_kinds(form)))
@@ -113,7 +114,7 @@ def _label_query(model: type[Ranking] | type[Demonstration], filters: ExportFilt
 
 
 def _prompt_query(filters: ExportFilters) -> Select:
-    conditions = _prompt_conditions(filters) + _time_conditions(Prompt.created_at, filters)
+    conditions = _prompt_conditions(filters) + time_conditions(Prompt.created_at, filters)
     if filters.dataset == "ppo":  # the method's PPO data set: customer (API) prompts only
         conditions.append(Prompt.source == PromptSource.api.value)
     if filters.labeler_id is not None:

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
@@ -29,9 +29,9 @@ from app.models import (
 )
 from app.schemas.labeling import SubmissionIn
 from app.services import Conflict, Invalid, NotFound, ServiceError
-from app.services.judgment_scores import reopen_if_disagreed, score_new_ranking
+from app.services.judgment_scores import reopen_if_disagreed, rescore_task, score_new_ranking
 from app.services.queue import FINISHED
-from app.services.task_kinds import SHOWN_KINDS, a_or_an, shown_kind_of, spec_of
+from app.services.task_kinds import a_or_an, spec_of
 
 SKIP_REASON_MAX_CHARS = 2000
 
@@ -95,7 +95,7 @@ def describe_assignment(session: Session, assignment: Assignment) -> dict[str, A
     described: dict[str, Any] = {
         "task_id": task.id,
         "kind": spec.shown_as,
-        "likert_required": spec.likert_required,
+        "likert_required": spec.requires_likert(),
         "prompt": {
             "prompt_id": prompt.id,
             "text": prompt.text,
@@ -179,8 +179,7 @@ def submit(
                 f"task {task_id} is {a_or_an(spec.shown_as)}: send 'ranking'", field="ranking"
             )
         shown = assignment.display_order or [item.completion_id for item in task.items]
-        groups = validated_groups(sub.ranking, shown)
-        ratings = _validated_ratings(sub, shown, likert_required=spec.likert_required)
+        groups, ratings = _validated_ranking(sub, shown, likert_required=spec.requires_likert())
         ranking = Ranking(
             task_id=task.id,
             prompt_id=task.prompt_id,
@@ -189,17 +188,7 @@ def submit(
             display_order=list(shown),
             time_spent_ms=time_spent,
         )
-        # rank 1 = best; tied completions share their group's rank
-        ranking.entries = [
-            RankingEntry(
-                completion_id=cid,
-                rank=position,
-                likert=ratings.get(cid, (None, []))[0],
-                flags=ratings.get(cid, (None, []))[1],
-            )
-            for position, group in enumerate(groups, start=1)
-            for cid in group
-        ]
+        ranking.entries = _entries(groups, ratings)
         session.add(ranking)
         session.flush()
         score_new_ranking(session, task, ranking)
@@ -209,6 +198,106 @@ def submit(
     if not spec.once_per_labeler:
         _update_task_after(session, task, skipped=sub.skip is not None)
     return _result(session, task, assignment, replayed=False)
+
+
+def revise(
+    session: Session, labeler: User, task_id: int, payload: SubmissionIn | dict[str, Any]
+) -> dict[str, Any]:
+    """Replace a labeler's own demonstration or ranking while its task is still open (the
+    task needs more labelers, or is served to every labeler). Same checks as `submit`; the
+    time spent on the edit is added to the stored time. A skip cannot be edited."""
+    sub = parse_submission(payload)
+    if sub.skip is not None:
+        raise Invalid("a skip cannot be edited; edit a submitted task", field="skip")
+    task = session.get(Task, task_id)
+    if task is None:
+        raise NotFound(f"task {task_id} does not exist", field="task_id")
+    assignment = _own_assignment(session, labeler, task_id, lock=True)
+    session.refresh(task, with_for_update=True)
+    check_editable(assignment, task)
+    spec = spec_of(task.kind)
+    extra_ms = sub.time_spent_ms or 0
+    if spec.form == "demonstration":
+        if sub.text is None:
+            raise Invalid(f"task {task_id} is a demonstration: send 'text'", field="text")
+        demo = session.scalars(
+            select(Demonstration).where(
+                Demonstration.task_id == task_id, Demonstration.labeler_id == labeler.id
+            )
+        ).one()
+        demo.text = demonstration_text(sub.text)
+        demo.time_spent_ms = (demo.time_spent_ms or 0) + extra_ms
+    else:
+        if sub.ranking is None:
+            raise Invalid(
+                f"task {task_id} is {a_or_an(spec.shown_as)}: send 'ranking'", field="ranking"
+            )
+        ranking = session.scalars(
+            select(Ranking).where(Ranking.task_id == task_id, Ranking.labeler_id == labeler.id)
+        ).one()
+        # an edit starts from the labeler's own answer, not the shown order: no untouched check
+        sub = sub.model_copy(update={"confirmed_order": True})
+        groups, ratings = _validated_ranking(
+            sub, list(ranking.display_order), likert_required=spec.requires_likert()
+        )
+        ranking.entries.clear()
+        session.flush()  # the old entries go before the new ones take their unique keys
+        ranking.entries.extend(_entries(groups, ratings))
+        ranking.time_spent_ms = (ranking.time_spent_ms or 0) + extra_ms
+        session.flush()
+        rescore_task(session, task)  # the task's agreement and gold scores follow the edit
+    session.flush()
+    return _result(session, task, assignment, replayed=False)
+
+
+def check_editable(assignment: Assignment, task: Task) -> None:
+    """A submission may be edited while its task is open: 409 for a skip or anything not
+    submitted, and once the task is done or closed."""
+    if assignment.status != AssignmentStatus.submitted.value:
+        raise Conflict(
+            f"you have not submitted task {task.id} ({assignment.status}); only a submitted "
+            "task can be edited",
+            field="task_id",
+        )
+    if task.status != TaskStatus.open.value:
+        raise Conflict(
+            f"task {task.id} is {task.status}: its labels can no longer change", field="task_id"
+        )
+
+
+def _entries(
+    groups: list[list[int]], ratings: dict[int, tuple[int | None, list]]
+) -> list[RankingEntry]:
+    # rank 1 = best; tied completions share their group's rank
+    return [
+        RankingEntry(
+            completion_id=cid,
+            rank=position,
+            likert=ratings.get(cid, (None, []))[0],
+            flags=ratings.get(cid, (None, []))[1],
+        )
+        for position, group in enumerate(groups, start=1)
+        for cid in group
+    ]
+
+
+def _validated_ranking(
+    sub: SubmissionIn, shown: list[int], *, likert_required: bool
+) -> tuple[list[list[int]], dict[int, tuple[int | None, list]]]:
+    assert sub.ranking is not None
+    groups = validated_groups(sub.ranking, shown)
+    ratings = _validated_ratings(sub, shown, likert_required=likert_required)
+    untouched = groups == [[cid] for cid in shown] and not any(
+        likert is not None or flags for likert, flags in ratings.values()
+    )
+    if untouched and not sub.confirmed_order:
+        raise Invalid(
+            "the outputs are still in the order shown, with no score or flag: rank them "
+            "(best first) before submitting, or confirm that the shown order is your ranking "
+            '(API: "confirmed_order": true)',
+            field="ranking",
+        )
+    return groups, ratings
 
 
 def _update_task_after(session: Session, task: Task, *, skipped: bool) -> None:
@@ -370,25 +459,3 @@ def _result(
             )
         )
     return result
-
-
-def labeler_counts(session: Session, labeler: User) -> dict[str, dict[str, int]]:
-    """The labeler's finished work, today (UTC) and in total: per kind, and skips."""
-    midnight = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
-    rows = session.execute(
-        select(
-            Task.kind,
-            Assignment.status,
-            func.count(),
-            func.sum(case((Assignment.finished_at >= midnight, 1), else_=0)),
-        )
-        .join(Task, Task.id == Assignment.task_id)
-        .where(Assignment.labeler_id == labeler.id, Assignment.status.in_(FINISHED))
-        .group_by(Task.kind, Assignment.status)
-    ).all()
-    counts = {period: dict.fromkeys([*SHOWN_KINDS, "skipped"], 0) for period in ("today", "total")}
-    for kind, status, total, today in rows:
-        key = "skipped" if status == AssignmentStatus.skipped.value else shown_kind_of(kind)
-        counts["total"][key] += total
-        counts["today"][key] += int(today or 0)
-    return counts

@@ -9,17 +9,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.models import (
-    Demonstration,
-    Job,
-    ModelVersion,
-    Prompt,
-    Ranking,
-    Task,
-    TaskKind,
-    TaskStatus,
-)
+from app.models import Demonstration, Job, ModelVersion, Prompt, Ranking, Task
+from app.services.curation.splits import SPLITS
+from app.services.intake_stats import dataset_table
 from app.services.jobs import ACTIVE
+from app.services.queue import open_task_counts
 from app.services.task_kinds import training_kinds
 
 
@@ -36,14 +30,11 @@ def _count(session: Session, query: Any) -> int:
 
 
 def data_sets(session: Session) -> dict[str, Any]:
-    """Accepted prompts by split, and the three data sets of the method (train split)."""
-    by_split = dict(
-        session.execute(
-            select(Prompt.split, func.count())
-            .where(Prompt.status == "accepted")
-            .group_by(Prompt.split)
-        ).all()
-    )
+    """Accepted prompts by split, the three data sets of the method (train split) and the labels
+    collected for them. Prompts per data set come from `intake_stats.dataset_table` (the data
+    page's table), open tasks from `queue.open_task_counts`: one source for each figure."""
+    table = dataset_table(session)
+    prompts = {(row["dataset"], row["split"]): row["total"] for row in table["rows"]}
     train_prompt = (Prompt.split == "train") & (Prompt.status == "accepted")
     demos = _count(
         session,
@@ -59,23 +50,16 @@ def data_sets(session: Session) -> dict[str, Any]:
         .join(Task, Task.id == Ranking.task_id)
         .where(train_prompt, Task.kind.in_(training_kinds("ranking"))),
     )
-    ppo_prompts = _count(
-        session, select(func.count(Prompt.id)).where(train_prompt, Prompt.source == "api")
-    )
-    open_tasks = dict(
-        session.execute(
-            select(Task.kind, func.count())
-            .where(Task.status == TaskStatus.open.value)
-            .group_by(Task.kind)
-        ).all()
-    )
+    open_tasks = open_task_counts(session)
     return {
-        "prompts_by_split": {s: by_split.get(s, 0) for s in ("train", "val", "test")},
+        "prompts_by_split": {s: prompts.get(("All accepted", s), 0) for s in SPLITS},
+        "sft_prompts": prompts.get(("SFT", "train"), 0),
+        "rm_prompts": prompts.get(("RM", "train"), 0),
         "sft_demonstrations": demos,
         "rm_rankings": rankings,
-        "ppo_prompts": ppo_prompts,
-        "open_demonstration_tasks": open_tasks.get(TaskKind.demonstration.value, 0),
-        "open_ranking_tasks": open_tasks.get(TaskKind.ranking.value, 0),
+        "ppo_prompts": prompts.get(("PPO", "train"), 0),
+        "open_demonstration_tasks": open_tasks["demonstration"],
+        "open_ranking_tasks": open_tasks["ranking"],
     }
 
 

@@ -143,6 +143,28 @@ def ensure_demonstration_tasks(session: Session) -> int:
     return len(session.execute(stmt).all())
 
 
+def open_task_counts(session: Session) -> dict[str, int]:
+    """Open demonstration and ranking tasks, for researchers. Demonstration tasks are made
+    lazily (`ensure_demonstration_tasks`, when a labeler next looks): the ones still to be made
+    count as open, since that is what labelers will see."""
+    open_tasks = dict(
+        session.execute(
+            select(Task.kind, func.count())
+            .where(
+                Task.status == TaskStatus.open.value,
+                Task.kind.in_([TaskKind.demonstration.value, TaskKind.ranking.value]),
+            )
+            .group_by(Task.kind)
+        ).all()
+    )
+    missing = _missing_demonstration_tasks().subquery()
+    to_make = session.scalar(select(func.count()).select_from(missing))
+    return {
+        "demonstration": open_tasks.get(TaskKind.demonstration.value, 0) + (to_make or 0),
+        "ranking": open_tasks.get(TaskKind.ranking.value, 0),
+    }
+
+
 def _open_for(labeler: User, kinds: list[str]) -> Select[tuple[Task]]:
     """Tasks of ``kinds`` this labeler may take now: open, not theirs, not done by them, and
     eligible by their kind's rule; slot kinds need a free slot."""

@@ -9,7 +9,8 @@ task's outputs). A kind's spec says everything that differs:
   ones, so a labeler cannot treat them differently;
 - ``training_data``: whether its labels reach the training exports (the SFT and RM data sets);
 - ``k_range``: how many outputs a ranking form shows;
-- ``likert_required``: every output needs a 1-7 score;
+- ``likert_required``: every output needs a 1-7 score (``requires_likert()`` adds the
+  project-wide ``PREFLOOP_LIKERT_REQUIRED`` for every ranking form);
 - ``once_per_labeler``: every eligible labeler may do it once (gold), instead of ``overlap``
   slots taken and given back by the queue;
 - ``eligible``: the extra SQL condition on ``Task`` (and its prompt) for one labeler;
@@ -32,6 +33,7 @@ from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, and_, exists, or_, true
 
+from app.config import get_settings
 from app.models import (
     Demonstration,
     Evaluation,
@@ -89,6 +91,11 @@ class TaskKindSpec:
     adaptive_overlap: bool = False
     agreement_data: bool = False
     reference: Literal["ranking", "text"] | None = None
+
+    def requires_likert(self) -> bool:
+        """Every output needs a 1-7 score: always for this kind, or for every ranking form when
+        the project says so (``PREFLOOP_LIKERT_REQUIRED``)."""
+        return self.likert_required or (self.form == "ranking" and get_settings().likert_required)
 
     def check_k(self, k: int) -> None:
         """A ranking form shows ``k_range`` outputs (422 naming ``completion_ids`` otherwise)."""
@@ -211,4 +218,4 @@ def shown_kind_of(kind: str) -> str:
 def describe_spec(kind: str) -> dict[str, Any]:
     """What a client needs to know to fill the task's form."""
     spec = SPECS[kind]
-    return {"kind": spec.shown_as, "likert_required": spec.likert_required}
+    return {"kind": spec.shown_as, "likert_required": spec.requires_likert()}

@@ -229,7 +229,13 @@ class FirstShownBest(Behaviour):
 
     def rank(self, task: Task, rng: random.Random) -> Body:
         ids = [c["completion_id"] for c in task["completions"]]
-        body: Body = {"ranking": [[cid] for cid in ids], "time_spent_ms": _ms(rng, 4)}
+        # an untouched order is refused unless confirmed: the lazy labeler ticks "the order
+        # shown is my ranking" (docs/labeling.md)
+        body: Body = {
+            "ranking": [[cid] for cid in ids],
+            "confirmed_order": True,
+            "time_spent_ms": _ms(rng, 4),
+        }
         if task.get("likert_required"):
             body["ratings"] = {str(cid): {"likert": 4} for cid in ids}
         return body

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse
 
+from app.config import ROOT
 from app.deps import LabelerDep, ResearcherDep
 from app.web.templating import render
 
@@ -18,3 +20,8 @@ def labeler_home(request: Request, principal: LabelerDep):  # type: ignore[no-un
 @router.get("/admin")
 def admin_home(request: Request, principal: ResearcherDep):  # type: ignore[no-untyped-def]
     return render(request, "admin/home.html", {})
+
+
+@router.get("/favicon.ico")
+def favicon() -> FileResponse:
+    return FileResponse(ROOT / "static" / "favicon.svg", media_type="image/svg+xml")

@@ -1,8 +1,9 @@
 """The job launch form: fields derived from each kind's Pydantic schema (so the form offers
-exactly what the API accepts), valid model/snapshot choices from the kind's entry in
-``JOB_KINDS``, and parsing of the submitted form back into params. Hyper-parameters start
-empty, showing their defaults: left empty, the job gets the ones that fit its model (the tiny
-preset's own for it and the models trained from it, the method's otherwise)."""
+exactly what the API accepts, labelled and explained by the schema's field titles and
+descriptions), valid model/snapshot choices from the kind's entry in ``JOB_KINDS``, and parsing
+of the submitted form back into params. Hyper-parameters start empty, showing their defaults:
+left empty, the job gets the ones that fit its model (the tiny preset's own for it and the
+models trained from it, the method's otherwise)."""
 
 from __future__ import annotations
 
@@ -14,25 +15,16 @@ from typing import Any, Literal
 from sqlalchemy.orm import Session
 
 from app.schemas.job_kinds import JOB_KINDS, JobKindSpec
-from app.schemas.jobs import JobKind
+from app.schemas.jobs import DataFilters, JobKind
 from app.services.export import list_snapshots
 from app.services.models_registry import current_policy, list_versions
+from app.services.use_cases import list_use_cases
 from trainer.config import PRESET_DEFAULTS, describe_defaults
 
 KIND_TITLES = {kind.value: spec.title for kind, spec in JOB_KINDS.items()}
 # the kinds the launch form offers
 LAUNCH_KINDS = {kind.value: spec.title for kind, spec in JOB_KINDS.items() if spec.launchable}
 FILTER_FIELDS = ("use_case", "since", "until", "include_held_out_labelers")
-HELP = {
-    "base_model": "a registered version, or type 'tiny', a hub ID or a local path below",
-    "num_gpus": "more than 1 runs the trainer under accelerate launch",
-    "ptx_coef": "gamma; > 0 mixes pre-training gradients (PPO-ptx)",
-    "kl_coef": "beta, the per-token KL penalty from the SFT policy",
-    "k": "completions per prompt (4..9)",
-    "model_version_ids": "K is shared between the chosen policies",
-    "sft:rm_model_version_id": "optional: choose the best epoch by this RM's score",
-    "api_prompts_only": "the method's PPO data set: customer (API) prompts only",
-}
 # starting values the form suggests for required fields without a default
 SUGGESTED = {"k": 4, "prompt_count": 20}
 # string settings with a fixed set of values
@@ -49,6 +41,11 @@ class FormField:
     help: str = ""
     step: str = "any"
     placeholder: str = ""
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            self.label = self.name.replace("filters.", "").replace("_", " ").capitalize()
 
 
 def _strip_optional(annotation: Any) -> Any:
@@ -82,7 +79,7 @@ def job_fields(session: Session, kind: str) -> tuple[list[FormField], list[FormF
     schema = spec.params
     hyper_names = set(spec.trainer_config.__dataclass_fields__) if spec.trainer_config else set()
     # a kind that runs on one device has no use for num_gpus
-    hidden = set() if spec.distributed else {"num_gpus"}
+    hidden = set(spec.unused_params) | (set() if spec.distributed else {"num_gpus"})
     model_fields, snapshot_fields = spec.model_refs, spec.snapshot_refs
     hints = typing.get_type_hints(schema)
     setup, hyper = [], []
@@ -96,8 +93,16 @@ def job_fields(session: Session, kind: str) -> tuple[list[FormField], list[FormF
         widget, choices, step = _widget(hints[name])
         if typing.get_origin(_strip_optional(hints[name])) is list and name not in model_fields:
             continue  # list-valued settings (LoRA target modules, prompt ids): JSON API only
-        help_text = HELP.get(f"{kind}:{name}", HELP.get(name, ""))
-        f = FormField(name, widget, default, choices, info.is_required(), help_text, step)
+        f = FormField(
+            name,
+            widget,
+            default,
+            choices,
+            info.is_required(),
+            info.description or "",
+            step,
+            label=info.title or "",
+        )
         if name in CHOICES:
             f.widget, f.choices = "select", [(c, c) for c in CHOICES[name]]
         if name in model_fields:
@@ -108,11 +113,13 @@ def job_fields(session: Session, kind: str) -> tuple[list[FormField], list[FormF
                 for v in list_versions(session, model_fields[name])
             ]
             if name == "base_model":
-                # the name field below is the other way to give it, so the select may stay empty
+                # a registered base model by default ("tiny" is registered on first start);
+                # the name field below is the other way to give one
                 f.required = False
-                f.choices.insert(0, ("", "type a name below"))
                 if not any(text.endswith("· tiny") for _, text in f.choices):
                     f.choices.append(("tiny", "tiny (the offline preset)"))
+                tiny = [value for value, text in f.choices if text.endswith("· tiny")]
+                f.value = tiny[0] if tiny else f.choices[0][0]
             elif not f.required:
                 f.choices.insert(0, ("", "none"))
             if is_list:  # the current policy is the usual first choice
@@ -159,17 +166,37 @@ def defaults_note(kind: str) -> str:
     return describe_defaults(config.kind) if config is not None else ""
 
 
-def filter_fields(kind: str) -> list[FormField]:
+def filter_fields(session: Session, kind: str) -> list[FormField]:
     """The data filters; a kind that reads prompts only (sampling, PPO) filters prompts by
-    creation time, and has no labelers to hold out."""
+    creation time, and has no labelers to hold out. Labels and help from ``DataFilters``."""
     what = _spec(kind).filters_select
+    docs = DataFilters.model_fields
+    use_cases = [(u.name, u.name) for u in list_use_cases(session)]
     fields = [
-        FormField("filters.use_case", "text", help="only prompts of this use case"),
-        FormField("filters.since", "datetime", help=f"{what} created since (UTC)"),
-        FormField("filters.until", "datetime", help=f"{what} created before (UTC)"),
-    ]
+        FormField(
+            "filters.use_case", "select", None, [("", "any"), *use_cases],
+            help=docs["use_case"].description or "", label=docs["use_case"].title or "",
+        ),
+        FormField(
+            "filters.since", "datetime", help=f"{what.capitalize()} created at or after (UTC).",
+            label=docs["since"].title or "",
+        ),
+        FormField(
+            "filters.until", "datetime", help=f"{what.capitalize()} created before (UTC).",
+            label=docs["until"].title or "",
+        ),
+    ]  # fmt: skip
     if what == "labels":
-        fields.append(FormField("filters.include_held_out_labelers", "checkbox", False))
+        held_out = docs["include_held_out_labelers"]
+        fields.append(
+            FormField(
+                "filters.include_held_out_labelers",
+                "checkbox",
+                False,
+                help=held_out.description or "",
+                label=held_out.title or "",
+            )  # fmt: skip
+        )
     return fields
 
 

@@ -13,16 +13,24 @@ from sqlalchemy.orm import Session
 from app.deps import ResearcherDep, SessionDep, researcher
 from app.models import Job
 from app.schemas import DbId
-from app.services import NotFound, ServiceError, models_registry
+from app.services import NotFound, ServiceError, models_registry, sampled_tasks
 from app.services import jobs as job_service
 from app.services.loop_status import data_sets, next_step
 from app.services.workers import list_workers
-from app.web import job_forms
-from app.web.job_charts import charts
+from app.web import job_charts, job_forms
+from app.web.job_charts import chart_groups
 from app.web.job_forms import LAUNCH_KINDS
 from app.web.templating import render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(researcher)])
+
+
+CHART_BOX = {
+    "width": job_charts.WIDTH,
+    "height": job_charts.HEIGHT,
+    "left": job_charts.LEFT,
+    "right": job_charts.RIGHT,
+}
 
 
 def _kind(kind: str) -> str:
@@ -71,7 +79,7 @@ def _form_context(
     session: Session, kind: str, form: Any = None, error: ServiceError | None = None
 ) -> dict[str, Any]:
     setup, hyper = job_forms.job_fields(session, kind)
-    filters = job_forms.filter_fields(kind) if job_forms.has_filters(kind) else []
+    filters = job_forms.filter_fields(session, kind) if job_forms.has_filters(kind) else []
     if form is not None:
         job_forms.fill_values(setup + hyper + filters, form)
     return {
@@ -131,10 +139,12 @@ def _job_context(session: Session, job_id: int) -> dict[str, Any]:
     return {
         "job": job,
         "view": view,
-        "charts": charts(job_service.metric_series(session, job.id)),
+        "chart_groups": chart_groups(job_service.metric_series(session, job.id)),
+        "chart_box": CHART_BOX,
         "active": job.status in job_service.ACTIVE,
         "rerunnable": job.status in job_service.RERUNNABLE,
         "title": job_forms.KIND_TITLES.get(job.kind, job.kind),
+        "sampled": sampled_tasks.sample_preview(session, job.id) if job.kind == "sample" else None,
     }
 
 
@@ -162,6 +172,20 @@ def cancel_job(job_id: DbId, session: SessionDep) -> RedirectResponse:
     job_service.cancel_job(session, job_id)
     session.commit()
     return RedirectResponse(f"/admin/jobs/{job_id}", status_code=303)
+
+
+@router.post("/admin/jobs/{job_id}/release")
+def release_tasks(job_id: DbId, session: SessionDep) -> RedirectResponse:
+    count = sampled_tasks.release_sampled_tasks(session, job_id)
+    session.commit()
+    return RedirectResponse(f"/admin/jobs/{job_id}?released={count}", status_code=303)
+
+
+@router.post("/admin/jobs/{job_id}/discard")
+def discard_tasks(job_id: DbId, session: SessionDep) -> RedirectResponse:
+    count = sampled_tasks.discard_sampled_tasks(session, job_id)
+    session.commit()
+    return RedirectResponse(f"/admin/jobs/{job_id}?discarded={count}", status_code=303)
 
 
 @router.post("/admin/jobs/{job_id}/rerun")

@@ -21,13 +21,8 @@ from app.models import FLAGS, Assignment, Task
 from app.schemas import DbId
 from app.services import Invalid, ServiceError
 from app.services.instructions import current_markdown, render_markdown
-from app.services.labeling import (
-    describe_assignment,
-    held_assignment,
-    labeler_counts,
-    own_assignment,
-    submit,
-)
+from app.services.labeler_work import labeler_counts
+from app.services.labeling import describe_assignment, held_assignment, own_assignment, submit
 from app.services.prompts import set_prompt_use_case
 from app.services.queue import assign_next_task, ensure_demonstration_tasks, waiting_counts
 from app.services.task_kinds import spec_of
@@ -69,23 +64,29 @@ def next_task(
     return RedirectResponse(f"/labeler/tasks/{assignment.task_id}", status_code=303)
 
 
-def _page(
+def task_form_page(
     request: Request,
     session: Session,
     assignment: Assignment,
     *,
     posted: dict[str, Any] | None = None,
     error: ServiceError | None = None,
+    editing: bool = False,
 ):  # type: ignore[no-untyped-def]
+    """The task's form (demonstration or ranking), empty, with what was posted (after an
+    error), or with the labeler's stored answer to edit (``editing``, see web/labeler_work.py)."""
     task = describe_assignment(session, assignment)
+    draft = "edit" if editing else "draft"
     ctx: dict[str, Any] = {
+        "editing": editing,
+        "form_action": f"/labeler/{'work' if editing else 'tasks'}/{assignment.task_id}",
         "task": task,
         "posted": posted,
         "error": error,
         "instructions_html": render_markdown(current_markdown(session)),
         "flags": FLAGS,
         "likert_labels": LIKERT_LABELS,
-        "draft_key": f"prefloop:draft:{assignment.labeler_id}:{assignment.task_id}",
+        "draft_key": f"prefloop:{draft}:{assignment.labeler_id}:{assignment.task_id}",
         "use_cases": [u.name for u in list_use_cases(session, active_only=True)],
     }
     form = spec_of(session.get_one(Task, assignment.task_id).kind).form
@@ -102,7 +103,7 @@ def task_page(  # type: ignore[no-untyped-def]
     session: SessionDep,
 ):
     assignment = held_assignment(session, principal.user, task_id)
-    return _page(request, session, assignment)
+    return task_form_page(request, session, assignment)
 
 
 def _int_or_none(value: Any, field: str) -> int | None:
@@ -127,6 +128,8 @@ def ranking_from_form(form: FormData, shown: list[int]) -> dict[str, Any]:
             "likert": _int_or_none(form.get(f"likert_{cid}"), f"likert_{cid}"),
             "flags": [str(f) for f in form.getlist(f"flags_{cid}")],
         }
+    if not ranks:  # nothing moved (or no JavaScript): the order shown
+        ranks = {cid: position for position, cid in enumerate(shown, start=1)}
     groups: dict[int, list[int]] = {}
     for cid, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
         groups.setdefault(rank, []).append(cid)
@@ -134,6 +137,7 @@ def ranking_from_form(form: FormData, shown: list[int]) -> dict[str, Any]:
         "ranking": [groups[r] for r in sorted(groups)],
         "ratings": ratings,
         "time_spent_ms": _int_or_none(form.get("time_spent_ms"), "time_spent_ms"),
+        "confirmed_order": form.get("confirmed_order") in ("1", "on", "true"),
     }
 
 
@@ -181,7 +185,7 @@ def _submit_form(
         submit(session, principal.user, task_id, payload)
     except ServiceError as exc:
         session.rollback()
-        return _page(request, session, assignment, posted=_posted_state(form), error=exc)
+        return task_form_page(request, session, assignment, posted=_posted_state(form), error=exc)
     session.commit()
     return RedirectResponse(f"/labeler?saved={spec_of(task.kind).shown_as}", status_code=303)
 

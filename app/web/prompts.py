@@ -260,7 +260,7 @@ def pin_add(  # type: ignore[no-untyped-def]
         return _pins_page(
             request, session, error=exc.detail, values=values, status_code=exc.status_code
         )
-    notice = f"Pinned {values['user_id'].strip()!r} to {values['split']}; moved {moved} prompt(s)."
+    notice = splits.pin_message(session, values["user_id"], values["split"], moved)
     return _pins_page(request, session, notice=notice)
 
 

@@ -15,9 +15,13 @@ templates.env.globals.update(csrf_field=CSRF_FIELD, csrf_header=CSRF_HEADER)
 
 
 def render(
-    request: Request, name: str, context: dict[str, Any] | None = None, status_code: int = 200
+    request: Request,
+    name: str,
+    context: dict[str, Any] | None = None,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
 ):  # type: ignore[no-untyped-def]
     """Render ``name`` with the CSRF token and the signed-in user in the context."""
     ctx = {"csrf_token": csrf_token(request), "current_user": getattr(request.state, "user", None)}
     ctx.update(context or {})
-    return templates.TemplateResponse(request, name, ctx, status_code=status_code)
+    return templates.TemplateResponse(request, name, ctx, status_code=status_code, headers=headers)

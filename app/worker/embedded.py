@@ -1,7 +1,10 @@
-"""The embedded worker of `prefloop serve`: one child process, restarted if it dies."""
+"""The embedded worker of `prefloop serve`: one child process, restarted if it dies, stopped
+with the server on any signal (see `cli.serve`), and ending itself when the server is gone
+without stopping it (killed, crashed): `exit_with_parent`."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -39,7 +42,8 @@ class EmbeddedWorker:
         window_s: float = 60.0,
         log: Callable[[str], None] = print,
     ) -> None:
-        self.command = command or WORKER_COMMAND
+        # the worker watches this process and stops when it disappears
+        self.command = command or [*WORKER_COMMAND, "--parent-pid", str(os.getpid())]
         self.poll_s = poll_s
         self.max_restarts = max_restarts
         self.window_s = window_s
@@ -85,3 +89,19 @@ class EmbeddedWorker:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def exit_with_parent(parent_pid: int, *, poll_s: float = 1.0, grace_s: float = 30.0) -> None:
+    """In the worker: a daemon thread that stops this process once ``parent_pid`` is no longer
+    its parent (the server was killed or crashed and the child was re-parented). SIGTERM first
+    (Celery's warm shutdown), then SIGKILL after ``grace_s``; the heartbeat sweep fails the job
+    it was running."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace_s)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +22,11 @@ from sqlalchemy.orm import Session
 from app.config import get_settings
 from app.db import get_sessionmaker
 from app.models import Job, ModelVersion, Prompt, Snapshot, Task, TaskKind, User
+from app.models.labeling import K_MIN
 from app.schemas.job_kinds import JobKindSpec, spec_of
 from app.schemas.jobs import JobKind
-from app.services import ServiceError
 from app.services.models_registry import ensure_base_version, get_version
+from app.services.sampled_tasks import create_sampled_tasks, unusable_reason
 from app.worker.reporting import JobFailed, JobReporter
 
 log = logging.getLogger(__name__)
@@ -253,10 +255,16 @@ def _prompts_to_sample(session: Session, p: Any) -> list[tuple[int, str]]:
     return [(row[0], row[1]) for row in session.execute(query)]
 
 
+REFILL_ROUNDS = 2
+
+
 @runs(JobKind.sample)
 def run_sample(ctx: JobContext) -> Outcome:
     """K completions per prompt shared round-robin between the model versions, then one
-    ranking task per prompt for the labelers."""
+    ranking task per prompt for the labelers (held for the researcher's preview unless
+    ``hold_for_review`` is off). Empty or mostly non-printable outputs are left out and drawn
+    again (up to ``REFILL_ROUNDS`` more times, from the versions in turn); a prompt still
+    short of a ranking's ``K_MIN`` outputs gets no task."""
     p = ctx.params
     sample_completions = ctx.spec.trainer()
     with _session() as session:
@@ -264,41 +272,69 @@ def run_sample(ctx: JobContext) -> Outcome:
         versions = [(v, get_version(session, v).path) for v in p.model_version_ids]
     if not prompts:
         raise JobFailed(f"no accepted {p.split} prompts without a ranking task to sample for")
+    texts = dict(prompts)
     share = [p.k // len(versions) + (i < p.k % len(versions)) for i in range(len(versions))]
     total_batches = sum(math.ceil(len(prompts) * n / p.batch_size) for n in share if n)
     config = ctx.spec.trainer_config_of(p)
-    by_prompt: dict[int, list[dict[str, Any]]] = {pid: [] for pid, _ in prompts}
+    usable: dict[int, list[dict[str, Any]]] = {pid: [] for pid, _ in prompts}
+    left_out: Counter[str] = Counter()
     done = 0
-    for (version_id, path), n in zip(versions, share, strict=True):
-        if not n:
-            continue
-        ctx.reporter.offset, ctx.reporter.scale_total = done, total_batches
+
+    def draw(version_id: int, path: str, prompt_ids: list[int], n: int) -> None:
+        nonlocal done
+        ctx.reporter.offset, ctx.reporter.scale_total = done, max(total_batches, done + 1)
         ctx.reporter.log(f"sampling {n} per prompt from model version {version_id}")
         records = sample_completions(
-            path, [text for _, text in prompts], n, config, progress=ctx.reporter
+            path, [texts[pid] for pid in prompt_ids], n, config, progress=ctx.reporter
         )
-        done += math.ceil(len(prompts) * n / p.batch_size)
+        done += math.ceil(len(prompt_ids) * n / p.batch_size)
         for i, record in enumerate(records):
-            text = record["completion"] if record["completion"].strip() else "(empty response)"
-            by_prompt[prompts[i // n][0]].append(
-                {"text": text, "origin": f"model:{version_id}", "model_version_id": version_id}
+            reason = unusable_reason(record["completion"])
+            if reason is not None:
+                left_out[reason] += 1  # never reaches labelers
+                continue
+            usable[prompt_ids[i // n]].append(
+                {
+                    "text": record["completion"],
+                    "origin": f"model:{version_id}",
+                    "model_version_id": version_id,
+                }
             )
+
+    for (version_id, path), n in zip(versions, share, strict=True):
+        if n:
+            draw(version_id, path, list(usable), n)
+    for attempt in range(REFILL_ROUNDS):
+        short = [pid for pid, items in usable.items() if len(items) < p.k]
+        if not short:
+            break
+        version_id, path = versions[attempt % len(versions)]
+        missing = max(p.k - len(usable[pid]) for pid in short)
+        draw(version_id, path, short, missing)
+    tasks = {pid: items[: p.k] for pid, items in usable.items() if len(items) >= K_MIN}
+    for reason, count in sorted(left_out.items()):
+        ctx.reporter.log(f"left out {count} {reason} outputs")
+    if len(tasks) < len(prompts):
+        ctx.reporter.log(f"{len(prompts) - len(tasks)} prompts got too few usable outputs")
+    if not tasks:
+        raise JobFailed(
+            f"every prompt had fewer than {K_MIN} usable outputs (empty or mostly "
+            "non-printable ones are left out): no ranking task was made"
+        )
 
     def create_tasks(session: Session, job: Job) -> None:
-        from app.services.completions import add_completions, create_ranking_task
+        _, problems = create_sampled_tasks(
+            session, job, tasks, overlap=p.overlap, hold=p.hold_for_review,
+            creator=_creator(session, ctx),
+        )  # fmt: skip
+        for problem in problems:
+            ctx.reporter.log(problem)
 
-        creator = _creator(session, ctx)
-        for prompt_id, items in by_prompt.items():
-            try:
-                completions = add_completions(session, prompt_id, items)
-            except ServiceError as exc:  # an output the PII scanner could not finish
-                ctx.reporter.log(f"prompt {prompt_id}: no ranking task ({exc.detail})")
-                continue
-            create_ranking_task(
-                session, prompt_id, [c.id for c in completions], p.overlap, job.id, creator
-            )
-
-    metrics = {"prompts_sampled": float(len(prompts)), "ranking_tasks": float(len(prompts))}
+    metrics = {
+        "prompts_sampled": float(len(prompts)),
+        "ranking_tasks": float(len(tasks)),
+        "outputs_left_out": float(sum(left_out.values())),
+    }
     return Outcome(metrics, apply=create_tasks)
 
 

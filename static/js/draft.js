@@ -1,6 +1,9 @@
 // Drafts: a labeling form with data-draft-key keeps what the labeler typed in localStorage, so
-// an accidental reload or a lost hold never loses work. Also measures the time spent on the
-// task (visible time only) into the hidden field marked data-timer.
+// an accidental reload or a lost hold never loses work. A draft is written only once the
+// labeler changed something, and "Draft saved" is said only when one was. A page the server
+// sent back with an error (data-server-state) becomes a plain GET of the task page in the
+// history, so a reload shows the draft instead of posting the old form again. Also measures
+// the time spent on the task (visible time only) into the hidden field marked data-timer.
 (function () {
   "use strict";
   var SUBMITTED = "prefloop:submitted";
@@ -50,11 +53,18 @@
   var status = form.querySelector("[data-draft-status]");
   var timer = form.querySelector("[data-timer]");
 
-  if (!form.dataset.serverState) {
+  // dirty: the form holds something of the labeler's (typed here, restored, or sent back)
+  var dirty = false;
+  if (form.dataset.serverState) {
+    dirty = true;  // the draft already holds what was sent (saved on submit)
+    var page = form.getAttribute("action");
+    if (window.history.replaceState && page) window.history.replaceState(null, "", page);
+  } else {
     try {
       var saved = JSON.parse(localStorage.getItem(key) || "null");
       if (saved) {
         write(form, saved);
+        dirty = true;
         if (status) status.textContent = "Draft restored.";
       }
     } catch (e) { /* a corrupt draft is ignored */ }
@@ -78,6 +88,7 @@
 
   function save() {
     if (timer) timer.value = String(elapsed());
+    if (!dirty) return;
     try {
       localStorage.setItem(key, JSON.stringify(read(form)));
       if (status) status.textContent = "Draft saved in this browser.";
@@ -91,8 +102,12 @@
     clearTimeout(pending);
     pending = setTimeout(save, 300);
   }
-  form.addEventListener("input", saveSoon);
-  form.addEventListener("change", saveSoon);
+  function changed() {
+    dirty = true;
+    saveSoon();
+  }
+  form.addEventListener("input", changed);
+  form.addEventListener("change", changed);
   window.addEventListener("pagehide", save);
   setInterval(save, 10000);
   form.addEventListener("submit", function (event) {
@@ -107,7 +122,6 @@
   });
   // coming back through the history cache: allow submitting again
   window.addEventListener("pageshow", function () { delete form.dataset.submitting; });
-  if (form.dataset.serverState) save();
 
-  window.prefloopDraft = { save: save };
+  window.prefloopDraft = { save: save, changed: changed };
 })();

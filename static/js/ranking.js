@@ -1,7 +1,11 @@
-// Ranking: order the output cards best to worst, with ties, by mouse (drag the handle) or by
+// Ranking: order the output cards best to worst, with ties, by mouse (drag the header) or by
 // keyboard alone (focus a card: ArrowUp/ArrowDown move it, Home/End to top/bottom, T ties it
-// with the card above or splits the tie). The order is kept as tie groups and written into the
+// with the card above or splits the tie; J/K or ArrowRight/ArrowLeft go to the next/previous
+// card, 1-7 score it, F opens its flags). The order is kept as tie groups and written into the
 // hidden rank_<id> fields (equal numbers = a tie), which the server turns into the ranking.
+// Long outputs are collapsed with a "Show all" button; a ranking left in the order shown with
+// no score or flag is stopped before it is sent (the server refuses it too) until the labeler
+// ticks "The order shown is my ranking".
 (function () {
   "use strict";
   var list = document.getElementById("rank-list");
@@ -53,6 +57,12 @@
     return at.g + 1;  // the index just below the group it left
   }
 
+  var shownOrder = cards().map(function (card) { return card.dataset.cid; });
+
+  function changed() {
+    if (window.prefloopDraft) window.prefloopDraft.changed();
+  }
+
   function render(focusCid) {
     groups.forEach(function (group, g) {
       group.forEach(function (cid, i) {
@@ -65,12 +75,11 @@
         rankInput(card).value = String(g + 1);
         var tieButton = card.querySelector("[data-tie]");
         tieButton.setAttribute("aria-pressed", tied ? "true" : "false");
-        tieButton.textContent = tied ? "Split tie" : "Tie with above";
+        tieButton.textContent = tied ? "Split tie" : "Tie";
         tieButton.disabled = g === 0 && i === 0 && group.length === 1;
       });
     });
     if (focusCid) cardOf(focusCid).focus();
-    if (window.prefloopDraft) window.prefloopDraft.save();
   }
 
   function announce(cid) {
@@ -128,43 +137,152 @@
     action(cid);
     render(cid);
     announce(cid);
+    changed();
   }
 
-  list.addEventListener("keydown", function (event) {
-    var card = event.target;
-    // only when the card itself has focus: arrows inside the Likert radios keep their meaning
-    if (!card.classList || !card.classList.contains("rank-card")) return;
-    var cid = card.dataset.cid;
-    var actions = {
-      ArrowUp: moveUp,
-      ArrowDown: moveDown,
-      Home: function (c) { moveTo(c, 0); },
-      End: function (c) { moveTo(c, groups.length); },
-      t: toggleTie,
-      T: toggleTie,
-    };
-    var action = actions[event.key];
-    if (!action || event.altKey || event.ctrlKey || event.metaKey) return;
-    event.preventDefault();
-    act(cid, action);
+  // --- keyboard -----------------------------------------------------------------------------
+  function focusCard(offset, from) {
+    var all = cards();
+    var index = from ? all.indexOf(from) + offset : offset > 0 ? 0 : all.length - 1;
+    var card = all[Math.max(0, Math.min(index, all.length - 1))];
+    card.focus();
+    card.scrollIntoView({ block: "nearest" });
+  }
+
+  function setLikert(card, value) {
+    var radio = card.querySelector('input[type="radio"][value="' + value + '"]');
+    if (!radio) return;
+    radio.checked = true;
+    radio.dispatchEvent(new Event("change", { bubbles: true }));
+    announcer.textContent = "Output " + card.dataset.letter + " scored " + value + " of 7.";
+  }
+
+  function toggleFlags(card) {
+    var details = card.querySelector("[data-flags]");
+    details.open = !details.open;
+    if (details.open) details.querySelector("input").focus();
+    else card.focus();
+  }
+
+  function typing(el) {
+    return el.matches("textarea, select, input:not([type=radio]):not([type=checkbox])") ||
+      el.isContentEditable;
+  }
+
+  document.addEventListener("keydown", function (event) {
+    if (event.altKey || event.ctrlKey || event.metaKey || event.defaultPrevented) return;
+    var target = event.target;
+    if (typing(target) || document.querySelector("dialog[open]")) return;
+    var card = target.closest ? target.closest(".rank-card") : null;
+    var onCard = card && target === card;
+    var key = event.key;
+    var handled = true;
+    if (key === "j" || key === "J" || (onCard && key === "ArrowRight")) focusCard(1, card);
+    else if (key === "k" || key === "K" || (onCard && key === "ArrowLeft")) focusCard(-1, card);
+    else if (card && /^[1-7]$/.test(key)) setLikert(card, key);
+    else if (card && (key === "f" || key === "F")) toggleFlags(card);
+    else if (card && key === "Escape" && !onCard) {
+      card.querySelector("[data-flags]").open = false;
+      card.focus();
+    } else if (onCard && key === "Enter") {
+      var more = card.querySelector("[data-show-all]");
+      if (more && !more.hidden) more.click();
+    } else if (onCard) {
+      // reordering keys act only on the card itself: inside the radios arrows keep their meaning
+      var actions = {
+        ArrowUp: moveUp,
+        ArrowDown: moveDown,
+        Home: function (c) { moveTo(c, 0); },
+        End: function (c) { moveTo(c, groups.length); },
+        t: toggleTie,
+        T: toggleTie,
+      };
+      if (actions[key]) act(card.dataset.cid, actions[key]);
+      else handled = false;
+    } else handled = false;
+    if (handled) event.preventDefault();
   });
 
+  // --- buttons, flags, long outputs ---------------------------------------------------------
   list.addEventListener("click", function (event) {
     var button = event.target.closest("button");
     if (!button || !list.contains(button)) return;
-    var cid = button.closest(".rank-card").dataset.cid;
+    var card = button.closest(".rank-card");
+    var cid = card.dataset.cid;
+    if ("showAll" in button.dataset) {
+      var text = card.querySelector(".completion-text");
+      var expanded = text.classList.toggle("collapsed") === false;
+      button.setAttribute("aria-expanded", expanded ? "true" : "false");
+      button.textContent = expanded ? "Show less" : "Show all";
+      return;
+    }
     if (button.dataset.move === "up") act(cid, moveUp);
     else if (button.dataset.move === "down") act(cid, moveDown);
     else if ("tie" in button.dataset) act(cid, toggleTie);
-    // keep the button focused so repeated clicks/Enter keep working
+    // keep the button under the pointer: repeated clicks keep working
     button.focus();
   });
 
-  // drag and drop with pointer events (mouse, pen and touch alike): the card follows the
-  // pointer through the list, and on release it takes its own place before the group it
-  // landed above
+  list.addEventListener("change", function (event) {
+    if (event.target.type !== "checkbox") return;
+    var card = event.target.closest(".rank-card");
+    var n = card.querySelectorAll('[data-flags] input:checked').length;
+    card.querySelector("[data-flag-count]").textContent = n ? "(" + n + ")" : "";
+  });
+
+  cards().forEach(function (card) {
+    var text = card.querySelector(".completion-text");
+    text.classList.add("collapsed");
+    if (text.scrollHeight > text.clientHeight + 2) {
+      card.querySelector("[data-show-all]").hidden = false;
+    } else {
+      text.classList.remove("collapsed");
+    }
+  });
+
+  // --- nothing submitted untouched ----------------------------------------------------------
+  var form = document.getElementById("task-form");
+  var untouched = document.getElementById("untouched");
+  var confirmBox = document.getElementById("confirmed-order");
+  form.addEventListener("submit", function (event) {
+    var submitter = event.submitter;
+    if (submitter && submitter.getAttribute("formaction")) return;  // skipping
+    if (form.dataset.editing) return;  // an edit starts from the labeler's own answer
+    var inOrder = groups.length === shownOrder.length && groups.every(function (group, g) {
+      return group.length === 1 && group[0] === shownOrder[g];
+    });
+    var rated = form.querySelector('.rank-card input[type="radio"]:checked, .rank-card input[type="checkbox"]:checked');
+    if (inOrder && !rated && !confirmBox.checked) {
+      event.preventDefault();
+      event.stopImmediatePropagation();  // draft.js must not mark the form as being sent
+      untouched.hidden = false;
+      confirmBox.focus();
+    }
+  }, true);
+
+  // --- drag and drop ------------------------------------------------------------------------
+  // pointer events (mouse, pen and touch alike): the card follows the pointer through the list,
+  // and on release it takes its own place before the group it landed above. Near the window's
+  // top or bottom edge the page scrolls. Side by side (K <= 3 on a wide screen) the axis is x.
   var dragging = null;
   var startedBefore = null;  // the card's next sibling when the drag began
+  var pointerY = 0;
+  var scrolling = null;
+  var EDGE = 60;
+
+  function horizontal() {
+    return getComputedStyle(list).display === "grid" &&
+      getComputedStyle(list).gridTemplateColumns.split(" ").length > 1;
+  }
+
+  function autoscroll() {
+    if (!dragging) { scrolling = null; return; }
+    var step = 0;
+    if (pointerY < EDGE) step = -Math.ceil((EDGE - pointerY) / 4);
+    else if (pointerY > window.innerHeight - EDGE) step = Math.ceil((pointerY - window.innerHeight + EDGE) / 4);
+    if (step) window.scrollBy(0, step);
+    scrolling = window.requestAnimationFrame(autoscroll);
+  }
 
   list.addEventListener("pointerdown", function (event) {
     var handle = event.target.closest(".drag-handle, .rank-head");
@@ -173,20 +291,23 @@
     startedBefore = dragging.nextElementSibling;
     dragging.classList.add("dragging");
     list.setPointerCapture(event.pointerId);
+    pointerY = event.clientY;
+    if (!scrolling) scrolling = window.requestAnimationFrame(autoscroll);
     event.preventDefault();
   });
 
   list.addEventListener("pointermove", function (event) {
     if (!dragging) return;
+    pointerY = event.clientY;
+    var across = horizontal();
     var before = null;
     cards().some(function (card) {
       if (card === dragging) return false;
       var box = card.getBoundingClientRect();
-      if (event.clientY < box.top + box.height / 2) {
-        before = card;
-        return true;
-      }
-      return false;
+      var isBefore = across ? event.clientX < box.left + box.width / 2
+        : event.clientY < box.top + box.height / 2;
+      if (isBefore) before = card;
+      return isBefore;
     });
     if (before) list.insertBefore(dragging, before);
     else list.appendChild(dragging);
@@ -205,13 +326,11 @@
     }
     removeFromGroups(cid);
     var index = groups.length;
-    if (next) {
-      var at = locate(next.dataset.cid);
-      index = at.g;
-    }
+    if (next) index = locate(next.dataset.cid).g;
     groups.splice(index, 0, [cid]);
     render(cid);
     announce(cid);
+    changed();
   }
   list.addEventListener("pointerup", drop);
   list.addEventListener("pointercancel", drop);

@@ -3,7 +3,8 @@
 - ``live_server``: base URL of the app on a free port, against the test database of
   ``app_env`` (so a test runs on SQLite and PostgreSQL like every other ``app_env`` test).
 - ``browser_page`` (alias ``page``): a fresh Playwright page in its own context (own cookies
-  and localStorage); ``dialogs`` lists any JavaScript dialog it saw (none should appear).
+  and localStorage); ``dialogs`` lists any JavaScript dialog it saw (dismissed, unless the test
+  sets ``page.accept_dialogs = True``).
 - ``artifacts_dir``: ``test-artifacts/`` at the repository root, for screenshots.
 
 Without Playwright or Chromium the tests skip with the reason, unless
@@ -97,10 +98,15 @@ def browser_page(_browser: Any) -> Iterator[Any]:
     page = context.new_page()
     page.set_default_timeout(15_000)
     page.dialogs = []  # type: ignore[attr-defined]
+    # a test that expects a confirmation (cancel a job, release tasks) sets this to answer "OK"
+    page.accept_dialogs = False  # type: ignore[attr-defined]
 
     def _record_dialog(dialog: Any) -> None:
         page.dialogs.append(dialog.message)  # type: ignore[attr-defined]
-        dialog.dismiss()
+        if page.accept_dialogs:  # type: ignore[attr-defined]
+            dialog.accept()
+        else:
+            dialog.dismiss()
 
     page.on("dialog", _record_dialog)
     yield page
@@ -125,3 +131,24 @@ def log_in(page: Any, base_url: str, user: TestUser) -> None:
     page.fill('input[name="password"]', user.password)
     page.click('button[type="submit"]')
     page.wait_for_url(lambda url: "/login" not in url)
+
+
+def axe_violations(page: Any, impacts: tuple[str, ...] = ("serious", "critical")) -> list[str]:
+    """axe-core's violations of ``impacts`` on the page as loaded: one line per rule and node.
+
+    axe-core itself (the npm package's ``axe.min.js``) comes with the ``axe-playwright-python``
+    dev dependency; it is injected into the page and run there."""
+    import axe_playwright_python
+
+    script = Path(axe_playwright_python.__file__).with_name("axe.min.js")
+    if not page.evaluate("() => typeof window.axe !== 'undefined'"):
+        # evaluated through the DevTools protocol, so the page's Content-Security-Policy (no
+        # inline script) does not block it
+        page.evaluate(script.read_text() + "\n;true")
+    results = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
+    return [
+        f"{v['id']} ({v['impact']}): {node['target']} {v['help']}"
+        for v in results["violations"]
+        if v["impact"] in impacts
+        for node in v["nodes"]
+    ]

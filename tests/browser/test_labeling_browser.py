@@ -83,6 +83,8 @@ def test_labeler_demonstrates_and_ranks_by_mouse_and_keyboard(  # type: ignore[n
     best, worst = shown[-1], shown[0]
     page.check(f'input[name="likert_{best}"][value="7"]')
     page.check(f'input[name="likert_{worst}"][value="2"]')
+    page.click(f'.rank-card[data-cid="{best}"] details.flags summary')  # flags are folded
+    page.click(f'.rank-card[data-cid="{worst}"] details.flags summary')
     page.check(f'input[name="flags_{best}"][value="satisfies_constraint"]')
     page.check(f'input[name="flags_{worst}"][value="hallucination"]')
     page.check(f'input[name="flags_{worst}"][value="fails_to_follow"]')
@@ -97,7 +99,7 @@ def test_labeler_demonstrates_and_ranks_by_mouse_and_keyboard(  # type: ignore[n
     expected[worst] = (5, 2, ["fails_to_follow", "hallucination"])
     assert entries == expected
 
-    # ranking 2, keyboard only (Tab, arrows, Home, T, Space, Enter), with a tie
+    # ranking 2, keyboard only (Tab, arrows, Home, T, F, Space, Enter), with a tie
     page.goto(f"{live_server}/labeler/next?kind=ranking")
     assert page.url.endswith(f"/labeler/tasks/{keyboard_task}")
     s0, s1, s2, s3, s4 = _shown_order(page)
@@ -111,6 +113,7 @@ def test_labeler_demonstrates_and_ranks_by_mouse_and_keyboard(  # type: ignore[n
     _tab_to(page, f'input[name="likert_{s3}"]')
     for _ in range(4):
         page.keyboard.press("ArrowRight")  # 1 -> 5
+    page.keyboard.press("f")  # opens the card's flags at the first one
     _tab_to(page, f'input[name="flags_{s3}"][value="hallucination"]')
     page.keyboard.press("Space")
     _tab_to(page, f'input[name="likert_{s1}"]')
@@ -165,6 +168,7 @@ def test_reload_and_validation_errors_keep_the_labelers_work(  # type: ignore[no
     page.click(f'.rank-card[data-cid="{s1}"] .rank-pos')  # a click on the header is no drag
     assert page.is_visible(f'.rank-card[data-cid="{s1}"] [data-tie-note]')
     page.check(f'input[name="likert_{s3}"][value="4"]')
+    page.click(f'.rank-card[data-cid="{s0}"] details.flags summary')
     page.check(f'input[name="flags_{s0}"][value="expresses_moral_judgment"]')
     # the prompt's use case saves on its own (htmx), without submitting or touching the task
     assert page.is_hidden(".use-case-save")  # saves on change; the button is for no-JS

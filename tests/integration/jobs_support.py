@@ -206,6 +206,9 @@ def run_loop(client: Any, base_model: Any = "tiny", **ppo_overrides: Any) -> dic
         ),  # fmt: skip
     )
     assert sample_job["metrics"]["ranking_tasks"] == 2 and sample_job["model_version_id"] is None
+    # the tasks wait for the researcher's preview: released here through the API
+    released = ok(client.post(f"/api/v1/jobs/{sample_job['job_id']}/release"))
+    assert released == {"job_id": sample_job["job_id"], "tasks": 2}
     return {
         "sft": sft["model_version_id"], "rm": rm["model_version_id"],
         "ppo": ppo["model_version_id"], "sample_job": sample_job["job_id"],

@@ -1,8 +1,10 @@
-"""`prefloop serve` (what `make run` starts) on a fresh data dir: migrate, first admin, login, health."""
+"""`prefloop serve` (what `make run` starts) on a fresh data dir: migrate, first admin, login,
+health, and SIGTERM (what `docker stop` and systemd send) stops its embedded worker too."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,15 +25,15 @@ def test_serve_on_embedded_default_from_scratch(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLOOP_")}
     env["PREFLOOP_DATA_DIR"] = str(tmp_path / "var")
+    log = tmp_path / "serve.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
     )
-    output: list[str] = []
     try:
         deadline = time.monotonic() + 120
         health = None
@@ -51,14 +53,35 @@ def test_serve_on_embedded_default_from_scratch(tmp_path: Path) -> None:
         assert login.status_code == 200 and "Log in" in login.text
         assert (tmp_path / "var" / "prefloop.sqlite").exists()
         assert (tmp_path / "var" / "secret_key").exists()
+        match = re.search(r"embedded worker started \(pid (\d+)\)", log.read_text())
+        assert match, log.read_text()
+        worker_pid = int(match.group(1))
+        assert _alive(worker_pid)
+        proc.send_signal(signal.SIGTERM)  # the server alone, as `docker stop` does
+        proc.wait(timeout=90)
+        assert _wait_until(lambda: not _alive(worker_pid), 60), "the worker outlived serve"
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            out, _ = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
+        if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-            out, _ = proc.communicate()
-        output.append(out)
-    text = "".join(output)
+            proc.wait()
+    text = log.read_text()
     assert "Created the first admin account" in text and "password:" in text
     assert "embedded worker started" in text
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting to be reaped counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return not any(line.startswith("State:\tZ") for line in status)
+    except FileNotFoundError:
+        return False
+
+
+def _wait_until(condition, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False

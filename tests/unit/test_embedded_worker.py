@@ -47,3 +47,39 @@ def test_a_worker_that_keeps_crashing_is_given_up_on() -> None:
         assert sum("restarted" in line for line in lines) == 2
     finally:
         worker.stop(timeout=5)
+
+
+def test_the_worker_ends_itself_when_serve_dies_without_stopping_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """serve killed or crashed (no `finally`): the worker, re-parented, stops on its own."""
+    import subprocess
+
+    child = (
+        "import sys, time; from app.worker.embedded import exit_with_parent; "
+        "exit_with_parent(int(sys.argv[1]), poll_s=0.05, grace_s=5); time.sleep(600)"
+    )
+    server = (
+        "import os, subprocess, sys, time; "
+        f"p = subprocess.Popen([sys.executable, '-c', {child!r}, str(os.getpid())]); "
+        "print(p.pid, flush=True); time.sleep(600)"
+    )
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", server], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        worker_pid = int(proc.stdout.readline())
+        assert _running(worker_pid)
+        proc.kill()  # the "server" crashes
+        proc.wait()
+        assert wait_for(lambda: not _running(worker_pid), timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return not any(line.startswith("State:\tZ") for line in status)
+    except FileNotFoundError:
+        return False

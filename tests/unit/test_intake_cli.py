@@ -56,6 +56,6 @@ def test_import_missing_file_and_pin(app_env, tmp_path: Path) -> None:  # type: 
     assert missing.exit_code == 2 and "no such file" in missing.output
     assert "Traceback" not in missing.output
     pinned = runner.invoke(cli, ["prompts", "pin", "customer-7", "test"])
-    assert pinned.exit_code == 0 and "moved 0" in pinned.output
+    assert pinned.exit_code == 0 and "No prompt has come from this user ID yet" in pinned.output
     bad = runner.invoke(cli, ["prompts", "pin", "customer-7", "holdout"])
     assert bad.exit_code == 2 and "unknown split" in bad.output

@@ -176,10 +176,28 @@ def test_admin_edits_use_cases_and_pins(client, make_user) -> None:  # type: ign
     pins = client.get("/admin/data/pins")
     r = client.post("/admin/data/pins", data={"csrf_token": csrf_from(pins.text),
                                               "user_id": "vip-customer", "split": "test"})  # fmt: skip
-    assert r.status_code == 200 and "vip-customer" in r.text and "moved 0" in r.text
+    assert r.status_code == 200 and "vip-customer" in r.text
+    assert "No prompt has come from this user ID yet" in r.text  # unknown user ID: said so
+    from tests.labeling_support import make_prompt
+
+    make_prompt("A prompt from a known customer.", split="train")
+    known = _read_user_id_of_last_prompt()
+    r = client.post("/admin/data/pins", data={"csrf_token": csrf_from(pins.text),
+                                              "user_id": known, "split": "test"})  # fmt: skip
+    assert r.status_code == 200 and "moved 1 prompt(s)" in r.text
     r = client.post("/admin/data/pins", data={"csrf_token": csrf_from(pins.text),
                                               "user_id": "x", "split": "holdout"})  # fmt: skip
     assert r.status_code == 422 and "unknown split" in r.text
+
+
+def _read_user_id_of_last_prompt() -> str:
+    from sqlalchemy import select
+
+    from app.db import get_sessionmaker
+    from app.models import Prompt
+
+    with get_sessionmaker()() as s:
+        return s.scalars(select(Prompt.user_id).order_by(Prompt.id.desc())).first()
 
 
 def test_labeler_cannot_open_admin_data(client, make_user) -> None:  # type: ignore[no-untyped-def]

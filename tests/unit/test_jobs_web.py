@@ -50,6 +50,31 @@ def test_form_offers_valid_choices_and_shows_which_defaults_apply(browser) -> No
     assert "the &#39;tiny&#39; preset and models trained from it use" in page
 
 
+def test_form_labels_help_and_defaults_come_from_the_schema(browser) -> None:  # type: ignore[no-untyped-def]
+    """Human labels and help from the params schema's titles and descriptions, the registered
+    base model chosen, use cases from the list, and only the fields the kind uses."""
+    from app.schemas.jobs import SFTParams
+    from app.services.use_cases import ensure_default_use_cases
+
+    ids = _versions()
+    with get_sessionmaker()() as s:
+        ensure_default_use_cases(s)
+        s.commit()
+    sft = browser.get("/admin/jobs/new?kind=sft").text
+    lr = SFTParams.model_fields["lr"]
+    assert f"<span>{lr.title}</span>" in sft and lr.description in sft
+    assert "<span>lr</span>" not in sft and "<span>Learning rate</span>" in sft
+    base = re.search(r'name="base_model".*?</select>', sft, re.S).group(0)
+    assert f'<option value="{ids["base"]}" selected>' in base  # tiny, not "type a name"
+    assert "type a name" not in sft
+    use_case = re.search(r'name="filters.use_case".*?</select>', sft, re.S).group(0)
+    assert '<option value="Generation"' in use_case  # a list, not free text
+    sample = browser.get("/admin/jobs/new?kind=sample").text
+    assert 'name="use_lora"' not in sample and 'name="lora_r"' not in sample
+    assert 'name="gradient_accumulation_steps"' not in sample
+    assert 'name="temperature"' in sample and 'name="use_lora"' in sft
+
+
 def test_bad_input_is_shown_inline_and_kept(browser) -> None:  # type: ignore[no-untyped-def]
     ids = _versions()
     page = browser.get("/admin/jobs/new?kind=sample")
@@ -87,6 +112,7 @@ def test_launch_from_the_form_then_the_job_page_plots_its_metrics(browser) -> No
         s.commit()
     live = browser.get(f"/admin/jobs/{job_id}/live", headers={"HX-Request": "true"}).text
     assert 'hx-trigger="every 1s"' in live  # keeps polling while running
+    assert f'data-confirm="Cancel job {job_id}?' in live  # cancelling asks first
     assert re.search(r'data-metric="loss".*?<polyline[^>]+points="[\d., ]+"', live, re.S)
     assert 'value="3"' in live and "step 3 of 10" in live
     with get_sessionmaker()() as s:

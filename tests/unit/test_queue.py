@@ -117,7 +117,7 @@ def test_own_unfinished_task_comes_first_and_kinds_filter(api_as) -> None:  # ty
 def test_home_counts_waiting_and_done(api_as, client, make_user) -> None:  # type: ignore[no-untyped-def]
     from app.db import get_sessionmaker
     from app.models import User
-    from app.services.labeling import labeler_counts
+    from app.services.labeler_work import labeler_counts
     from app.services.queue import waiting_counts
 
     labeler = api_as("labeler")

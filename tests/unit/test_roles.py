@@ -12,7 +12,7 @@ from app.models import Role, role_at_least
 from tests.conftest import csrf_from, login
 
 # routes anyone may call
-PUBLIC = {"/login", "/healthz", "/", "/logout"}
+PUBLIC = {"/login", "/healthz", "/", "/logout", "/favicon.ico"}
 # the API description: any signed-in user, or anyone with PREFLOOP_PUBLIC_API_DOCS=true
 DOCS = {"/docs", "/openapi.json"}
 ROLES = ["anonymous", "labeler", "researcher", "admin"]

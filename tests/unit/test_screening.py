@@ -67,7 +67,10 @@ def test_screening_labeler_gets_the_screening_set_until_approved(
     get_settings.cache_clear()
     candidate, careless = api_as("labeler"), api_as("labeler")
     got = {
-        work(candidate, lambda t: {"ranking": reference}, kind=None)["task_id"] for _ in range(2)
+        work(candidate, lambda t: {"ranking": reference, "confirmed_order": True}, kind=None)[
+            "task_id"
+        ]
+        for _ in range(2)
     }
     assert got == {screening_gold.json()["task_id"], gold_demo}
     assert take(candidate, None) is None  # not the regular task, not the other gold task

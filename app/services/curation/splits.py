@@ -113,6 +113,19 @@ def pin_split(session: Session, user_id: str, split: str, client: str = "") -> i
     return len(moving)
 
 
+def pin_message(session: Session, user_id: str, split: str, moved: int) -> str:
+    """What a pin did, for the pins page and the CLI: a user ID no prompt came from yet is
+    pinned all the same (a customer held out before they send anything), but said so, since
+    it is also what a typo looks like."""
+    user_id = user_id.strip()
+    if session.scalar(select(Prompt.id).where(Prompt.user_id == user_id).limit(1)) is None:
+        return (
+            f"Pinned {user_id!r} to {split}. No prompt has come from this user ID yet (check "
+            f"the spelling): its future prompts will go to {split}."
+        )
+    return f"Pinned {user_id!r} to {split}; moved {moved} prompt(s)."
+
+
 def unpin_split(session: Session, user_id: str, client: str = "") -> None:
     """Remove a pin; the user's prompts stay where they are (and so do later ones)."""
     pin = session.get(SplitPin, (client, user_id))
