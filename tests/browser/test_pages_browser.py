@@ -20,7 +20,14 @@ from tests.labeling_support import make_prompt, make_ranking_task
 pytestmark = pytest.mark.browser
 
 # GET routes that are not pages a person opens
-NOT_PAGES = {"/favicon.ico", "/docs", "/labeler/next", "/labeler/summary", "/logout"}
+NOT_PAGES = {
+    "/favicon.ico",
+    "/docs",
+    "/openapi.json",
+    "/labeler/next",
+    "/labeler/summary",
+    "/logout",
+}
 
 
 def _page_paths() -> list[str]:
