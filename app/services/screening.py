@@ -236,9 +236,13 @@ def _recent_demonstrations(session: Session, labeler: User) -> list[dict[str, An
 def labeler_record(session: Session, labeler_id: int) -> dict[str, Any]:
     """Everything a researcher needs to decide about one labeler (``GET /api/v1/labelers/{id}``
     and /admin/labelers/{id})."""
-    labeler = get_labeler(session, labeler_id)
+    # readable for every labeler account, and for anyone else who labeled (a researcher who
+    # ranked some tasks is in the table too); decisions stay for labeler accounts
+    labeler = session.get(User, labeler_id)
     rows = labeler_stats(session, QualityFilters())
-    stats = next(row for row in rows if row["labeler_id"] == labeler.id)
+    stats = next((row for row in rows if row["labeler_id"] == labeler_id), None)
+    if labeler is None or stats is None:
+        raise NotFound(f"no labeler {labeler_id}", field="labeler_id")
     gold, flags = _gold_rankings(session, labeler)
     decisions = session.execute(
         select(ScreeningDecision, User.username)
@@ -249,6 +253,7 @@ def labeler_record(session: Session, labeler_id: int) -> dict[str, Any]:
     return {
         "labeler_id": labeler.id,
         "username": labeler.username,
+        "role": labeler.role,
         "status": labeler.labeler_status,
         "group": group_of(labeler),
         "is_active": labeler.is_active,

@@ -116,6 +116,12 @@ def test_screening_labeler_gets_the_screening_set_until_approved(
         method = researcher.get if not path else researcher.post
         r = method(f"/api/v1/labelers/{researcher.user.id}{path}")
         assert r.status_code == 404 and r.json()["field"] == "labeler_id", path
+    # a researcher who ranked tasks is in the table, and their record can be read
+    ranking_task(4)
+    work(researcher, lambda t: {"ranking": [[c["completion_id"]] for c in t["completions"]]})
+    r = researcher.get(f"/api/v1/labelers/{researcher.user.id}")
+    assert r.status_code == 200 and r.json()["stats"]["rankings"] == 1
+    assert researcher.post(f"/api/v1/labelers/{researcher.user.id}/approve").status_code == 404
 
 
 def test_the_labeler_home_says_where_they_stand(client, make_user) -> None:  # type: ignore[no-untyped-def]
