@@ -118,7 +118,7 @@ def test_screening_labeler_gets_the_screening_set_until_approved(
         assert r.status_code == 404 and r.json()["field"] == "labeler_id", path
     # a researcher who ranked tasks is in the table, and their record can be read
     ranking_task(4)
-    work(researcher, lambda t: {"ranking": [[c["completion_id"]] for c in t["completions"]]})
+    work(researcher, lambda t: {"ranking": [[c["completion_id"]] for c in t["completions"]][::-1]})
     r = researcher.get(f"/api/v1/labelers/{researcher.user.id}")
     assert r.status_code == 200 and r.json()["stats"]["rankings"] == 1
     assert researcher.post(f"/api/v1/labelers/{researcher.user.id}/approve").status_code == 404
