@@ -31,7 +31,10 @@ def _submit_together(user_ids: list[int], orders: dict[int, list[list[int]]]) ->
             holding.wait(timeout=60)
             with maker() as s:
                 user = s.get_one(User, user_id)
-                submit(s, user, task_id, {"ranking": orders[user_id]})
+                # a deliberate order, which may be the one shown: confirmed (else refused as
+                # untouched, docs/labeling.md)
+                body = {"ranking": orders[user_id], "confirmed_order": True}
+                submit(s, user, task_id, body)
                 s.commit()
         except BaseException as exc:
             errors.append(exc)
