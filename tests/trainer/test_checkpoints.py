@@ -52,6 +52,8 @@ def test_sft_and_rm_checkpoints_reload_with_from_pretrained(
 
     rm = AutoModelForSequenceClassification.from_pretrained(rm_run.path).eval()
     assert rm.config.num_labels == 1
+    for name in ("resid_pdrop", "attn_pdrop", "embd_pdrop"):  # trained at 0 (disable_dropout)
+        assert getattr(rm.config, name) == getattr(policy.config, name) > 0, name  # saved: SFT's
     ours, tokenizer, bias = load_reward_model(str(rm_run.path))
     ids = tokenizer(["### Instruction:\nhi\n\n### Response:\nkind good"], return_tensors="pt")
     with torch.no_grad():  # the trained head came back, not a fresh one

@@ -160,3 +160,13 @@ def test_cli_reports_bad_config_and_missing_paths(tmp_path: Path) -> None:
         "error: value_lr: Input should be a valid number, unable to parse string as a number "
         "(got 'fast')"
     ]
+
+
+def test_help_says_which_defaults_apply_to_which_models() -> None:
+    for kind, preset_setting in (("sft", "lr 0.003 (method: 1e-05)"), ("ppo", "kl_coef 0.05")):
+        result = runner.invoke(app, ["train", kind, "--help"])
+        assert result.exit_code == 0
+        text = " ".join(result.output.split())  # rich wraps the help text
+        assert "Defaults are the method's (for pretrained models of 1.3B+ parameters)" in text
+        assert "the 'tiny' preset and models trained from it use" in text
+        assert preset_setting in text

@@ -1,6 +1,6 @@
 """The PPO defects that changed what it learns, each with the number that was wrong before:
 the value model off by the RM bias, the RM scoring re-tokenised text, and the checkpoint's
-generation_config leaking into rollouts."""
+generation_config leaking into rollouts; and the policy and value gradients clipped apart."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, GenerationConfig
 
 from tests.trainer.conftest import Run
@@ -123,6 +124,26 @@ def test_missing_eos_penalty_lowers_the_score_of_cut_responses(
     assert penalised["reward"] == pytest.approx(
         plain["reward"] - 2.0 * plain["truncated_share"], abs=1e-4
     )
+
+
+def test_the_value_loss_does_not_shrink_the_policy_step(
+    sft_run: Run, rm_run: Run, tmp_path: Path
+) -> None:
+    """The policy and the value model are clipped each on its own: a value loss 10^4 times
+    larger leaves the policy's update unchanged (one clip over both scaled it down)."""
+    policies, metrics = [], []
+    for vf_coef in (0.1, 1000.0):
+        out = tmp_path / f"vf-{vf_coef}"
+        config = ONE_ITERATION.replace(vf_coef=vf_coef, max_grad_norm=0.5)
+        metrics.append(first_iteration(sft_run.path, rm_run.path, out, config))
+        policies.append(load_file(out / "model.safetensors"))
+    assert metrics[1]["value_grad_norm"] > 100 * metrics[0]["value_grad_norm"]  # clipped to 0.5
+    assert metrics[0]["policy_grad_norm"] == metrics[1]["policy_grad_norm"]
+    sft = load_file(sft_run.path / "model.safetensors")
+    assert any(not torch.equal(policies[0][n], sft[n]) for n in policies[0])  # it moved
+    assert policies[0].keys() == policies[1].keys()
+    for name in policies[0]:
+        assert torch.equal(policies[0][name], policies[1][name]), name
 
 
 def test_the_checkpoints_generation_config_does_not_change_rollouts(
