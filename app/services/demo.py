@@ -37,6 +37,7 @@ DEMO_SPLITS = {
 }
 # their passwords are generated and printed once; see ``load_demo_data``
 DEMO_LABELERS = ("demo-labeler-1", "demo-labeler-2")
+DEMO_AUTHOR = "demo-author"
 
 
 def register_tiny_base(session: Session) -> str | None:
@@ -81,6 +82,20 @@ def _add_demonstration(session: Session, prompt_id: int, labeler: User, text: st
     )
 
 
+def _demo_author(session: Session) -> User:
+    """Who wrote the demo's demonstrations when no demo labeler is made: a deactivated account
+    that nobody can log in to (random password never shown), so the demo's SFT data set exists
+    whatever accounts the installation already had."""
+    from app.services.accounts import create_user, one_time_password
+
+    author = session.scalars(select(User).where(User.username == DEMO_AUTHOR)).first()
+    if author is None:
+        author = create_user(session, DEMO_AUTHOR, one_time_password(), "labeler")
+        author.is_active = False
+        session.flush()
+    return author
+
+
 def load_demo_data(session: Session, *, labelers: bool = False) -> str | None:
     """Bootstrap step: the demo data set on an empty embedded installation, and with
     ``labelers`` two demo labeler accounts whose generated passwords are returned once."""
@@ -106,13 +121,13 @@ def load_demo_data(session: Session, *, labelers: bool = False) -> str | None:
             password = one_time_password()
             accounts.append((create_user(session, username, password, "labeler"), password))
     session.flush()
-    author = accounts[0][0] if accounts else None
+    author = accounts[0][0] if accounts else _demo_author(session)
     demos = tasks = 0
     for row, result in zip(rows, results, strict=True):
         prompt_id = result.get("prompt_id")
         if result.get("status") != "accepted" or prompt_id is None:
             continue
-        if row.get("demonstration") and author is not None:
+        if row.get("demonstration"):
             _add_demonstration(session, prompt_id, author, row["demonstration"])
             demos += 1
         if row.get("completions"):

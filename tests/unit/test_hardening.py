@@ -102,6 +102,10 @@ def test_demo_labelers_only_on_loopback_with_generated_passwords(tmp_path) -> No
     text, users = _bootstrap_fresh(tmp_path / "public", "0.0.0.0")
     assert "demo-labeler-1" not in users and "Loaded the demo data set" in text
     assert "No demo labelers" in text
+    # the demo's demonstrations are there all the same (before: 0 without demo labelers, so
+    # the admin home said "Collect demonstrations"), written by an account nobody can use
+    assert " 0 demonstrations" not in text and " demonstrations," in text
+    assert "demo-author" in users and "demo-author /" not in text
     text, users = _bootstrap_fresh(tmp_path / "local", "127.0.0.1")
     assert {"demo-labeler-1", "demo-labeler-2"} <= set(users)
     assert "label-demo-1" not in text

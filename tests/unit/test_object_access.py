@@ -51,6 +51,12 @@ CASES: dict[str, Shared | Held] = {
     "GET /admin/jobs/{job_id}/live": RESEARCHERS,
     "POST /admin/jobs/{job_id}/cancel": RESEARCHERS,
     "POST /admin/jobs/{job_id}/rerun": RESEARCHERS,
+    "POST /api/v1/jobs/{job_id}/release": RESEARCHERS,
+    "POST /api/v1/jobs/{job_id}/discard": RESEARCHERS,
+    "POST /admin/jobs/{job_id}/release": RESEARCHERS,
+    "POST /admin/jobs/{job_id}/discard": RESEARCHERS,
+    "GET /admin/browse/{view}": RESEARCHERS,
+    "GET /admin/browse/prompts/{prompt_id}": RESEARCHERS,
     "POST /admin/models/{model_version_id}/current": RESEARCHERS,
     "GET /api/v1/prompts/{prompt_id}": RESEARCHERS,
     "PATCH /api/v1/use-cases/{use_case_id}": RESEARCHERS,
@@ -79,6 +85,9 @@ CASES: dict[str, Shared | Held] = {
     "POST /admin/users/{user_id}/tokens/{token_id}/revoke": ADMINS,
     "PUT /api/v1/prompts/{prompt_id}/use-case": Held("prompt"),
     "POST /api/v1/tasks/{task_id}/submission": Held("task"),
+    "PUT /api/v1/tasks/{task_id}/submission": Held("task"),
+    "GET /labeler/work/{task_id}": Held("task"),
+    "POST /labeler/work/{task_id}": Held("task"),
     "GET /labeler/tasks/{task_id}": Held("task"),
     "POST /labeler/tasks/{task_id}": Held("task"),
     "POST /labeler/tasks/{task_id}/skip": Held("task"),
@@ -131,11 +140,12 @@ def _as(client: TestClient, user, api: bool, make_token) -> tuple[TestClient, di
 
 def _call(c: TestClient, method: str, url: str, form: dict[str, str]):  # type: ignore[no-untyped-def]
     if url.startswith("/api/"):
-        body = (
-            {"use_case": "Generation"}
-            if url.endswith("/use-case")
-            else {"skip": {"reason": "unclear"}}
-        )
+        if url.endswith("/use-case"):
+            body: dict[str, object] = {"use_case": "Generation"}
+        elif method == "PUT":  # an edit: a skip cannot be edited, a text can be
+            body = {"text": "an edited demonstration"}
+        else:
+            body = {"skip": {"reason": "unclear"}}
         return c.request(method, url, json=body if method != "GET" else None)
     data = {**form, "use_case": "Generation", "reason": "unclear"} if method != "GET" else None
     return c.request(method, url, data=data, follow_redirects=False)
