@@ -12,6 +12,7 @@ import typer
 
 from app.cli_export import export_command
 from app.cli_jobs import jobs_cli, models_cli
+from app.cli_labelers import labelers_cli
 from app.cli_simulate import SIMULATE_HELP, simulate_command
 from app.services import ServiceError
 from trainer.cli import sample_command, score_command, train_app
@@ -40,6 +41,7 @@ prompts_cli = typer.Typer(help="Prompts: bulk import, split pins.", no_args_is_h
 cli.add_typer(prompts_cli, name="prompts")
 cli.add_typer(jobs_cli, name="jobs")
 cli.add_typer(models_cli, name="models")
+cli.add_typer(labelers_cli, name="labelers")
 cli.command("simulate", help=SIMULATE_HELP, no_args_is_help=True)(simulate_command)
 
 

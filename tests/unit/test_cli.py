@@ -23,6 +23,9 @@ def test_every_command_has_help() -> None:
         ["users", "held-out"],
         ["tokens", "create"],
         ["tokens", "revoke"],
+        ["labelers", "list"],
+        ["labelers", "approve"],
+        ["labelers", "reject"],
     ):
         result = invoke(*args, "--help")
         assert result.exit_code == 0, (args, result.output)
@@ -59,6 +62,38 @@ def test_held_out_flag(app_env, make_user, session) -> None:  # type: ignore[no-
     assert bad.exit_code == 2 and "'on' or 'off'" in bad.output
     missing = invoke("users", "held-out", "nobody", "on")
     assert missing.exit_code == 1 and "no user 'nobody'" in missing.output
+
+
+def test_screening_decisions_from_the_shell(app_env, make_user, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from app.config import get_settings
+    from app.db import get_sessionmaker
+    from app.models import ScreeningDecision, User
+
+    monkeypatch.setenv("PREFLOOP_SCREENING", "true")
+    get_settings.cache_clear()
+    try:
+        newcomer = make_user("labeler")
+    finally:
+        monkeypatch.delenv("PREFLOOP_SCREENING")
+        get_settings.cache_clear()
+    listed = invoke("labelers", "list", "--status", "screening")
+    assert listed.exit_code == 0 and f"{newcomer.username}\tscreening" in listed.output
+    ok = invoke("labelers", "approve", newcomer.username, "--note", "gold 0.9", "--held-out")
+    assert ok.exit_code == 0 and "approved (held-out group)" in ok.output
+    assert newcomer.username not in invoke("labelers", "list", "--status", "screening").output
+    rejected = invoke("labelers", "reject", newcomer.username, "--note", "spam")
+    assert rejected.exit_code == 0 and f"{newcomer.username}: rejected" in rejected.output
+    with get_sessionmaker()() as s:
+        assert s.get_one(User, newcomer.id).labeler_status == "rejected"
+        notes = s.query(ScreeningDecision.decision, ScreeningDecision.note).order_by(
+            ScreeningDecision.id
+        )
+        assert [tuple(n) for n in notes] == [("approved", "gold 0.9"), ("rejected", "spam")]
+    researcher = make_user("researcher")
+    refused = invoke("labelers", "approve", researcher.username)
+    assert refused.exit_code == 1 and "no labeler" in refused.output
+    assert invoke("labelers", "reject", "nobody").exit_code == 1
+    assert invoke("labelers", "list", "--status", "maybe").exit_code == 2
 
 
 def test_tokens_create_prints_only_the_token_and_revoke_works(app_env, make_user, client) -> None:  # type: ignore[no-untyped-def]
