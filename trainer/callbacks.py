@@ -11,6 +11,10 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 @dataclass
@@ -60,7 +64,11 @@ class MetricsLog:
     def log(self, step: int, total: int, metrics: dict[str, float], message: str = "") -> None:
         clean = {k: _to_float(v) for k, v in metrics.items()}
         if self.path is not None and self.enabled:
-            row = {"step": step, "total": total, "time": round(time.time() - self.start, 3)}
+            row: dict[str, float | str] = {
+                "step": step,
+                "total": total,
+                "time": round(time.time() - self.start, 3),
+            }
             row.update({k: (v if math.isfinite(v) else str(v)) for k, v in clean.items()})
             if message:
                 row["message"] = message
@@ -73,11 +81,11 @@ class MetricsLog:
 
 def _to_float(value: object) -> float:
     if hasattr(value, "item"):
-        value = value.item()  # type: ignore[union-attr]
+        value = value.item()
     return float(value)  # type: ignore[arg-type]
 
 
-def read_metrics(path: str | Path) -> list[dict]:
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """Read a metrics.jsonl file (a file, or the checkpoint directory holding one)."""
     path = Path(path)
     if path.is_dir():
@@ -127,7 +135,7 @@ class TqdmProgress:
     def __init__(self, desc: str, keys: tuple[str, ...] = ()) -> None:
         self.desc = desc
         self.keys = keys
-        self.bar = None
+        self.bar: tqdm[Any] | None = None
 
     def __call__(self, p: Progress) -> None:
         from tqdm.auto import tqdm

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +95,7 @@ def _quiet() -> None:
     logging.disable_progress_bar()
 
 
-def _run(desc: str, fn: Any, **kwargs: Any) -> dict[str, Any]:
+def _run(desc: str, fn: Callable[..., dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
     _quiet()
     bar = TqdmProgress(desc, keys=("loss", "reward", "kl", "accuracy"))
     try:

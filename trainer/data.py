@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from types import UnionType
 from typing import Any
 
 import torch
@@ -52,15 +53,17 @@ def load_records(source: Records | None) -> list[dict[str, Any]]:
     if isinstance(source, str | Path) and str(source).endswith(".parquet"):
         import pyarrow.parquet as pq  # export snapshots may be Parquet
 
-        return pq.read_table(source).to_pylist()
+        rows: list[dict[str, Any]] = pq.read_table(source).to_pylist()
+        return rows
     if isinstance(source, str | Path):
         return read_jsonl(source)
     return list(source)
 
 
-def _require(record: dict[str, Any], key: str, kind: type, n: int) -> Any:
+def _require(record: dict[str, Any], key: str, kind: type | UnionType, n: int) -> Any:
     if not isinstance(record.get(key), kind):
-        raise ValueError(f"record {n}: '{key}' must be a {kind.__name__}, got {record.get(key)!r}")
+        name = getattr(kind, "__name__", str(kind))  # "int | float" has no __name__
+        raise ValueError(f"record {n}: '{key}' must be a {name}, got {record.get(key)!r}")
     return record[key]
 
 
@@ -132,7 +135,7 @@ def encode_prompt(tokenizer: Any, prompt: str, max_length: int) -> list[int]:
     prefix = special_prefix(tokenizer)
     ids = tokenizer(format_prompt(prompt), add_special_tokens=False)["input_ids"]
     keep = max(1, max_length - len(prefix))
-    return prefix + ids[-keep:]
+    return prefix + list(ids[-keep:])
 
 
 def encode_example(
@@ -166,7 +169,9 @@ def pad(
     return ids, mask
 
 
-def sft_batch(tokenizer: Any, batch: list[dict[str, str]], max_length: int) -> dict:
+def sft_batch(
+    tokenizer: Any, batch: list[dict[str, str]], max_length: int
+) -> dict[str, torch.Tensor]:
     """Right-padded demonstrations; labels are -100 on prompt and padding tokens, so the
     loss covers response tokens only."""
     encoded = [encode_example(tokenizer, r["prompt"], r["completion"], max_length) for r in batch]
@@ -178,7 +183,9 @@ def sft_batch(tokenizer: Any, batch: list[dict[str, str]], max_length: int) -> d
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def ranking_batch(tokenizer: Any, batch: list[dict[str, Any]], max_length: int) -> dict:
+def ranking_batch(
+    tokenizer: Any, batch: list[dict[str, Any]], max_length: int
+) -> dict[str, torch.Tensor]:
     """K-way batch: every completion of every prompt as one row (sum of K rows; K may differ
     between prompts), with `ranks` and `group` (the prompt's index in the batch) per row."""
     seqs, ranks, group = [], [], []
@@ -196,7 +203,9 @@ def ranking_batch(tokenizer: Any, batch: list[dict[str, Any]], max_length: int) 
     }
 
 
-def pair_batch(tokenizer: Any, pairs: list[tuple[str, str]], max_length: int) -> dict:
+def pair_batch(
+    tokenizer: Any, pairs: list[tuple[str, str]], max_length: int
+) -> dict[str, torch.Tensor]:
     """(prompt, completion) pairs as right-padded rows, for scoring."""
     seqs = [encode_example(tokenizer, p, c, max_length)[0] for p, c in pairs]
     ids, mask = pad(seqs, tokenizer.pad_token_id)
@@ -207,7 +216,7 @@ def lm_example(tokenizer: Any, text: str, max_length: int) -> list[int]:
     """A pre-training text as language-modelling tokens: special prefix, text, EOS."""
     prefix = special_prefix(tokenizer)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return prefix + ids[: max_length - 1 - len(prefix)] + [tokenizer.eos_token_id]
+    return prefix + list(ids[: max_length - 1 - len(prefix)]) + [tokenizer.eos_token_id]
 
 
 def batches(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

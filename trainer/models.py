@@ -11,7 +11,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from accelerate import Accelerator
@@ -30,6 +30,9 @@ from transformers import (
 from trainer.config import _Common
 from trainer.meta import META_FILE, model_preset, read_prefloop_meta, write_prefloop_meta
 from trainer.tiny_corpus import TINY_CORPUS
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 __all__ = ["META_FILE", "read_prefloop_meta", "write_prefloop_meta"]  # and the functions below
 
@@ -139,18 +142,19 @@ def load_policy(
     config: _Common | None = None,
     residual_dropout: float | None = None,
     trainable: bool = True,
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+) -> tuple[PreTrainedModel | PeftModel, PreTrainedTokenizerBase]:
     """A causal LM and its tokenizer; `residual_dropout` overrides the checkpoint's residual
     dropout while training (saved checkpoints keep the base's), `config.use_lora` wraps it
     with peft LoRA adapters (only when `trainable`)."""
     path = resolve_model(name_or_path)
     tokenizer = load_tokenizer(path)
     overrides = _dropout_overrides(path, residual_dropout=residual_dropout)
-    model = AutoModelForCausalLM.from_pretrained(path, **overrides)
-    _remember_base_config(model, path, overrides)
-    _set_generation_tokens(model, tokenizer)
+    base: PreTrainedModel = AutoModelForCausalLM.from_pretrained(path, **overrides)
+    _remember_base_config(base, path, overrides)
+    _set_generation_tokens(base, tokenizer)
+    model: PreTrainedModel | PeftModel = base
     if trainable and config is not None and config.use_lora:
-        model = apply_lora(model, config, task_type="CAUSAL_LM")
+        model = apply_lora(base, config, task_type="CAUSAL_LM")
     if not trainable:
         model.requires_grad_(False).eval()
     return model, tokenizer
@@ -162,7 +166,7 @@ def load_reward_model(
     trainable: bool = False,
     disable_dropout: bool = True,
     distinct_pad: bool = False,
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, float]:
+) -> tuple[PreTrainedModel | PeftModel, PreTrainedTokenizerBase, float]:
     """A reward (or value) model: the backbone with the unembedding replaced by a scalar head
     (`AutoModelForSequenceClassification`, num_labels=1). From a causal LM checkpoint the head
     is newly initialised. Dropout is off unless `disable_dropout` is False (saved checkpoints
@@ -171,21 +175,24 @@ def load_reward_model(
     path = resolve_model(path_or_policy_path)
     tokenizer = load_tokenizer(path)
     overrides = _dropout_overrides(path, disable=disable_dropout)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **overrides)
-    _remember_base_config(model, path, overrides)
+    base: PreTrainedModel = AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=1, **overrides
+    )
+    _remember_base_config(base, path, overrides)
     if disable_dropout:  # also dropout modules that do not read the config (TRL does this)
-        for module in model.modules():
+        for module in base.modules():
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0
     if distinct_pad and tokenizer.pad_token_id in (None, tokenizer.eos_token_id):
         # Hugging Face's sequence classifiers read the last token that is not the pad token:
         # with pad == EOS they would read the token before the EOS we score at.
         tokenizer.add_special_tokens({"pad_token": RM_PAD_TOKEN})
-        model.resize_token_embeddings(len(tokenizer))
+        base.resize_token_embeddings(len(tokenizer))
     # The head reads the last non-padding token; a pad id must be known for batches > 1.
-    model.config.pad_token_id = tokenizer.pad_token_id
+    base.config.pad_token_id = tokenizer.pad_token_id
+    model: PreTrainedModel | PeftModel = base
     if trainable and config is not None and config.use_lora:
-        model = apply_lora(model, config, task_type="SEQ_CLS")
+        model = apply_lora(base, config, task_type="SEQ_CLS")
     if not trainable:
         model.requires_grad_(False).eval()
     bias = float(read_prefloop_meta(path).get("reward_bias", 0.0))
@@ -220,7 +227,7 @@ def _dropout_overrides(
     return {n: float(residual_dropout) for n in names}  # type: ignore[arg-type]
 
 
-def _remember_base_config(model: PreTrainedModel, path: str, overrides: dict) -> None:
+def _remember_base_config(model: PreTrainedModel, path: str, overrides: dict[str, float]) -> None:
     """Keep the checkpoint's own values of the config fields overridden for training, so that
     save_checkpoint writes them back (a training setting is not the model's)."""
     if overrides:
@@ -233,7 +240,7 @@ def _remember_base_config(model: PreTrainedModel, path: str, overrides: dict) ->
 @contextlib.contextmanager
 def _base_config(model: torch.nn.Module) -> Iterator[None]:
     """The model's config with the base checkpoint's values of training-only overrides."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = getattr(model, "get_base_model", lambda: model)()
     base = getattr(inner, "_prefloop_base_config", {})
     config = inner.config
     current = {n: getattr(config, n) for n in base}
@@ -254,7 +261,7 @@ def _set_generation_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenize
             model.generation_config.eos_token_id = tokenizer.eos_token_id
 
 
-def apply_lora(model: PreTrainedModel, config: _Common, task_type: str) -> PreTrainedModel:
+def apply_lora(model: PreTrainedModel, config: _Common, task_type: str) -> PeftModel:
     from peft import LoraConfig, get_peft_model
 
     lora = LoraConfig(

@@ -181,7 +181,7 @@ def train_ppo(
     pretrain_texts: data.Records | None = None,
     config: PPOConfig | Mapping[str, Any] | None = None,
     progress: ProgressCallback | None = None,
-    meta: dict | None = None,
+    meta: dict[str, Any] | None = None,
     resume: bool = False,
 ) -> dict[str, float]:
     """Fine-tune the SFT `policy` with PPO against `reward_model` on {"prompt"} records;
@@ -410,7 +410,7 @@ def train_ppo(
                         stats["approx_kl"].append(masked_mean((ratio - 1) - logratio, m).item())
 
         def mean(x: torch.Tensor) -> float:
-            return accelerator.reduce(x.mean(), "mean").item()
+            return float(accelerator.reduce(x.mean(), "mean").item())
 
         mean_kl = mean(kl.sum(1))
         metrics = {
@@ -516,7 +516,9 @@ def check_resumable(state_dir: Path, config: PPOConfig) -> None:
         )
 
 
-def ptx_lm_batch(tokenizer: Any, texts: list[str], config: PPOConfig, device: Any) -> dict:
+def ptx_lm_batch(
+    tokenizer: Any, texts: list[str], config: PPOConfig, device: Any
+) -> dict[str, torch.Tensor]:
     """Pre-training texts (+ EOS) as a right-padded language-modelling batch."""
     seqs = [data.lm_example(tokenizer, t, config.max_length) for t in texts]
     ids, attn = data.pad(seqs, tokenizer.pad_token_id)
@@ -544,4 +546,4 @@ def pretrain_loss(
         model(**ptx_lm_batch(tokenizer, list(chunk), config, accelerator.device)).loss
         for chunk in data.batches(texts[:limit], config.minibatch_size)
     ]
-    return accelerator.reduce(torch.stack(losses).mean(), "mean").item()
+    return float(accelerator.reduce(torch.stack(losses).mean(), "mean").item())

@@ -16,12 +16,12 @@ from collections import defaultdict
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from accelerate.utils import set_seed
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from trainer import data
@@ -71,7 +71,7 @@ def train_reward_model(
     demonstrations: data.Records | None = None,
     config: RMConfig | Mapping[str, Any] | None = None,
     progress: ProgressCallback | None = None,
-    meta: dict | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Train a reward model from an SFT (or any causal LM) checkpoint on ranking records;
     returns the final metrics (validation pairwise accuracy / log loss overall and by K). A
@@ -90,8 +90,8 @@ def train_reward_model(
         model, config, trainable=True, disable_dropout=config.disable_dropout, distinct_pad=True
     )
     collate = partial(data.ranking_batch, tokenizer, max_length=config.max_length)
-    loader = DataLoader(
-        train_rows,
+    loader: DataLoader[dict[str, Any]] = DataLoader(
+        cast("Dataset[dict[str, Any]]", train_rows),  # a list is a map-style dataset
         batch_size=config.batch_size,
         shuffle=True,
         collate_fn=collate,
@@ -197,12 +197,12 @@ def mean_score(
             [sum(scores), len(scores)], device=accelerator.device, dtype=torch.float64
         )
     total = accelerator.reduce(total, "sum")
-    return (total[0] / total[1].clamp(min=1)).item()
+    return float((total[0] / total[1].clamp(min=1)).item())
 
 
 @torch.no_grad()
 def evaluate_rankings(
-    accelerator: Any, rm: Any, tokenizer: Any, rows: list[dict], config: RMConfig
+    accelerator: Any, rm: Any, tokenizer: Any, rows: list[dict[str, Any]], config: RMConfig
 ) -> dict[str, float]:
     """Pairwise accuracy (r_w > r_l) and log loss (-log sigmoid(r_w - r_l)) over all
     untied pairs of the validation rankings, overall and by K."""

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from trainer.config import SampleConfig
-from trainer.data import batches, encode_example, load_records, pad, pair_batch
+from trainer.data import Records, batches, encode_example, load_records, pad, pair_batch
 from trainer.models import (
     load_policy,
     load_reward_model,
@@ -62,7 +62,7 @@ def response_scores(
 
 def score_records(
     reward_model: str,
-    records: Iterable[dict[str, Any]] | str,
+    records: Records,
     batch_size: int = 16,
     config: SampleConfig | None = None,
 ) -> list[dict[str, Any]]:

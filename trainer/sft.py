@@ -14,11 +14,11 @@ import time
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from accelerate.utils import set_seed
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from trainer import data
@@ -45,7 +45,7 @@ def train_sft(
     reward_model: str | None = None,
     config: SFTConfig | Mapping[str, Any] | None = None,
     progress: ProgressCallback | None = None,
-    meta: dict | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Fine-tune `model` on {"prompt", "completion"} records; returns the final metrics. A
     mapping (or None) as `config` is applied over the defaults that fit `model`."""
@@ -60,8 +60,8 @@ def train_sft(
 
     policy, tokenizer = load_policy(model, config, residual_dropout=config.residual_dropout)
     collate = partial(data.sft_batch, tokenizer, max_length=config.max_length)
-    loader = DataLoader(
-        train_rows,
+    loader: DataLoader[dict[str, str]] = DataLoader(
+        cast("Dataset[dict[str, str]]", train_rows),  # a list is a map-style dataset
         batch_size=config.batch_size,
         shuffle=True,
         collate_fn=collate,

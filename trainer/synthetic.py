@@ -63,7 +63,9 @@ def demonstrations(n: int, seed: int = 0, p_positive: float = 0.5) -> list[dict[
     ]
 
 
-def rankings(n: int, seed: int = 0, ks: tuple[int, ...] = (4, 5, 6, 7, 8, 9)) -> list[dict]:
+def rankings(
+    n: int, seed: int = 0, ks: tuple[int, ...] = (4, 5, 6, 7, 8, 9)
+) -> list[dict[str, Any]]:
     """n rankings, K drawn from `ks` per prompt; rank 1 = highest hidden score, ties share."""
     rng = random.Random(seed)
     out = []

@@ -79,6 +79,9 @@ def test_non_integer_ranks_are_rejected_not_rounded_into_ties() -> None:
     with pytest.raises(ValueError, match="whole number"):
         data.rankings(ranking(True))
     assert data.rankings(ranking(1.0))[0]["ranks"] == [1, 2]
+    # a rank that is not a number is named in a ValueError (was an AttributeError)
+    with pytest.raises(ValueError, match=r"'rank' must be a int \| float, got 'first'"):
+        data.rankings(ranking("first"))
 
 
 def test_ppo_processes_draw_disjoint_prompts_and_cover_them_all() -> None:
