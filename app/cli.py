@@ -146,6 +146,9 @@ def run_worker(
     ] = None,
 ) -> None:
     """Run a Celery worker consuming the given queues."""
+    # a job reports its own progress; Hugging Face's progress bars would fill the log with
+    # "Writing model shards" lines (set HF_HUB_DISABLE_PROGRESS_BARS=0 to have them back)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from app.broker import QUEUES, celery_app, queue_name
 
     if parent_pid is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from typer.testing import CliRunner
 
 from app.cli import cli
@@ -145,3 +147,18 @@ def test_account_commands_do_not_load_torch() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_worker_log_has_no_progress_bars(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # before: every checkpoint a job saved wrote two "Writing model shards" tqdm lines as
+    # WARNING records into the worker's log (the job reports its own progress)
+    from app.broker import celery_app
+
+    seen: list[list[str]] = []
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    monkeypatch.setattr(celery_app, "worker_main", lambda argv: seen.append(argv))
+    assert invoke("worker", "--queues", "cpu").exit_code == 0
+    assert seen and os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "0")  # an operator's choice stays
+    assert invoke("worker", "--queues", "cpu").exit_code == 0
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "0"
