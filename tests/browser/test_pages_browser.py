@@ -1,96 +1,19 @@
-"""Every HTML page in Chromium: axe-core finds no serious or critical violation, nothing
-overflows sideways at 390 px, unknown URLs get the HTML 404 page (JSON under /api/), the
-favicon is served, and /docs renders Swagger UI with no request leaving the server.
-
-Pages are found from the app's routes (every GET page without a path parameter), plus pages
-that need an object (a task of each form, a job, an edit of one's own submission), so a new
-page is checked without being listed here. Runs once, on SQLite: pages do not depend on the
-database backend."""
+"""Admin and system pages in Chromium: unknown URLs get the HTML 404 page (JSON under /api/),
+the favicon is served, /docs renders Swagger UI with no request leaving the server, the data
+browser filters and opens a prompt, and a sample job's held tasks are previewed and released.
+(axe-core and the phone width on every page: tests/browser/test_every_page_browser.py.)
+Runs once, on SQLite: pages do not depend on the database backend."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from fastapi.routing import APIRoute
 
-from tests.browser.conftest import axe_violations, log_in
-from tests.labeling_support import make_prompt, make_ranking_task
+from tests.browser.conftest import log_in
+from tests.labeling_support import make_prompt
 
 pytestmark = pytest.mark.browser
-
-# GET routes that are not pages a person opens
-NOT_PAGES = {
-    "/favicon.ico",
-    "/docs",
-    "/openapi.json",
-    "/labeler/next",
-    "/labeler/summary",
-    "/logout",
-}
-
-
-def _page_paths() -> list[str]:
-    from app.main import create_app
-
-    def routes(items: list[Any]) -> list[APIRoute]:
-        found: list[APIRoute] = []
-        for route in items:
-            if isinstance(route, APIRoute):
-                found.append(route)
-            elif hasattr(route, "original_router"):
-                found.extend(routes(route.original_router.routes))
-        return found
-
-    return sorted(
-        {
-            r.path
-            for r in routes(create_app().routes)
-            if "GET" in r.methods
-            and not r.include_in_schema
-            and "{" not in r.path
-            and r.path not in NOT_PAGES
-            and not any(q.field_info.is_required() for q in r.dependant.query_params)  # forms
-            and not r.path.endswith(("/live", "/preview", "/summary"))
-        }
-    )
-
-
-def test_every_page_passes_axe_and_fits_a_phone(  # type: ignore[no-untyped-def]
-    app_env, live_server, page, make_user, artifacts_dir
-) -> None:
-    if not app_env.startswith("sqlite"):
-        pytest.skip("pages do not depend on the database: run once, on SQLite")
-    admin = make_user("admin")
-    ranking_task, _ = make_ranking_task(make_prompt("Name three rivers.", split="test"), k=5)
-    make_prompt("Explain what a river delta is.")
-    log_in(page, live_server, admin)
-    paths = _page_paths()
-    assert {"/labeler", "/admin", "/admin/data", "/labeler/work"} <= set(paths)
-    # pages behind an object: a task of each form
-    page.goto(f"{live_server}/labeler/next?kind=ranking")
-    paths.append(page.url.removeprefix(live_server))
-    page.goto(f"{live_server}/labeler/next?kind=demonstration")
-    paths.append(page.url.removeprefix(live_server))
-    assert f"/labeler/tasks/{ranking_task}" in paths
-    paths.append("/no/such/page")
-
-    problems: dict[str, list[str]] = {}
-    for path in paths:
-        for viewport in ({"width": 1366, "height": 900}, {"width": 390, "height": 844}):
-            page.set_viewport_size(viewport)
-            response = page.goto(f"{live_server}{path}")
-            assert response is not None
-            if path != "/no/such/page":
-                assert response.status == 200, (path, response.status)
-            found = axe_violations(page) if viewport["width"] > 1000 else []
-            width = page.evaluate("document.documentElement.scrollWidth")
-            if width > viewport["width"]:
-                found.append(f"{width} px wide at {viewport['width']}")
-            if found:
-                problems[path] = problems.get(path, []) + found
-    assert problems == {}, "\n".join(f"{p}: {v}" for p, vs in problems.items() for v in vs)
-    assert page.dialogs == []
 
 
 def test_404_page_favicon_and_offline_docs(app_env, live_server, page, make_user) -> None:  # type: ignore[no-untyped-def]
