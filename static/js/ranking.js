@@ -266,6 +266,7 @@
   // top or bottom edge the page scrolls. Side by side (K <= 3 on a wide screen) the axis is x.
   var dragging = null;
   var startedBefore = null;  // the card's next sibling when the drag began
+  var pointerX = 0;
   var pointerY = 0;
   var scrolling = null;
   var EDGE = 60;
@@ -280,7 +281,10 @@
     var step = 0;
     if (pointerY < EDGE) step = -Math.ceil((EDGE - pointerY) / 4);
     else if (pointerY > window.innerHeight - EDGE) step = Math.ceil((pointerY - window.innerHeight + EDGE) / 4);
-    if (step) window.scrollBy(0, step);
+    if (step) {
+      window.scrollBy(0, step);
+      place();  // the pointer stays still while the page moves under it: the card follows
+    }
     scrolling = window.requestAnimationFrame(autoscroll);
   }
 
@@ -291,26 +295,33 @@
     startedBefore = dragging.nextElementSibling;
     dragging.classList.add("dragging");
     list.setPointerCapture(event.pointerId);
+    pointerX = event.clientX;
     pointerY = event.clientY;
     if (!scrolling) scrolling = window.requestAnimationFrame(autoscroll);
     event.preventDefault();
   });
 
-  list.addEventListener("pointermove", function (event) {
-    if (!dragging) return;
-    pointerY = event.clientY;
+  // the dragged card goes before the first card whose middle is past the pointer
+  function place() {
     var across = horizontal();
     var before = null;
     cards().some(function (card) {
       if (card === dragging) return false;
       var box = card.getBoundingClientRect();
-      var isBefore = across ? event.clientX < box.left + box.width / 2
-        : event.clientY < box.top + box.height / 2;
+      var isBefore = across ? pointerX < box.left + box.width / 2
+        : pointerY < box.top + box.height / 2;
       if (isBefore) before = card;
       return isBefore;
     });
     if (before) list.insertBefore(dragging, before);
     else list.appendChild(dragging);
+  }
+
+  list.addEventListener("pointermove", function (event) {
+    if (!dragging) return;
+    pointerX = event.clientX;
+    pointerY = event.clientY;
+    place();
   });
 
   function drop() {

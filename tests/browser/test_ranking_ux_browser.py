@@ -245,3 +245,29 @@ def test_untouched_refused_draft_survives_a_422_and_a_reload_and_phone_targets( 
         d: (4, 6, []),
     }
     assert page.dialogs == []
+
+
+def test_dragging_near_the_window_edge_scrolls(  # type: ignore[no-untyped-def]
+    app_env, live_server, page, make_user
+) -> None:
+    _sqlite_only(app_env)
+    task_id, _ = make_ranking_task(make_prompt("Name a river.", split="test"), k=9)
+    page.set_viewport_size(DESKTOP)
+    log_in(page, live_server, make_user("labeler"))
+    page.goto(f"{live_server}/labeler/next?kind=ranking")
+    assert page.url.endswith(f"/labeler/tasks/{task_id}")
+    first = _shown(page)[0]
+    head = page.locator(".rank-card").first.locator(".rank-head").bounding_box()
+    page.mouse.move(head["x"] + 60, head["y"] + head["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(head["x"] + 60, DESKTOP["height"] - 10, steps=5)  # held at the bottom edge
+    page.wait_for_function("() => window.scrollY > 300")
+    page.mouse.move(head["x"] + 60, 10, steps=5)  # and at the top edge: back up
+    page.wait_for_function("() => window.scrollY === 0")
+    page.mouse.move(head["x"] + 60, DESKTOP["height"] - 10, steps=5)
+    page.wait_for_function(
+        "() => window.scrollY + innerHeight >= document.documentElement.scrollHeight - 2"
+    )
+    page.mouse.up()
+    assert _shown(page)[-1] == first  # carried to the end of the list
+    assert page.dialogs == []
