@@ -1,7 +1,8 @@
 """An admin manages users in a real browser: creates a labeler (one-time password shown once),
-the labeler must choose a password first, the admin makes a token and deactivates the labeler,
-whose open session ends. The pages raise no Content-Security-Policy violation, and /docs
-renders offline."""
+the labeler must choose a password first, the admin makes a token (shown once), holds the
+labeler out and deactivates them (their open session ends), then reactivates them, changes
+their role, resets their password and revokes the token. The pages raise no
+Content-Security-Policy violation, and /docs renders offline."""
 
 from __future__ import annotations
 
@@ -77,6 +78,22 @@ def test_admin_manages_a_user_in_the_browser(  # type: ignore[no-untyped-def]
     casey.goto(f"{live_server}/labeler")
     assert "/login" in casey.url
     casey_context.close()
+
+    # back in, made a researcher, a new one-time password, the token revoked
+    page.click("button:has-text('Reactivate')")
+    page.wait_for_selector("button:has-text('Deactivate')")
+    page.select_option('select[name="role"]', "researcher")
+    page.click("button:has-text('Change role')")
+    page.wait_for_selector("text=researcher · active")
+    page.click("button:has-text('Reset password')")
+    reset = page.inner_text("#one-time-secret code.secret").strip()
+    assert len(reset) >= 12 and reset != password
+    assert "password to change" in page.inner_text("main")
+    page.goto(casey_page)
+    assert reset not in page.content()
+    page.click("#tokens button:has-text('Revoke')")
+    page.wait_for_selector("#tokens .badge:text('revoked')")
+    assert page.locator("#tokens button:has-text('Revoke')").count() == 0
     assert not admin_violations and not casey_violations
 
 
