@@ -14,6 +14,7 @@ from app.cli_export import export_command
 from app.cli_jobs import jobs_cli, models_cli
 from app.cli_labelers import labelers_cli
 from app.cli_simulate import SIMULATE_HELP, simulate_command
+from app.cli_support import fail, open_session
 from app.services import ServiceError
 from trainer.cli import sample_command, score_command, train_app
 
@@ -45,17 +46,6 @@ cli.add_typer(labelers_cli, name="labelers")
 cli.command("simulate", help=SIMULATE_HELP, no_args_is_help=True)(simulate_command)
 
 
-def fail(message: str, code: int = 1) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
-
-
-def _session():  # type: ignore[no-untyped-def]
-    from app.db import get_sessionmaker
-
-    return get_sessionmaker()()
-
-
 # server and worker ----------------------------------------------------------------------------
 
 
@@ -83,7 +73,7 @@ def serve(
     except InsecureSecretKey as exc:
         fail(f"refusing to start: {exc}", 2)
     upgrade_to_head()
-    with _session() as session:
+    with open_session() as session:
         for message in bootstrap(session, bind_host=host):
             typer.secho(message, fg=typer.colors.YELLOW)
     from app.worker.heartbeat import JobSweeper
@@ -234,7 +224,7 @@ def users_held_out(
 
     if state not in {"on", "off"}:
         fail("state must be 'on' or 'off'", 2)
-    with _session() as session:
+    with open_session() as session:
         try:
             user = set_held_out(session, username, state == "on")
             session.commit()
@@ -248,7 +238,7 @@ def users_list() -> None:
     """List users: id, name, role, state (active or deactivated), flags, last login."""
     from app.services.accounts import list_users
 
-    with _session() as session:
+    with open_session() as session:
         for user in list_users(session):
             flags = " held-out" if user.held_out else ""
             flags += " must-change-password" if user.must_change_password else ""
@@ -259,7 +249,7 @@ def users_list() -> None:
 
 def _account_change(action, *args) -> None:  # type: ignore[no-untyped-def]
     """Run one account service function, commit, and return its result; errors exit 2 / 1."""
-    with _session() as session:
+    with open_session() as session:
         try:
             result = action(session, *args)
             session.commit()
@@ -349,7 +339,7 @@ def tokens_create(
     """Create an API token and print it (only this once)."""
     from app.services.accounts import create_token
 
-    with _session() as session:
+    with open_session() as session:
         try:
             token, secret = create_token(session, username, name, scope)
             session.commit()
@@ -363,7 +353,7 @@ def tokens_list(username: str) -> None:
     """List a user's tokens (id, prefix, name, scopes, last use, revoked)."""
     from app.services.accounts import get_user
 
-    with _session() as session:
+    with open_session() as session:
         try:
             user = get_user(session, username)
         except ServiceError as exc:
@@ -383,7 +373,7 @@ def tokens_revoke(
     """Revoke a token; requests with it get 401 from then on."""
     from app.services.accounts import revoke_token
 
-    with _session() as session:
+    with open_session() as session:
         try:
             revoke_token(session, token_id)
             session.commit()
@@ -411,7 +401,7 @@ def prompts_import(
     total = count_lines(file)
     report_fh = report.open("w", encoding="utf-8") if report else None
     try:
-        with _session() as session, typer.progressbar(length=total, label="importing") as bar:
+        with open_session() as session, typer.progressbar(length=total, label="importing") as bar:
             summary = import_jsonl(session, file, on_batch=bar.update, report=report_fh)
     except ServiceError as exc:
         fail(exc.detail)
@@ -440,7 +430,7 @@ def prompts_pin(
     """Pin a user ID to a split; the user's existing prompts move with it."""
     from app.services.curation.splits import pin_message, pin_split
 
-    with _session() as session:
+    with open_session() as session:
         try:
             moved = pin_split(session, user_id, split, client.strip())
             session.commit()

@@ -8,12 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
+from app.cli_support import fail
 from app.services import ServiceError
-
-
-def _fail(message: str, code: int = 1) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
 
 
 def _progress(records: Any, bar: Any) -> Any:
@@ -30,7 +26,7 @@ def _write(stream: Any, output: str, chosen: str) -> None:
     if output == "-":
         if chosen == "parquet":
             stream.close()
-            _fail("parquet is binary; give a file with -o", 2)
+            fail("parquet is binary; give a file with -o", 2)
         for chunk in encode(stream, chosen, stream.kind, stream.fmt):
             sys.stdout.buffer.write(chunk)
         sys.stdout.buffer.flush()
@@ -126,15 +122,15 @@ def export_command(
         filters = parse_filters({k: v for k, v in values.items() if v is not None})
         if snapshot:
             if output is not None or after is not None:
-                _fail("--snapshot writes to the artifact store; leave out -o and --after", 2)
+                fail("--snapshot writes to the artifact store; leave out -o and --after", 2)
             _snapshot(export, filters, format)
             return
         if output is None:
-            _fail("give -o FILE (or -o - for standard output), or --snapshot", 2)
+            fail("give -o FILE (or -o - for standard output), or --snapshot", 2)
         chosen = choose_output(as_ or output_for_path(output), None)
         stream = ExportStream(export, filters, format)
     except ServiceError as exc:
-        _fail(exc.detail, 2)
+        fail(exc.detail, 2)
     _write(stream, output, chosen)
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from app.cli_support import fail, open_session
 from app.schemas.jobs import JobKind
 from app.services import ServiceError
 
@@ -15,17 +16,6 @@ jobs_cli = typer.Typer(
     help="Training jobs: launch, list, show, cancel, re-run.", no_args_is_help=True
 )
 models_cli = typer.Typer(help="The model registry.", no_args_is_help=True)
-
-
-def _fail(message: str, code: int = 1) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
-
-
-def _session():  # type: ignore[no-untyped-def]
-    from app.db import get_sessionmaker
-
-    return get_sessionmaker()()
 
 
 def _echo_json(value: Any) -> None:
@@ -48,7 +38,7 @@ def _dispatch(session: Any, job: Any) -> None:
     try:
         dispatch_job(session, job)
     except ServiceError as exc:
-        _fail(exc.detail)
+        fail(exc.detail)
     session.commit()
     typer.echo(job.id)
 
@@ -78,15 +68,15 @@ def jobs_launch(
         raw = params_file.read_text() if params_file is not None else params
         values = json.loads(raw)
     except (OSError, json.JSONDecodeError) as exc:
-        _fail(f"parameters are not readable JSON: {exc}", 2)
+        fail(f"parameters are not readable JSON: {exc}", 2)
     if not isinstance(values, dict):
-        _fail("parameters must be a JSON object", 2)
-    with _session() as session:
+        fail("parameters must be a JSON object", 2)
+    with open_session() as session:
         try:
             job = create_job(session, kind, values, _user(session, as_user))
         except ServiceError as exc:
             where = f" ({exc.field})" if exc.field else ""
-            _fail(f"{exc.detail}{where}", 2 if exc.status_code == 422 else 1)
+            fail(f"{exc.detail}{where}", 2 if exc.status_code == 422 else 1)
         _dispatch(session, job)
 
 
@@ -98,7 +88,7 @@ def jobs_list(
     """Jobs with their status and progress, newest first."""
     from app.services.jobs import list_jobs
 
-    with _session() as session:
+    with open_session() as session:
         for job in list_jobs(session, limit, status):
             error = f"\t{job.error[:80]}" if job.error else ""
             typer.echo(
@@ -111,11 +101,11 @@ def jobs_show(job_id: int) -> None:
     """Everything the API returns for a job, as JSON."""
     from app.services.jobs import get_job, job_view
 
-    with _session() as session:
+    with open_session() as session:
         try:
             _echo_json(job_view(session, get_job(session, job_id)))
         except ServiceError as exc:
-            _fail(exc.detail)
+            fail(exc.detail)
 
 
 @jobs_cli.command("cancel")
@@ -123,12 +113,12 @@ def jobs_cancel(job_id: int) -> None:
     """Cancel a queued job, or stop a running one at its next step."""
     from app.services.jobs import cancel_job
 
-    with _session() as session:
+    with open_session() as session:
         try:
             job = cancel_job(session, job_id)
             session.commit()
         except ServiceError as exc:
-            _fail(exc.detail)
+            fail(exc.detail)
         typer.echo(
             f"job {job.id}: {job.status}{' (stops at its next step)' if job.status == 'running' else ''}"
         )
@@ -144,11 +134,11 @@ def jobs_rerun(
     """Launch a failed or cancelled job again with the same parameters; prints the new id."""
     from app.services.jobs import rerun_job
 
-    with _session() as session:
+    with open_session() as session:
         try:
             job = rerun_job(session, job_id, _user(session, as_user))
         except ServiceError as exc:
-            _fail(exc.detail)
+            fail(exc.detail)
         _dispatch(session, job)
 
 
@@ -157,7 +147,7 @@ def models_list() -> None:
     """Registered model versions: id, kind, parents, path (current policy marked *)."""
     from app.services.models_registry import list_versions
 
-    with _session() as session:
+    with open_session() as session:
         for v in list_versions(session):
             mark = "*" if v.is_current else " "
             parents = ",".join(str(p) for p in v.parent_ids) or "-"
@@ -169,10 +159,10 @@ def models_current(model_version_id: int) -> None:
     """Mark a base, SFT or PPO version as the current policy."""
     from app.services.models_registry import mark_current
 
-    with _session() as session:
+    with open_session() as session:
         try:
             version = mark_current(session, model_version_id)
             session.commit()
         except ServiceError as exc:
-            _fail(exc.detail, 2)
+            fail(exc.detail, 2)
         typer.echo(f"model version {version.id} ({version.kind}) is the current policy")

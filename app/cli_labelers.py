@@ -7,23 +7,13 @@ from typing import Annotated, Any
 
 import typer
 
+from app.cli_support import fail, open_session
 from app.services import ServiceError
 
 labelers_cli = typer.Typer(
     help="Labelers: the quality table, screening decisions (approve, reject).",
     no_args_is_help=True,
 )
-
-
-def _fail(message: str, code: int = 1) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
-
-
-def _session():  # type: ignore[no-untyped-def]
-    from app.db import get_sessionmaker
-
-    return get_sessionmaker()()
 
 
 def _figure(value: Any) -> str:
@@ -42,8 +32,8 @@ def labelers_list(
     from app.services.labeler_stats import labeler_stats
 
     if status is not None and status not in {"screening", "approved", "rejected"}:
-        _fail("status must be screening, approved or rejected", 2)
-    with _session() as session:
+        fail("status must be screening, approved or rejected", 2)
+    with open_session() as session:
         rows = labeler_stats(session, QualityFilters())
     typer.echo("id\tlabeler\tstatus\tgroup\trankings\tgold_accuracy\tagreement\toutliers")
     for row in rows:
@@ -69,7 +59,7 @@ def _decide(username: str, decision: str, note: str, held_out: bool | None = Non
     from app.services.accounts import get_user
     from app.services.screening import approve, reject
 
-    with _session() as session:
+    with open_session() as session:
         try:
             labeler = get_user(session, username)
             if decision == "approve":
@@ -78,7 +68,7 @@ def _decide(username: str, decision: str, note: str, held_out: bool | None = Non
                 labeler = reject(session, labeler.id, note=note)
             session.commit()
         except ServiceError as exc:
-            _fail(exc.detail, 2 if exc.status_code == 422 else 1)
+            fail(exc.detail, 2 if exc.status_code == 422 else 1)
         group = " (held-out group)" if labeler.held_out else ""
         typer.echo(f"{labeler.username}: {labeler.labeler_status}{group}")
 

@@ -77,12 +77,12 @@ def _bootstrap_fresh(data_dir: Path, host: str) -> tuple[str, list[str]]:
     process (fresh settings and engine); returns its output and the usernames."""
     code = (
         "import sys\n"
-        "from app.cli import _session\n"
+        "from app.cli_support import open_session\n"
         "from app.migrate import upgrade_to_head\n"
         "from app.services.bootstrap import bootstrap\n"
         "from app.models import User\n"
         "upgrade_to_head()\n"
-        "with _session() as s:\n"
+        "with open_session() as s:\n"
         f"    print('\\n'.join(bootstrap(s, bind_host={host!r})))\n"
         "    print('USERS', ' '.join(u.username for u in s.query(User).order_by(User.id)))\n"
     )

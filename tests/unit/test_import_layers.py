@@ -34,6 +34,8 @@ LAYER_OF_PREFIX = {
     "app.cli": "entry",
     "app.cli_export": "entry",
     "app.cli_jobs": "entry",
+    "app.cli_labelers": "entry",
+    "app.cli_support": "entry",
     "app.cli_simulate": "entry",
     # simulated labelers: a REST client of the app, importing nothing else of it
     "app.simulation": "client",
