@@ -16,10 +16,17 @@ from app.api import jobs as jobs_api
 from app.api import prompts as prompts_api
 from app.api import quality as quality_api
 from app.api import tasks as tasks_api
+from app.api.errors import (
+    allowed_methods,
+    body_parse_failed,
+    error_body,
+    invalid_body,
+    openapi_document,
+)
 from app.config import ROOT, get_settings
 from app.deps import CSRFError, Forbidden, NotAuthenticated, PasswordChangeRequired, csrf_protect
 from app.middleware import AuthenticateBeforeBody, RequestSizeLimit, SecurityHeaders, wants_json
-from app.services import ServiceError
+from app.services import Invalid, ServiceError
 from app.web import api_docs, auth, browse, home, instructions, labeler, labeler_work, users
 from app.web import evaluations as evaluations_web
 from app.web import jobs as jobs_web
@@ -116,19 +123,21 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(ServiceError)
     def _service_error(request: Request, exc: ServiceError) -> Response:
-        body: dict[str, object] = {"detail": exc.detail}
-        if exc.field:
-            body["field"] = exc.field
         if _wants_json(request):
-            return JSONResponse(body, status_code=exc.status_code)
+            return JSONResponse(error_body(exc), status_code=exc.status_code)
         return render(request, "error.html", {"message": exc.detail}, status_code=exc.status_code)
 
     @app.exception_handler(StarletteHTTPException)
     def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         """Unknown URLs (and other HTTP errors) as JSON under /api/, as a page elsewhere."""
+        if body_parse_failed(exc):
+            return _service_error(request, invalid_body(exc))
+        headers = exc.headers
+        if exc.status_code == 405:  # every method of the path, not only the first route's
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
         if _wants_json(request):
             return JSONResponse(
-                {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+                {"detail": exc.detail}, status_code=exc.status_code, headers=headers
             )
         if exc.status_code == 404:
             ctx = {"path": request.url.path, "message": exc.detail}
@@ -138,7 +147,7 @@ def create_app() -> FastAPI:
             "error.html",
             {"message": exc.detail},
             status_code=exc.status_code,
-            headers=exc.headers,
+            headers=headers,
         )
 
     @app.exception_handler(RequestValidationError)
@@ -146,10 +155,10 @@ def create_app() -> FastAPI:
         if not _wants_json(request) and any(err["loc"][:1] == ("path",) for err in exc.errors()):
             # a page URL with an id no row can have (not a number, past 32 bits) names nothing
             return render(request, "error.html", {"message": "page not found"}, status_code=404)
-        # FastAPI's default body, minus the echo of the (possibly large) input
-        errors = [
-            {k: v for k, v in err.items() if k in {"loc", "msg", "type"}} for err in exc.errors()
-        ]
-        return JSONResponse({"detail": errors}, status_code=422)
+        # one 422 shape for every route (JSON also for a form post: its page cannot say
+        # which field a hand-made request left out), by the conversion the services use
+        invalid = Invalid.from_errors(exc.errors())
+        return JSONResponse(error_body(invalid), status_code=422)
 
+    app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     return app

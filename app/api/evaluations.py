@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 
+from app.api.errors import errors
 from app.deps import ReadSessionDep, ResearcherDep, SessionDep, researcher
 from app.schemas import DbId
 from app.schemas.evaluations import (
@@ -26,19 +26,12 @@ from app.services.evaluations import create_evaluation, get_evaluation, list_eva
 # while the bootstrap runs)
 router = APIRouter(tags=["evaluation"], dependencies=[Depends(researcher)])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "no or invalid credentials"},
-    403: {"description": "not a researcher"},
-    404: {"description": "no such evaluation"},
-    422: {"description": "invalid input: `{detail, field}`"},
-}
-
 
 @router.post(
     "/api/v1/evaluations",
     status_code=202,
     response_model=EvaluationCreated,
-    responses={**_ERRORS, 503: {"description": "the job broker is unreachable"}},
+    responses=errors(404, 503),
 )
 def post_evaluation(
     body: EvaluationCreate, principal: ResearcherDep, session: SessionDep
@@ -51,7 +44,7 @@ def post_evaluation(
     return EvaluationCreated(evaluation_id=evaluation.id, job_id=job.id if job else None)
 
 
-@router.get("/api/v1/evaluations", response_model=list[EvaluationListItem], responses=_ERRORS)
+@router.get("/api/v1/evaluations", response_model=list[EvaluationListItem])
 def get_evaluations(session: ReadSessionDep) -> list[EvaluationListItem]:
     """Every evaluation, newest first, with its judging progress."""
     return [
@@ -59,7 +52,7 @@ def get_evaluations(session: ReadSessionDep) -> list[EvaluationListItem]:
     ]
 
 
-@router.get("/api/v1/evaluations/{evaluation_id}", response_model=EvaluationOut, responses=_ERRORS)
+@router.get("/api/v1/evaluations/{evaluation_id}", response_model=EvaluationOut)
 def get_evaluation_results(evaluation_id: DbId, session: ReadSessionDep) -> EvaluationOut:
     """Progress and results: win rates against the baseline with 95% bootstrap intervals
     over prompts (ties count half), Likert means and distributions, flag rates, by use case
@@ -67,7 +60,7 @@ def get_evaluation_results(evaluation_id: DbId, session: ReadSessionDep) -> Eval
     return EvaluationOut.model_validate(results(session, evaluation_id))
 
 
-@router.get("/api/v1/leaderboard", response_model=list[Standing], responses=_ERRORS)
+@router.get("/api/v1/leaderboard", response_model=list[Standing])
 def get_leaderboard(session: ReadSessionDep) -> list[Standing]:
     """Bradley–Terry strengths of every system ever evaluated, best first: `strength` is the
     modelled chance of beating an average system of the board, with a 95% bootstrap interval."""
@@ -77,7 +70,7 @@ def get_leaderboard(session: ReadSessionDep) -> list[Standing]:
 @router.get(
     "/api/v1/export/evaluations",
     responses={
-        **_ERRORS,
+        **errors(404),
         200: {
             "description": "one JSON record per judgment (NDJSON, or a JSON array)",
             "content": {"application/x-ndjson": {}, "application/json": {}},

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ValidationError
+from fastapi import APIRouter, Depends, Query
 
 from app.deps import (
     LabelerDep,
@@ -32,7 +29,6 @@ from app.schemas.intake import (
     UseCaseOut,
     UseCasePatch,
 )
-from app.services import Invalid
 from app.services.curation import splits
 from app.services.intake import ingest_prompts
 from app.services.intake_labeler import build_labeler_prompt, submit_labeler_prompt
@@ -42,46 +38,13 @@ from app.services.use_cases import add_use_case, list_use_cases, update_use_case
 
 router = APIRouter(prefix="/api/v1", tags=["prompts"])
 ingester = require_role(Role.researcher, scope="ingest")
-Body = TypeVar("Body", bound=BaseModel)
 
 
-def json_body(model: type[Body]) -> Callable[[Request], Awaitable[Body]]:
-    """Dependency: the validated JSON body (routes stay sync and run in the threadpool)."""
-
-    async def dependency(request: Request) -> Body:
-        return await parse_body(request, model)
-
-    return dependency
-
-
-async def parse_body(request: Request, model: type[Body]) -> Body:
-    """Validate the JSON body; a malformed one is a 422 naming the first bad field."""
-    try:
-        raw = json.loads(await request.body() or b"null")
-    except ValueError as exc:
-        raise Invalid(f"request body is not valid JSON ({exc})", field="body") from exc
-    except RecursionError:  # the decoder gives up on very deep nesting: no sane body is that deep
-        raise Invalid("request body is nested too deeply", field="body") from None
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        raise Invalid.from_validation(exc, default_field="body") from exc
-
-
-def _schema(model: type[BaseModel]) -> dict[str, Any]:
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
-        }
-    }
-
-
-@router.post("/prompts", response_model=IngestResponse, openapi_extra=_schema(IngestRequest))
+@router.post("/prompts", response_model=IngestResponse)
 def ingest(
+    body: IngestRequest,
     session: SessionDep,
-    principal: Principal = Depends(ingester),
-    body: IngestRequest = Depends(json_body(IngestRequest)),
+    principal: Annotated[Principal, Depends(ingester)],
 ) -> dict[str, Any]:
     """Ingest up to 1,000 prompts; one result per prompt, in input order."""
     items = [p.model_dump() for p in body.prompts]
@@ -103,7 +66,7 @@ def put_prompt_use_case(
     prompt_id: DbId,
     principal: LabelerDep,
     session: SessionDep,
-    body: PromptUseCaseIn = Depends(json_body(PromptUseCaseIn)),
+    body: PromptUseCaseIn,
 ) -> dict[str, Any]:
     """Set or clear a prompt's use case: researchers any prompt, labelers one they hold an
     active task for (or wrote); others get 404, as for a prompt that does not exist."""
@@ -112,13 +75,11 @@ def put_prompt_use_case(
     return {"prompt_id": prompt.id, "use_case": prompt.use_case}
 
 
-@router.post(
-    "/labeler-prompts", response_model=LabelerPromptOut, openapi_extra=_schema(LabelerPromptIn)
-)
+@router.post("/labeler-prompts", response_model=LabelerPromptOut)
 def labeler_prompt(
     principal: LabelerDep,
     session: SessionDep,
-    body: LabelerPromptIn = Depends(json_body(LabelerPromptIn)),
+    body: LabelerPromptIn,
 ) -> dict[str, Any]:
     """The JSON twin of the labeler's prompt form; the user ID is the caller's."""
     item = build_labeler_prompt(
@@ -142,7 +103,7 @@ def use_cases(principal: LabelerDep, session: SessionDep) -> list[Any]:
 def create_use_case(
     principal: ResearcherDep,
     session: SessionDep,
-    body: UseCaseIn = Depends(json_body(UseCaseIn)),
+    body: UseCaseIn,
 ) -> Any:
     use_case = add_use_case(session, body.name, body.description)
     session.commit()
@@ -154,7 +115,7 @@ def edit_use_case(
     use_case_id: DbId,
     principal: ResearcherDep,
     session: SessionDep,
-    body: UseCasePatch = Depends(json_body(UseCasePatch)),
+    body: UseCasePatch,
 ) -> Any:
     use_case = update_use_case(session, use_case_id, **body.model_dump(exclude_unset=True))
     session.commit()
@@ -171,7 +132,7 @@ def put_split_pin(
     user_id: Text,
     principal: ResearcherDep,
     session: SessionDep,
-    body: SplitPinIn = Depends(json_body(SplitPinIn)),
+    body: SplitPinIn,
 ) -> dict[str, Any]:
     """Pin a client's user ID to a split (``client``: the ingesting account, default the
     caller); the user's existing prompts move with it."""

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Query
 from sqlalchemy.orm import Session
 
+from app.api.errors import errors
 from app.deps import ReadSessionDep, ResearcherDep, SessionDep, researcher
 from app.models import User
 from app.schemas import DbId
@@ -35,11 +36,7 @@ from app.services.labeling_settings import (
 
 router = APIRouter(prefix="/api/v1", tags=["quality"], dependencies=[Depends(researcher)])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"description": "no such object"},
-    409: {"description": "the object is not in a state that allows this"},
-    422: {"description": "invalid input: {detail, field}"},
-}
+_ERRORS = errors(404, 409)
 
 SINCE = Query(None, description="inclusive, ISO 8601 (UTC when no zone)")
 UNTIL = Query(None, description="exclusive, ISO 8601")

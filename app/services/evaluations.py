@@ -18,7 +18,6 @@ import random
 from collections import defaultdict
 from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -42,19 +41,14 @@ from app.models import (
 from app.schemas.evaluations import EvaluationCreate, SystemIn
 from app.schemas.job_kinds import POLICY_KINDS
 from app.schemas.jobs import JobKind
-from app.services import Invalid, NotFound
+from app.services import Invalid, NotFound, validated
 from app.services.completions import ORIGIN_MAX_CHARS, create_ranking_task
 from app.services.jobs import BrokerUnavailable, create_job, dispatch_job
 from app.services.models_registry import require_kind
 
 
 def parse_create(payload: EvaluationCreate | dict[str, Any]) -> EvaluationCreate:
-    if isinstance(payload, EvaluationCreate):
-        return payload
-    try:
-        return EvaluationCreate.model_validate(payload)
-    except ValidationError as exc:
-        raise Invalid.from_validation(exc) from None
+    return validated(EvaluationCreate, payload)
 
 
 def _system_name(session: Session, i: int, system: SystemIn) -> str:

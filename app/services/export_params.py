@@ -8,21 +8,17 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import User
 from app.schemas.export import COMPARISON_FORMATS, INT32_MAX, KINDS, PAIR_CURSOR_RE, ExportFilters
-from app.services import Invalid
+from app.services import Invalid, validated
 
 
 def parse_filters(values: dict[str, Any]) -> ExportFilters:
     """``ExportFilters`` from raw parameters; errors become a 422 naming the parameter."""
-    try:
-        return ExportFilters.model_validate(values)
-    except ValidationError as exc:
-        raise Invalid.from_validation(exc) from None
+    return validated(ExportFilters, values)
 
 
 # query parameters every export takes besides the filters

@@ -14,7 +14,7 @@ import dataclasses
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
@@ -24,7 +24,7 @@ from app.db import utcnow
 from app.models import Job, JobMetric, JobStatus, ModelVersion, Prompt, PromptStatus, Snapshot, User
 from app.schemas.job_kinds import JOB_KINDS, JobKindSpec
 from app.schemas.jobs import JobKind
-from app.services import Conflict, Invalid, NotFound, ServiceError
+from app.services import Conflict, Invalid, NotFound, ServiceError, validated
 from app.services.models_registry import base_model_of, check_base_model_name, require_kind
 
 ACTIVE = (JobStatus.queued.value, JobStatus.running.value)
@@ -52,10 +52,7 @@ def kind_spec(kind: str) -> JobKindSpec:
 
 def parse_params(kind: str, params: dict[str, Any]) -> BaseModel:
     """The kind's schema applied to ``params``; a 422 naming the first bad field."""
-    try:
-        return kind_spec(kind).params.model_validate(params)
-    except ValidationError as exc:
-        raise Invalid.from_validation(exc, prefix="params.") from None
+    return validated(kind_spec(kind).params, params, prefix="params.")
 
 
 def _check_snapshot(session: Session, snapshot_id: int | None, dataset: str, field: str) -> None:

@@ -11,13 +11,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
 from app.models import FLAGS, Prompt, Ranking, RankingEntry, Task, User
 from app.schemas.quality import QualityFilters
-from app.services import Invalid
+from app.services import Invalid, validated
 from app.services.agreement import AgreementReport, Judgment, summarize
 from app.services.task_kinds import agreement_kinds
 from app.services.use_cases import check_known_use_case
@@ -48,10 +47,7 @@ class LoadedRanking:
 
 def parse_quality_filters(session: Session, values: dict[str, Any]) -> QualityFilters:
     """Filters from raw parameters; 422 naming the parameter (unknown use case included)."""
-    try:
-        filters = QualityFilters.model_validate(values)
-    except ValidationError as exc:
-        raise Invalid.from_validation(exc) from None
+    filters = validated(QualityFilters, values)
     if filters.since and filters.until and filters.since >= filters.until:
         raise Invalid("since must be earlier than until", field="since")
     if filters.use_case is not None:

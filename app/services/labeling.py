@@ -8,7 +8,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -28,7 +27,7 @@ from app.models import (
     User,
 )
 from app.schemas.labeling import SubmissionIn
-from app.services import Conflict, Invalid, NotFound, ServiceError
+from app.services import Conflict, Invalid, NotFound, ServiceError, validated
 from app.services.judgment_scores import reopen_if_disagreed, rescore_task, score_new_ranking
 from app.services.queue import FINISHED
 from app.services.task_kinds import a_or_an, spec_of
@@ -117,12 +116,7 @@ def describe_assignment(session: Session, assignment: Assignment) -> dict[str, A
 
 
 def parse_submission(payload: SubmissionIn | dict[str, Any]) -> SubmissionIn:
-    if isinstance(payload, SubmissionIn):
-        return payload
-    try:
-        return SubmissionIn.model_validate(payload)
-    except ValidationError as exc:
-        raise Invalid.from_validation(exc) from None
+    return validated(SubmissionIn, payload)
 
 
 def submit(

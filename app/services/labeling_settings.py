@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -18,7 +17,7 @@ from app.config import get_settings
 from app.db import is_postgres, utcnow
 from app.models import LabelingSetting, User
 from app.schemas.quality import OverlapSettings, OverlapSettingsOut
-from app.services import Invalid
+from app.services import Invalid, validated
 
 KEYS = tuple(OverlapSettings.model_fields)
 
@@ -53,10 +52,7 @@ def update_overlap_settings(
         raise Invalid(f"unknown setting(s) {unknown}", field=unknown[0])
     changes = {key: value for key, value in changes.items() if value is not None}
     merged = {**overlap_settings(session).model_dump(), **changes}
-    try:
-        checked = OverlapSettings.model_validate(merged)
-    except ValidationError as exc:
-        raise Invalid.from_validation(exc) from None
+    checked = validated(OverlapSettings, merged)
     dialect = postgresql if is_postgres(session) else sqlite
     for key in changes:
         value = getattr(checked, key)

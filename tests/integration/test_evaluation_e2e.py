@@ -18,12 +18,8 @@ def ok(response: Any, status: int = 200) -> Any:
 
 
 def field_of(response: Any) -> str:
-    """The field a 422 names (``{"detail", "field"}``; FastAPI's list shape until every
-    router answers the one shape)."""
-    body = response.json()
-    if "field" in body:
-        return str(body["field"])
-    return ".".join(str(p) for p in body["detail"][0]["loc"][1:])
+    """The field a 422 names (``{"detail", "field", "errors"}``)."""
+    return str(response.json()["field"])
 
 
 def test_paired_systems_judged_by_held_out_labelers(api_as, make_user) -> None:  # type: ignore[no-untyped-def]
