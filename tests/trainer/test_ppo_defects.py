@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForSequenceClassification, GenerationConfig
+from transformers import AutoConfig, AutoModelForSequenceClassification, GenerationConfig
 
 from tests.trainer.conftest import Run
 from trainer import synthetic
@@ -124,6 +124,16 @@ def test_missing_eos_penalty_lowers_the_score_of_cut_responses(
     assert penalised["reward"] == pytest.approx(
         plain["reward"] - 2.0 * plain["truncated_share"], abs=1e-4
     )
+
+
+def test_ppo_updates_with_dropout_off(sft_run: Run, rm_run: Run, tmp_path: Path) -> None:
+    """The SFT checkpoint keeps GPT-2's dropout rates; PPO trains with dropout off, so in the
+    first update pi_new / pi_old is 1 (with dropout on in the update: approx_kl 0.011)."""
+    assert AutoConfig.from_pretrained(sft_run.path).resid_pdrop > 0
+    one_update = ONE_ITERATION.replace(minibatch_size=ONE_ITERATION.rollout_batch_size)
+    metrics = first_iteration(sft_run.path, rm_run.path, tmp_path / "ppo", one_update)
+    assert metrics["approx_kl"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["clip_fraction"] == 0.0
 
 
 def test_the_value_loss_does_not_shrink_the_policy_step(
