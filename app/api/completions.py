@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
+from app.api.errors import errors
 from app.deps import ResearcherDep, SessionDep, researcher
 from app.schemas.labeling import (
     CompletionOut,
@@ -14,7 +15,12 @@ from app.schemas.labeling import (
 )
 from app.services.completions import add_completions, create_ranking_task
 
-router = APIRouter(prefix="/api/v1", tags=["labeling"], dependencies=[Depends(researcher)])
+router = APIRouter(
+    prefix="/api/v1",
+    tags=["labeling"],
+    dependencies=[Depends(researcher)],
+    responses=errors(404, 409),  # an unknown prompt or completion; one not in a usable state
+)
 
 
 @router.post("/completions", status_code=201, response_model=CompletionsOut)

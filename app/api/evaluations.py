@@ -73,7 +73,10 @@ def get_leaderboard(session: ReadSessionDep) -> list[Standing]:
         **errors(404),
         200: {
             "description": "one JSON record per judgment (NDJSON, or a JSON array)",
-            "content": {"application/x-ndjson": {}, "application/json": {}},
+            "content": {
+                "application/x-ndjson": {"schema": {"type": "string"}},
+                "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+            },
         },
     },
     tags=["export"],

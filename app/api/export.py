@@ -87,9 +87,20 @@ class _ClosingStreamingResponse(StreamingResponse):
 
 
 _OUTPUT_DOC = "ndjson (default), json (an array) or parquet; or send an Accept header"
+# what the streams are, by ``output`` (or Accept): one JSON record a line, an array, Parquet
+STREAMED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the records, streamed; `X-Total-Count` says how many",
+        "content": {
+            "application/x-ndjson": {"schema": {"type": "string"}},
+            "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+            "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
 
 
-@router.get("/comparisons")
+@router.get("/comparisons", response_class=StreamingResponse, responses=STREAMED)
 def export_comparisons(
     request: Request,
     session: SessionDep,
@@ -103,7 +114,7 @@ def export_comparisons(
     return _stream(request, session, "comparisons")
 
 
-@router.get("/demonstrations")
+@router.get("/demonstrations", response_class=StreamingResponse, responses=STREAMED)
 def export_demonstrations(
     request: Request,
     session: SessionDep,
@@ -114,7 +125,7 @@ def export_demonstrations(
     return _stream(request, session, "demonstrations")
 
 
-@router.get("/prompts")
+@router.get("/prompts", response_class=StreamingResponse, responses=STREAMED)
 def export_prompts(
     request: Request,
     session: SessionDep,
@@ -174,7 +185,16 @@ def get_snapshot(
     return _snapshot_out(export_service.get_snapshot(session, snapshot_id))
 
 
-@router.get("/snapshots/{snapshot_id}/download")
+@router.get(
+    "/snapshots/{snapshot_id}/download",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "description": "the snapshot's records, one JSON record a line",
+            "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+        }
+    },
+)
 def download_snapshot(
     snapshot_id: DbId,
     session: SessionDep,

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
+from app.api.errors import errors
 from app.deps import (
     LabelerDep,
     Principal,
@@ -99,7 +100,7 @@ def use_cases(principal: LabelerDep, session: SessionDep) -> list[Any]:
     return list_use_cases(session)
 
 
-@router.post("/use-cases", response_model=UseCaseOut, status_code=201)
+@router.post("/use-cases", response_model=UseCaseOut, status_code=201, responses=errors(409))
 def create_use_case(
     principal: ResearcherDep,
     session: SessionDep,
@@ -110,7 +111,7 @@ def create_use_case(
     return use_case
 
 
-@router.patch("/use-cases/{use_case_id}", response_model=UseCaseOut)
+@router.patch("/use-cases/{use_case_id}", response_model=UseCaseOut, responses=errors(409))
 def edit_use_case(
     use_case_id: DbId,
     principal: ResearcherDep,

@@ -84,18 +84,58 @@ class Rating(BaseModel):
 class Skip(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: Text
+    reason: Text = Field(json_schema_extra={"pattern": r"\S"})  # not blank (the service says so)
+
+
+def _one_of_three_forms(schema: dict[str, Any]) -> None:
+    """The document says what ``submit`` accepts: exactly one of the three forms (``{}`` and
+    ``{"text", "skip"}`` are not a submission), ``ratings`` only beside a ``ranking``, and
+    text that is not blank."""
+    props = schema["properties"]
+    forms = {"text": ["text"], "ranking": ["ranking", "ratings"], "skip": ["skip"]}
+    variants = []
+    for form, own in forms.items():
+        variant = {
+            k: v for k, v in props.items() if k not in ("text", "ranking", "ratings", "skip")
+        }
+        for key in ("text", "ranking", "ratings", "skip"):
+            # another form's key may be sent as null (the service reads it as absent)
+            variant[key] = props[key] if key in own else {"type": "null"}
+        variant[form] = _not_null(props[form])
+        variants.append(
+            {
+                "title": f"{form} submission",
+                "type": "object",
+                "properties": variant,
+                "required": [form],
+                "additionalProperties": False,
+            }
+        )
+    schema.pop("properties")
+    schema.pop("additionalProperties", None)
+    schema["oneOf"] = variants
+
+
+def _not_null(prop: dict[str, Any]) -> dict[str, Any]:
+    options = [o for o in prop.get("anyOf", [prop]) if o.get("type") != "null"]
+    chosen = dict(options[0])
+    if chosen.get("type") == "string":
+        chosen["pattern"] = r"\S"  # not blank
+    return chosen
 
 
 class SubmissionIn(BaseModel):
     """Exactly one of ``text`` (demonstration), ``ranking`` (+ ``ratings``) or ``skip``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_one_of_three_forms)
 
     text: Text | None = None
     # tie groups, best first: [[3], [7, 5], [9]]
     ranking: list[list[DbId]] | None = None
-    ratings: dict[DbId, Rating] | None = None
+    # keyed by completion id (JSON object keys are strings)
+    ratings: dict[DbId, Rating] | None = Field(
+        default=None, json_schema_extra={"propertyNames": {"pattern": "^-?[0-9]{1,9}$"}}
+    )
     skip: Skip | None = None
     # a ranking left exactly in the order shown, with no score or flag, is refused as
     # untouched unless the client confirms that the shown order is the labeler's answer
