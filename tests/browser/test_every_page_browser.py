@@ -1,5 +1,6 @@
 """Every HTML page, with data in it, in Chromium: axe-core finds no serious or critical
-violation at 1366x900 or at 390x844, and nothing overflows sideways at 390 px.
+violation at 1366x900 or at 390x844, nothing overflows sideways at 390 px, and every control on
+a task page is a 44x44 px tap target at 390 px (details opened).
 
 Pages are found from the app's routes, so a new page is checked without being listed here: a
 page without a path parameter is opened as is, and a page with one (a job, a user, a prompt
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 from fastapi.routing import APIRoute
 
-from tests.browser.conftest import axe_violations, log_in
+from tests.browser.conftest import ARTIFACTS, axe_violations, log_in
 from tests.labeling_support import make_prompt, make_ranking_task
 from tests.quality_support import as_shown, outputs, work
 
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.browser
 
 DESKTOP = {"width": 1366, "height": 900}
 PHONE = {"width": 390, "height": 844}
+SCREENSHOTS = ARTIFACTS / "pages"
 # GET routes that are not pages a person opens (redirects, fragments, files)
 NOT_PAGES = {
     "/favicon.ico",
@@ -205,6 +207,7 @@ def _task_pages(
         path = page.url.removeprefix(base)
         seen.append(path)
         _check(page, base, [path], problems)
+        page.goto(f"{base}{path}")  # as it opens (the check unfolded everything)
         page.click("text=Skip this task")
         page.fill("#skip-reason", "seen by the every-page test")
         page.click("#skip-task")
@@ -212,7 +215,20 @@ def _task_pages(
     return seen
 
 
+# every control a labeler touches on a task page, at least 44x44 px on a phone
+SMALL_TARGETS = """() => [...document.querySelectorAll(
+    '.task-main button, .task-main summary, .task-main label.seg, .task-main label.choice,'
+    + ' .task-main select, .task-main a, .task-main input:not([type=hidden])')]
+  .filter(el => el.offsetParent && !el.closest('.visually-hidden'))
+  .filter(el => !(el.tagName === 'INPUT' && el.closest('label.seg, label.choice')))
+  .map(el => [el.tagName + ' ' + el.textContent.trim().slice(0, 30), el.getBoundingClientRect()])
+  .filter(([, r]) => r.width < 44 || r.height < 44)
+  .map(([name, r]) => `${name}: ${Math.round(r.width)}x${Math.round(r.height)}`)"""
+
+
 def _check(page: Any, base: str, paths: list[str], problems: dict[str, list[str]]) -> None:
+    """axe-core at both sizes, the width at 390 px, tap targets on task pages; a screenshot of
+    each page at each size in test-artifacts/pages/ (to look at)."""
     for path in paths:
         for viewport in (DESKTOP, PHONE):
             page.set_viewport_size(viewport)
@@ -224,8 +240,14 @@ def _check(page: Any, base: str, paths: list[str], problems: dict[str, list[str]
             width = page.evaluate("document.documentElement.scrollWidth")
             if width > viewport["width"]:
                 found.append(f"{width} px wide at {viewport['width']}")
+            if viewport is PHONE and path.startswith("/labeler/"):
+                page.eval_on_selector_all("details", "els => els.forEach(d => d.open = true)")
+                found.extend(f"tap target {t}" for t in page.evaluate(SMALL_TARGETS))
             if found:
                 problems.setdefault(path, []).extend(f"@{viewport['width']}: {f}" for f in found)
+            name = path.strip("/").replace("/", "-").replace("?", "-").replace("=", "-")
+            page.screenshot(path=str(SCREENSHOTS / f"{name}-{viewport['width']}.png"),
+                            full_page=True)  # fmt: skip
 
 
 def test_every_page_with_data_passes_axe_and_fits_a_phone(  # type: ignore[no-untyped-def]
@@ -235,6 +257,7 @@ def test_every_page_with_data_passes_axe_and_fits_a_phone(  # type: ignore[no-un
 
     if not app_env.startswith("sqlite"):
         pytest.skip("pages do not depend on the database: run once, on SQLite")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     monkeypatch.setenv("PREFLOOP_GOLD_RATE", "1")  # the gold task comes first, not by chance
     get_settings.cache_clear()
     data = _seed(make_user, api_as)
