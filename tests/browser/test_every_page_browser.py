@@ -245,7 +245,7 @@ def _check(page: Any, base: str, paths: list[str], problems: dict[str, list[str]
                 found.extend(f"tap target {t}" for t in page.evaluate(SMALL_TARGETS))
             if found:
                 problems.setdefault(path, []).extend(f"@{viewport['width']}: {f}" for f in found)
-            name = path.strip("/").replace("/", "-").replace("?", "-").replace("=", "-")
+            name = path.strip("/").replace("/", "-").replace("?", "-").replace("=", "-") or "root"
             page.screenshot(path=str(SCREENSHOTS / f"{name}-{viewport['width']}.png"),
                             full_page=True)  # fmt: skip
 
