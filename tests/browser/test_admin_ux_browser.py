@@ -137,3 +137,37 @@ def test_instructions_editor_warns_before_unsaved_changes_are_lost(  # type: ign
     page.wait_for_url(f"{live_server}/instructions")
     assert kinds == ["beforeunload"]
     assert "check the prompt's language" in page.inner_text("main")
+
+
+def test_launch_form_offers_the_registered_model_and_only_the_kinds_fields(  # type: ignore[no-untyped-def]
+    app_env, live_server, page, make_user
+) -> None:
+    from app.db import get_sessionmaker
+    from app.schemas.jobs import SFTParams
+    from app.services.demo import register_tiny_base
+    from app.services.use_cases import ensure_default_use_cases
+
+    _sqlite_only(app_env)
+    with get_sessionmaker()() as s:
+        register_tiny_base(s)
+        ensure_default_use_cases(s)
+        s.commit()
+    log_in(page, live_server, make_user("researcher"))
+    page.goto(f"{live_server}/admin")
+    page.click("text=Launch a job")
+    page.wait_for_selector("#launch-form")
+    base = page.locator('select[name="base_model"]')
+    assert "tiny" in base.locator("option:checked").inner_text()  # chosen, not "type a name"
+    use_cases = page.locator('select[name="filters.use_case"] option').all_inner_texts()
+    assert "Generation" in use_cases
+    page.click("#launch-form summary")  # the hyper-parameters, with human labels and help
+    lr = SFTParams.model_fields["lr"]
+    label = page.locator("#launch-form label", has=page.locator('input[name="lr"]'))
+    assert lr.title in label.inner_text() and lr.description in label.inner_text()
+    assert page.locator('input[name="use_lora"]').count() == 1
+    page.click('#kinds a[href$="kind=sample"]')
+    page.wait_for_url("**kind=sample")
+    for lora_only in ("use_lora", "lora_r", "gradient_accumulation_steps"):
+        assert page.locator(f'[name="{lora_only}"]').count() == 0, lora_only
+    assert page.locator('[name="temperature"]').count() == 1
+    assert page.evaluate("document.documentElement.scrollWidth") <= page.viewport_size["width"]
