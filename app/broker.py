@@ -10,7 +10,7 @@ result backend.
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 
 from app.config import get_settings
 

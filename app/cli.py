@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -17,6 +18,8 @@ from app.cli_simulate import SIMULATE_HELP, simulate_command
 from app.cli_support import fail, open_session
 from app.services import ServiceError
 from trainer.cli import sample_command, score_command, train_app
+
+T = TypeVar("T")
 
 cli = typer.Typer(
     help="prefloop: human feedback in, instruction-following models out.",
@@ -104,7 +107,7 @@ def serve(
             embedded.stop()
 
 
-def uvicorn_options() -> dict[str, object]:
+def uvicorn_options() -> dict[str, Any]:
     """Forwarded headers are trusted only from PREFLOOP_TRUSTED_PROXIES (uvicorn's own default
     trusts 127.0.0.1, so any local client could claim any address)."""
     from app.config import get_settings
@@ -247,7 +250,7 @@ def users_list() -> None:
             typer.echo(f"{user.id}\t{user.username}\t{user.role}\t{state}{flags}\t{last}")
 
 
-def _account_change(action, *args) -> None:  # type: ignore[no-untyped-def]
+def _account_change(action: Callable[..., T], *args: Any) -> T:
     """Run one account service function, commit, and return its result; errors exit 2 / 1."""
     with open_session() as session:
         try:

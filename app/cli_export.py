@@ -38,7 +38,8 @@ def _write(stream: Any, output: str, chosen: str) -> None:
         partial.open("wb") as sink,
         typer.progressbar(length=stream.count, label=stream.kind, file=sys.stderr) as bar,
     ):
-        records = _progress(stream, bar) if chosen == "parquet" else _Progress(stream, bar)
+        # a _Progress is read through its json_lines(), as the stream it wraps
+        records: Any = _progress(stream, bar) if chosen == "parquet" else _Progress(stream, bar)
         for chunk in encode(records, chosen, stream.kind, stream.fmt):
             sink.write(chunk)
     partial.replace(path)  # a half-written file never has the final name

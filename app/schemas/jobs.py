@@ -189,7 +189,7 @@ def _plain_type(hint: Any) -> Any:
 
 
 def _hyperparameters(config_cls: type) -> type[BaseModel]:
-    return create_model(  # type: ignore[call-overload, no-any-return]
+    return create_model(
         f"{config_cls.__name__}Params",
         __config__=ConfigDict(extra="forbid"),
         **_hyperparameter_fields(config_cls),

@@ -63,9 +63,9 @@ def _count(session: Session, kind: str, fmt: str | None, filters: ExportFilters)
     return total
 
 
-def _rows(session: Session, query: Select) -> list[Any]:
+def _rows(session: Session, query: Select[*tuple[Any, ...]]) -> list[Any]:
     """Plain Core rows (the ORM's result machinery costs more than the query here)."""
-    return session.connection().execute(query).all()
+    return list(session.connection().execute(query).all())
 
 
 def _in(session: Session, column: Any, ids: list[int]) -> Any:
@@ -113,7 +113,9 @@ def _entries(session: Session, ranking_ids: list[int]) -> dict[int, list[dict[st
     return by_ranking
 
 
-def _ranking_pages(session: Session, query: Select) -> Iterator[list[dict[str, Any]]]:
+def _ranking_pages(
+    session: Session, query: Select[*tuple[Any, ...]]
+) -> Iterator[list[dict[str, Any]]]:
     """Ranking records, a page at a time, keyset-paginated on the ranking id. Each carries
     its task's agreement and its labeler's gold accuracy (docs/quality.md)."""
     gold = gold_accuracy_by_labeler(session)
@@ -197,7 +199,9 @@ def _pairs_of(ranking: dict[str, Any], as_json: bool = False) -> Iterator[tuple[
             n += 1
 
 
-def _simple_pages(session: Session, kind: str, query: Select) -> Iterator[dict[str, Any]]:
+def _simple_pages(
+    session: Session, kind: str, query: Select[*tuple[Any, ...]]
+) -> Iterator[dict[str, Any]]:
     record_id = id_column(kind)
     last = 0
     while True:

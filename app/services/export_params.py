@@ -12,7 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import User
-from app.schemas.export import COMPARISON_FORMATS, INT32_MAX, KINDS, PAIR_CURSOR_RE, ExportFilters
+from app.schemas import INT32_MAX
+from app.schemas.export import COMPARISON_FORMATS, KINDS, PAIR_CURSOR_RE, ExportFilters
 from app.services import Invalid, validated
 
 

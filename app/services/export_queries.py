@@ -27,7 +27,7 @@ from app.schemas.export import PAIR_CURSOR_RE, ExportFilters
 from app.services import Invalid
 from app.services.export_params import check_filters, parse_format, parse_kind
 from app.services.judgment_scores import labelers_with_gold_accuracy
-from app.services.task_kinds import training_kinds
+from app.services.task_kinds import Form, training_kinds
 from app.services.use_cases import check_known_use_case
 
 
@@ -60,7 +60,7 @@ def _not_skipped(task_id: Any, labeler_id: Any) -> Any:
     return ~skipped.exists()
 
 
-def _held_out_ids() -> Select[tuple[int]]:
+def _held_out_ids() -> Select[int]:
     return select(User.id).where(User.held_out.is_(True))
 
 
@@ -83,11 +83,13 @@ def time_conditions(column: Any, filters: ExportFilters) -> list[Any]:
     return conditions
 
 
-def _label_query(model: type[Ranking] | type[Demonstration], filters: ExportFilters) -> Select:
+def _label_query(
+    model: type[Ranking] | type[Demonstration], filters: ExportFilters
+) -> Select[*tuple[Any, ...]]:
     """Rows of ``model`` (with their prompt) that pass the filters, in id order."""
     conditions = _prompt_conditions(filters) + time_conditions(model.created_at, filters)
     conditions.append(_not_skipped(model.task_id, model.labeler_id))
-    form = "ranking" if model is Ranking else "demonstration"
+    form: Form = "ranking" if model is Ranking else "demonstration"
     conditions.append(Task.kind.in_(training_kinds(form)))
     if filters.labeler_id is not None:
         conditions.append(model.labeler_id == filters.labeler_id)
@@ -98,7 +100,7 @@ def _label_query(model: type[Ranking] | type[Demonstration], filters: ExportFilt
     if filters.min_gold_accuracy is not None:
         accurate = labelers_with_gold_accuracy(filters.min_gold_accuracy)
         conditions.append(model.labeler_id.in_(accurate))
-    columns = [model.id, model.prompt_id, model.labeler_id, Prompt.text, Prompt.split]
+    columns: list[Any] = [model.id, model.prompt_id, model.labeler_id, Prompt.text, Prompt.split]
     columns.append(Prompt.use_case)
     if model is Ranking:
         columns += [Ranking.k, Ranking.task_id, Task.agreement_credit, Task.agreement_pairs]
@@ -113,7 +115,7 @@ def _label_query(model: type[Ranking] | type[Demonstration], filters: ExportFilt
     )
 
 
-def _prompt_query(filters: ExportFilters) -> Select:
+def _prompt_query(filters: ExportFilters) -> Select[*tuple[Any, ...]]:
     conditions = _prompt_conditions(filters) + time_conditions(Prompt.created_at, filters)
     if filters.dataset == "ppo":  # the method's PPO data set: customer (API) prompts only
         conditions.append(Prompt.source == PromptSource.api.value)
@@ -130,7 +132,7 @@ def _prompt_query(filters: ExportFilters) -> Select:
     return select(*columns).where(*conditions).order_by(Prompt.id)
 
 
-def consensus_query(filters: ExportFilters) -> Select:
+def consensus_query(filters: ExportFilters) -> Select[*tuple[Any, ...]]:
     """The tasks of the rankings that pass the filters, in task id order (one consensus
     record per task)."""
     rankings = _label_query(Ranking, filters).subquery()
@@ -147,7 +149,7 @@ def id_column(kind: str) -> Any:
     ]
 
 
-def base_query(kind: str, filters: ExportFilters) -> Select:
+def base_query(kind: str, filters: ExportFilters) -> Select[*tuple[Any, ...]]:
     if kind == "comparisons":
         return _label_query(Ranking, filters)
     if kind == "demonstrations":
@@ -155,7 +157,9 @@ def base_query(kind: str, filters: ExportFilters) -> Select:
     return _prompt_query(filters)
 
 
-def validate_filters(session: Session, kind: str, filters: ExportFilters, fmt: str | None) -> str:
+def validate_filters(
+    session: Session, kind: str, filters: ExportFilters, fmt: str | None
+) -> str | None:
     """Check the request against the data (unknown labeler or use case: 422); returns fmt."""
     parse_kind(kind)
     fmt = parse_format(kind, fmt)

@@ -35,7 +35,7 @@ def check_broker() -> dict[str, Any]:
                 conn.execute(text("SELECT 1"))
             engine.dispose()
             return {"ok": True, "transport": "sqlalchemy"}
-        from kombu import Connection
+        from kombu.connection import Connection
 
         with Connection(url, connect_timeout=2) as conn:
             conn.ensure_connection(max_retries=1)

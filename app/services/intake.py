@@ -145,7 +145,7 @@ def _validate(
     if not _is_unicode(text):
         return "text is not valid Unicode (half of a UTF-16 surrogate pair)"
     labeler = source == PromptSource.labeler.value and author is not None
-    if labeler:
+    if labeler and author is not None:  # (labeler implies an author; said for the checker)
         user_id: Any = labeler_user_id(author)
     else:
         user_id = raw.get("user_id")

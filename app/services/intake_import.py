@@ -36,7 +36,7 @@ def _parsed_lines(fh: TextIO) -> Iterator[tuple[int, Any]]:
             continue
         try:
             value = json.loads(line)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             yield number, f"line {number} is not valid JSON ({exc.msg})"
             continue
         if isinstance(value, dict):
@@ -80,7 +80,7 @@ def _flush(
     results = iter(ingest_prompts(session, items, source="api"))
     for number, value in batch:
         if isinstance(value, str):
-            result = {
+            result: dict[str, Any] = {
                 "external_id": None,
                 "status": "rejected",
                 "prompt_id": None,

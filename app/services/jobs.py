@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from app.broker import send_job
 from app.config import get_settings
-from app.db import utcnow
+from app.db import rows_matched, utcnow
 from app.models import Job, JobMetric, JobStatus, ModelVersion, Prompt, PromptStatus, Snapshot, User
 from app.schemas.job_kinds import JOB_KINDS, JobKindSpec
 from app.schemas.jobs import JobKind
@@ -210,11 +210,15 @@ def cancel_job(session: Session, job_id: int) -> Job:
     """A queued job is cancelled at once; a running one stops at its next step."""
     job = get_job(session, job_id)
     if job.status == JobStatus.queued.value:
-        changed = session.execute(
-            update(Job)
-            .where(Job.id == job.id, Job.status == JobStatus.queued.value)
-            .values(status=JobStatus.cancelled.value, finished_at=utcnow(), cancel_requested=True)
-        ).rowcount
+        changed = rows_matched(
+            session.execute(
+                update(Job)
+                .where(Job.id == job.id, Job.status == JobStatus.queued.value)
+                .values(
+                    status=JobStatus.cancelled.value, finished_at=utcnow(), cancel_requested=True
+                )
+            )
+        )
         if changed:
             session.refresh(job)
             return job
@@ -258,11 +262,13 @@ def sweep_stale_jobs(session: Session, now: datetime | None = None) -> list[int]
             f"worker {worker or '?'} stopped sending heartbeats for more than {timeout:g}s "
             "(the worker process died or was killed); re-run the job to try again"
         )
-        changed = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == JobStatus.running.value, stale)
-            .values(status=JobStatus.failed.value, error=reason, finished_at=now)
-        ).rowcount
+        changed = rows_matched(
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.running.value, stale)
+                .values(status=JobStatus.failed.value, error=reason, finished_at=now)
+            )
+        )
         if changed:
             failed.append(job_id)
     return failed

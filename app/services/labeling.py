@@ -260,7 +260,7 @@ def check_editable(assignment: Assignment, task: Task) -> None:
 
 
 def _entries(
-    groups: list[list[int]], ratings: dict[int, tuple[int | None, list]]
+    groups: list[list[int]], ratings: dict[int, tuple[int | None, list[str]]]
 ) -> list[RankingEntry]:
     # rank 1 = best; tied completions share their group's rank
     return [
@@ -277,7 +277,7 @@ def _entries(
 
 def _validated_ranking(
     sub: SubmissionIn, shown: list[int], *, likert_required: bool
-) -> tuple[list[list[int]], dict[int, tuple[int | None, list]]]:
+) -> tuple[list[list[int]], dict[int, tuple[int | None, list[str]]]]:
     assert sub.ranking is not None
     groups = validated_groups(sub.ranking, shown)
     ratings = _validated_ratings(sub, shown, likert_required=likert_required)
@@ -365,8 +365,8 @@ def validated_groups(
 
 def _validated_ratings(
     sub: SubmissionIn, shown: list[int], *, likert_required: bool = False
-) -> dict[int, tuple[int | None, list]]:
-    ratings: dict[int, tuple[int | None, list]] = {}
+) -> dict[int, tuple[int | None, list[str]]]:
+    ratings: dict[int, tuple[int | None, list[str]]] = {}
     if likert_required:
         given = sub.ratings or {}
         unrated = [cid for cid in shown if cid not in given or given[cid].likert is None]
@@ -426,7 +426,7 @@ def _same_as_stored(
     given_ratings = {
         cid: (r.likert, sorted(set(r.flags))) for cid, r in (sub.ratings or {}).items()
     }
-    empty = (None, [])
+    empty: tuple[int | None, list[str]] = (None, [])
     return [stored_groups[k] for k in sorted(stored_groups)] == [
         set(g) for g in sub.ranking
     ] and all(

@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
-from app.db import UTCDateTime, is_postgres, utcnow
+from app.db import UTCDateTime, is_postgres, rows_matched, utcnow
 from app.models import (
     Assignment,
     AssignmentStatus,
@@ -98,7 +98,7 @@ def _release(session: Session, condition: ColumnElement[bool]) -> int:
     return len(rows)
 
 
-def _missing_demonstration_tasks():  # type: ignore[no-untyped-def]
+def _missing_demonstration_tasks() -> Select[int]:
     """Accepted prompts of the SFT data set's splits that have no demonstration task yet."""
     settings = get_settings()
     has_task = exists().where(
@@ -165,7 +165,7 @@ def open_task_counts(session: Session) -> dict[str, int]:
     }
 
 
-def _open_for(labeler: User, kinds: list[str]) -> Select[tuple[Task]]:
+def _open_for(labeler: User, kinds: list[str]) -> Select[Task]:
     """Tasks of ``kinds`` this labeler may take now: open, not theirs, not done by them, and
     eligible by their kind's rule; slot kinds need a free slot."""
     mine = select(Assignment.task_id).where(
@@ -265,7 +265,7 @@ def _take_slot(
             .values(filled=Task.filled + 1)
             .execution_options(synchronize_session=False)
         )
-        if taken.rowcount == 1:
+        if rows_matched(taken) == 1:
             return _hold(session, task, labeler, now)
     return None
 

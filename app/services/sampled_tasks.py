@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from app.db import rows_matched
 from app.models import (
     Completion,
     Job,
@@ -94,12 +95,14 @@ def _sample_job(session: Session, job_id: int) -> Job:
 
 def _move_held(session: Session, job_id: int, to: TaskStatus) -> int:
     _sample_job(session, job_id)
-    moved = session.execute(
-        update(Task)
-        .where(Task.job_id == job_id, Task.status == TaskStatus.held.value)
-        .values(status=to.value)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    moved = rows_matched(
+        session.execute(
+            update(Task)
+            .where(Task.job_id == job_id, Task.status == TaskStatus.held.value)
+            .values(status=to.value)
+            .execution_options(synchronize_session=False)
+        )
+    )
     if not moved:
         raise Conflict(
             f"job {job_id} has no tasks held for review (already released or discarded)",

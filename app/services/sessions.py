@@ -21,7 +21,7 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
-from app.db import utcnow
+from app.db import rows_matched, utcnow
 from app.models import User, UserSession
 
 SECRET_MAX_CHARS = 200
@@ -94,7 +94,7 @@ def end_user_sessions(session: Session, user_id: int, *, keep: int | None = None
     if keep is not None:
         query = query.where(UserSession.id != keep)
     result = session.execute(query.values(revoked_at=utcnow()))
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return int(rows_matched(result) or 0)
 
 
 def live_sessions(session: Session, user_id: int | None = None) -> list[UserSession]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.models import DEFAULT_USE_CASES, Prompt, UseCase
@@ -74,9 +74,10 @@ def update_use_case(
         if clash is not None and clash.id != use_case.id:
             raise Conflict(f"use case {new_name!r} already exists", field="name")
         session.execute(
-            Prompt.__table__.update()
+            update(Prompt)
             .where(Prompt.use_case == use_case.name)
             .values(use_case=new_name)
+            .execution_options(synchronize_session=False)  # a Core UPDATE, as before
         )
         use_case.name = new_name
     if description is not None:

@@ -120,7 +120,8 @@ def run_under_accelerate(ctx: Any, kwargs: dict[str, Any], num_processes: int) -
         raise JobFailed(
             f"accelerate launch exited with {proc.returncode}: {tail[-1] if tail else ''}"
         )
-    return json.loads((out / "result.json").read_text())
+    result: dict[str, float] = json.loads((out / "result.json").read_text())
+    return result
 
 
 def _resolve(reference: str) -> Any:

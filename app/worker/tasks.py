@@ -15,7 +15,7 @@ from celery import signals
 from sqlalchemy import update
 
 from app.broker import RUN_JOB_TASK, celery_app
-from app.db import get_sessionmaker, utcnow
+from app.db import get_sessionmaker, rows_matched, utcnow
 from app.models import Job, JobMetric, JobStatus
 from app.schemas.job_kinds import JOB_KINDS
 from app.schemas.jobs import JobKind
@@ -41,17 +41,19 @@ _worker_beat: WorkerBeat | None = None
 def _claim(job_id: int, hostname: str, task_id: str | None) -> Job | None:
     with get_sessionmaker()() as session:
         now = utcnow()
-        claimed = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == JobStatus.queued.value)
-            .values(
-                status=JobStatus.running.value,
-                started_at=now,
-                heartbeat_at=now,
-                worker=hostname,
-                celery_task_id=task_id,
+        claimed = rows_matched(
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.queued.value)
+                .values(
+                    status=JobStatus.running.value,
+                    started_at=now,
+                    heartbeat_at=now,
+                    worker=hostname,
+                    celery_task_id=task_id,
+                )
             )
-        ).rowcount
+        )
         session.commit()
         return session.get(Job, job_id) if claimed else None
 

@@ -113,7 +113,7 @@ class BlankSpacyNlpEngine(SpacyNlpEngine):
     def load(self) -> None:
         nlp = spacy.blank("en")
         nlp.add_pipe("prefloop_lower_lemma")
-        self.nlp = {"en": nlp}
+        self.nlp = {"en": nlp}  # type: ignore[assignment]  # presidio declares it None until load()
 
 
 def installed_ner_model() -> str | None:

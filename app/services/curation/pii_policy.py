@@ -17,7 +17,7 @@ def scanned_split(split: str | None) -> bool:
     return split is not None and split in get_settings().pii_splits
 
 
-def redact_completion_texts(split: str, texts: list[str], field: str) -> list[str]:
+def redact_completion_texts(split: str | None, texts: list[str], field: str) -> list[str]:
     """Completions of a prompt in a scanned split are scanned like it: model outputs and
     vendors' texts reach labelers and exports too. 422 for a text not scanned in time."""
     if not scanned_split(split):

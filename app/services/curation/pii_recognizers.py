@@ -11,7 +11,8 @@ import re
 
 import phonenumbers
 import tldextract
-from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer
+from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer, RecognizerResult
+from presidio_analyzer.nlp_engine import NlpArtifacts
 from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecognizer
 
 # the suffix list shipped inside tldextract; the module-level default fetches it over the network
@@ -143,13 +144,19 @@ class FastPhoneRecognizer(PhoneRecognizer):
     enough to be a phone number (it runs one matcher per region, the filter's main cost), and
     with a bounded number of candidates per region, so digit-dense text cannot stall it."""
 
-    def analyze(self, text, entities, nlp_artifacts=None):  # type: ignore[no-untyped-def]
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
         if not _PHONE_CANDIDATE.search(text):
             return []
-        results = []
+        results: list[RecognizerResult] = []
         for region in self.supported_regions:
+            # presidio's own analyze passes its Optional leniency (set in __init__) the same way
             matches = phonenumbers.PhoneNumberMatcher(
-                text, region, leniency=self.leniency, max_tries=PHONE_MAX_TRIES
+                text,
+                region,
+                leniency=self.leniency,  # type: ignore[arg-type]
+                max_tries=PHONE_MAX_TRIES,
             )
             for match in matches:
                 try:
@@ -158,6 +165,8 @@ class FastPhoneRecognizer(PhoneRecognizer):
                 except phonenumbers.NumberParseException:
                     found_region = region
                 results.append(
-                    self._get_recognizer_result(match, text, found_region, nlp_artifacts)
+                    self._get_recognizer_result(  # type: ignore[no-untyped-call]  # presidio's
+                        match, text, found_region, nlp_artifacts
+                    )
                 )
         return EntityRecognizer.remove_duplicates(results)

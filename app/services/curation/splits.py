@@ -60,7 +60,7 @@ def splits_for_users(session: Session, client: str, user_ids: Iterable[str]) -> 
             .where(Prompt.client == client, Prompt.user_id.in_(rest), Prompt.split.is_not(None))
             .group_by(Prompt.user_id)
         )
-        found.update({user_id: split for user_id, split in rows})
+        found.update({user_id: split for user_id, split in rows if split is not None})
     ratios = get_settings().split_ratios
     for user_id in wanted - found.keys():
         found[user_id] = hash_split(user_id, ratios)
