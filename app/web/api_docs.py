@@ -34,4 +34,4 @@ def openapi_document(request: Request) -> JSONResponse:
 
 @router.get("/docs", dependencies=[Depends(docs_reader)])
 def swagger_ui(request: Request) -> HTMLResponse:
-    return templates.TemplateResponse(request, "api/docs.html", {})  # type: ignore[return-value]
+    return templates.TemplateResponse(request, "api/docs.html", {})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlparse
 
 from fastapi import APIRouter, Depends, Form, Request
-from fastapi.responses import RedirectResponse
+from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from app.db import get_session
@@ -42,18 +42,18 @@ def index(principal: Principal | None = Depends(optional_principal)) -> Redirect
 
 
 @router.get("/login")
-def login_page(request: Request, next: str | None = None):  # type: ignore[no-untyped-def]
+def login_page(request: Request, next: str | None = None) -> Response:
     return render(request, "auth/login.html", {"next": _safe_next(next), "username": ""})
 
 
 @router.post("/login")
-def login(  # type: ignore[no-untyped-def]
+def login(
     request: Request,
     username: str = Form(""),
     password: str = Form(""),
     next: str | None = Form(None),
     session: Session = Depends(get_session),
-):
+) -> Response:
     ip = client_address(request)
     try:
         user = authenticate(session, username.strip(), password, ip)
@@ -83,18 +83,18 @@ def logout(request: Request, session: Session = Depends(get_session)) -> Redirec
 
 
 @router.get("/account/password")
-def password_page(request: Request, principal: Principal = Depends(account_owner)):  # type: ignore[no-untyped-def]
+def password_page(request: Request, principal: Principal = Depends(account_owner)) -> Response:
     return render(request, "auth/password.html", {})
 
 
 @router.post("/account/password")
-def password_change(  # type: ignore[no-untyped-def]
+def password_change(
     request: Request,
     current_password: str = Form(""),
     new_password: str = Form(""),
     principal: Principal = Depends(account_owner),
     session: Session = Depends(get_session),
-):
+) -> Response:
     user = principal.user
     keep = principal.browser_session.id if principal.browser_session else None
     try:

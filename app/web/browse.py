@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import RedirectResponse
+from fastapi.responses import RedirectResponse, Response
 
 from app.deps import SessionDep, researcher
 from app.models import FLAGS
@@ -27,21 +27,21 @@ def browse_home() -> RedirectResponse:
 
 
 @router.get("/prompts/{prompt_id}")
-def prompt_page(  # type: ignore[no-untyped-def]
+def prompt_page(
     request: Request,
     prompt_id: DbId,
     session: SessionDep,
-):
+) -> Response:
     detail = browse.prompt_detail(session, prompt_id)
     return render(request, "admin/browse_prompt.html", {**detail, "flags": FLAGS})
 
 
 @router.get("/{view}")
-def browse_page(  # type: ignore[no-untyped-def]
+def browse_page(
     request: Request,
     view: str,
     session: SessionDep,
-):
+) -> Response:
     values = dict(request.query_params)
     ctx: dict[str, Any] = {
         "view": view,

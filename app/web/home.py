@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 
 from app.config import ROOT
 from app.deps import LabelerDep, ResearcherDep
@@ -13,12 +13,12 @@ router = APIRouter(include_in_schema=False)
 
 
 @router.get("/labeler")
-def labeler_home(request: Request, principal: LabelerDep):  # type: ignore[no-untyped-def]
+def labeler_home(request: Request, principal: LabelerDep) -> Response:
     return render(request, "labeler/home.html", {})
 
 
 @router.get("/admin")
-def admin_home(request: Request, principal: ResearcherDep):  # type: ignore[no-untyped-def]
+def admin_home(request: Request, principal: ResearcherDep) -> Response:
     return render(request, "admin/home.html", {})
 
 

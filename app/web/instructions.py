@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import RedirectResponse
+from fastapi.responses import RedirectResponse, Response
 
 from app.deps import LabelerDep, ResearcherDep, SessionDep
 from app.services import ServiceError
@@ -19,11 +19,11 @@ router = APIRouter(include_in_schema=False)
 
 
 @router.get("/instructions")
-def instructions_page(  # type: ignore[no-untyped-def]
+def instructions_page(
     request: Request,
     principal: LabelerDep,
     session: SessionDep,
-):
+) -> Response:
     current = current_instructions(session)
     ctx = {
         "html": render_markdown(current_markdown(session)),
@@ -38,7 +38,7 @@ def instructions_edit(
     principal: ResearcherDep,
     session: SessionDep,
     saved: bool = False,
-):
+) -> Response:
     markdown = current_markdown(session)
     ctx = {"markdown": markdown, "preview": render_markdown(markdown), "saved": saved}
     return render(request, "admin/instructions.html", ctx)
@@ -49,7 +49,7 @@ def instructions_preview(
     request: Request,
     principal: ResearcherDep,
     markdown: str = Form(""),
-):
+) -> Response:
     """htmx: the sanitised rendering of the text being edited."""
     return render(
         request, "partials/instructions_preview.html", {"preview": render_markdown(markdown)}
@@ -62,7 +62,7 @@ def instructions_save(
     principal: ResearcherDep,
     session: SessionDep,
     markdown: str = Form(""),
-):
+) -> Response:
     try:
         save_instructions(session, markdown, principal.user)
     except ServiceError as exc:

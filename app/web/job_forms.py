@@ -82,7 +82,8 @@ def job_fields(session: Session, kind: str) -> tuple[list[FormField], list[FormF
     hidden = set(spec.unused_params) | (set() if spec.distributed else {"num_gpus"})
     model_fields, snapshot_fields = spec.model_refs, spec.snapshot_refs
     hints = typing.get_type_hints(schema)
-    setup, hyper = [], []
+    setup: list[FormField] = []
+    hyper: list[FormField] = []
     for name, info in schema.model_fields.items():
         if name == "filters" or name in hidden:
             continue
@@ -204,7 +205,9 @@ def has_filters(kind: str) -> bool:
     return "filters" in _spec(kind).params.model_fields
 
 
-def params_from_form(kind: str, form: Any, setup: list[FormField], hyper: list[FormField]) -> dict:
+def params_from_form(
+    kind: str, form: Any, setup: list[FormField], hyper: list[FormField]
+) -> dict[str, Any]:
     """Submitted strings -> params for the schema (which converts and validates them).
     Empty inputs are left out, so the schema's defaults apply."""
     params: dict[str, Any] = {}

@@ -7,12 +7,13 @@ from contextlib import suppress
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import RedirectResponse
+from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from app.deps import ResearcherDep, SessionDep, researcher
 from app.models import Job
 from app.schemas import DbId
+from app.schemas.job_kinds import POLICY_KINDS
 from app.services import NotFound, ServiceError, models_registry, sampled_tasks
 from app.services import jobs as job_service
 from app.services.loop_status import data_sets, next_step
@@ -43,7 +44,7 @@ def _kind(kind: str) -> str:
 def overview(
     request: Request,
     session: SessionDep,
-):  # type: ignore[no-untyped-def]
+) -> Response:
     """The admin home's panels (loaded by htmx): data sets, next step, workers, recent jobs."""
     sets = data_sets(session)
     jobs = job_service.list_jobs(session, limit=5)
@@ -65,7 +66,7 @@ def overview(
 def jobs_page(
     request: Request,
     session: SessionDep,
-):  # type: ignore[no-untyped-def]
+) -> Response:
     jobs = job_service.list_jobs(session, limit=200)
     session.commit()
     return render(
@@ -99,7 +100,7 @@ def new_job_form(
     request: Request,
     session: SessionDep,
     kind: str = "sft",
-):  # type: ignore[no-untyped-def]
+) -> Response:
     return render(request, "admin/jobs_new.html", _form_context(session, _kind(kind)))
 
 
@@ -109,7 +110,7 @@ async def launch_job(
     principal: ResearcherDep,
     session: SessionDep,
     kind: str = "sft",
-):  # type: ignore[no-untyped-def]
+) -> Response:
     kind = _kind(kind)
     form = await request.form()
     setup, hyper = job_forms.job_fields(session, kind)
@@ -153,7 +154,7 @@ def job_page(
     request: Request,
     job_id: DbId,
     session: SessionDep,
-):  # type: ignore[no-untyped-def]
+) -> Response:
     return render(request, "admin/jobs_detail.html", _job_context(session, job_id))
 
 
@@ -162,7 +163,7 @@ def job_live(
     request: Request,
     job_id: DbId,
     session: SessionDep,
-):  # type: ignore[no-untyped-def]
+) -> Response:
     """The part of the job page that htmx polls while the job is queued or running."""
     return render(request, "admin/jobs_live.html", _job_context(session, job_id))
 
@@ -199,12 +200,12 @@ def rerun_job(job_id: DbId, principal: ResearcherDep, session: SessionDep) -> Re
 def models_page(
     request: Request,
     session: SessionDep,
-):  # type: ignore[no-untyped-def]
+) -> Response:
     versions = models_registry.list_versions(session)
     return render(
         request,
         "admin/models.html",
-        {"versions": versions, "policy_kinds": models_registry.POLICY_KINDS},
+        {"versions": versions, "policy_kinds": POLICY_KINDS},
     )
 
 

@@ -35,11 +35,11 @@ LIKERT_LABELS = {1: "terrible", 4: "acceptable", 7: "excellent"}
 
 
 @router.get("/summary")
-def summary(  # type: ignore[no-untyped-def]
+def summary(
     request: Request,
     principal: LabelerDep,
     session: SessionDep,
-):
+) -> Response:
     """The home page's panel (loaded by htmx): what is waiting, and the labeler's own counts."""
     ensure_demonstration_tasks(session)
     waiting = waiting_counts(session, principal.user)
@@ -72,7 +72,7 @@ def task_form_page(
     posted: dict[str, Any] | None = None,
     error: ServiceError | None = None,
     editing: bool = False,
-):  # type: ignore[no-untyped-def]
+) -> Response:
     """The task's form (demonstration or ranking), empty, with what was posted (after an
     error), or with the labeler's stored answer to edit (``editing``, see web/labeler_work.py)."""
     task = describe_assignment(session, assignment)
@@ -96,12 +96,12 @@ def task_form_page(
 
 
 @router.get("/tasks/{task_id}")
-def task_page(  # type: ignore[no-untyped-def]
+def task_page(
     request: Request,
     task_id: DbId,
     principal: LabelerDep,
     session: SessionDep,
-):
+) -> Response:
     assignment = held_assignment(session, principal.user, task_id)
     return task_form_page(request, session, assignment)
 
@@ -227,7 +227,7 @@ def task_use_case(
     principal: LabelerDep,
     session: SessionDep,
     use_case: str = Form(""),
-):
+) -> Response:
     """Set or clear the use case of the prompt of a task the labeler holds (the select on the
     task page). htmx gets a status fragment, errors included; a plain form post goes back to
     the task page."""

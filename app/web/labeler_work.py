@@ -28,13 +28,13 @@ router = APIRouter(
 
 
 @router.get("")
-def work_page(  # type: ignore[no-untyped-def]
+def work_page(
     request: Request,
     principal: LabelerDep,
     session: SessionDep,
     period: str = "all",
     page: int = 1,
-):
+) -> Response:
     work = my_work(session, principal.user, period=period, page=page)
     return render(request, "labeler/work.html", {"work": work})
 
@@ -52,12 +52,12 @@ def _stored_as_posted(stored: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.get("/{task_id}")
-def edit_page(  # type: ignore[no-untyped-def]
+def edit_page(
     request: Request,
     task_id: DbId,
     principal: LabelerDep,
     session: SessionDep,
-):
+) -> Response:
     stored = editable_submission(session, principal.user, task_id)
     posted = {**_stored_as_posted(stored), "time_spent_ms": "", "skip_reason": ""}
     return task_form_page(request, session, stored["assignment"], posted=posted, editing=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import RedirectResponse
+from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
@@ -63,7 +63,7 @@ def _form_page(
     field: str | None = None,
     notice: str | None = None,
     status_code: int = 200,
-):  # type: ignore[no-untyped-def]
+) -> Response:
     mine = recent_labeler_prompts(session, principal.user)
     examples = values.get("examples") or []
     rows = max(3, len(examples))
@@ -88,19 +88,19 @@ def new_prompt_form(
     principal: LabelerDep,
     session: SessionDep,
     kind: str = PromptKind.plain.value,
-):
+) -> Response:
     return _form_page(request, session, principal, kind, {})
 
 
 @router.post("/labeler/prompts/new")
-def submit_prompt_form(  # type: ignore[no-untyped-def]
+def submit_prompt_form(
     request: Request,
     principal: LabelerDep,
     session: SessionDep,
     form: FormData = Depends(form_data),
-):
+) -> Response:
     kind = str(form.get("kind", PromptKind.plain.value))
-    values = {
+    values: dict[str, Any] = {
         "text": str(form.get("text", "")),
         "instruction": str(form.get("instruction", "")),
         "use_case": str(form.get("use_case", "")) or None,
@@ -132,11 +132,11 @@ def submit_prompt_form(  # type: ignore[no-untyped-def]
 
 
 @router.get("/admin/data")
-def data_page(  # type: ignore[no-untyped-def]
+def data_page(
     request: Request,
     principal: ResearcherDep,
     session: SessionDep,
-):
+) -> Response:
     return render(request, "admin/data.html", data_overview(session))
 
 
@@ -147,27 +147,27 @@ def _use_case_page(
     error: str | None = None,
     values: dict[str, str] | None = None,
     status_code: int = 200,
-):  # type: ignore[no-untyped-def]
+) -> Response:
     ctx = {"use_cases": list_use_cases(session), "error": error, "values": values or {}}
     return render(request, "admin/data_use_cases.html", ctx, status_code=status_code)
 
 
 @router.get("/admin/data/use-cases")
-def use_cases_page(  # type: ignore[no-untyped-def]
+def use_cases_page(
     request: Request,
     principal: ResearcherDep,
     session: SessionDep,
-):
+) -> Response:
     return _use_case_page(request, session)
 
 
 @router.post("/admin/data/use-cases")
-def use_case_add(  # type: ignore[no-untyped-def]
+def use_case_add(
     request: Request,
     principal: ResearcherDep,
     session: SessionDep,
     form: FormData = Depends(form_data),
-):
+) -> Response:
     values = {"name": str(form.get("name", "")), "description": str(form.get("description", ""))}
     try:
         add_use_case(session, values["name"], values["description"])
@@ -181,13 +181,13 @@ def use_case_add(  # type: ignore[no-untyped-def]
 
 
 @router.post("/admin/data/use-cases/{use_case_id}")
-def use_case_edit(  # type: ignore[no-untyped-def]
+def use_case_edit(
     use_case_id: DbId,
     request: Request,
     principal: ResearcherDep,
     session: SessionDep,
     form: FormData = Depends(form_data),
-):
+) -> Response:
     raw_position = str(form.get("position", "")).strip()
     try:
         position = int(raw_position) if raw_position else None
@@ -219,7 +219,7 @@ def _pins_page(
     notice: str | None = None,
     values: dict[str, str] | None = None,
     status_code: int = 200,
-):  # type: ignore[no-untyped-def]
+) -> Response:
     ctx = {
         "pins": splits.list_pins(session),
         "clients": splits.list_clients(session),
@@ -232,21 +232,21 @@ def _pins_page(
 
 
 @router.get("/admin/data/pins")
-def pins_page(  # type: ignore[no-untyped-def]
+def pins_page(
     request: Request,
     principal: ResearcherDep,
     session: SessionDep,
-):
+) -> Response:
     return _pins_page(request, session)
 
 
 @router.post("/admin/data/pins")
-def pin_add(  # type: ignore[no-untyped-def]
+def pin_add(
     request: Request,
     principal: ResearcherDep,
     session: SessionDep,
     form: FormData = Depends(form_data),
-):
+) -> Response:
     values = {
         "user_id": str(form.get("user_id", "")),
         "split": str(form.get("split", "")),
@@ -265,13 +265,13 @@ def pin_add(  # type: ignore[no-untyped-def]
 
 
 @router.post("/admin/data/pins/{user_id}/delete")
-def pin_delete(  # type: ignore[no-untyped-def]
+def pin_delete(
     user_id: str,
     request: Request,
     principal: ResearcherDep,
     session: SessionDep,
     form: FormData = Depends(form_data),
-):
+) -> Response:
     try:
         splits.unpin_split(session, user_id, str(form.get("client", "")).strip())
         session.commit()

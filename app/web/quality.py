@@ -5,7 +5,7 @@ one labeler's record with the screening decision (/admin/labelers/{id}), labeler
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
@@ -34,7 +34,7 @@ router = APIRouter(include_in_schema=False, dependencies=[Depends(researcher)])
 
 
 def _page(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
-    return cast(Response, render(request, name, context, status_code=status_code))
+    return render(request, name, context, status_code=status_code)
 
 
 PERIODS = {"7": "last 7 days", "30": "last 30 days", "all": "all time"}

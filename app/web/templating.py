@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import Request
+from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
 
 from app.config import ROOT
@@ -19,8 +21,8 @@ def render(
     name: str,
     context: dict[str, Any] | None = None,
     status_code: int = 200,
-    headers: dict[str, str] | None = None,
-):  # type: ignore[no-untyped-def]
+    headers: Mapping[str, str] | None = None,
+) -> Response:
     """Render ``name`` with the CSRF token and the signed-in user in the context."""
     ctx = {"csrf_token": csrf_token(request), "current_user": getattr(request.state, "user", None)}
     ctx.update(context or {})

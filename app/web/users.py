@@ -48,7 +48,7 @@ def users_page(
     request: Request,
     principal: Principal = Depends(admin),
     session: Session = Depends(get_session),
-):  # type: ignore[no-untyped-def]
+) -> Response:
     return render(request, "admin/users.html", _list_context(session))
 
 
@@ -59,7 +59,7 @@ def create_user(
     role: str = Form("labeler"),
     principal: Principal = Depends(admin),
     session: Session = Depends(get_session),
-):  # type: ignore[no-untyped-def]
+) -> Response:
     """Create an account with a one-time password, shown once on the page that answers."""
     try:
         user, password = accounts.create_user_with_password(session, username.strip(), role)
@@ -90,7 +90,7 @@ def user_page(
     user_id: DbId,
     principal: Principal = Depends(admin),
     session: Session = Depends(get_session),
-):  # type: ignore[no-untyped-def]
+) -> Response:
     return render(request, "admin/user.html", _detail_context(session, _user(session, user_id)))
 
 
