@@ -67,7 +67,7 @@ def seed(tasks: int, labelers: int) -> tuple[list[int], int]:
         return [u.id for u in users], slots
 
 
-def run_threads(target, user_ids: list[int]) -> float:  # type: ignore[no-untyped-def]
+def run_threads(target, user_ids: list[int]) -> float:
     errors: list[BaseException] = []
 
     def guarded(uid: int) -> None:

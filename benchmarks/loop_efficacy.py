@@ -102,7 +102,8 @@ def as_config(step: str, params: dict[str, Any]) -> Any:
     before/after figures this builds one over the method's defaults.)"""
     if hasattr(trainer_config, "defaults_for"):
         return dict(params)
-    return {"sft": SFTConfig, "rm": RMConfig, "ppo": PPOConfig}[step].from_dict(params)
+    configs: dict[str, Any] = {"sft": SFTConfig, "rm": RMConfig, "ppo": PPOConfig}
+    return configs[step].from_dict(params)
 
 
 @dataclass

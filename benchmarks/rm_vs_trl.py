@@ -39,6 +39,7 @@ class SequenceCounter:
     def __call__(self, module: torch.nn.Module, args: tuple, kwargs: dict, out: object) -> None:
         if type(module).__name__ == self.backbone_class and module.training:
             ids = kwargs.get("input_ids", args[0] if args else None)
+            assert ids is not None
             self.sequences += int(ids.shape[0])
             self.forwards += 1
 

@@ -26,7 +26,15 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loop_efficacy import add_arguments, make_data, quiet, run_ppo, run_rm, run_sft  # noqa: E402
+# a script beside loop_efficacy.py, which it imports from its own directory
+from loop_efficacy import (  # type: ignore[import-not-found]  # noqa: E402
+    add_arguments,
+    make_data,
+    quiet,
+    run_ppo,
+    run_rm,
+    run_sft,
+)
 
 
 def grid(**axes: list[Any]) -> list[dict[str, Any]]:

@@ -205,7 +205,7 @@ def make_token(app_env: str) -> Callable[..., str]:
 
 
 @pytest.fixture
-def api_as(client: TestClient, make_user, make_token) -> Callable[..., TestClient]:  # type: ignore[no-untyped-def]
+def api_as(client: TestClient, make_user, make_token) -> Callable[..., TestClient]:
     """A JSON client authenticated by a token of a new user of ``role``."""
     from app.main import create_app
 

@@ -66,7 +66,7 @@ def as_shown(task: dict[str, Any]) -> dict[str, Any]:
     return {"ranking": [[c["completion_id"]] for c in task["completions"]], "confirmed_order": True}
 
 
-def work(client: Any, rank: Ranker, kind: str = "ranking") -> dict[str, Any] | None:
+def work(client: Any, rank: Ranker, kind: str | None = "ranking") -> dict[str, Any] | None:
     """Take the next task and submit what ``rank`` makes of it; returns the task or None."""
     task = take(client, kind)
     if task is None:
@@ -74,4 +74,18 @@ def work(client: Any, rank: Ranker, kind: str = "ranking") -> dict[str, Any] | N
     body = rank(task) if task["kind"] != "demonstration" else {"text": "my demonstration"}
     r = client.post(f"/api/v1/tasks/{task['task_id']}/submission", json=body)
     assert r.status_code == 200, r.text
+    return task
+
+
+def worked(client: Any, rank: Ranker, kind: str | None = "ranking") -> dict[str, Any]:
+    """``work`` where a task must be waiting."""
+    task = work(client, rank, kind)
+    assert task is not None, "no task was waiting"
+    return task
+
+
+def taken(client: Any, kind: str | None = "ranking") -> dict[str, Any]:
+    """``take`` where a task must be waiting."""
+    task = take(client, kind)
+    assert task is not None, "no task was waiting"
     return task

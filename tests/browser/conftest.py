@@ -97,13 +97,13 @@ def browser_page(_browser: Any) -> Iterator[Any]:
     context = _browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.set_default_timeout(15_000)
-    page.dialogs = []  # type: ignore[attr-defined]
+    page.dialogs = []
     # a test that expects a confirmation (cancel a job, release tasks) sets this to answer "OK"
-    page.accept_dialogs = False  # type: ignore[attr-defined]
+    page.accept_dialogs = False
 
     def _record_dialog(dialog: Any) -> None:
-        page.dialogs.append(dialog.message)  # type: ignore[attr-defined]
-        if page.accept_dialogs:  # type: ignore[attr-defined]
+        page.dialogs.append(dialog.message)
+        if page.accept_dialogs:
             dialog.accept()
         else:
             dialog.dismiss()

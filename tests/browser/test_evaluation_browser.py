@@ -13,7 +13,7 @@ from tests.labeling_support import make_prompt
 pytestmark = pytest.mark.browser
 
 
-def test_researcher_creates_labeler_judges_page_shows_chart(  # type: ignore[no-untyped-def]
+def test_researcher_creates_labeler_judges_page_shows_chart(
     live_server, browser_page, make_user, artifacts_dir
 ) -> None:
     page = browser_page

@@ -22,13 +22,13 @@ def _demonstrations(labeler_id: int, count: int) -> None:
 
     prompt_ids = [make_prompt(f"Describe colour number {i} in a sentence.") for i in range(count)]
     with get_sessionmaker()() as s:
-        labeler = s.get(User, labeler_id)
+        labeler = s.get_one(User, labeler_id)
         for i, prompt_id in enumerate(prompt_ids):
             _add_demonstration(s, prompt_id, labeler, f"Colour {i} is bright and calm.")
         s.commit()
 
 
-def test_researcher_launches_a_job_and_sees_progress_and_plot(  # type: ignore[no-untyped-def]
+def test_researcher_launches_a_job_and_sees_progress_and_plot(
     app_env: str, live_server: str, page: Any, make_user, artifacts_dir, monkeypatch
 ) -> None:
     from app.worker.reporting import JobReporter

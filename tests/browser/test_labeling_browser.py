@@ -15,7 +15,7 @@ from tests.labeling_support import make_prompt, make_ranking_task
 pytestmark = pytest.mark.browser
 
 
-def _read(fn):  # type: ignore[no-untyped-def]
+def _read(fn):
     from app.db import get_sessionmaker
 
     with get_sessionmaker()() as s:
@@ -30,7 +30,7 @@ def _shown_order(page: Any) -> list[int]:
 
 
 def _ranking_of(task_id: int) -> tuple[Ranking, dict[int, tuple[int, int | None, list[str]]]]:
-    def fetch(s):  # type: ignore[no-untyped-def]
+    def fetch(s):
         ranking = s.scalar(select(Ranking).where(Ranking.task_id == task_id))
         return ranking, {e.completion_id: (e.rank, e.likert, e.flags) for e in ranking.entries}
 
@@ -48,7 +48,7 @@ def _tab_to(page: Any, selector: str, limit: int = 150) -> None:
     raise AssertionError(f"Tab never reached {selector}")
 
 
-def test_labeler_demonstrates_and_ranks_by_mouse_and_keyboard(  # type: ignore[no-untyped-def]
+def test_labeler_demonstrates_and_ranks_by_mouse_and_keyboard(
     live_server, browser_page, make_user, artifacts_dir
 ) -> None:
     page = browser_page
@@ -94,7 +94,9 @@ def test_labeler_demonstrates_and_ranks_by_mouse_and_keyboard(  # type: ignore[n
     ranking, entries = _ranking_of(mouse_task)
     assert ranking.display_order == shown and ranking.labeler_id == labeler.id
     assert ranking.time_spent_ms is not None
-    expected = {cid: (5 - i, None, []) for i, cid in enumerate(shown)}
+    expected: dict[int, tuple[int, int | None, list[str]]] = {
+        cid: (5 - i, None, []) for i, cid in enumerate(shown)
+    }
     expected[best] = (1, 7, ["satisfies_constraint"])
     expected[worst] = (5, 2, ["fails_to_follow", "hallucination"])
     assert entries == expected
@@ -136,7 +138,7 @@ def test_labeler_demonstrates_and_ranks_by_mouse_and_keyboard(  # type: ignore[n
     assert page.dialogs == []
 
 
-def test_reload_and_validation_errors_keep_the_labelers_work(  # type: ignore[no-untyped-def]
+def test_reload_and_validation_errors_keep_the_labelers_work(
     live_server, browser_page, make_user, artifacts_dir
 ) -> None:
     page = browser_page
@@ -205,7 +207,7 @@ def test_reload_and_validation_errors_keep_the_labelers_work(  # type: ignore[no
     assert _read(lambda s: s.scalar(select(Ranking))) is None
 
 
-def test_completion_payloads_render_inert(live_server, browser_page, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_completion_payloads_render_inert(live_server, browser_page, make_user) -> None:
     page = browser_page
     script = "<script>window.__xss = 'script'; alert('script')</script>"
     handler = "<img src=x onerror=\"window.__xss = 'onerror'; alert('onerror')\">"

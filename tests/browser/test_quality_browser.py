@@ -14,7 +14,7 @@ from tests.quality_support import as_shown, by_ids, outputs, ranking_task, work
 pytestmark = [pytest.mark.browser, pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)]
 
 
-def test_researcher_approves_a_screened_labeler_and_reads_the_table(  # type: ignore[no-untyped-def]
+def test_researcher_approves_a_screened_labeler_and_reads_the_table(
     app_env: str, live_server: str, page: Any, make_user, api_as, artifacts_dir, monkeypatch
 ) -> None:
     from app.config import get_settings

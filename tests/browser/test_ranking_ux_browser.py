@@ -27,7 +27,7 @@ def _sqlite_only(app_env: str) -> None:
         pytest.skip("page layout and keys do not depend on the database: run once, on SQLite")
 
 
-def _read(fn):  # type: ignore[no-untyped-def]
+def _read(fn):
     from app.db import get_sessionmaker
 
     with get_sessionmaker()() as s:
@@ -35,7 +35,7 @@ def _read(fn):  # type: ignore[no-untyped-def]
 
 
 def _entries(task_id: int) -> dict[int, tuple[int, int | None, list[str]]] | None:
-    def fetch(s):  # type: ignore[no-untyped-def]
+    def fetch(s):
         ranking = s.scalar(select(Ranking).where(Ranking.task_id == task_id))
         if ranking is None:
             return None
@@ -63,7 +63,7 @@ class Keys:
             self.count += 1
 
 
-def test_k9_fits_two_screens_and_k4_ranks_by_hotkeys_alone(  # type: ignore[no-untyped-def]
+def test_k9_fits_two_screens_and_k4_ranks_by_hotkeys_alone(
     app_env, live_server, page, make_user, artifacts_dir
 ) -> None:
     _sqlite_only(app_env)
@@ -176,7 +176,7 @@ def _three_output_task() -> int:
         return task.id
 
 
-def test_untouched_refused_draft_survives_a_422_and_a_reload_and_phone_targets(  # type: ignore[no-untyped-def]
+def test_untouched_refused_draft_survives_a_422_and_a_reload_and_phone_targets(
     app_env, live_server, page, make_user, artifacts_dir
 ) -> None:
     _sqlite_only(app_env)

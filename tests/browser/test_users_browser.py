@@ -25,7 +25,7 @@ def csp_violations(page: Any) -> list[str]:
     return seen
 
 
-def test_admin_manages_a_user_in_the_browser(  # type: ignore[no-untyped-def]
+def test_admin_manages_a_user_in_the_browser(
     app_env: str, live_server: str, page: Any, _browser: Any, make_user
 ) -> None:
     if app_env.startswith("postgresql"):
@@ -97,7 +97,7 @@ def test_admin_manages_a_user_in_the_browser(  # type: ignore[no-untyped-def]
     assert not admin_violations and not casey_violations
 
 
-def test_api_docs_render_offline_without_csp_violations(  # type: ignore[no-untyped-def]
+def test_api_docs_render_offline_without_csp_violations(
     app_env: str, live_server: str, page: Any, make_user
 ) -> None:
     if app_env.startswith("postgresql"):

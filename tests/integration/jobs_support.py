@@ -62,6 +62,7 @@ def seed_labels(researcher: Any, labeler: Any, tag: str) -> dict[str, list[int]]
         if r.status_code == 204:
             break
         task = ok(r)
+        body: dict[str, Any]
         if task["prompt"]["prompt_id"] in mine:
             body = {"text": f"Here is a careful answer: {task['prompt']['text'][:40]} ... done."}
             written += 1

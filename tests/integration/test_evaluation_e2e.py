@@ -22,7 +22,7 @@ def field_of(response: Any) -> str:
     return str(response.json()["field"])
 
 
-def test_paired_systems_judged_by_held_out_labelers(api_as, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_paired_systems_judged_by_held_out_labelers(api_as, make_user) -> None:
     researcher = api_as("researcher")
     ok(researcher.put("/api/v1/split-pins/eval-customer", json={"split": "test"}))
     items = [
@@ -129,7 +129,7 @@ def test_paired_systems_judged_by_held_out_labelers(api_as, make_user) -> None: 
     assert judges[0].get(f"/api/v1/evaluations/{evaluation_id}").status_code == 403
 
 
-def test_a_reproducible_draw_of_test_prompts_for_any_judge(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_a_reproducible_draw_of_test_prompts_for_any_judge(api_as) -> None:
     researcher = api_as("researcher")
     ok(researcher.put("/api/v1/split-pins/draw-customer", json={"split": "test"}))
     items = [{"text": f"Describe {t} in a line.", "user_id": "draw-customer"} for t in TOPICS]

@@ -36,7 +36,7 @@ def env(export_env: ExportEnv) -> ExportEnv:  # noqa: F811
     return export_env
 
 
-def test_anonymous_401_and_labeler_403(env) -> None:  # type: ignore[no-untyped-def]
+def test_anonymous_401_and_labeler_403(env) -> None:
     for method, url in ENDPOINTS:
         assert env.anonymous.request(method, url).status_code == 401, url
         r = env.labeler.request(method, url, json={"export": "prompts"})
@@ -45,7 +45,7 @@ def test_anonymous_401_and_labeler_403(env) -> None:  # type: ignore[no-untyped-
         assert env.labeler.get(url.split("?")[0] + "?split=nope").status_code == 403
 
 
-def test_researcher_by_session_cookie(env) -> None:  # type: ignore[no-untyped-def]
+def test_researcher_by_session_cookie(env) -> None:
     browser = login(TestClient(env.anonymous.app), env.researcher_user)
     r = browser.get("/api/v1/export/comparisons", params={"format": "pairs"})
     assert r.status_code == 200
@@ -75,19 +75,19 @@ def test_researcher_by_session_cookie(env) -> None:  # type: ignore[no-untyped-d
         ("prompts", {"after": "-1"}, "after"),
     ],
 )
-def test_bad_parameters_are_422_naming_the_parameter(env, path, params, field) -> None:  # type: ignore[no-untyped-def]
+def test_bad_parameters_are_422_naming_the_parameter(env, path, params, field) -> None:
     r = env.researcher.get(f"/api/v1/export/{path}", params=params)
     assert r.status_code == 422, r.text
     body = r.json()
     assert body["field"] == field and isinstance(body["detail"], str)
 
 
-def test_repeated_parameter_is_422(env) -> None:  # type: ignore[no-untyped-def]
+def test_repeated_parameter_is_422(env) -> None:
     r = env.researcher.get("/api/v1/export/prompts?split=train&split=val")
     assert r.status_code == 422 and r.json()["field"] == "split"
 
 
-def test_snapshot_freezes_rows_with_hash_and_filters(env, data_dir) -> None:  # type: ignore[no-untyped-def]
+def test_snapshot_freezes_rows_with_hash_and_filters(env, data_dir) -> None:
     api = env.researcher
     body = {"export": "comparisons", "format": "pairs", "split": "train"}
     live = api.get("/api/v1/export/comparisons", params={"format": "pairs", "split": "train"})
@@ -112,7 +112,7 @@ def test_snapshot_freezes_rows_with_hash_and_filters(env, data_dir) -> None:  # 
     assert [s["snapshot_id"] for s in listed][:2] == [again["snapshot_id"], snap["snapshot_id"]]
 
 
-def test_snapshot_errors(env) -> None:  # type: ignore[no-untyped-def]
+def test_snapshot_errors(env) -> None:
     api = env.researcher
     assert api.get("/api/v1/export/snapshots/424242").status_code == 404
     assert api.get("/api/v1/export/snapshots/424242/download").status_code == 404
@@ -123,7 +123,7 @@ def test_snapshot_errors(env) -> None:  # type: ignore[no-untyped-def]
     assert r.status_code == 422 and r.json()["field"] == "labeler_id"
 
 
-def test_cli_writes_the_same_rows_as_the_api(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_cli_writes_the_same_rows_as_the_api(env, tmp_path) -> None:
     import pyarrow.parquet as pq
 
     runner = CliRunner()
@@ -155,7 +155,7 @@ def test_cli_writes_the_same_rows_as_the_api(env, tmp_path) -> None:  # type: ig
     assert snap.exit_code == 0 and f"{total} rows" in snap.output, snap.output
 
 
-def test_service_contract_matches_the_http_bytes(env) -> None:  # type: ignore[no-untyped-def]
+def test_service_contract_matches_the_http_bytes(env) -> None:
     """iter_records/count_records on a caller's session give what the API streams; the pairs
     fast path (texts encoded once per ranking) writes exactly the dicts' JSON."""
     from app.db import get_sessionmaker
@@ -180,7 +180,7 @@ def test_service_contract_matches_the_http_bytes(env) -> None:  # type: ignore[n
             assert all(any(t in text for text in texts) for t in TRICKY)
 
 
-def test_create_snapshot_on_a_callers_session(env) -> None:  # type: ignore[no-untyped-def]
+def test_create_snapshot_on_a_callers_session(env) -> None:
     from app.db import get_sessionmaker
     from app.schemas.export import ExportFilters
     from app.services.export import create_snapshot
@@ -194,7 +194,7 @@ def test_create_snapshot_on_a_callers_session(env) -> None:  # type: ignore[no-u
     assert data == live.content and snapshot.row_count == int(live.headers["x-total-count"])
 
 
-def test_a_client_that_goes_away_mid_stream_ends_the_read(env, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_client_that_goes_away_mid_stream_ends_the_read(env, monkeypatch) -> None:
     import anyio
     from starlette.requests import ClientDisconnect
 
@@ -225,7 +225,7 @@ def test_a_client_that_goes_away_mid_stream_ends_the_read(env, monkeypatch) -> N
     assert len(sent) == 2 and not stream.session.in_transaction()
 
 
-def test_a_stream_reads_one_snapshot_and_blocks_no_writer(env, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_stream_reads_one_snapshot_and_blocks_no_writer(env, monkeypatch) -> None:
     """Mid-stream, a labeler's write goes through (SQLite too), and neither the records nor
     X-Total-Count change under the reader."""
     from sqlalchemy import delete
@@ -253,7 +253,7 @@ def test_a_stream_reads_one_snapshot_and_blocks_no_writer(env, monkeypatch) -> N
         assert [r["ranking_id"] for r in after] == [r["ranking_id"] for r in before] + [ranking.id]
     finally:
         with get_sessionmaker()() as s:
-            task_id = s.get(Ranking, ranking.id).task_id
+            task_id = s.get_one(Ranking, ranking.id).task_id
             s.delete(s.get(Ranking, ranking.id))
             s.execute(delete(Assignment).where(Assignment.task_id == task_id))
             s.delete(s.get(Task, task_id))

@@ -45,7 +45,7 @@ def data(export_env: ExportEnv) -> tuple[Any, Expected]:  # noqa: F811
     return export_env.researcher, export_env.expected
 
 
-def test_rankings_hold_every_submitted_ranking_with_its_ties(data) -> None:  # type: ignore[no-untyped-def]
+def test_rankings_hold_every_submitted_ranking_with_its_ties(data) -> None:
     api, expected = data
     rows = lines(api.get("/api/v1/export/comparisons", params={"format": "rankings"}))
     training = {
@@ -66,7 +66,7 @@ def test_rankings_hold_every_submitted_ranking_with_its_ties(data) -> None:  # t
     assert any("hallucination" in c["flags"] for r in rows for c in r["completions"])
 
 
-def test_pairs_are_all_untied_ordered_pairs(data) -> None:  # type: ignore[no-untyped-def]
+def test_pairs_are_all_untied_ordered_pairs(data) -> None:
     api, expected = data
     rows = lines(api.get("/api/v1/export/comparisons", params={"format": "pairs"}))
     training = {
@@ -96,7 +96,7 @@ def test_pairs_are_all_untied_ordered_pairs(data) -> None:  # type: ignore[no-un
     assert len({r["pair_id"] for r in rows}) == len(rows)
 
 
-def test_held_out_labelers_only_on_request(data) -> None:  # type: ignore[no-untyped-def]
+def test_held_out_labelers_only_on_request(data) -> None:
     api, expected = data
     included = lines(
         api.get("/api/v1/export/comparisons", params={"include_held_out_labelers": "true"})
@@ -129,7 +129,7 @@ EXPORTS = [
 
 
 @pytest.mark.parametrize(("path", "params"), EXPORTS)
-def test_splits_partition_the_data_and_no_row_crosses(data, path, params) -> None:  # type: ignore[no-untyped-def]
+def test_splits_partition_the_data_and_no_row_crosses(data, path, params) -> None:
     api, expected = data
     everything = lines(api.get(f"/api/v1/export/{path}", params=params))
     seen: list[dict[str, Any]] = []
@@ -146,7 +146,7 @@ def test_splits_partition_the_data_and_no_row_crosses(data, path, params) -> Non
     assert all(len(s) == 1 for s in splits_of_prompt.values())
 
 
-def test_only_accepted_prompts_and_no_skipped_tasks(data) -> None:  # type: ignore[no-untyped-def]
+def test_only_accepted_prompts_and_no_skipped_tasks(data) -> None:
     api, expected = data
     for path, params in EXPORTS:
         response = api.get(
@@ -158,7 +158,7 @@ def test_only_accepted_prompts_and_no_skipped_tasks(data) -> None:  # type: igno
         assert not any(text in response.text for text in expected.skipped_texts)
 
 
-def test_demonstrations_and_prompts_records(data) -> None:  # type: ignore[no-untyped-def]
+def test_demonstrations_and_prompts_records(data) -> None:
     api, expected = data
     demos = lines(api.get("/api/v1/export/demonstrations"))
     assert demos
@@ -180,7 +180,7 @@ def test_demonstrations_and_prompts_records(data) -> None:  # type: ignore[no-un
     assert ppo and len(ppo) < len(prompts)
 
 
-def test_use_case_and_labeler_filters(data) -> None:  # type: ignore[no-untyped-def]
+def test_use_case_and_labeler_filters(data) -> None:
     api, expected = data
     every = lines(api.get("/api/v1/export/comparisons"))
     open_qa = lines(api.get("/api/v1/export/comparisons", params={"use_case": "Open QA"}))
@@ -194,7 +194,7 @@ def test_use_case_and_labeler_filters(data) -> None:  # type: ignore[no-untyped-
 
 
 @pytest.mark.parametrize("fmt", ["rankings", "pairs"])
-def test_resume_after_the_last_id_gives_the_rest(data, fmt) -> None:  # type: ignore[no-untyped-def]
+def test_resume_after_the_last_id_gives_the_rest(data, fmt) -> None:
     api, _ = data
     full = lines(api.get("/api/v1/export/comparisons", params={"format": fmt}))
     key = "ranking_id" if fmt == "rankings" else "pair_id"
@@ -211,7 +211,7 @@ def test_resume_after_the_last_id_gives_the_rest(data, fmt) -> None:  # type: ig
         assert rest == [r for r in full if r["group_id"] > group]
 
 
-def test_json_array_and_parquet_hold_the_same_rows(data) -> None:  # type: ignore[no-untyped-def]
+def test_json_array_and_parquet_hold_the_same_rows(data) -> None:
     import pyarrow.parquet as pq
 
     api, _ = data
@@ -234,7 +234,7 @@ def test_json_array_and_parquet_hold_the_same_rows(data) -> None:  # type: ignor
         assert pq.read_table(io.BytesIO(parquet.content)).to_pylist() == ndjson
 
 
-def test_files_load_with_datasets_and_the_trainer(data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_files_load_with_datasets_and_the_trainer(data, tmp_path) -> None:
     from datasets import load_dataset
 
     from trainer import data as trainer_data
@@ -272,7 +272,7 @@ def test_files_load_with_datasets_and_the_trainer(data, tmp_path) -> None:  # ty
     assert trainer_data.prompts(files["prompts"])
 
 
-def test_since_and_until_select_by_submission_time(data) -> None:  # type: ignore[no-untyped-def]
+def test_since_and_until_select_by_submission_time(data) -> None:
     api, expected = data
     old = lines(
         api.get("/api/v1/export/comparisons", params={"until": expected.cutoff.isoformat()})

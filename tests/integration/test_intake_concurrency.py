@@ -83,7 +83,7 @@ def test_cap_never_exceeded_under_concurrency(
     ]
     results = run_threads(batches)
     sent = Counter(item["user_id"] for batch in batches for item in batch)
-    accepted = Counter()
+    accepted: Counter[str] = Counter()
     for batch, answer in zip(batches, results, strict=True):
         for item, result in zip(batch, answer, strict=True):
             accepted[item["user_id"]] += result["status"] == "accepted"

@@ -48,7 +48,7 @@ def _submit_together(user_ids: list[int], orders: dict[int, list[list[int]]]) ->
     assert not errors, errors
 
 
-def test_concurrent_submissions_keep_the_agreement_tally_exact(app_env, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_submissions_keep_the_agreement_tally_exact(app_env, make_user) -> None:
     from app.db import get_sessionmaker
     from app.models import Task
     from app.services.judgment_scores import rescore_task

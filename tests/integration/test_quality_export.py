@@ -10,12 +10,12 @@ import pytest
 from tests.quality_support import by_ids, outputs, ranking_task, work
 
 
-def _lines(r) -> list[dict]:  # type: ignore[no-untyped-def]
+def _lines(r) -> list[dict]:
     assert r.status_code == 200, r.text
     return [json.loads(line) for line in r.text.splitlines() if line.strip()]
 
 
-def test_quality_figures_filters_and_consensus(api_as, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_quality_figures_filters_and_consensus(api_as, monkeypatch: pytest.MonkeyPatch) -> None:
     from app.config import get_settings
 
     researcher = api_as("researcher")

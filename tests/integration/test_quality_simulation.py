@@ -91,7 +91,7 @@ def _served(client: Any, seed: int) -> set[int]:
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_simulated_labelers(api_as, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_simulated_labelers(api_as, monkeypatch: pytest.MonkeyPatch) -> None:
     from sqlalchemy import select
 
     from app.config import get_settings
@@ -156,7 +156,7 @@ def test_simulated_labelers(api_as, monkeypatch: pytest.MonkeyPatch) -> None:  #
     with get_sessionmaker()() as s:
         extended = 0
         for task_id in ranking_tasks:
-            task = s.get(Task, task_id)
+            task = s.get_one(Task, task_id)
             loaded = load_rankings(s, [Ranking.task_id == task_id])
             first_two = pair_tally(loaded[0].ranks, loaded[1].ranks).rate
             if first_two is not None and first_two < ADAPTIVE_MIN:

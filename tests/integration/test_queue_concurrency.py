@@ -22,7 +22,7 @@ RETRY_S = 0.2
 GIVE_UP_S = 240.0
 
 
-def _queue_drained(maker) -> bool:  # type: ignore[no-untyped-def]
+def _queue_drained(maker) -> bool:
     """Every task is done: no slot is held, and none is free for anyone."""
     from app.models import TaskStatus
 
@@ -98,7 +98,7 @@ def _labeler_loop(
         errors.append(exc)
 
 
-def test_fifty_labelers_at_once_fill_every_task_exactly(app_env, make_user, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_fifty_labelers_at_once_fill_every_task_exactly(app_env, make_user, monkeypatch) -> None:
     from app.config import get_settings
     from app.db import get_sessionmaker
 

@@ -78,7 +78,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _wait_until(condition, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+def _wait_until(condition, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():

@@ -52,7 +52,7 @@ def live_server(app_env: str) -> Iterator[str]:
 
 def test_simulate_command_ranks_by_a_hidden_preference(
     live_server: str, make_user, make_token, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     from sqlalchemy import select
 
     from app.db import get_sessionmaker
@@ -86,7 +86,7 @@ def test_simulate_command_ranks_by_a_hidden_preference(
             assert [e.completion_id for e in ranking.entries] == [ids[1], ids[2], ids[3], ids[0]]
 
 
-def test_simulate_exit_codes(live_server: str, make_user, make_token, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_simulate_exit_codes(live_server: str, make_user, make_token, tmp_path: Path) -> None:
     runner = CliRunner()
     good = tmp_path / "good.txt"
     good.write_text(make_token(make_user("labeler")) + "\n")

@@ -4,6 +4,7 @@ once on synthetic data with a hidden preference rule (trainer.synthetic)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ torch.set_num_threads(1)  # the CI box is small and shared
 
 
 @pytest.fixture(scope="session", autouse=True)
-def trainer_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def trainer_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Point the "tiny" preset cache at a temporary directory for the whole session."""
     cache = tmp_path_factory.mktemp("trainer-cache")
     old = os.environ.get("PREFLOOP_TRAINER_CACHE")

@@ -4,6 +4,7 @@ path; progress callbacks see every step and can cancel without leaving a final c
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -221,8 +222,8 @@ def test_lora_checkpoint_is_merged_into_a_plain_model(tiny: Path, tmp_path: Path
         config=SFT_CONFIG.replace(epochs=1, use_lora=True, lr=1e-2),
     )
     assert not (out / "adapter_config.json").exists()
-    tuned = AutoModelForCausalLM.from_pretrained(out)
-    base = AutoModelForCausalLM.from_pretrained(tiny)
+    tuned: Any = AutoModelForCausalLM.from_pretrained(out)  # a GPT-2: .transformer.h ...
+    base: Any = AutoModelForCausalLM.from_pretrained(tiny)
     w_tuned = tuned.transformer.h[0].attn.c_attn.weight
     w_base = base.transformer.h[0].attn.c_attn.weight
     assert not torch.allclose(w_tuned, w_base)  # the adapters were merged in

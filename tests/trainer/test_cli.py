@@ -17,7 +17,7 @@ from trainer.models import read_prefloop_meta
 runner = CliRunner()
 
 
-def invoke(*args: str) -> str:
+def invoke(*args: object) -> str:
     result = runner.invoke(app, [str(a) for a in args])
     assert result.exit_code == 0, result.output + repr(result.exception)
     return result.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -17,7 +18,8 @@ from trainer.callbacks import Progress, read_metrics
 from trainer.cli import app
 from trainer.config import PPOConfig
 from trainer.data import write_jsonl
-from trainer.ppo import STATE_DIR, train_ppo
+from trainer.meta import STATE_DIR
+from trainer.ppo import train_ppo
 
 CONFIG = PPOConfig(
     iterations=4,
@@ -51,7 +53,7 @@ def test_a_killed_ppo_run_resumes_to_the_same_result(
 ) -> None:
     write_jsonl(tmp_path / "prompts.jsonl", synthetic.prompts(24, seed=8))
     write_jsonl(tmp_path / "text.jsonl", synthetic.pretrain_texts(16, seed=7))
-    paths = {
+    paths: dict[str, Any] = {
         "policy": str(sft_run.path),
         "reward_model": str(rm_run.path),
         "prompts": tmp_path / "prompts.jsonl",

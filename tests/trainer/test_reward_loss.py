@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 
@@ -14,7 +15,7 @@ from trainer.models import load_reward_model, sequence_scores
 from trainer.reward import rank_loss, train_reward_model
 
 # Mixed K (4, 9, 5) in one batch, with ties (ranks shared) in the first two prompts.
-ROWS = [
+ROWS: list[dict[str, Any]] = [
     {
         "prompt": "Describe the frog.",
         "completions": [
@@ -64,6 +65,7 @@ class BackboneCounter:
     def __call__(self, module: torch.nn.Module, args: tuple, kwargs: dict, out: object) -> None:
         if type(module).__name__ == "GPT2Model" and module.training:
             ids = kwargs.get("input_ids", args[0] if args else None)
+            assert ids is not None
             self.calls.append(int(ids.shape[0]))
 
 
@@ -90,7 +92,9 @@ def brute_force_loss(model: torch.nn.Module, tokenizer: object, rows: list[dict]
 def test_rank_loss_equals_brute_force_with_ties_and_mixed_k(tiny: Path) -> None:
     torch.manual_seed(0)
     model, tokenizer, _ = load_reward_model(str(tiny))
-    torch.nn.init.normal_(model.score.weight, std=1.0)  # spread the rewards out
+    torch.nn.init.normal_(
+        cast(torch.nn.Linear, model.score).weight, std=1.0
+    )  # spread the rewards out
     model.train()  # count this forward; dropout off so both computations see the same net
     for m in model.modules():
         if isinstance(m, torch.nn.Dropout):

@@ -15,7 +15,7 @@ def _cell(html: str, cell_id: str) -> str:
     return match.group(1).strip()
 
 
-def test_admin_home_figures_have_one_source(client, api_as, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_admin_home_figures_have_one_source(client, api_as, make_user) -> None:
     for i in range(3):
         make_prompt(f"Write a limerick about cheese number {i}.")  # no demonstration task yet
     make_ranking_task(make_prompt("Rank these answers.", split="train"), k=4)
@@ -37,7 +37,7 @@ def test_admin_home_figures_have_one_source(client, api_as, make_user) -> None: 
     assert rm_train and rm_train.group(1) == "1"
 
 
-def test_data_browser_filters_detail_and_export_link(client, api_as, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_data_browser_filters_detail_and_export_link(client, api_as, make_user) -> None:
     from urllib.parse import parse_qsl, urlsplit
 
     ana = make_user("labeler", username="ana")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,7 @@ from app.services.agreement import (
 )
 
 
-def r(*groups: list[int]) -> dict:
+def r(*groups: list[Any]) -> dict:
     return ranks_from_groups(groups)
 
 
@@ -108,7 +109,9 @@ def test_cohen_kappa_hand_computed():
 
 def test_bootstrap_interval_surrounds_the_pooled_rate():
     credits, pairs = [5.0, 6.0, 3.0, 4.5, 6.0], [6, 6, 6, 6, 6]
-    low, high = ratio_ci95(credits, pairs)
+    interval = ratio_ci95(credits, pairs)
+    assert interval is not None
+    low, high = interval
     assert low <= sum(credits) / sum(pairs) <= high
     assert 0.0 <= low < high <= 1.0
     # reproducible

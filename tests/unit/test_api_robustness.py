@@ -41,7 +41,7 @@ def _assert_clear_4xx(r: Any, *, field: str | None = None) -> None:
         ("POST", "/api/v1/tasks/{id}/submission", "task_id"),
     ],
 )
-def test_out_of_range_id_in_path_is_4xx(api_as, method, path, field, big) -> None:  # type: ignore[no-untyped-def]
+def test_out_of_range_id_in_path_is_4xx(api_as, method, path, field, big) -> None:
     # a body that is valid for its route, so only the id is wrong
     body = {
         "/api/v1/prompts/{id}/use-case": {"use_case": "Generation"},
@@ -61,14 +61,14 @@ def test_out_of_range_id_in_path_is_4xx(api_as, method, path, field, big) -> Non
         ("after=%C2%B2", "after"),  # "²": str.isdigit() says yes, int() says no
     ],
 )
-def test_out_of_range_export_filters_are_422(api_as, kind, query, field) -> None:  # type: ignore[no-untyped-def]
+def test_out_of_range_export_filters_are_422(api_as, kind, query, field) -> None:
     if kind == "comparisons" and query.startswith("after=1:"):
         query += "&format=pairs"
     r = api_as("admin").get(f"/api/v1/export/{kind}?{query}")
     _assert_clear_4xx(r, field=field)
 
 
-def test_out_of_range_ids_in_bodies_are_4xx(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_out_of_range_ids_in_bodies_are_4xx(api_as) -> None:
     api = api_as("admin")
     prompt_id = make_prompt()
     _, completion_ids = make_ranking_task(prompt_id, k=4)
@@ -113,7 +113,7 @@ def test_out_of_range_ids_in_bodies_are_4xx(api_as) -> None:  # type: ignore[no-
         _assert_clear_4xx(api.post(path, json=body), field=field)
 
 
-def test_out_of_range_stored_numbers_are_4xx(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_out_of_range_stored_numbers_are_4xx(api_as) -> None:
     """Plain integer columns are 32-bit on PostgreSQL: a larger value must not reach them."""
     api = api_as("admin")
     use_case_id = api.get("/api/v1/use-cases").json()[0]["id"]
@@ -131,7 +131,7 @@ def test_out_of_range_stored_numbers_are_4xx(api_as) -> None:  # type: ignore[no
     _assert_clear_4xx(r, field="time_spent_ms")
 
 
-def test_deeply_nested_json_body_is_422(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_deeply_nested_json_body_is_422(api_as) -> None:
     depth = 5000
     nested = '{"a":' * depth + "1" + "}" * depth
     api = api_as("admin")
@@ -143,7 +143,7 @@ def test_deeply_nested_json_body_is_422(api_as) -> None:  # type: ignore[no-unty
     _assert_clear_4xx(r, field="body")
 
 
-def test_hostile_metadata_is_rejected_or_stored(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_hostile_metadata_is_rejected_or_stored(api_as) -> None:
     """NUL characters and NaN in a prompt's metadata: PostgreSQL's JSONB takes neither."""
     api = api_as("admin")
     deep: dict[str, Any] = {}
@@ -172,7 +172,7 @@ def _json(value: Any) -> str:
 NUL = "a\x00b"
 
 
-def test_nul_characters_in_text_fields_are_4xx(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_nul_characters_in_text_fields_are_4xx(api_as) -> None:
     """PostgreSQL text cannot hold NUL; every text field rejects it on both databases alike."""
     api = api_as("admin")
     prompt_id = make_prompt()
@@ -214,7 +214,7 @@ def test_nul_characters_in_text_fields_are_4xx(api_as) -> None:  # type: ignore[
     assert labeler.post(url, json={"text": "a clean answer"}).status_code == 200
 
 
-def test_job_params_that_json_cannot_store_are_422(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_job_params_that_json_cannot_store_are_422(api_as) -> None:
     api = api_as("admin")
     for params, field in [
         ({"base_model": "tiny", "lr": float("inf")}, "lr"),
@@ -231,7 +231,7 @@ def test_job_params_that_json_cannot_store_are_422(api_as) -> None:  # type: ign
         _assert_clear_4xx(r, field=field)
 
 
-def test_lone_surrogate_in_prompt_text_is_rejected(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_lone_surrogate_in_prompt_text_is_rejected(api_as) -> None:
     """JSON may escape half a UTF-16 pair ("\\ud800"): no valid text, so the item is rejected."""
     r = api_as("admin").post(
         "/api/v1/prompts",
@@ -244,7 +244,7 @@ def test_lone_surrogate_in_prompt_text_is_rejected(api_as) -> None:  # type: ign
 
 
 @pytest.mark.parametrize("when", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59"])
-def test_time_beyond_the_calendar_in_utc_is_422(api_as, when) -> None:  # type: ignore[no-untyped-def]
+def test_time_beyond_the_calendar_in_utc_is_422(api_as, when) -> None:
     """A valid ISO time whose offset pushes it past year 9999 (or before year 1) in UTC."""
     api = api_as("admin")
     for kind in ("comparisons", "demonstrations", "prompts"):
@@ -257,7 +257,7 @@ def test_time_beyond_the_calendar_in_utc_is_422(api_as, when) -> None:  # type: 
     )
 
 
-def test_login_with_nul_characters_is_a_failed_login(client, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_login_with_nul_characters_is_a_failed_login(client, make_user) -> None:
     from tests.conftest import csrf_from
 
     user = make_user("labeler")

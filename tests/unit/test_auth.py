@@ -9,7 +9,7 @@ from app.models import ApiToken, User
 from tests.conftest import TEST_PASSWORD, csrf_from, login
 
 
-def test_login_sets_signed_httponly_samesite_cookie_and_logout_clears(client, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_login_sets_signed_httponly_samesite_cookie_and_logout_clears(client, make_user) -> None:
     user = make_user("labeler")
     page = client.get("/login")
     r = client.post(
@@ -33,7 +33,7 @@ def test_login_sets_signed_httponly_samesite_cookie_and_logout_clears(client, ma
     assert client.get("/labeler", follow_redirects=False).status_code == 303
 
 
-def test_researcher_lands_on_admin_and_next_is_kept_but_never_offsite(client, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_researcher_lands_on_admin_and_next_is_kept_but_never_offsite(client, make_user) -> None:
     user = make_user("researcher")
     token = csrf_from(client.get("/login").text)
     form = {"username": user.username, "password": TEST_PASSWORD, "csrf_token": token}
@@ -48,7 +48,7 @@ def test_researcher_lands_on_admin_and_next_is_kept_but_never_offsite(client, ma
     assert r.headers["location"] == "/labeler"
 
 
-def test_wrong_password_shows_error_and_keeps_username(client, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_password_shows_error_and_keeps_username(client, make_user) -> None:
     user = make_user("labeler")
     token = csrf_from(client.get("/login").text)
     r = client.post(
@@ -59,7 +59,7 @@ def test_wrong_password_shows_error_and_keeps_username(client, make_user) -> Non
     assert f'value="{user.username}"' in r.text
 
 
-def test_form_post_without_or_with_wrong_csrf_is_rejected(client, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_form_post_without_or_with_wrong_csrf_is_rejected(client, make_user) -> None:
     user = make_user("labeler")
     form = {"username": user.username, "password": TEST_PASSWORD}
     assert client.post("/login", data=form).status_code == 403
@@ -70,7 +70,7 @@ def test_form_post_without_or_with_wrong_csrf_is_rejected(client, make_user) -> 
     assert client.post("/logout").status_code == 403
 
 
-def test_passwords_and_tokens_are_hashed_at_rest(session, make_user, make_token) -> None:  # type: ignore[no-untyped-def]
+def test_passwords_and_tokens_are_hashed_at_rest(session, make_user, make_token) -> None:
     user = make_user("researcher")
     secret = make_token(user)
     row = session.scalar(select(User).where(User.username == user.username))
@@ -81,7 +81,7 @@ def test_passwords_and_tokens_are_hashed_at_rest(session, make_user, make_token)
     assert secret.startswith(token.prefix)
 
 
-def test_token_auth_last_used_and_revocation(client, make_user, make_token, session) -> None:  # type: ignore[no-untyped-def]
+def test_token_auth_last_used_and_revocation(client, make_user, make_token, session) -> None:
     from app.services.accounts import revoke_token
 
     user = make_user("researcher")
@@ -106,7 +106,7 @@ def test_token_auth_last_used_and_revocation(client, make_user, make_token, sess
     assert r.status_code == 401 and "revoked" in r.json()["detail"]
 
 
-def test_malformed_tokens_get_401_not_500(client) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_tokens_get_401_not_500(client) -> None:
     for header in [
         "Bearer",
         "Bearer ",
@@ -120,14 +120,14 @@ def test_malformed_tokens_get_401_not_500(client) -> None:  # type: ignore[no-un
         assert r.json()["detail"]
 
 
-def test_scoped_token_reaches_only_its_scope(client, make_user, make_token) -> None:  # type: ignore[no-untyped-def]
+def test_scoped_token_reaches_only_its_scope(client, make_user, make_token) -> None:
     user = make_user("admin")
     secret = make_token(user, scopes=["ingest"])
     r = client.get("/api/v1/jobs", headers={"Authorization": f"Bearer {secret}"})
     assert r.status_code == 403 and "scope" in r.json()["detail"]
 
 
-def test_me_tells_an_ingest_token_who_it_belongs_to_and_its_scope(  # type: ignore[no-untyped-def]
+def test_me_tells_an_ingest_token_who_it_belongs_to_and_its_scope(
     client, make_user, make_token
 ) -> None:
     # before: 403 "this token's scope does not allow this endpoint"
@@ -147,7 +147,7 @@ def test_me_tells_an_ingest_token_who_it_belongs_to_and_its_scope(  # type: igno
 
 
 @pytest.fixture
-def low_login_limit(monkeypatch):  # type: ignore[no-untyped-def]
+def low_login_limit(monkeypatch):
     """Fewer attempts before throttling, so the test does less (deliberately slow) hashing."""
     from app.config import get_settings
 
@@ -161,7 +161,7 @@ def low_login_limit(monkeypatch):  # type: ignore[no-untyped-def]
 
 def test_repeated_failed_logins_are_throttled_per_account(
     client, make_user, low_login_limit
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     from app.config import get_settings
 
     user = make_user("labeler")
@@ -182,7 +182,7 @@ def test_repeated_failed_logins_are_throttled_per_account(
 
 def test_failed_logins_are_throttled_per_ip_across_accounts(
     client, make_user, low_login_limit
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     from app.config import get_settings
 
     victim = make_user("labeler")
@@ -197,7 +197,7 @@ def test_failed_logins_are_throttled_per_ip_across_accounts(
     assert r.status_code == 429
 
 
-def test_generated_admin_must_change_password(client, session) -> None:  # type: ignore[no-untyped-def]
+def test_generated_admin_must_change_password(client, session) -> None:
     from app.services.accounts import ensure_first_admin
 
     credentials = ensure_first_admin(session)

@@ -11,7 +11,7 @@ from app.cli import cli
 runner = CliRunner()
 
 
-def invoke(*args: str, input: str | None = None):  # type: ignore[no-untyped-def]
+def invoke(*args: str, input: str | None = None):
     return runner.invoke(cli, list(args), input=input)
 
 
@@ -34,7 +34,7 @@ def test_every_command_has_help() -> None:
         assert "Usage" in result.output
 
 
-def test_users_create_and_bad_input(app_env) -> None:  # type: ignore[no-untyped-def]
+def test_users_create_and_bad_input(app_env) -> None:
     ok = invoke(
         "users", "create", "ada", "--role", "researcher", "--password-stdin", input="s3cret-pass\n"
     )
@@ -53,7 +53,7 @@ def test_users_create_and_bad_input(app_env) -> None:  # type: ignore[no-untyped
         assert "Traceback" not in result.output
 
 
-def test_held_out_flag(app_env, make_user, session) -> None:  # type: ignore[no-untyped-def]
+def test_held_out_flag(app_env, make_user, session) -> None:
     from app.models import User
 
     user = make_user("labeler")
@@ -66,7 +66,7 @@ def test_held_out_flag(app_env, make_user, session) -> None:  # type: ignore[no-
     assert missing.exit_code == 1 and "no user 'nobody'" in missing.output
 
 
-def test_screening_decisions_from_the_shell(app_env, make_user, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_screening_decisions_from_the_shell(app_env, make_user, monkeypatch) -> None:
     from app.config import get_settings
     from app.db import get_sessionmaker
     from app.models import ScreeningDecision, User
@@ -98,7 +98,7 @@ def test_screening_decisions_from_the_shell(app_env, make_user, monkeypatch) -> 
     assert invoke("labelers", "list", "--status", "maybe").exit_code == 2
 
 
-def test_tokens_create_prints_only_the_token_and_revoke_works(app_env, make_user, client) -> None:  # type: ignore[no-untyped-def]
+def test_tokens_create_prints_only_the_token_and_revoke_works(app_env, make_user, client) -> None:
     user = make_user("researcher")
     result = invoke("tokens", "create", user.username, "--name", "laptop")
     assert result.exit_code == 0
@@ -117,12 +117,12 @@ def test_tokens_create_prints_only_the_token_and_revoke_works(app_env, make_user
     assert bad_scope.exit_code == 1 and "unknown scope" in bad_scope.output
 
 
-def test_unknown_worker_queue_is_refused(app_env) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_worker_queue_is_refused(app_env) -> None:
     result = invoke("worker", "--queues", "tpu")
     assert result.exit_code == 1 and "unknown queue" in result.output
 
 
-def test_db_upgrade_on_a_fresh_data_dir(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_db_upgrade_on_a_fresh_data_dir(tmp_path, monkeypatch) -> None:
     """The embedded default's first `prefloop db upgrade` creates its data dir."""
     from tests.conftest import _reset_caches
 

@@ -57,7 +57,7 @@ def call_asgi(
     return start["status"], reads, body
 
 
-def test_a_declared_oversized_body_is_refused_before_it_is_read(client) -> None:  # type: ignore[no-untyped-def]
+def test_a_declared_oversized_body_is_refused_before_it_is_read(client) -> None:
     # before: a 200 MiB body without a token was buffered (600 MiB of memory) before the 401
     headers = {"content-type": "application/json", "content-length": str(200 * 1024 * 1024)}
     status, reads, body = call_asgi(client.app, "POST", "/api/v1/prompts", headers, [b"{"])
@@ -65,7 +65,7 @@ def test_a_declared_oversized_body_is_refused_before_it_is_read(client) -> None:
     assert b"PREFLOOP_MAX_REQUEST_BYTES" in body
 
 
-def test_a_streamed_oversized_body_is_cut_off(app_env, monkeypatch, make_user, make_token) -> None:  # type: ignore[no-untyped-def]
+def test_a_streamed_oversized_body_is_cut_off(app_env, monkeypatch, make_user, make_token) -> None:
     from app.config import get_settings
     from app.main import create_app
 
@@ -82,7 +82,7 @@ def test_a_streamed_oversized_body_is_cut_off(app_env, monkeypatch, make_user, m
     assert status == 413 and reads <= 6
 
 
-def test_strangers_are_refused_before_their_body_is_read(client) -> None:  # type: ignore[no-untyped-def]
+def test_strangers_are_refused_before_their_body_is_read(client) -> None:
     # POST /api/v1/completions takes a Pydantic body, which FastAPI reads and parses before
     # it runs the route's dependencies. before: the body was read, then 401
     body = b'{"completions": []}'
@@ -96,14 +96,14 @@ def test_strangers_are_refused_before_their_body_is_read(client) -> None:  # typ
     assert (status, reads) == (401, 0) and b"invalid or revoked token" in text
 
 
-def test_signed_in_clients_still_send_bodies(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_signed_in_clients_still_send_bodies(api_as) -> None:
     researcher = api_as("researcher")
     r = researcher.post("/api/v1/prompts", json={"prompts": [{"text": "Hi", "user_id": "u1"}]})
     assert r.status_code == 200 and r.json()["results"][0]["status"] == "accepted"
 
 
 @pytest.mark.parametrize("path", ["/login", "/healthz", "/api/v1/me", "/no/such/page"])
-def test_every_response_carries_the_security_headers(client, path) -> None:  # type: ignore[no-untyped-def]
+def test_every_response_carries_the_security_headers(client, path) -> None:
     r = client.get(path)
     csp = r.headers["content-security-policy"]
     directives = dict(part.strip().split(" ", 1) for part in csp.split(";"))
@@ -128,7 +128,7 @@ def test_no_template_or_static_page_has_inline_script() -> None:
     assert not offenders
 
 
-def test_api_docs_need_a_login_unless_made_public(client, make_user, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_api_docs_need_a_login_unless_made_public(client, make_user, monkeypatch) -> None:
     from app.config import get_settings
 
     # before: public, although the README said anonymous users reach only /login and /healthz
@@ -161,7 +161,7 @@ def test_instructions_never_load_images_from_other_origins() -> None:
     assert 'src="/static/diagram.png"' in html
 
 
-def test_sql_errors_do_not_carry_their_parameters(session) -> None:  # type: ignore[no-untyped-def]
+def test_sql_errors_do_not_carry_their_parameters(session) -> None:
     from sqlalchemy import text
     from sqlalchemy.exc import StatementError
 

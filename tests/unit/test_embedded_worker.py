@@ -12,7 +12,7 @@ from app.worker.embedded import EmbeddedWorker
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
 
 
-def wait_for(condition, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+def wait_for(condition, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -49,7 +49,7 @@ def test_a_worker_that_keeps_crashing_is_given_up_on() -> None:
         worker.stop(timeout=5)
 
 
-def test_the_worker_ends_itself_when_serve_dies_without_stopping_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_the_worker_ends_itself_when_serve_dies_without_stopping_it(tmp_path) -> None:
     """serve killed or crashed (no `finally`): the worker, re-parented, stops on its own."""
     import subprocess
 
@@ -67,6 +67,7 @@ def test_the_worker_ends_itself_when_serve_dies_without_stopping_it(tmp_path) ->
         [sys.executable, "-c", server], stdout=subprocess.PIPE, text=True, env=env
     )
     try:
+        assert proc.stdout is not None
         worker_pid = int(proc.stdout.readline())
         assert _running(worker_pid)
         proc.kill()  # the "server" crashes

@@ -34,7 +34,7 @@ def test_the_ceiling_is_the_labelers_agreement_on_shared_tasks() -> None:
     assert report.pairwise_agreement == 3 / 4 and report.pairs == 2
 
 
-def test_the_sft_reference_of_a_ppo_chain(session) -> None:  # type: ignore[no-untyped-def]
+def test_the_sft_reference_of_a_ppo_chain(session) -> None:
     from app.models import ModelVersion
 
     base = ModelVersion(kind="base", name="tiny", path="tiny", parent_ids=[])
@@ -56,7 +56,7 @@ def test_the_sft_reference_of_a_ppo_chain(session) -> None:  # type: ignore[no-u
     session.rollback()
 
 
-def test_evaluation_sampling_is_not_launched_directly(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_evaluation_sampling_is_not_launched_directly(api_as) -> None:
     researcher = api_as("researcher")
     r = researcher.post(
         "/api/v1/jobs",

@@ -22,7 +22,7 @@ from app.services.evaluation_stats import (
 )
 
 
-def judgment(prompt: int, ranks: dict[str, int], labeler: int = 1, **kw) -> EvalJudgment:  # type: ignore[no-untyped-def]
+def judgment(prompt: int, ranks: dict[str, int], labeler: int = 1, **kw) -> EvalJudgment:
     return EvalJudgment(prompt, labeler, False, None, ranks, **kw)
 
 
@@ -37,7 +37,8 @@ def test_outcomes_count_ties_half() -> None:
     estimate = win_rate(js, "new", "base")
     assert estimate.value == pytest.approx((1 + 0.5 + 0 + 1) / 4)
     assert (estimate.judgments, estimate.prompts) == (4, 4)
-    lo, hi = estimate.ci95  # type: ignore[misc]
+    assert estimate.value is not None and estimate.ci95 is not None
+    lo, hi = estimate.ci95
     assert 0 <= lo < estimate.value < hi <= 1
 
 

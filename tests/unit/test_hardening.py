@@ -12,16 +12,16 @@ import pytest
 
 
 @pytest.fixture
-def api(api_as):  # type: ignore[no-untyped-def]
+def api(api_as):
     return api_as("researcher")
 
 
-def launch_sft(api, base_model: str):  # type: ignore[no-untyped-def]
+def launch_sft(api, base_model: str):
     return api.post("/api/v1/jobs", json={"kind": "sft", "params": {"base_model": base_model}})
 
 
 @pytest.mark.parametrize("path", ["/etc/shadow", "/etc", "../../../../etc", "~/.ssh"])
-def test_a_base_model_outside_the_model_roots_is_refused(api, path) -> None:  # type: ignore[no-untyped-def]
+def test_a_base_model_outside_the_model_roots_is_refused(api, path) -> None:
     # before: "/etc/shadow" answered 201 and a worker tried to load it
     r = launch_sft(api, path)
     assert r.status_code == 422, r.text
@@ -29,7 +29,7 @@ def test_a_base_model_outside_the_model_roots_is_refused(api, path) -> None:  # 
     assert "model roots" in r.json()["detail"]
 
 
-def test_a_base_model_under_a_model_root_is_accepted(api, monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_base_model_under_a_model_root_is_accepted(api, monkeypatch, tmp_path) -> None:
     from app.config import get_settings
 
     model_dir = tmp_path / "models" / "my-base"
@@ -44,7 +44,7 @@ def test_a_base_model_under_a_model_root_is_accepted(api, monkeypatch, tmp_path)
     assert r.status_code == 422 and "no model directory" in r.json()["detail"]
 
 
-def test_hub_ids_only_when_allowed(api, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_hub_ids_only_when_allowed(api, monkeypatch) -> None:
     from app.config import get_settings
 
     r = launch_sft(api, "openai-community/gpt2")
@@ -54,7 +54,7 @@ def test_hub_ids_only_when_allowed(api, monkeypatch) -> None:  # type: ignore[no
     assert launch_sft(api, "openai-community/gpt2").status_code == 201
 
 
-def test_num_gpus_is_bounded_by_what_the_worker_has(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_num_gpus_is_bounded_by_what_the_worker_has(monkeypatch) -> None:
     import torch
 
     from app.config import get_settings
@@ -96,7 +96,7 @@ def _bootstrap_fresh(data_dir: Path, host: str) -> tuple[str, list[str]]:
     return out.stdout, users
 
 
-def test_demo_labelers_only_on_loopback_with_generated_passwords(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_demo_labelers_only_on_loopback_with_generated_passwords(tmp_path) -> None:
     # before: demo-labeler-1 / label-demo-1 (published in the README) on every embedded
     # deployment, including the Docker image bound to 0.0.0.0
     text, users = _bootstrap_fresh(tmp_path / "public", "0.0.0.0")

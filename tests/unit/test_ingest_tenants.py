@@ -10,7 +10,7 @@ from tests.unit.test_intake_api import RATIOS, ingest
 
 
 @pytest.fixture
-def customers(api_as, make_user, make_token):  # type: ignore[no-untyped-def]
+def customers(api_as, make_user, make_token):
     """Two customers' integrations: ingest-only tokens of two accounts."""
     from fastapi.testclient import TestClient
 
@@ -23,7 +23,7 @@ def customers(api_as, make_user, make_token):  # type: ignore[no-untyped-def]
     return clients
 
 
-def test_another_clients_external_id_is_another_prompt(customers, api_as) -> None:  # type: ignore[no-untyped-def]
+def test_another_clients_external_id_is_another_prompt(customers, api_as) -> None:
     a, b = customers
     [mine] = ingest(a, [{"text": "Plan a trip to Lisbon", "user_id": "u1", "external_id": "x-1"}])
     # before: B was told "accepted" with A's prompt id, and B's text was dropped
@@ -37,7 +37,7 @@ def test_another_clients_external_id_is_another_prompt(customers, api_as) -> Non
     assert again["prompt_id"] == mine["prompt_id"]
 
 
-def test_a_cross_client_duplicate_reveals_nothing_of_the_other(customers) -> None:  # type: ignore[no-untyped-def]
+def test_a_cross_client_duplicate_reveals_nothing_of_the_other(customers) -> None:
     a, b = customers
     text = "Write a haiku about the first snow of the year"
     [first] = ingest(a, [{"text": text, "user_id": "a-user"}])
@@ -48,7 +48,7 @@ def test_a_cross_client_duplicate_reveals_nothing_of_the_other(customers) -> Non
     assert "a-user" not in str(second) and second["reason"] is None
 
 
-def test_caps_are_per_client(customers, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_caps_are_per_client(customers, monkeypatch) -> None:
     from app.config import get_settings
 
     monkeypatch.setenv("PREFLOOP_PROMPTS_PER_USER_CAP", "2")
@@ -61,7 +61,7 @@ def test_caps_are_per_client(customers, monkeypatch) -> None:  # type: ignore[no
     assert theirs["status"] == "accepted"
 
 
-def test_pins_are_per_client(customers, api_as) -> None:  # type: ignore[no-untyped-def]
+def test_pins_are_per_client(customers, api_as) -> None:
     a, b = customers
     user = next(f"p{n}" for n in range(1000) if hash_split(f"p{n}", RATIOS) == "train")
     [mine] = ingest(a, [{"text": "A's prompt for the pin", "user_id": user}])

@@ -19,13 +19,13 @@ def user_in(split: str, tag: str = "u") -> str:
     return f"{tag}-{n}"
 
 
-def ingest(client, prompts: list[dict]) -> list[dict]:  # type: ignore[no-untyped-def]
+def ingest(client, prompts: list[dict]) -> list[dict]:
     r = client.post("/api/v1/prompts", json={"prompts": prompts})
     assert r.status_code == 200, r.text
     return r.json()["results"]
 
 
-def test_accepted_prompt_is_stored_and_readable(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_accepted_prompt_is_stored_and_readable(api_as) -> None:
     api = api_as("researcher")
     user = user_in("val")
     [result] = ingest(
@@ -43,7 +43,7 @@ def test_accepted_prompt_is_stored_and_readable(api_as) -> None:  # type: ignore
     assert got["metadata"] == {"lang": "en"}
 
 
-def test_results_in_input_order_with_rejections(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_results_in_input_order_with_rejections(api_as) -> None:
     api = api_as("researcher")
     limit = get_settings().prompt_max_chars
     results = ingest(
@@ -88,20 +88,20 @@ def test_results_in_input_order_with_rejections(api_as) -> None:  # type: ignore
         ({"prompts": [{"text": "t", "user_id": "u"}] * 1001}, "prompts"),
     ],
 )
-def test_malformed_body_is_422_naming_the_field(api_as, body, field) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_body_is_422_naming_the_field(api_as, body, field) -> None:
     r = api_as("researcher").post("/api/v1/prompts", json=body)
     assert r.status_code == 422
     assert r.json()["field"] == field and field in r.json()["detail"]
 
 
-def test_invalid_json_is_422(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_invalid_json_is_422(api_as) -> None:
     r = api_as("researcher").post(
         "/api/v1/prompts", content=b"{nope", headers={"content-type": "application/json"}
     )
     assert r.status_code == 422 and r.json()["field"] == "body"
 
 
-def test_resending_external_id_is_idempotent(api_as, session) -> None:  # type: ignore[no-untyped-def]
+def test_resending_external_id_is_idempotent(api_as, session) -> None:
     from app.models import Prompt
 
     api = api_as("researcher")
@@ -119,7 +119,7 @@ def test_resending_external_id_is_idempotent(api_as, session) -> None:  # type: 
     assert session.scalar(select(func.count()).select_from(Prompt)) == 5
 
 
-def test_shared_prefix_is_a_duplicate_of_the_first(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_shared_prefix_is_a_duplicate_of_the_first(api_as) -> None:
     api = api_as("researcher")
     n = get_settings().dedup_prefix_chars
     base = "Explain the moon landing to a six year old in a few sentences please " * 2
@@ -145,7 +145,7 @@ def test_shared_prefix_is_a_duplicate_of_the_first(api_as) -> None:  # type: ign
     assert again["status"] == "duplicate"
 
 
-def test_short_prompts_duplicate_only_when_identical(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_short_prompts_duplicate_only_when_identical(api_as) -> None:
     api = api_as("researcher")
     results = ingest(
         api,
@@ -158,7 +158,7 @@ def test_short_prompts_duplicate_only_when_identical(api_as) -> None:  # type: i
     assert [r["status"] for r in results] == ["accepted", "duplicate", "accepted"]
 
 
-def test_cap_per_user(api_as, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_cap_per_user(api_as, monkeypatch) -> None:
     monkeypatch.setenv("PREFLOOP_PROMPTS_PER_USER_CAP", "3")
     get_settings.cache_clear()
     api = api_as("researcher")
@@ -172,7 +172,7 @@ def test_cap_per_user(api_as, monkeypatch) -> None:  # type: ignore[no-untyped-d
     assert other["status"] == "accepted"  # an over-cap prompt does not own its prefix
 
 
-def test_training_split_prompt_is_redacted(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_training_split_prompt_is_redacted(api_as) -> None:
     api = api_as("researcher")
     text = "Email jane.roe@example.org or call +1 415 555 0132 about card 4111-1111-1111-1111."
     [result] = ingest(api, [{"text": text, "user_id": user_in("train")}])
@@ -182,7 +182,7 @@ def test_training_split_prompt_is_redacted(api_as) -> None:  # type: ignore[no-u
     assert got["pii"] == {"EMAIL_ADDRESS": 1, "PHONE_NUMBER": 1, "CREDIT_CARD": 1}
 
 
-def test_drop_policy_rejects_and_keeps_no_raw_text(api_as, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_drop_policy_rejects_and_keeps_no_raw_text(api_as, monkeypatch) -> None:
     monkeypatch.setenv("PREFLOOP_PII_POLICY", "drop")
     get_settings.cache_clear()
     api = api_as("researcher")
@@ -199,7 +199,7 @@ def test_drop_policy_rejects_and_keeps_no_raw_text(api_as, monkeypatch) -> None:
     assert clean["status"] == "accepted"
 
 
-def test_pin_moves_prompts_and_scans_them(api_as, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_pin_moves_prompts_and_scans_them(api_as, monkeypatch) -> None:
     from app.config import get_settings
 
     # a deployment that scans train only (and labels only train)
@@ -221,7 +221,7 @@ def test_pin_moves_prompts_and_scans_them(api_as, monkeypatch) -> None:  # type:
     assert api.delete(f"/api/v1/split-pins/{user}").status_code == 404
 
 
-def test_roles_and_ingest_scope(api_as, make_user, make_token, client) -> None:  # type: ignore[no-untyped-def]
+def test_roles_and_ingest_scope(api_as, make_user, make_token, client) -> None:
     body = {"prompts": [{"text": "Hello there, a prompt", "user_id": "r"}]}
     labeler = api_as("labeler")
     assert labeler.post("/api/v1/prompts", json=body).status_code == 403
@@ -239,7 +239,7 @@ def test_roles_and_ingest_scope(api_as, make_user, make_token, client) -> None: 
     assert api_as("researcher").get("/api/v1/prompts/999999").status_code == 404
 
 
-def test_use_cases_are_seeded_at_bootstrap_and_reading_them_never_writes(api_as, session) -> None:  # type: ignore[no-untyped-def]
+def test_use_cases_are_seeded_at_bootstrap_and_reading_them_never_writes(api_as, session) -> None:
     from app.models import DEFAULT_USE_CASES, UseCase
     from app.services.bootstrap import bootstrap
 

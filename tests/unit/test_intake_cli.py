@@ -14,7 +14,7 @@ from app.models import Prompt
 runner = CliRunner()
 
 
-def test_import_jsonl_with_summary(app_env, tmp_path: Path, session) -> None:  # type: ignore[no-untyped-def]
+def test_import_jsonl_with_summary(app_env, tmp_path: Path, session) -> None:
     long = "Describe the water cycle for a school newsletter in three short paragraphs"
     lines = [
         json.dumps({"text": long, "user_id": "u1", "external_id": "a"}),
@@ -51,7 +51,7 @@ def test_import_jsonl_with_summary(app_env, tmp_path: Path, session) -> None:  #
     )  # a, b found again; the line without external_id is a new duplicate row
 
 
-def test_import_missing_file_and_pin(app_env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_import_missing_file_and_pin(app_env, tmp_path: Path) -> None:
     missing = runner.invoke(cli, ["prompts", "import", str(tmp_path / "nope.jsonl")])
     assert missing.exit_code == 2 and "no such file" in missing.output
     assert "Traceback" not in missing.output

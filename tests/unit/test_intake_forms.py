@@ -10,20 +10,20 @@ from app.models import Prompt
 from tests.conftest import csrf_from, login
 
 
-def stored(session) -> list[Prompt]:  # type: ignore[no-untyped-def]
+def stored(session) -> list[Prompt]:
     """The prompts in the database; ends the read so the app's next write is not blocked."""
     rows = list(session.scalars(select(Prompt).order_by(Prompt.id)))
     session.commit()
     return rows
 
 
-def form_page(client, kind: str) -> str:  # type: ignore[no-untyped-def]
+def form_page(client, kind: str) -> str:
     r = client.get(f"/labeler/prompts/new?kind={kind}")
     assert r.status_code == 200
     return r.text
 
 
-def test_plain_prompt_form_accepts(client, make_user, session) -> None:  # type: ignore[no-untyped-def]
+def test_plain_prompt_form_accepts(client, make_user, session) -> None:
     labeler = make_user("labeler")
     login(client, labeler)
     page = form_page(client, "plain")
@@ -40,7 +40,7 @@ def test_plain_prompt_form_accepts(client, make_user, session) -> None:  # type:
     assert "Write a haiku about rain." in r.text  # listed under "your recent prompts"
 
 
-def test_few_shot_validation_keeps_the_input(client, make_user, session) -> None:  # type: ignore[no-untyped-def]
+def test_few_shot_validation_keeps_the_input(client, make_user, session) -> None:
     login(client, make_user("labeler"))
     page = form_page(client, "few_shot")
     data = {
@@ -78,7 +78,7 @@ def test_few_shot_validation_keeps_the_input(client, make_user, session) -> None
     )
 
 
-def test_use_case_prompt_needs_a_use_case(client, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_use_case_prompt_needs_a_use_case(client, make_user) -> None:
     login(client, make_user("labeler"))
     page = form_page(client, "use_case")
     r = client.post(
@@ -95,7 +95,7 @@ def test_use_case_prompt_needs_a_use_case(client, make_user) -> None:  # type: i
     assert r.status_code == 200 and "accepted" in r.text
 
 
-def test_duplicate_keeps_input_and_says_why(client, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_duplicate_keeps_input_and_says_why(client, make_user) -> None:
     login(client, make_user("labeler"))
     text = "Write a long story about a dragon who learns to bake bread in a small village"
     page = form_page(client, "plain")
@@ -106,13 +106,13 @@ def test_duplicate_keeps_input_and_says_why(client, make_user) -> None:  # type:
     assert r.status_code == 409 and "duplicate" in r.text and text + " again" in r.text
 
 
-def test_form_without_csrf_is_refused(client, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_form_without_csrf_is_refused(client, make_user) -> None:
     login(client, make_user("labeler"))
     r = client.post("/labeler/prompts/new", data={"kind": "plain", "text": "x"})
     assert r.status_code == 403
 
 
-def test_labeler_prompt_json_twin(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_labeler_prompt_json_twin(api_as) -> None:
     api = api_as("labeler")
     r = api.post(
         "/api/v1/labeler-prompts",
@@ -136,7 +136,7 @@ def test_labeler_prompt_json_twin(api_as) -> None:  # type: ignore[no-untyped-de
     assert r.status_code == 422 and r.json()["field"] == "use_case"
 
 
-def test_admin_data_page_counts(client, make_user, api_as) -> None:  # type: ignore[no-untyped-def]
+def test_admin_data_page_counts(client, make_user, api_as) -> None:
     api = api_as("researcher")
     api.post(
         "/api/v1/prompts",
@@ -163,7 +163,7 @@ def test_admin_data_page_counts(client, make_user, api_as) -> None:  # type: ign
     )
 
 
-def test_admin_edits_use_cases_and_pins(client, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_admin_edits_use_cases_and_pins(client, make_user) -> None:
     login(client, make_user("researcher"))
     page = client.get("/admin/data/use-cases")
     assert page.status_code == 200 and page.text.count('name="name"') == 11  # ten + the add form
@@ -190,7 +190,7 @@ def test_admin_edits_use_cases_and_pins(client, make_user) -> None:  # type: ign
     assert r.status_code == 422 and "unknown split" in r.text
 
 
-def _read_user_id_of_last_prompt() -> str:
+def _read_user_id_of_last_prompt() -> str | None:
     from sqlalchemy import select
 
     from app.db import get_sessionmaker
@@ -200,13 +200,13 @@ def _read_user_id_of_last_prompt() -> str:
         return s.scalars(select(Prompt.user_id).order_by(Prompt.id.desc())).first()
 
 
-def test_labeler_cannot_open_admin_data(client, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_labeler_cannot_open_admin_data(client, make_user) -> None:
     login(client, make_user("labeler"))
     assert client.get("/admin/data").status_code == 403
     assert client.get("/admin/data/use-cases").status_code == 403
 
 
-def test_use_case_edit_with_a_bad_position_says_so(client, make_user, session) -> None:  # type: ignore[no-untyped-def]
+def test_use_case_edit_with_a_bad_position_says_so(client, make_user, session) -> None:
     from app.models import UseCase
 
     login(client, make_user("researcher"))

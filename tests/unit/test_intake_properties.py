@@ -122,7 +122,7 @@ def test_curation_invariants(small_limits: str, program: list[tuple]) -> None:
             splits_of[p.user_id].add(p.split)
         assert all(len(s) == 1 for s in splits_of.values()), splits_of
         # the cap holds, and the quota rows count exactly the accepted prompts
-        accepted = defaultdict(int)
+        accepted: defaultdict[str, int] = defaultdict(int)
         for p in prompts:
             accepted[p.user_id] += p.status == "accepted"
         assert max(accepted.values(), default=0) <= CAP
@@ -134,6 +134,7 @@ def test_curation_invariants(small_limits: str, program: list[tuple]) -> None:
         assert len(accepted_keys) == len(set(accepted_keys))
         for p in prompts:
             if p.status == "duplicate":
+                assert p.duplicate_of_id is not None
                 owner = by_id[p.duplicate_of_id]
                 assert owner.status == "accepted" and owner.id < p.id
                 assert key(owner.text) == key(p.text)

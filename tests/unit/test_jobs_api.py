@@ -20,11 +20,11 @@ def _version(kind: str, parents: list[int] | None = None, path: str = "tiny") ->
 
 
 @pytest.fixture
-def api(api_as):  # type: ignore[no-untyped-def]
+def api(api_as):
     return api_as("researcher")
 
 
-def test_sft_job_is_queued_with_the_defaults_of_its_model(api) -> None:  # type: ignore[no-untyped-def]
+def test_sft_job_is_queued_with_the_defaults_of_its_model(api) -> None:
     from trainer.config import PRESET_DEFAULTS, SFTConfig
 
     real = _version("base", path="some-org/llm")  # a real checkpoint, registered
@@ -48,7 +48,7 @@ def test_sft_job_is_queued_with_the_defaults_of_its_model(api) -> None:  # type:
     assert params["batch_size"] == PRESET_DEFAULTS["tiny"]["sft"]["batch_size"]
 
 
-def test_later_steps_get_the_defaults_of_the_model_they_descend_from(api) -> None:  # type: ignore[no-untyped-def]
+def test_later_steps_get_the_defaults_of_the_model_they_descend_from(api) -> None:
     from trainer.config import PPOConfig, RMConfig
 
     tiny_sft = _version("sft", [_version("base", path="tiny")], path="/tmp/sft")
@@ -123,7 +123,7 @@ def test_later_steps_get_the_defaults_of_the_model_they_descend_from(api) -> Non
         ),
     ],
 )
-def test_bad_combinations_are_422_naming_the_field(api, kind, params, field) -> None:  # type: ignore[no-untyped-def]
+def test_bad_combinations_are_422_naming_the_field(api, kind, params, field) -> None:
     base = _version("base")
     ids = {"SFT": _version("sft", [base]), "RM": _version("rm")}
     resolved = {
@@ -143,12 +143,12 @@ def test_bad_combinations_are_422_naming_the_field(api, kind, params, field) -> 
         assert s.query(Job).count() == 0  # nothing half-created
 
 
-def test_unknown_kind_is_422(api) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_kind_is_422(api) -> None:
     r = api.post("/api/v1/jobs", json={"kind": "dpo", "params": {}})
     assert r.status_code == 422
 
 
-def test_cancel_queued_then_rerun_with_the_same_params(api) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_queued_then_rerun_with_the_same_params(api) -> None:
     job_id = api.post(
         "/api/v1/jobs", json={"kind": "sft", "params": {"base_model": "tiny", "epochs": 2}}
     ).json()["job_id"]
@@ -163,14 +163,14 @@ def test_cancel_queued_then_rerun_with_the_same_params(api) -> None:  # type: ig
     assert api.post(f"/api/v1/jobs/{again['job_id']}/rerun").status_code == 409
 
 
-def test_running_job_with_stale_heartbeat_is_failed_by_the_sweep_not_by_reads(api) -> None:  # type: ignore[no-untyped-def]
+def test_running_job_with_stale_heartbeat_is_failed_by_the_sweep_not_by_reads(api) -> None:
     from app.worker.heartbeat import sweep_jobs
 
     job_id = api.post(
         "/api/v1/jobs", json={"kind": "sft", "params": {"base_model": "tiny"}}
     ).json()["job_id"]
     with get_sessionmaker()() as s:
-        job = s.get(Job, job_id)
+        job = s.get_one(Job, job_id)
         job.status, job.worker = "running", "gpu@dead-host"
         job.started_at = job.heartbeat_at = utcnow() - timedelta(minutes=5)
         s.commit()
@@ -184,12 +184,12 @@ def test_running_job_with_stale_heartbeat_is_failed_by_the_sweep_not_by_reads(ap
     assert api.post(f"/api/v1/jobs/{job_id}/rerun").status_code == 201
 
 
-def test_fresh_heartbeat_keeps_a_running_job_running(api) -> None:  # type: ignore[no-untyped-def]
+def test_fresh_heartbeat_keeps_a_running_job_running(api) -> None:
     job_id = api.post(
         "/api/v1/jobs", json={"kind": "sft", "params": {"base_model": "tiny"}}
     ).json()["job_id"]
     with get_sessionmaker()() as s:
-        job = s.get(Job, job_id)
+        job = s.get_one(Job, job_id)
         job.status, job.started_at, job.heartbeat_at = "running", utcnow(), utcnow()
         s.commit()
     assert api.get(f"/api/v1/jobs/{job_id}").json()["status"] == "running"
@@ -197,7 +197,7 @@ def test_fresh_heartbeat_keeps_a_running_job_running(api) -> None:  # type: igno
     assert r.json()["status"] == "running" and r.json()["cancel_requested"] is True
 
 
-def test_models_registry_and_mark_current(api) -> None:  # type: ignore[no-untyped-def]
+def test_models_registry_and_mark_current(api) -> None:
     base = _version("base")
     sft = _version("sft", [base])
     rm = _version("rm", [sft])
@@ -211,7 +211,7 @@ def test_models_registry_and_mark_current(api) -> None:  # type: ignore[no-untyp
     assert current == [base]
 
 
-def test_labelers_cannot_touch_jobs(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_labelers_cannot_touch_jobs(api_as) -> None:
     labeler = api_as("labeler")
     assert (
         labeler.post(
@@ -222,10 +222,10 @@ def test_labelers_cannot_touch_jobs(api_as) -> None:  # type: ignore[no-untyped-
     assert labeler.get("/api/v1/models").status_code == 403
 
 
-def test_unreachable_broker_is_503_and_the_job_is_sent_when_it_is_back(api, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_unreachable_broker_is_503_and_the_job_is_sent_when_it_is_back(api, monkeypatch) -> None:
     import app.services.jobs as job_service
 
-    real_send = job_service.send_job
+    real_send = job_service.send_job  # type: ignore[attr-defined]  # patched where it is used
 
     def broker_down(job_id: int, queue: str) -> str:
         raise ConnectionError("connection refused")

@@ -11,11 +11,11 @@ from app.cli import cli
 runner = CliRunner()
 
 
-def invoke(*args: str):  # type: ignore[no-untyped-def]
+def invoke(*args: str):
     return runner.invoke(cli, list(args))
 
 
-def test_launch_list_show_cancel_rerun(app_env: str, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_launch_list_show_cancel_rerun(app_env: str, make_user) -> None:
     user = make_user("researcher")
     launched = invoke(
         "jobs",

@@ -29,7 +29,7 @@ def test_reporter_records_progress_metrics_and_log(app_env: str) -> None:
     for step in (1, 2, 3):
         reporter(Progress(step, 3, {"loss": 4.0 - step, "kl": float("nan")}))
     with get_sessionmaker()() as s:
-        job = s.get(Job, job_id)
+        job = s.get_one(Job, job_id)
         assert (job.progress_step, job.progress_total) == (3, 3)  # the last step always flushes
         assert "step 3/3 loss=1" in job.log_tail and job.heartbeat_at is not None
         losses = [(m.step, m.value) for m in s.query(JobMetric).order_by(JobMetric.step)]
@@ -43,7 +43,7 @@ def test_reporter_records_step_counts_beyond_32_bits(app_env: str) -> None:
     big = 2**40
     reporter(Progress(big, big, {"loss": 1.0}))
     with get_sessionmaker()() as s:
-        job = s.get(Job, job_id)
+        job = s.get_one(Job, job_id)
         assert (job.progress_step, job.progress_total) == (big, big)
         assert [m.step for m in s.query(JobMetric)] == [big]
 
@@ -53,12 +53,12 @@ def test_reporter_raises_when_a_cancel_was_requested(app_env: str) -> None:
     reporter = JobReporter(job_id)
     reporter(Progress(1, 10, {"loss": 1.0}))  # the first step flushes
     with get_sessionmaker()() as s:
-        s.get(Job, job_id).cancel_requested = True
+        s.get_one(Job, job_id).cancel_requested = True
         s.commit()
     with pytest.raises(JobCancelled):  # the very next step stops, before the next flush is due
         reporter(Progress(2, 10, {"loss": 0.5}))
     with get_sessionmaker()() as s:
-        assert s.get(Job, job_id).progress_step == 2
+        assert s.get_one(Job, job_id).progress_step == 2
 
 
 def test_tailing_reads_complete_lines_only(tmp_path: Path) -> None:
@@ -81,7 +81,7 @@ def test_tailing_reads_complete_lines_only(tmp_path: Path) -> None:
     assert _new_rows(tmp_path / "missing.jsonl", 0) == ([], 0)
 
 
-def test_first_run_registers_tiny_once_and_no_demo_on_a_real_database(session) -> None:  # type: ignore[no-untyped-def]
+def test_first_run_registers_tiny_once_and_no_demo_on_a_real_database(session) -> None:
     from app.services.demo import load_demo_data, register_tiny_base
 
     assert register_tiny_base(session) is not None
@@ -92,7 +92,7 @@ def test_first_run_registers_tiny_once_and_no_demo_on_a_real_database(session) -
     assert load_demo_data(session) is None
 
 
-def test_next_step_follows_the_loop(session) -> None:  # type: ignore[no-untyped-def]
+def test_next_step_follows_the_loop(session) -> None:
     from app.services.loop_status import data_sets, next_step
 
     assert next_step(session, data_sets(session)).title == "Collect prompts"
@@ -114,7 +114,7 @@ def test_next_step_follows_the_loop(session) -> None:  # type: ignore[no-untyped
     assert next_step(session, dict(sets, rm_rankings=3)).href == "/admin/jobs/new?kind=ppo"
 
 
-def test_sample_takes_prompts_of_the_split_without_a_ranking_task(session) -> None:  # type: ignore[no-untyped-def]
+def test_sample_takes_prompts_of_the_split_without_a_ranking_task(session) -> None:
     from app.models import Prompt, Task
     from app.schemas.jobs import SampleParams
     from app.worker.runners import _prompts_to_sample
@@ -140,7 +140,7 @@ def test_sample_takes_prompts_of_the_split_without_a_ranking_task(session) -> No
     session.add(Task(kind="ranking", prompt_id=ranked))
     session.commit()
 
-    def ids(**extra):  # type: ignore[no-untyped-def]
+    def ids(**extra):
         params = SampleParams(**{"model_version_ids": [1], "k": 4, "prompt_count": 10, **extra})
         return [pid for pid, _ in _prompts_to_sample(session, params)]
 
@@ -167,7 +167,7 @@ def test_a_failed_jobs_partial_output_is_removed_and_never_registered(
     (sft.output_dir / ".candidate").mkdir(parents=True)
     (sft.output_dir / "model.safetensors").write_text("half a model")
     with get_sessionmaker()() as s, pytest.raises(JobFailed, match="not a finished checkpoint"):
-        register(s, s.get(Job, job_id), Outcome(model_path=str(sft.output_dir)))
+        register(s, s.get_one(Job, job_id), Outcome(model_path=str(sft.output_dir)))
     discard_partial_output(sft)
     assert not sft.output_dir.exists()
 

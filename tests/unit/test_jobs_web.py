@@ -13,7 +13,7 @@ from tests.conftest import csrf_from, login
 
 
 @pytest.fixture
-def browser(client, make_user):  # type: ignore[no-untyped-def]
+def browser(client, make_user):
     return login(client, make_user("researcher"))
 
 
@@ -31,17 +31,24 @@ def _versions() -> dict[str, int]:
         return {"base": base.id, "sft": sft.id, "rm": rm.id}
 
 
+def _first(pattern: str, text: str) -> str:
+    """The first match of ``pattern`` across lines; the test fails when there is none."""
+    found = re.search(pattern, text, re.S)
+    assert found is not None, pattern
+    return found.group(0)
+
+
 @pytest.mark.parametrize("kind", ["sft", "rm", "ppo", "sample", "export-snapshot"])
-def test_every_kind_has_a_form(browser, kind) -> None:  # type: ignore[no-untyped-def]
+def test_every_kind_has_a_form(browser, kind) -> None:
     page = browser.get(f"/admin/jobs/new?kind={kind}")
     assert page.status_code == 200 and 'id="launch-form"' in page.text
 
 
-def test_form_offers_valid_choices_and_shows_which_defaults_apply(browser) -> None:  # type: ignore[no-untyped-def]
+def test_form_offers_valid_choices_and_shows_which_defaults_apply(browser) -> None:
     ids = _versions()
     page = browser.get("/admin/jobs/new?kind=ppo").text
-    sft_select = re.search(r'name="sft_model_version_id".*?</select>', page, re.S).group(0)
-    rm_select = re.search(r'name="rm_model_version_id".*?</select>', page, re.S).group(0)
+    sft_select = _first(r'name="sft_model_version_id".*?</select>', page)
+    rm_select = _first(r'name="rm_model_version_id".*?</select>', page)
     assert f'value="{ids["sft"]}"' in sft_select and f'value="{ids["rm"]}"' not in sft_select
     assert f'value="{ids["rm"]}"' in rm_select and f'value="{ids["sft"]}"' not in rm_select
     # empty: the model's defaults apply; the method's and the tiny preset's are shown
@@ -50,7 +57,7 @@ def test_form_offers_valid_choices_and_shows_which_defaults_apply(browser) -> No
     assert "the &#39;tiny&#39; preset and models trained from it use" in page
 
 
-def test_form_labels_help_and_defaults_come_from_the_schema(browser) -> None:  # type: ignore[no-untyped-def]
+def test_form_labels_help_and_defaults_come_from_the_schema(browser) -> None:
     """Human labels and help from the params schema's titles and descriptions, the registered
     base model chosen, use cases from the list, and only the fields the kind uses."""
     from app.schemas.jobs import SFTParams
@@ -64,10 +71,10 @@ def test_form_labels_help_and_defaults_come_from_the_schema(browser) -> None:  #
     lr = SFTParams.model_fields["lr"]
     assert f"<span>{lr.title}</span>" in sft and lr.description in sft
     assert "<span>lr</span>" not in sft and "<span>Learning rate</span>" in sft
-    base = re.search(r'name="base_model".*?</select>', sft, re.S).group(0)
+    base = _first(r'name="base_model".*?</select>', sft)
     assert f'<option value="{ids["base"]}" selected>' in base  # tiny, not "type a name"
     assert "type a name" not in sft
-    use_case = re.search(r'name="filters.use_case".*?</select>', sft, re.S).group(0)
+    use_case = _first(r'name="filters.use_case".*?</select>', sft)
     assert '<option value="Generation"' in use_case  # a list, not free text
     sample = browser.get("/admin/jobs/new?kind=sample").text
     assert 'name="use_lora"' not in sample and 'name="lora_r"' not in sample
@@ -75,7 +82,7 @@ def test_form_labels_help_and_defaults_come_from_the_schema(browser) -> None:  #
     assert 'name="temperature"' in sample and 'name="use_lora"' in sft
 
 
-def test_bad_input_is_shown_inline_and_kept(browser) -> None:  # type: ignore[no-untyped-def]
+def test_bad_input_is_shown_inline_and_kept(browser) -> None:
     ids = _versions()
     page = browser.get("/admin/jobs/new?kind=sample")
     r = browser.post(
@@ -94,7 +101,7 @@ def test_bad_input_is_shown_inline_and_kept(browser) -> None:  # type: ignore[no
         assert s.query(Job).count() == 0
 
 
-def test_launch_from_the_form_then_the_job_page_plots_its_metrics(browser) -> None:  # type: ignore[no-untyped-def]
+def test_launch_from_the_form_then_the_job_page_plots_its_metrics(browser) -> None:
     page = browser.get("/admin/jobs/new?kind=sft")
     r = browser.post(
         "/admin/jobs/new?kind=sft",
@@ -104,7 +111,7 @@ def test_launch_from_the_form_then_the_job_page_plots_its_metrics(browser) -> No
     assert r.status_code == 303
     job_id = int(r.headers["location"].rsplit("/", 1)[1])
     with get_sessionmaker()() as s:
-        job = s.get(Job, job_id)
+        job = s.get_one(Job, job_id)
         assert job.params["epochs"] == 3 and job.params["base_model"] == "tiny"
         job.status, job.started_at, job.heartbeat_at = "running", utcnow(), utcnow()
         job.progress_step, job.progress_total = 3, 10
@@ -116,13 +123,13 @@ def test_launch_from_the_form_then_the_job_page_plots_its_metrics(browser) -> No
     assert re.search(r'data-metric="loss".*?<polyline[^>]+points="[\d., ]+"', live, re.S)
     assert 'value="3"' in live and "step 3 of 10" in live
     with get_sessionmaker()() as s:
-        s.get(Job, job_id).status = "succeeded"
+        s.get_one(Job, job_id).status = "succeeded"
         s.commit()
     done = browser.get(f"/admin/jobs/{job_id}").text
     assert "every 1s" not in done  # polling stops when the job ends
 
 
-def test_models_page_marks_the_current_policy(browser) -> None:  # type: ignore[no-untyped-def]
+def test_models_page_marks_the_current_policy(browser) -> None:
     ids = _versions()
     page = browser.get("/admin/models")
     assert f'action="/admin/models/{ids["rm"]}/current"' not in page.text  # an RM is no policy
@@ -133,10 +140,10 @@ def test_models_page_marks_the_current_policy(browser) -> None:  # type: ignore[
     )
     assert r.status_code == 303
     with get_sessionmaker()() as s:
-        assert s.get(ModelVersion, ids["sft"]).is_current
+        assert s.get_one(ModelVersion, ids["sft"]).is_current
 
 
-def test_admin_home_suggests_the_next_step(browser) -> None:  # type: ignore[no-untyped-def]
+def test_admin_home_suggests_the_next_step(browser) -> None:
     home = browser.get("/admin")
     assert 'hx-get="/admin/overview"' in home.text
     panel = browser.get("/admin/overview", headers={"HX-Request": "true"})
@@ -144,7 +151,7 @@ def test_admin_home_suggests_the_next_step(browser) -> None:  # type: ignore[no-
     assert "Collect prompts" in panel.text and "No worker has reported" in panel.text
 
 
-def test_job_list_refreshes_while_a_job_is_active(browser) -> None:  # type: ignore[no-untyped-def]
+def test_job_list_refreshes_while_a_job_is_active(browser) -> None:
     assert "every 3s" not in browser.get("/admin/jobs").text
     with get_sessionmaker()() as s:
         s.add(Job(kind="sft", params={"base_model": "tiny"}, status="queued"))

@@ -44,7 +44,7 @@ def test_untouched_means_shown_order_no_ties_no_scores() -> None:
 
 
 def _row(**figures: float | int | None) -> dict:
-    row = {
+    row: dict[str, float | int | None] = {
         "gold_accuracy": None,
         "gold_judgments": 0,
         "agreement_with_others": None,
@@ -97,6 +97,7 @@ def test_position_bias_needs_to_be_beyond_chance() -> None:
     # ten rankings of K=4: chance gives 2.5 first-shown-best, variance 10 * 1/4 * 3/4
     lucky = excess_z(5, 2.5, 1.875)
     always = excess_z(10, 2.5, 1.875)
+    assert lucky is not None and always is not None
     assert lucky == pytest.approx(2.5 / 1.875**0.5) and lucky < 3
     assert always > 5
     medians = team_medians([])

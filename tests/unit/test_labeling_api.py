@@ -9,11 +9,11 @@ from app.models import FLAGS, Demonstration, Ranking, RankingEntry
 from tests.labeling_support import make_prompt, make_ranking_task
 
 
-def _count(model) -> int:  # type: ignore[no-untyped-def]
+def _count(model) -> int:
     return _read(lambda s: s.scalar(select(func.count()).select_from(model)))
 
 
-def _read(fn):  # type: ignore[no-untyped-def]
+def _read(fn):
     """Read in a short transaction of its own (on SQLite an open one would block the app)."""
     from app.db import get_sessionmaker
 
@@ -21,7 +21,7 @@ def _read(fn):  # type: ignore[no-untyped-def]
         return fn(s)
 
 
-def test_completions_and_ranking_task_through_the_api(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_completions_and_ranking_task_through_the_api(api_as) -> None:
     researcher = api_as("researcher")
     prompt_id = make_prompt()
     r = researcher.post(
@@ -46,13 +46,13 @@ def test_completions_and_ranking_task_through_the_api(api_as) -> None:  # type: 
     assert body["completion_ids"] == ids
 
 
-def test_ranking_task_rejections_say_why(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_ranking_task_rejections_say_why(api_as) -> None:
     researcher = api_as("researcher")
     prompt_id, other_prompt = make_prompt(), make_prompt()
     _, ids = make_ranking_task(prompt_id, k=9)
     _, other_ids = make_ranking_task(other_prompt, k=4)
 
-    def post(body):  # type: ignore[no-untyped-def]
+    def post(body):
         return researcher.post("/api/v1/ranking-tasks", json={"prompt_id": prompt_id, **body})
 
     cases = [
@@ -80,13 +80,13 @@ def test_ranking_task_rejections_say_why(api_as) -> None:  # type: ignore[no-unt
     assert r.status_code == 422 and r.json()["field"] == "completions.0.text"
 
 
-def test_labelers_cannot_create_tasks(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_labelers_cannot_create_tasks(api_as) -> None:
     labeler = api_as("labeler")
     r = labeler.post("/api/v1/ranking-tasks", json={"prompt_id": 1, "completion_ids": [1, 2, 3, 4]})
     assert r.status_code == 403
 
 
-def test_next_task_ranking_shape_and_204(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_next_task_ranking_shape_and_204(api_as) -> None:
     labeler = api_as("labeler")
     assert labeler.get("/api/v1/tasks/next?kind=ranking").status_code == 204
     prompt_id = make_prompt("Explain the moon landing to a 6 year old.")
@@ -111,7 +111,7 @@ def test_next_task_ranking_shape_and_204(api_as) -> None:  # type: ignore[no-unt
     assert labeler.get("/api/v1/tasks/next?kind=nonsense").status_code == 422
 
 
-def test_demonstration_submission_and_idempotent_repeat(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_demonstration_submission_and_idempotent_repeat(api_as) -> None:
     labeler = api_as("labeler")
     prompt_id = make_prompt("Write a haiku about rain.")
     task = labeler.get("/api/v1/tasks/next?kind=demonstration").json()
@@ -135,7 +135,7 @@ def test_demonstration_submission_and_idempotent_repeat(api_as) -> None:  # type
     assert labeler.get("/api/v1/tasks/next?kind=demonstration").status_code == 204
 
 
-def test_ranking_submission_with_ties_likert_and_flags(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_ranking_submission_with_ties_likert_and_flags(api_as) -> None:
     labeler = api_as("labeler")
     task_id, ids = make_ranking_task(make_prompt(), k=5)
     shown = [c["completion_id"] for c in labeler.get("/api/v1/tasks/next").json()["completions"]]
@@ -204,7 +204,7 @@ def test_ranking_submission_with_ties_likert_and_flags(api_as) -> None:  # type:
         (lambda ids: {}, 422, "submission"),
     ],
 )
-def test_invalid_ranking_submissions_are_rejected(api_as, make_body, status, field) -> None:  # type: ignore[no-untyped-def]
+def test_invalid_ranking_submissions_are_rejected(api_as, make_body, status, field) -> None:
     labeler = api_as("labeler")
     task_id, ids = make_ranking_task(make_prompt(), k=4)
     labeler.get("/api/v1/tasks/next")
@@ -217,7 +217,7 @@ def test_invalid_ranking_submissions_are_rejected(api_as, make_body, status, fie
     assert ok.status_code == 200, ok.text
 
 
-def test_submission_for_a_task_not_yours_or_expired(api_as, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_submission_for_a_task_not_yours_or_expired(api_as, monkeypatch) -> None:
     alice, bob = api_as("labeler"), api_as("labeler")
     task_id, ids = make_ranking_task(make_prompt(), k=4)
     assert (
@@ -241,7 +241,7 @@ def test_submission_for_a_task_not_yours_or_expired(api_as, monkeypatch) -> None
     )
 
 
-def test_skip_is_recorded_and_passes_the_task_on_until_too_many_skip(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_skip_is_recorded_and_passes_the_task_on_until_too_many_skip(api_as) -> None:
     from app.models import Assignment, Task
 
     task_id, ids = make_ranking_task(make_prompt(), k=4)

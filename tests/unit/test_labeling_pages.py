@@ -12,14 +12,14 @@ from tests.labeling_support import make_prompt, make_ranking_task
 XSS = '<script>alert("xss")</script><img src=x onerror="alert(1)">'
 
 
-def _read(fn):  # type: ignore[no-untyped-def]
+def _read(fn):
     from app.db import get_sessionmaker
 
     with get_sessionmaker()() as s:
         return fn(s)
 
 
-def test_demonstration_page_keeps_input_on_errors_and_saves(client, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_demonstration_page_keeps_input_on_errors_and_saves(client, make_user) -> None:
     labeler = make_user("labeler")
     structure = {
         "instruction": "Translate to French.",
@@ -56,7 +56,7 @@ def test_demonstration_page_keeps_input_on_errors_and_saves(client, make_user) -
     assert demo.text == "oiseau\nfin" and demo.time_spent_ms == 1234
 
 
-def test_ranking_form_with_ties_likert_and_flags(client, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_ranking_form_with_ties_likert_and_flags(client, make_user) -> None:
     labeler = make_user("labeler")
     task_id, ids = make_ranking_task(make_prompt(), k=4)
     login(client, labeler)
@@ -95,7 +95,7 @@ def test_ranking_form_with_ties_likert_and_flags(client, make_user) -> None:  # 
     assert _read(lambda s: s.scalar(select(Ranking.time_spent_ms))) >= 0
 
 
-def test_completion_text_is_escaped(client, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_completion_text_is_escaped(client, make_user) -> None:
     labeler = make_user("labeler")
     make_ranking_task(make_prompt(XSS), [XSS, "plain", "```python\nprint(1)\n```", "x"])
     login(client, labeler)
@@ -105,7 +105,7 @@ def test_completion_text_is_escaped(client, make_user) -> None:  # type: ignore[
     assert "onerror=&#34;alert(1)&#34;" in page.text
 
 
-def test_task_pages_refuse_tasks_not_held(client, make_user, api_as) -> None:  # type: ignore[no-untyped-def]
+def test_task_pages_refuse_tasks_not_held(client, make_user, api_as) -> None:
     task_id, _ = make_ranking_task(make_prompt(), k=4)
     holder = api_as("labeler")
     holder.get("/api/v1/tasks/next")
@@ -115,7 +115,7 @@ def test_task_pages_refuse_tasks_not_held(client, make_user, api_as) -> None:  #
     assert r.url.path == "/labeler" and "Nothing is waiting" in r.text
 
 
-def test_home_summary_counts(client, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_home_summary_counts(client, make_user) -> None:
     labeler = make_user("labeler")
     make_prompt()
     make_ranking_task(make_prompt(), k=4)
@@ -131,7 +131,7 @@ def test_home_summary_counts(client, make_user) -> None:  # type: ignore[no-unty
     assert 'href="/instructions"' in summary
 
 
-def test_instructions_default_edit_and_sanitising(client, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_instructions_default_edit_and_sanitising(client, make_user) -> None:
     labeler, researcher = make_user("labeler"), make_user("researcher")
     login(client, labeler)
     page = client.get("/instructions")
@@ -168,7 +168,7 @@ def _use_case_of(prompt_id: int) -> str | None:
     return _read(lambda s: s.get_one(Prompt, prompt_id).use_case)
 
 
-def test_use_case_select_on_both_task_pages_saves_with_htmx(client, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_use_case_select_on_both_task_pages_saves_with_htmx(client, make_user) -> None:
     from app.models import Prompt
 
     labeler = make_user("labeler")

@@ -3,6 +3,8 @@ the labeler's history and editing their own submission while its task is open.""
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 
 from app.models import Demonstration, Ranking, RankingEntry
@@ -10,7 +12,7 @@ from tests.conftest import csrf_from, login
 from tests.labeling_support import make_prompt, make_ranking_task
 
 
-def _read(fn):  # type: ignore[no-untyped-def]
+def _read(fn):
     from app.db import get_sessionmaker
 
     with get_sessionmaker()() as s:
@@ -22,7 +24,7 @@ def _entries() -> dict[int, tuple[int, int | None, list[str]]]:
     return {e.completion_id: (e.rank, e.likert, e.flags) for e in rows}
 
 
-def test_untouched_ranking_is_refused_unless_confirmed(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_untouched_ranking_is_refused_unless_confirmed(api_as) -> None:
     labeler = api_as("labeler")
     task_id, _ = make_ranking_task(make_prompt(split="test"), k=4)
     shown = [c["completion_id"] for c in labeler.get("/api/v1/tasks/next").json()["completions"]]
@@ -39,7 +41,7 @@ def test_untouched_ranking_is_refused_unless_confirmed(api_as) -> None:  # type:
     assert _entries() == {c: (i + 1, None, []) for i, c in enumerate(shown)}
 
 
-def test_likert_required_by_the_project(api_as, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_likert_required_by_the_project(api_as, monkeypatch) -> None:
     from app.config import get_settings
 
     monkeypatch.setenv("PREFLOOP_LIKERT_REQUIRED", "true")
@@ -49,14 +51,17 @@ def test_likert_required_by_the_project(api_as, monkeypatch) -> None:  # type: i
     task = labeler.get("/api/v1/tasks/next").json()
     assert task["likert_required"] is True
     url = f"/api/v1/tasks/{task_id}/submission"
-    body = {"ranking": [ids[::-1]], "ratings": {str(i): {"likert": 3} for i in ids[:3]}}
+    body: dict[str, Any] = {
+        "ranking": [ids[::-1]],
+        "ratings": {str(i): {"likert": 3} for i in ids[:3]},
+    }
     r = labeler.post(url, json=body)
     assert r.status_code == 422 and r.json()["field"] == "ratings" and str(ids[3]) in r.text
     body["ratings"][str(ids[3])] = {"likert": 5}
     assert labeler.post(url, json=body).status_code == 200
 
 
-def test_edit_own_ranking_through_the_api_while_the_task_is_open(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_edit_own_ranking_through_the_api_while_the_task_is_open(api_as) -> None:
     alice, bob = api_as("labeler"), api_as("labeler")
     task_id, ids = make_ranking_task(make_prompt(split="test"), k=4, overlap=2)
     alice.get("/api/v1/tasks/next")
@@ -80,7 +85,7 @@ def test_edit_own_ranking_through_the_api_while_the_task_is_open(api_as) -> None
     assert _read(lambda s: len(s.scalars(select(Ranking)).all())) == 2
 
 
-def test_my_work_lists_submissions_and_edits_a_demonstration(client, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_my_work_lists_submissions_and_edits_a_demonstration(client, make_user) -> None:
     from app.db import get_sessionmaker
     from app.models import Task
 
@@ -115,7 +120,7 @@ def test_my_work_lists_submissions_and_edits_a_demonstration(client, make_user) 
 
 def test_untouched_ranking_form_is_refused_inline_and_confirmed_by_a_checkbox(
     client, make_user
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     task_id, _ = make_ranking_task(make_prompt(split="test"), k=4)
     login(client, make_user("labeler"))
     page = client.get("/labeler/next?kind=ranking")

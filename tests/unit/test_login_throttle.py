@@ -18,7 +18,7 @@ LIMIT = 2
 
 
 @pytest.fixture
-def throttling(monkeypatch):  # type: ignore[no-untyped-def]
+def throttling(monkeypatch):
     """A small limit (less deliberately slow hashing) and a delay far longer than the test."""
     from app.config import get_settings
 
@@ -33,7 +33,7 @@ def browser(client: TestClient, address: str = "203.0.113.7") -> TestClient:
     return TestClient(client.app, client=(address, 40000))
 
 
-def attempt(c: TestClient, username: str, password: str, **headers: str):  # type: ignore[no-untyped-def]
+def attempt(c: TestClient, username: str, password: str, **headers: str):
     token = csrf_from(c.get("/login").text)
     return c.post(
         "/login",
@@ -43,7 +43,7 @@ def attempt(c: TestClient, username: str, password: str, **headers: str):  # typ
     )
 
 
-def test_a_strangers_guesses_do_not_lock_the_owner_out(client, make_user, throttling) -> None:  # type: ignore[no-untyped-def]
+def test_a_strangers_guesses_do_not_lock_the_owner_out(client, make_user, throttling) -> None:
     user = make_user("admin")
     attacker = browser(client, "198.51.100.66")
     for _ in range(LIMIT):
@@ -56,7 +56,7 @@ def test_a_strangers_guesses_do_not_lock_the_owner_out(client, make_user, thrott
     assert attempt(owner, user.username, TEST_PASSWORD).status_code == 303
 
 
-def test_an_address_is_throttled_across_accounts(client, make_user, throttling) -> None:  # type: ignore[no-untyped-def]
+def test_an_address_is_throttled_across_accounts(client, make_user, throttling) -> None:
     victim = make_user("labeler")
     sprayer = browser(client, "198.51.100.66")
     for i in range(4 * LIMIT):
@@ -65,7 +65,7 @@ def test_an_address_is_throttled_across_accounts(client, make_user, throttling) 
     assert attempt(browser(client), victim.username, TEST_PASSWORD).status_code == 303
 
 
-def test_delays_grow_after_the_free_attempts(  # type: ignore[no-untyped-def]
+def test_delays_grow_after_the_free_attempts(
     client, make_user, throttling, session, monkeypatch
 ) -> None:
     from app.config import get_settings
@@ -89,7 +89,7 @@ def test_delays_grow_after_the_free_attempts(  # type: ignore[no-untyped-def]
     assert waits[0] <= 60 and waits[1] > waits[0] * 1.5 and waits[2] > waits[1] * 1.5
 
 
-def test_a_success_clears_the_accounts_counter(client, make_user, throttling, session) -> None:  # type: ignore[no-untyped-def]
+def test_a_success_clears_the_accounts_counter(client, make_user, throttling, session) -> None:
     user = make_user("labeler")
     c = browser(client)
     attempt(c, user.username, "typo")
@@ -98,7 +98,7 @@ def test_a_success_clears_the_accounts_counter(client, make_user, throttling, se
     assert list(rows) == []
 
 
-def test_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy(  # type: ignore[no-untyped-def]
+def test_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy(
     client, make_user, throttling, monkeypatch
 ) -> None:
     from app.config import get_settings
@@ -125,7 +125,7 @@ def test_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy(  # type: i
     assert ok.status_code == 303
 
 
-def test_serve_trusts_forwarded_headers_only_from_configured_proxies(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_serve_trusts_forwarded_headers_only_from_configured_proxies(monkeypatch) -> None:
     from app.cli import uvicorn_options
     from app.config import get_settings
 
@@ -139,7 +139,7 @@ def test_serve_trusts_forwarded_headers_only_from_configured_proxies(monkeypatch
     get_settings.cache_clear()
 
 
-def test_concurrent_attempts_never_exceed_the_limit(make_user, throttling) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_attempts_never_exceed_the_limit(make_user, throttling) -> None:
     """20 simultaneous guesses: exactly LIMIT reach the password check, on both databases."""
     from app.db import get_sessionmaker
     from app.services import ServiceError

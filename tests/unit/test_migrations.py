@@ -17,7 +17,7 @@ from tests.conftest import PG_ADMIN_URL, service_unavailable
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def empty_db(request, tmp_path):  # type: ignore[no-untyped-def]
+def empty_db(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'empty.sqlite'}"
         return

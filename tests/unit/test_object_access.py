@@ -101,7 +101,7 @@ def routes_with_ids() -> list[tuple[str, str]]:
     found = []
     for route in iter_api_routes(create_app().routes):
         if "{" in route.path:
-            for method in sorted(route.methods - {"HEAD"}):
+            for method in sorted((route.methods or set()) - {"HEAD"}):
                 found.append((method, route.path))
     return found
 
@@ -119,7 +119,7 @@ def test_every_route_with_an_id_has_a_case() -> None:
             route = next(
                 r
                 for r in iter_api_routes(create_app().routes)
-                if r.path == path and method in r.methods
+                if r.path == path and method in (r.methods or set())
             )
             assert minimum_role(route) == case.role, (method, path)
 
@@ -129,7 +129,7 @@ def _fill(path: str, ids: dict[str, str]) -> str:
     return re.sub(r"\{([^}]+)\}", lambda m: ids.get(m.group(1), default), path)
 
 
-def _as(client: TestClient, user, api: bool, make_token) -> tuple[TestClient, dict[str, str]]:  # type: ignore[no-untyped-def]
+def _as(client: TestClient, user, api: bool, make_token) -> tuple[TestClient, dict[str, str]]:
     c = TestClient(client.app)
     if api:
         c.headers["Authorization"] = f"Bearer {make_token(user)}"
@@ -138,7 +138,7 @@ def _as(client: TestClient, user, api: bool, make_token) -> tuple[TestClient, di
     return c, {"csrf_token": csrf_from(c.get("/login").text)}
 
 
-def _call(c: TestClient, method: str, url: str, form: dict[str, str]):  # type: ignore[no-untyped-def]
+def _call(c: TestClient, method: str, url: str, form: dict[str, str]):
     if url.startswith("/api/"):
         if url.endswith("/use-case"):
             body: dict[str, object] = {"use_case": "Generation"}
@@ -151,7 +151,7 @@ def _call(c: TestClient, method: str, url: str, form: dict[str, str]):  # type: 
     return c.request(method, url, data=data, follow_redirects=False)
 
 
-def test_shared_objects_are_closed_to_lower_roles_alike(client, make_user, make_token) -> None:  # type: ignore[no-untyped-def]
+def test_shared_objects_are_closed_to_lower_roles_alike(client, make_user, make_token) -> None:
     make_user("labeler", username="bystander")  # user 1 exists
     prompt_id = make_prompt(SECRET)  # a prompt exists
     existing = {"user_id": "1", "labeler_id": "1", "prompt_id": str(prompt_id)}
@@ -176,7 +176,7 @@ def test_shared_objects_are_closed_to_lower_roles_alike(client, make_user, make_
 
 
 @pytest.fixture
-def held_by_someone_else(client, make_user):  # type: ignore[no-untyped-def]
+def held_by_someone_else(client, make_user):
     """A ranking task and its prompt (with a recognisable text), held by labeler A."""
     owner = make_user("labeler")
     prompt_id = make_prompt(SECRET)
@@ -194,7 +194,7 @@ def held_by_someone_else(client, make_user):  # type: ignore[no-untyped-def]
     return {"task_id": str(task_id), "prompt_id": str(prompt_id), "owner": owner}
 
 
-def test_a_labeler_cannot_reach_another_labelers_task_or_prompt(  # type: ignore[no-untyped-def]
+def test_a_labeler_cannot_reach_another_labelers_task_or_prompt(
     client, make_user, make_token, held_by_someone_else, session
 ) -> None:
     from app.models import Prompt
@@ -219,7 +219,7 @@ def test_a_labeler_cannot_reach_another_labelers_task_or_prompt(  # type: ignore
     assert prompt is not None and prompt.use_case is None  # nothing changed
 
 
-def test_the_holder_and_researchers_may_categorise(  # type: ignore[no-untyped-def]
+def test_the_holder_and_researchers_may_categorise(
     client, make_user, make_token, held_by_someone_else
 ) -> None:
     holder, _ = _as(client, held_by_someone_else["owner"], True, make_token)

@@ -50,7 +50,7 @@ def test_a_text_not_scanned_in_time_is_a_failure_with_a_reason() -> None:
     assert isinstance(result, ScanFailure) and "did not finish within" in result.reason
 
 
-def test_a_prompt_whose_scan_times_out_is_rejected_not_stored(api_as, session, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_prompt_whose_scan_times_out_is_rejected_not_stored(api_as, session, monkeypatch) -> None:
     from app.config import get_settings
 
     monkeypatch.setenv("PREFLOOP_PII_SCAN_DEADLINE_S", "0.0001")
@@ -73,7 +73,7 @@ def unbounded_scan_seconds(text: str) -> float:
     return time.monotonic() - started
 
 
-def test_adversarial_prompts_are_answered_fast_and_health_stays_fast(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_adversarial_prompts_are_answered_fast_and_health_stays_fast(api_as) -> None:
     """Bounds relative to the old behaviour measured in the same test (so a loaded machine
     slows both sides alike): the old scanner is quadratic on a run of "!", 20,000 of them cost
     100 times what 2,000 do; the new one answers all five 20,000-character texts in a quarter
@@ -117,7 +117,7 @@ def test_adversarial_prompts_are_answered_fast_and_health_stays_fast(api_as) -> 
     assert max(answered_meanwhile) < max(seconds / 2, 0.5), (answered_meanwhile, seconds)
 
 
-def test_every_split_is_scanned_by_default(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_every_split_is_scanned_by_default(api_as) -> None:
     # before: only train; a val prompt with an e-mail, a card and a phone number reached a
     # labeler (demonstration tasks are made for train and val) and val exports unredacted
     api = api_as("researcher")
@@ -130,7 +130,7 @@ def test_every_split_is_scanned_by_default(api_as) -> None:  # type: ignore[no-u
         assert stored["pii"] == {"EMAIL_ADDRESS": 1, "CREDIT_CARD": 1, "PHONE_NUMBER": 1}
 
 
-def test_a_labeled_split_that_is_not_scanned_is_refused(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_labeled_split_that_is_not_scanned_is_refused(monkeypatch) -> None:
     from app.config import Settings
 
     monkeypatch.setenv("PREFLOOP_PII_SPLITS", "train")
@@ -139,7 +139,7 @@ def test_a_labeled_split_that_is_not_scanned_is_refused(monkeypatch) -> None:  #
         Settings()
 
 
-def test_metadata_values_are_scanned_too(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_metadata_values_are_scanned_too(api_as) -> None:
     api = api_as("researcher")
     metadata = {"contact": "bob@example.com", "nested": [{"phone": "+44 20 7946 0958"}], "n": 3}
     [result] = ingest(api, [{"text": "Plan my week", "user_id": "m1", "metadata": metadata}])
@@ -152,7 +152,7 @@ def test_metadata_values_are_scanned_too(api_as) -> None:  # type: ignore[no-unt
     assert stored["pii"] == {"EMAIL_ADDRESS": 1, "PHONE_NUMBER": 1}
 
 
-def test_the_dedup_key_is_computed_after_redaction(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_the_dedup_key_is_computed_after_redaction(api_as) -> None:
     api = api_as("researcher")
     first, second = ingest(
         api,
@@ -164,7 +164,7 @@ def test_the_dedup_key_is_computed_after_redaction(api_as) -> None:  # type: ign
     assert (first["status"], second["status"]) == ("accepted", "duplicate")
 
 
-def test_a_pin_into_a_scanned_split_rescans_prompts_and_completions(api_as, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_pin_into_a_scanned_split_rescans_prompts_and_completions(api_as, monkeypatch) -> None:
     from app.config import get_settings
 
     monkeypatch.setenv("PREFLOOP_PII_SPLITS", "train")
@@ -192,7 +192,7 @@ def test_a_pin_into_a_scanned_split_rescans_prompts_and_completions(api_as, monk
     assert texts == ["Sure, mailing <EMAIL_ADDRESS> now"]
 
 
-def test_completions_of_a_scanned_prompt_are_scanned(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_completions_of_a_scanned_prompt_are_scanned(api_as) -> None:
     api = api_as("researcher")
     [result] = ingest(api, [{"text": "Say hello to my friend", "user_id": "c1"}])
     r = api.post(

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from tests.quality_support import as_shown, by_ids, outputs, ranking_task, take, work
+from tests.quality_support import (
+    as_shown,
+    by_ids,
+    outputs,
+    ranking_task,
+    take,
+    taken,
+    work,
+    worked,
+)
 
 
 def _gold_rate(monkeypatch: pytest.MonkeyPatch, rate: str) -> None:
@@ -16,7 +27,7 @@ def _gold_rate(monkeypatch: pytest.MonkeyPatch, rate: str) -> None:
 
 def test_gold_task_is_scored_against_the_reference_and_never_exported(
     api_as, monkeypatch: pytest.MonkeyPatch
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     researcher = api_as("researcher")
     prompt_id, ids = outputs(4)
     a, b, c, d = ids
@@ -26,7 +37,7 @@ def test_gold_task_is_scored_against_the_reference_and_never_exported(
         "reference_ranking": [[a], [b, c], [d]],
         "reference_flags": {str(d): ["hallucination"]},
     }
-    bad = [
+    bad: list[tuple[dict[str, Any], str]] = [
         ({"reference_ranking": [[a], [b, c]]}, "reference_ranking"),  # d missing
         ({"reference_ranking": [[a], [b, c], [d, a]]}, "reference_ranking"),
         ({"reference_flags": {str(d): ["made_up"]}}, f"reference_flags.{d}"),
@@ -45,7 +56,7 @@ def test_gold_task_is_scored_against_the_reference_and_never_exported(
     # gold only comes mixed into a stream of regular rankings
     _gold_rate(monkeypatch, "1.0")
     ranking_task(4)
-    task = take(labeler)
+    task = taken(labeler)
     assert task["task_id"] == gold_id and task["kind"] == "ranking"
     # a > c > b > d: pairs (a,b) (a,c) (a,d) (b,d) (c,d) agree, (b,c) tie vs order 1/2
     answer = by_ids([a, c, b, d])(task)
@@ -65,7 +76,7 @@ def test_gold_task_is_scored_against_the_reference_and_never_exported(
     assert f'"prompt_id":{prompt_id}' not in export
 
 
-def test_a_ranking_task_turned_gold_scores_its_rankings(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_a_ranking_task_turned_gold_scores_its_rankings(api_as) -> None:
     researcher = api_as("researcher")
     task_id, ids = ranking_task(4)
     labeler = api_as("labeler")
@@ -83,7 +94,7 @@ def test_a_ranking_task_turned_gold_scores_its_rankings(api_as) -> None:  # type
     assert '"ranking_id"' not in researcher.get("/api/v1/export/comparisons").text
 
 
-def test_agreement_pools_labeler_pairs_over_tasks(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_agreement_pools_labeler_pairs_over_tasks(api_as) -> None:
     researcher = api_as("researcher")
     first, second, held = api_as("labeler"), api_as("labeler"), api_as("labeler")
     from tests.unit.test_task_kinds import _set
@@ -94,9 +105,9 @@ def test_agreement_pools_labeler_pairs_over_tasks(api_as) -> None:  # type: igno
     # task 1: first and second agree fully, held ranks the reverse; task 2: first vs second
     # reversed
     for client, order in ((first, ids1), (second, ids1), (held, ids1[::-1])):
-        assert work(client, by_ids(order))["task_id"] == t1
-    assert work(first, by_ids(ids2))["task_id"] == t2
-    assert work(second, by_ids(ids2[::-1]))["task_id"] == t2
+        assert worked(client, by_ids(order))["task_id"] == t1
+    assert worked(first, by_ids(ids2))["task_id"] == t2
+    assert worked(second, by_ids(ids2[::-1]))["task_id"] == t2
 
     everyone = researcher.get("/api/v1/quality/agreement").json()
     # (first, second) 6/6 + (first, held) 0/6 + (second, held) 0/6 on t1; 0/6 on t2
@@ -124,7 +135,7 @@ def test_agreement_pools_labeler_pairs_over_tasks(api_as) -> None:  # type: igno
     assert stats[held.user.id]["group"] == "held_out"
 
 
-def test_overlap_settings_are_saved_in_the_app_and_env_gives_the_default(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_overlap_settings_are_saved_in_the_app_and_env_gives_the_default(api_as) -> None:
     researcher = api_as("researcher")
     defaults = researcher.get("/api/v1/quality/settings").json()
     assert defaults == {
@@ -153,7 +164,7 @@ def test_overlap_settings_are_saved_in_the_app_and_env_gives_the_default(api_as)
     assert api_as("labeler").put("/api/v1/quality/settings", json={}).status_code == 403
 
 
-def test_adaptive_overlap_adds_a_labeler_to_disagreed_tasks_up_to_the_maximum(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_adaptive_overlap_adds_a_labeler_to_disagreed_tasks_up_to_the_maximum(api_as) -> None:
     from app.db import get_sessionmaker
     from app.models import Task
 
@@ -172,13 +183,13 @@ def test_adaptive_overlap_adds_a_labeler_to_disagreed_tasks_up_to_the_maximum(ap
 
     def state(task_id: int) -> tuple[str, int, int]:
         with get_sessionmaker()() as s:
-            task = s.get(Task, task_id)
+            task = s.get_one(Task, task_id)
             return task.status, task.overlap, task.overlap_added
 
     assert state(agreed) == ("done", 2, 0)
     assert state(disagreed) == ("open", 3, 1)
     # the third labeler sides with neither fully: still below 0.5, but 3 is the maximum
-    third = take(three)
+    third = taken(three)
     assert third["task_id"] == disagreed
     middle = [ids_d[1], ids_d[0], ids_d[3], ids_d[2]]
     r = three.post(f"/api/v1/tasks/{disagreed}/submission", json=by_ids(middle)(third))
@@ -187,7 +198,7 @@ def test_adaptive_overlap_adds_a_labeler_to_disagreed_tasks_up_to_the_maximum(ap
     assert take(four) is None
 
 
-def test_untouched_and_position_bias_in_the_stats(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_untouched_and_position_bias_in_the_stats(api_as) -> None:
     researcher = api_as("researcher")
     lazy = api_as("labeler")
     for _ in range(3):

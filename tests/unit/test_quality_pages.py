@@ -14,7 +14,7 @@ from tests.quality_support import as_shown, by_ids, ranking_task, work
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
-def test_labeler_table_sorts_flags_outliers_and_drills_down(client, make_user, api_as) -> None:  # type: ignore[no-untyped-def]
+def test_labeler_table_sorts_flags_outliers_and_drills_down(client, make_user, api_as) -> None:
     careful, also_careful, lazy = api_as("labeler"), api_as("labeler"), api_as("labeler")
     tasks = [ranking_task(4, overlap=3) for _ in range(10)]
     for _, ids in tasks:
@@ -42,13 +42,13 @@ def test_labeler_table_sorts_flags_outliers_and_drills_down(client, make_user, a
     assert client.get("/admin/labelers/999999").status_code == 404
 
 
-def test_screening_decision_and_group_from_the_labeler_page(client, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_screening_decision_and_group_from_the_labeler_page(client, make_user) -> None:
     from app.db import get_sessionmaker
     from app.models import User
 
     candidate = make_user("labeler")
     with get_sessionmaker()() as s:
-        s.get(User, candidate.id).labeler_status = "screening"
+        s.get_one(User, candidate.id).labeler_status = "screening"
         s.commit()
     login(client, make_user("researcher"))
     screening = client.get("/admin/screening")
@@ -67,11 +67,11 @@ def test_screening_decision_and_group_from_the_labeler_page(client, make_user) -
     r = client.post(action, data={"csrf_token": token, "action": "training"})
     assert "training group" in r.text
     with get_sessionmaker()() as s:
-        user = s.get(User, candidate.id)
+        user = s.get_one(User, candidate.id)
         assert (user.labeler_status, user.held_out) == ("approved", False)
 
 
-def test_settings_form_keeps_input_on_errors(client, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_settings_form_keeps_input_on_errors(client, make_user) -> None:
     login(client, make_user("researcher"))
     page = client.get("/admin/quality")
     token = csrf_from(page.text)
@@ -93,7 +93,7 @@ def test_settings_form_keeps_input_on_errors(client, make_user) -> None:  # type
     assert client.get("/api/v1/quality/settings").json()["overridden"] == []
 
 
-def test_make_gold_from_the_admin_page(client, make_user, api_as) -> None:  # type: ignore[no-untyped-def]
+def test_make_gold_from_the_admin_page(client, make_user, api_as) -> None:
     task_id, ids = ranking_task(4)
     login(client, make_user("researcher"))
     gold_page = client.get("/admin/gold")
@@ -116,7 +116,7 @@ def test_make_gold_from_the_admin_page(client, make_user, api_as) -> None:  # ty
     from app.models import Task
 
     with get_sessionmaker()() as s:
-        reference = s.get(Task, task_id).reference
+        reference = s.get_one(Task, task_id).reference
     assert reference == {
         "ranking": [[ids[0]], [ids[1]], [ids[2], ids[3]]],
         "flags": {str(ids[1]): ["hallucination"]},

@@ -8,20 +8,20 @@ from app.models import Task
 from tests.labeling_support import make_prompt, make_ranking_task
 
 
-def _read(fn):  # type: ignore[no-untyped-def]
+def _read(fn):
     from app.db import get_sessionmaker
 
     with get_sessionmaker()() as s:
         return fn(s)
 
 
-def _next(client, kind: str = "ranking"):  # type: ignore[no-untyped-def]
+def _next(client, kind: str = "ranking"):
     r = client.get(f"/api/v1/tasks/next?kind={kind}")
     assert r.status_code in (200, 204), r.text
     return r.json() if r.status_code == 200 else None
 
 
-def test_overlap_gives_a_task_to_that_many_distinct_labelers(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_overlap_gives_a_task_to_that_many_distinct_labelers(api_as) -> None:
     task_id, ids = make_ranking_task(make_prompt(), k=4, overlap=2)
     first, second, third = api_as("labeler"), api_as("labeler"), api_as("labeler")
     assert _next(first)["task_id"] == task_id
@@ -36,7 +36,7 @@ def test_overlap_gives_a_task_to_that_many_distinct_labelers(api_as) -> None:  #
     assert _read(lambda s: s.get(Task, task_id)).filled == 2
 
 
-def test_a_labeler_never_labels_their_own_prompt(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_a_labeler_never_labels_their_own_prompt(api_as) -> None:
     author, other = api_as("labeler"), api_as("labeler")
     prompt_id = make_prompt("My own prompt", author_id=author.user.id)
     make_ranking_task(prompt_id, k=4)
@@ -46,7 +46,7 @@ def test_a_labeler_never_labels_their_own_prompt(api_as) -> None:  # type: ignor
     assert _next(other, "demonstration")["prompt"]["prompt_id"] == prompt_id
 
 
-def test_expired_hold_is_released_and_taken_up_again_in_the_same_order(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_expired_hold_is_released_and_taken_up_again_in_the_same_order(api_as) -> None:
     from app.db import get_sessionmaker, utcnow
     from app.models import Assignment
 
@@ -63,7 +63,7 @@ def test_expired_hold_is_released_and_taken_up_again_in_the_same_order(api_as) -
     assert _read(lambda s: s.scalar(select(func.count()).select_from(Assignment))) == 1
 
 
-def test_demonstration_tasks_exist_for_accepted_sft_prompts_only(app_env) -> None:  # type: ignore[no-untyped-def]
+def test_demonstration_tasks_exist_for_accepted_sft_prompts_only(app_env) -> None:
     from app.db import get_sessionmaker
     from app.services.queue import ensure_demonstration_tasks
 
@@ -79,7 +79,7 @@ def test_demonstration_tasks_exist_for_accepted_sft_prompts_only(app_env) -> Non
     assert {(t.overlap, t.filled, t.status) for t in tasks} == {(1, 0, "open")}
 
 
-def test_agreement_share_sets_overlap_for_new_tasks(app_env, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_agreement_share_sets_overlap_for_new_tasks(app_env, monkeypatch) -> None:
     from app.config import get_settings
     from app.db import get_sessionmaker
     from app.services.queue import ensure_demonstration_tasks
@@ -103,7 +103,7 @@ def test_agreement_share_sets_overlap_for_new_tasks(app_env, monkeypatch) -> Non
         s.rollback()
 
 
-def test_own_unfinished_task_comes_first_and_kinds_filter(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_own_unfinished_task_comes_first_and_kinds_filter(api_as) -> None:
     labeler = api_as("labeler")
     demo_prompt = make_prompt()
     ranking_task, _ = make_ranking_task(make_prompt(), k=4)
@@ -114,7 +114,7 @@ def test_own_unfinished_task_comes_first_and_kinds_filter(api_as) -> None:  # ty
     assert _next(labeler, "ranking")["task_id"] == ranking_task
 
 
-def test_home_counts_waiting_and_done(api_as, client, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_home_counts_waiting_and_done(api_as, client, make_user) -> None:
     from app.db import get_sessionmaker
     from app.models import User
     from app.services.labeler_work import labeler_counts
@@ -125,14 +125,14 @@ def test_home_counts_waiting_and_done(api_as, client, make_user) -> None:  # typ
     make_prompt()
     task_id, ids = make_ranking_task(make_prompt(), k=4)
     with get_sessionmaker()() as s:
-        user = s.get(User, labeler.user.id)
+        user = s.get_one(User, labeler.user.id)
         # demonstration tasks are created lazily, by the queue or the home page
         assert waiting_counts(s, user) == {"demonstration": 0, "ranking": 1, "evaluation": 0}
         s.commit()
     _next(labeler, "ranking")
     labeler.post(f"/api/v1/tasks/{task_id}/submission", json={"ranking": [ids]})
     with get_sessionmaker()() as s:
-        user = s.get(User, labeler.user.id)
+        user = s.get_one(User, labeler.user.id)
         assert waiting_counts(s, user)["ranking"] == 0
         counts = labeler_counts(s, user)
     assert counts["today"]["ranking"] == 1 and counts["total"]["ranking"] == 1

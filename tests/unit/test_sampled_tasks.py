@@ -55,7 +55,7 @@ def sample_job_with_tasks(
         return job.id, prompt_ids
 
 
-def test_held_tasks_wait_for_release_through_the_api(api_as, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_held_tasks_wait_for_release_through_the_api(api_as, make_user) -> None:
     researcher = make_user("researcher")
     api = api_as(user=researcher)
     labeler = api_as("labeler")
@@ -71,7 +71,7 @@ def test_held_tasks_wait_for_release_through_the_api(api_as, make_user) -> None:
     assert labeler.post(f"/api/v1/jobs/{job_id}/release").status_code == 403
 
 
-def test_job_page_previews_and_discards(client, make_user, api_as) -> None:  # type: ignore[no-untyped-def]
+def test_job_page_previews_and_discards(client, make_user, api_as) -> None:
     researcher = make_user("researcher")
     job_id, prompt_ids = sample_job_with_tasks(researcher.id)
     login(client, researcher)

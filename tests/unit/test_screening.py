@@ -10,7 +10,7 @@ from app.cli import cli
 
 def test_new_labelers_start_in_screening_by_every_door(
     app_env, make_user, api_as, monkeypatch: pytest.MonkeyPatch
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     from app.config import get_settings
     from app.db import get_sessionmaker
     from app.models import User
@@ -35,14 +35,14 @@ def test_new_labelers_start_in_screening_by_every_door(
     with get_sessionmaker()() as s:
         assert get_user(s, "cli-labeler").labeler_status == "screening"
         # turning screening on does not move labelers who already work
-        assert s.get(User, before.user.id).labeler_status == "approved"
+        assert s.get_one(User, before.user.id).labeler_status == "approved"
 
 
 def test_screening_labeler_gets_the_screening_set_until_approved(
     app_env, api_as, monkeypatch: pytest.MonkeyPatch
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     from app.config import get_settings
-    from tests.quality_support import outputs, ranking_task, take, work
+    from tests.quality_support import outputs, ranking_task, take, taken, work, worked
 
     researcher = api_as("researcher")
     regular, _ = ranking_task(4)
@@ -67,7 +67,7 @@ def test_screening_labeler_gets_the_screening_set_until_approved(
     get_settings.cache_clear()
     candidate, careless = api_as("labeler"), api_as("labeler")
     got = {
-        work(candidate, lambda t: {"ranking": reference, "confirmed_order": True}, kind=None)[
+        worked(candidate, lambda t: {"ranking": reference, "confirmed_order": True}, kind=None)[
             "task_id"
         ]
         for _ in range(2)
@@ -97,7 +97,7 @@ def test_screening_labeler_gets_the_screening_set_until_approved(
         "status": "approved",
         "group": "held_out",
     }
-    assert take(candidate)["task_id"] in (regular, other_gold.json()["task_id"])
+    assert taken(candidate)["task_id"] in (regular, other_gold.json()["task_id"])
     assert candidate.get("/api/v1/me").json()["status"] == "approved"
     decisions = researcher.get(f"/api/v1/labelers/{candidate.user.id}").json()["decisions"]
     assert [(d["decision"], d["note"]) for d in decisions] == [("approved", "good")]
@@ -124,7 +124,7 @@ def test_screening_labeler_gets_the_screening_set_until_approved(
     assert researcher.post(f"/api/v1/labelers/{researcher.user.id}/approve").status_code == 404
 
 
-def test_the_labeler_home_says_where_they_stand(client, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_the_labeler_home_says_where_they_stand(client, make_user) -> None:
     from app.db import get_sessionmaker
     from app.models import User
     from tests.conftest import login
@@ -135,7 +135,7 @@ def test_the_labeler_home_says_where_they_stand(client, make_user) -> None:  # t
     assert "screening-notice" not in summary and "rejected-notice" not in summary
     for status, notice in (("screening", "screening-notice"), ("rejected", "rejected-notice")):
         with get_sessionmaker()() as s:
-            s.get(User, labeler.id).labeler_status = status
+            s.get_one(User, labeler.id).labeler_status = status
             s.commit()
         summary = client.get("/labeler/summary", headers={"HX-Request": "true"}).text
         assert notice in summary

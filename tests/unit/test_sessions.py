@@ -16,7 +16,7 @@ COOKIE = "prefloop_session"
 def copy_of(client: TestClient) -> TestClient:
     """Another browser holding a copy of ``client``'s session cookie (a stolen cookie)."""
     thief = TestClient(client.app)
-    thief.cookies.set(COOKIE, client.cookies.get(COOKIE))
+    thief.cookies.set(COOKIE, client.cookies[COOKIE])
     return thief
 
 
@@ -24,7 +24,7 @@ def signed_in(c: TestClient) -> bool:
     return c.get("/labeler", follow_redirects=False).status_code == 200
 
 
-def test_a_copied_cookie_stops_working_after_logout(client, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_a_copied_cookie_stops_working_after_logout(client, make_user) -> None:
     user = make_user("labeler")
     login(client, user)
     thief = copy_of(client)
@@ -38,7 +38,7 @@ def test_a_copied_cookie_stops_working_after_logout(client, make_user) -> None: 
     assert not signed_in(client)
 
 
-def test_a_password_change_ends_the_other_sessions_but_not_this_one(client, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_a_password_change_ends_the_other_sessions_but_not_this_one(client, make_user) -> None:
     user = make_user("labeler")
     login(client, user)
     thief = copy_of(login(TestClient(client.app), user))
@@ -57,7 +57,7 @@ def test_a_password_change_ends_the_other_sessions_but_not_this_one(client, make
     assert not signed_in(thief)
 
 
-def test_the_new_password_must_differ_from_the_old(client, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_the_new_password_must_differ_from_the_old(client, make_user) -> None:
     user = make_user("labeler")
     login(client, user)
     page = client.get("/account/password")
@@ -76,7 +76,7 @@ def test_the_new_password_must_differ_from_the_old(client, make_user) -> None:  
     "change, args",
     [("set_active", (False,)), ("set_role", ("researcher",)), ("reset_password", ())],
 )
-def test_admin_changes_end_every_session_of_the_user(client, make_user, change, args) -> None:  # type: ignore[no-untyped-def]
+def test_admin_changes_end_every_session_of_the_user(client, make_user, change, args) -> None:
     from app.db import get_sessionmaker
     from app.services import accounts
 
@@ -92,7 +92,7 @@ def test_admin_changes_end_every_session_of_the_user(client, make_user, change, 
     assert not signed_in(thief)
 
 
-def test_a_generated_password_must_be_changed_before_anything_else(client, session) -> None:  # type: ignore[no-untyped-def]
+def test_a_generated_password_must_be_changed_before_anything_else(client, session) -> None:
     from app.services.accounts import create_user_with_password
 
     user, password = create_user_with_password(session, "newcomer", "admin")
@@ -123,7 +123,7 @@ def test_a_generated_password_must_be_changed_before_anything_else(client, sessi
     assert client.get("/admin/jobs", follow_redirects=False).status_code == 200
 
 
-def test_sessions_record_their_last_activity(client, make_user, session) -> None:  # type: ignore[no-untyped-def]
+def test_sessions_record_their_last_activity(client, make_user, session) -> None:
     from app.services.accounts import session_activity
 
     user = make_user("labeler")
@@ -133,7 +133,7 @@ def test_sessions_record_their_last_activity(client, make_user, session) -> None
     assert info.last_seen_at >= info.created_at
 
 
-def test_a_cookie_forged_with_the_placeholder_key_cannot_start_a_server(  # type: ignore[no-untyped-def]
+def test_a_cookie_forged_with_the_placeholder_key_cannot_start_a_server(
     app_env, monkeypatch
 ) -> None:
     from app.config import InsecureSecretKey, get_settings
@@ -145,7 +145,7 @@ def test_a_cookie_forged_with_the_placeholder_key_cannot_start_a_server(  # type
         create_app()
 
 
-def test_a_forged_cookie_with_a_user_id_is_not_a_session(client, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_a_forged_cookie_with_a_user_id_is_not_a_session(client, make_user) -> None:
     # the old cookie format {"user_id": N}, signed with the real key: no longer a login
     import base64
     import json
@@ -161,7 +161,7 @@ def test_a_forged_cookie_with_a_user_id_is_not_a_session(client, make_user) -> N
     assert c.get("/api/v1/me").status_code == 401
 
 
-def test_serve_refuses_a_placeholder_or_short_secret(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_serve_refuses_a_placeholder_or_short_secret(tmp_path) -> None:
     import os
     import subprocess
     import sys

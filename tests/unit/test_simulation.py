@@ -4,6 +4,7 @@ say, and the runner works through the REST API (here an in-process client)."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -147,7 +148,13 @@ def test_flags_from_the_preference_and_bad_preferences() -> None:
     body = PreferenceFollowing(flagging).rank(fake_task(["the moon", "sun"]), random.Random(0))
     assert body["ratings"]["100"]["flags"] == ["hallucination"]
     assert body["ratings"]["101"]["flags"] == []
-    for bad in (lambda p, t: "high", lambda p, t: float("nan"), lambda p, t: 1 / 0):
+    # deliberately bad preferences: not a number, NaN, an exception
+    bad_preferences: list[Callable[[str, str], Any]] = [
+        lambda p, t: "high",
+        lambda p, t: float("nan"),
+        lambda p, t: 1 / 0,
+    ]
+    for bad in bad_preferences:
         with pytest.raises(PreferenceError):
             PreferenceFollowing(bad).rank(fake_task(["a", "b"]), random.Random(0))
 
@@ -211,7 +218,7 @@ def test_loading_preferences(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 # through the API -------------------------------------------------------------------------------
 
 
-def test_simulated_labelers_drain_the_queue_through_the_api(api_as, session) -> None:  # type: ignore[no-untyped-def]
+def test_simulated_labelers_drain_the_queue_through_the_api(api_as, session) -> None:
     from sqlalchemy import func, select
 
     from app.models import Demonstration, Ranking, RankingEntry
@@ -240,7 +247,7 @@ def test_simulated_labelers_drain_the_queue_through_the_api(api_as, session) -> 
     assert session.scalar(select(func.count()).select_from(Demonstration)) == 2
 
 
-def test_mixed_behaviours_and_a_refused_token(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_mixed_behaviours_and_a_refused_token(api_as) -> None:
     from fastapi.testclient import TestClient
 
     from app.main import create_app

@@ -13,7 +13,7 @@ from app.models import Task, TaskKind
 from tests.labeling_support import make_prompt
 
 
-def _db(fn):  # type: ignore[no-untyped-def]
+def _db(fn):
     from app.db import get_sessionmaker
 
     with get_sessionmaker()() as s:
@@ -22,7 +22,7 @@ def _db(fn):  # type: ignore[no-untyped-def]
         return result
 
 
-def _next(client, kind: str | None = "ranking") -> dict[str, Any] | None:  # type: ignore[no-untyped-def]
+def _next(client, kind: str | None = "ranking") -> dict[str, Any] | None:
     r = client.get("/api/v1/tasks/next" + (f"?kind={kind}" if kind else ""))
     assert r.status_code in (200, 204), r.text
     return r.json() if r.status_code == 200 else None
@@ -33,32 +33,32 @@ def _task(kind: TaskKind, k: int = 4, **fields: Any) -> tuple[int, list[int]]:
 
     prompt_id = make_prompt(split=fields.pop("split", "train"))
 
-    def create(s):  # type: ignore[no-untyped-def]
+    def create(s):
         rows = add_completions(
             s, prompt_id, [{"text": f"output {i} of {prompt_id}", "origin": "t"} for i in range(k)]
         )
         task = create_ranking_task(s, prompt_id, [c.id for c in rows], kind=kind, **fields)
         return task.id, [c.id for c in rows]
 
-    return _db(create)  # type: ignore[no-any-return]
+    return _db(create)
 
 
 def _evaluation(judges: str) -> int:
     from app.models import Evaluation
 
-    def create(s):  # type: ignore[no-untyped-def]
+    def create(s):
         evaluation = Evaluation(name=f"eval {judges}", judges=judges)
         s.add(evaluation)
         s.flush()
         return evaluation.id
 
-    return _db(create)  # type: ignore[no-any-return]
+    return _db(create)
 
 
 def _set(user_id: int, **values: Any) -> None:
     from app.models import User
 
-    def update(s):  # type: ignore[no-untyped-def]
+    def update(s):
         user = s.get(User, user_id)
         for key, value in values.items():
             setattr(user, key, value)
@@ -66,7 +66,7 @@ def _set(user_id: int, **values: Any) -> None:
     _db(update)
 
 
-def _export(client, dataset: str = "comparisons") -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+def _export(client, dataset: str = "comparisons") -> list[dict[str, Any]]:
     import json
 
     r = client.get(f"/api/v1/export/{dataset}?include_held_out_labelers=true")
@@ -76,7 +76,7 @@ def _export(client, dataset: str = "comparisons") -> list[dict[str, Any]]:  # ty
 
 def test_gold_passes_for_a_ranking_and_goes_once_to_every_labeler(
     api_as, monkeypatch: pytest.MonkeyPatch
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     from app.config import get_settings
 
     monkeypatch.setenv("PREFLOOP_GOLD_RATE", "1")
@@ -108,7 +108,7 @@ def test_gold_passes_for_a_ranking_and_goes_once_to_every_labeler(
 
 def test_gold_is_mixed_in_at_the_rate_and_never_served_alone(
     api_as, monkeypatch: pytest.MonkeyPatch
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     from app.config import get_settings
 
     monkeypatch.setenv("PREFLOOP_GOLD_RATE", "0")
@@ -125,7 +125,7 @@ def test_gold_is_mixed_in_at_the_rate_and_never_served_alone(
 
 def test_an_expired_hold_on_gold_gives_no_slot_back(
     api_as, monkeypatch: pytest.MonkeyPatch
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     from app.config import get_settings
     from app.db import utcnow
     from app.models import Assignment
@@ -146,7 +146,7 @@ def test_an_expired_hold_on_gold_gives_no_slot_back(
 
 def test_evaluation_tasks_go_only_to_their_judges_with_every_output_scored(
     api_as, make_user
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     held_out_eval = _evaluation("held_out")
     task_id, ids = _task(TaskKind.evaluation, k=2, evaluation_id=held_out_eval, split="test")
     training_labeler = api_as("labeler")
@@ -171,7 +171,7 @@ def test_evaluation_tasks_go_only_to_their_judges_with_every_output_scored(
     assert _export(researcher) == []
 
 
-def test_a_labeler_never_judges_a_prompt_they_demonstrated(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_a_labeler_never_judges_a_prompt_they_demonstrated(api_as) -> None:
     from app.models import Demonstration, Task
 
     evaluation = _evaluation("any")
@@ -179,7 +179,7 @@ def test_a_labeler_never_judges_a_prompt_they_demonstrated(api_as) -> None:  # t
     labeler = api_as("labeler")
     prompt_id = _db(lambda s: s.get(Task, task_id).prompt_id)
 
-    def demonstrate(s):  # type: ignore[no-untyped-def]
+    def demonstrate(s):
         demo_task = Task(kind="demonstration", prompt_id=prompt_id, status="done", filled=1)
         s.add(demo_task)
         s.flush()
@@ -196,7 +196,7 @@ def test_a_labeler_never_judges_a_prompt_they_demonstrated(api_as) -> None:  # t
 
 def test_screening_labelers_get_the_screening_set_alone(
     api_as, monkeypatch: pytest.MonkeyPatch
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     from app.config import get_settings
     from app.models import User
     from app.services.queue import waiting_counts
@@ -207,7 +207,7 @@ def test_screening_labelers_get_the_screening_set_alone(
     screening_gold, _ = _task(TaskKind.gold, screening=True)
     other_gold, _ = _task(TaskKind.gold)
 
-    def gold_demo(s):  # type: ignore[no-untyped-def]
+    def gold_demo(s):
         task = Task(
             kind=TaskKind.gold_demonstration.value,
             prompt_id=make_prompt(),
@@ -248,7 +248,7 @@ def test_screening_labelers_get_the_screening_set_alone(
     assert other_gold not in (demo_id, screening_gold)
 
 
-def test_kind_rules_check_the_number_of_outputs(session) -> None:  # type: ignore[no-untyped-def]
+def test_kind_rules_check_the_number_of_outputs(session) -> None:
     from app.services import Invalid
     from app.services.completions import add_completions, create_ranking_task
 

@@ -16,7 +16,7 @@ from tests.conftest import csrf_from, login
 runner = CliRunner()
 
 
-def post(c: TestClient, url: str, **data: str):  # type: ignore[no-untyped-def]
+def post(c: TestClient, url: str, **data: str):
     token = csrf_from(c.get("/admin/users").text)
     return c.post(url, data={"csrf_token": token, **data}, follow_redirects=False)
 
@@ -27,7 +27,7 @@ def secret_on(html: str) -> str:
     return match.group(1)
 
 
-def test_admin_creates_a_user_with_a_one_time_password(client, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_admin_creates_a_user_with_a_one_time_password(client, make_user) -> None:
     login(client, make_user("admin"))
     r = post(client, "/admin/users", username="new-labeler", role="labeler")
     assert r.status_code == 201 and r.headers["cache-control"] == "no-store"
@@ -49,7 +49,7 @@ def test_admin_creates_a_user_with_a_one_time_password(client, make_user) -> Non
     assert bad.status_code == 422 and "unknown role" in bad.text
 
 
-def test_admin_manages_one_user(client, make_user, session) -> None:  # type: ignore[no-untyped-def]
+def test_admin_manages_one_user(client, make_user, session) -> None:
     login(client, make_user("admin"))
     target = make_user("labeler")
     victim_browser = login(TestClient(client.app), target)
@@ -89,7 +89,7 @@ def test_admin_manages_one_user(client, make_user, session) -> None:  # type: ig
     assert client.get("/admin/users/999999").status_code == 404
 
 
-def test_the_last_admin_stays(client, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_the_last_admin_stays(client, make_user) -> None:
     me = make_user("admin")
     login(client, me)
     r = post(client, f"/admin/users/{me.id}/active", active="off")
@@ -98,7 +98,7 @@ def test_the_last_admin_stays(client, make_user) -> None:  # type: ignore[no-unt
     assert r.status_code == 409 and "last active admin" in r.text
 
 
-def test_a_token_of_another_user_cannot_be_revoked_through_this_one(  # type: ignore[no-untyped-def]
+def test_a_token_of_another_user_cannot_be_revoked_through_this_one(
     client, make_user, session
 ) -> None:
     from app.models import ApiToken
@@ -114,17 +114,17 @@ def test_a_token_of_another_user_cannot_be_revoked_through_this_one(  # type: ig
     assert session.get(ApiToken, token.id).revoked_at is None
 
 
-def test_researchers_do_not_manage_users(client, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_researchers_do_not_manage_users(client, make_user) -> None:
     login(client, make_user("researcher"))
     assert client.get("/admin/users").status_code == 403
     assert "/admin/users" not in client.get("/admin").text
 
 
-def invoke(*args: str, input: str | None = None):  # type: ignore[no-untyped-def]
+def invoke(*args: str, input: str | None = None):
     return runner.invoke(cli, list(args), input=input)
 
 
-def test_cli_user_management(app_env, make_user, client, session) -> None:  # type: ignore[no-untyped-def]
+def test_cli_user_management(app_env, make_user, client, session) -> None:
     make_user("admin")
     user = make_user("labeler")
     browser = login(TestClient(client.app), user)
