@@ -12,7 +12,7 @@ PORT ?= 8000
 help:
 	@echo "make run    - install (first time) and serve http://$(HOST):$(PORT) on SQLite + embedded worker"
 	@echo "make test   - install (first time, with dev tools) and run the whole test suite"
-	@echo "make lint   - ruff check + format check"
+	@echo "make lint   - ruff check + format check + mypy (strict for app/ and trainer/)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,7 @@ test: setup-dev
 lint: setup-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check app trainer tests benchmarks
+	$(BIN)/mypy
 
 format: setup-dev
 	$(BIN)/ruff format app trainer tests benchmarks
