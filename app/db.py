@@ -7,7 +7,16 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, DateTime, Engine, MetaData, Result, create_engine, event
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    DateTime,
+    Engine,
+    MetaData,
+    Result,
+    create_engine,
+    event,
+)
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -72,7 +81,7 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
         )
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             # let SQLAlchemy issue BEGIN itself so BEGIN IMMEDIATE below takes effect
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
@@ -82,7 +91,7 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
             cur.close()
 
         @event.listens_for(engine, "begin")
-        def _sqlite_begin(conn):  # type: ignore[no-untyped-def]
+        def _sqlite_begin(conn: Connection) -> None:
             # one writer at a time: every read-write transaction takes the write lock up front,
             # which is what makes the task queue and the per-user cap correct on SQLite (a
             # deferred transaction that reads then writes can fail with SQLITE_BUSY instead)

@@ -16,6 +16,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -33,13 +34,13 @@ from trainer.sft import train_sft
 PARTS = ["generation", "policy", "reference", "reward_model", "value", "optimization"]
 
 
-def timed(fn: object, repeats: int, device: torch.device) -> float:
+def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
     times = []
     for _ in range(repeats):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        fn()  # type: ignore[operator]
+        fn()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
@@ -70,10 +71,10 @@ def parts_alone(policy_path: str, rm_path: str, cfg: PPOConfig, repeats: int) ->
     texts = decode_responses(tokenizer, seqs[:, width:], resp)
     optimizer = torch.optim.AdamW(list(policy.parameters()) + list(value.parameters()), lr=1e-6)
 
-    def no_grad(fn: object) -> object:
+    def no_grad(fn: Callable[[], object]) -> Callable[[], None]:
         def run() -> None:
             with torch.no_grad(), ctx():
-                fn()  # type: ignore[operator]
+                fn()
 
         return run
 

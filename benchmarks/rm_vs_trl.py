@@ -20,6 +20,7 @@ import argparse
 import math
 import random
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -44,11 +45,13 @@ class SequenceCounter:
             self.forwards += 1
 
 
-def counted(backbone_class: str, fn: object, *args: object, **kwargs: object) -> tuple:
+def counted(
+    backbone_class: str, fn: Callable[..., object], *args: object, **kwargs: object
+) -> tuple:
     counter = SequenceCounter(backbone_class)
     handle = torch.nn.modules.module.register_module_forward_hook(counter, with_kwargs=True)
     try:
-        return fn(*args, **kwargs), counter  # type: ignore[operator]
+        return fn(*args, **kwargs), counter
     finally:
         handle.remove()
 

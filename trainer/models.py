@@ -224,7 +224,8 @@ def _dropout_overrides(
             "the model trains without residual dropout",
             stacklevel=3,
         )
-    return {n: float(residual_dropout) for n in names}  # type: ignore[arg-type]
+    assert residual_dropout is not None  # (None without `disable` returned {} above)
+    return {n: float(residual_dropout) for n in names}
 
 
 def _remember_base_config(model: PreTrainedModel, path: str, overrides: dict[str, float]) -> None:

@@ -8,6 +8,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from app.simulation.behaviours import BEHAVIOURS
 from app.simulation.preferences import SHIPPED, Preference
@@ -89,4 +90,4 @@ def load_preference(spec: str) -> Preference:
     function = getattr(module, function_name, None)
     if not callable(function):
         raise UsageError(f"--preference {spec!r}: {module_name} has no function {function_name}")
-    return function  # type: ignore[no-any-return]
+    return cast(Preference, function)  # a callable; its signature is checked on use

@@ -14,6 +14,7 @@ from collections import deque
 from datetime import datetime
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from app.db import get_readonly_sessionmaker, get_sessionmaker, utcnow
 from app.models import Job, JobMetric
@@ -93,7 +94,7 @@ class JobReporter:
         if cancel:
             raise JobCancelled("cancelled by a researcher")
 
-    def flush_pending_into(self, session: object) -> None:
+    def flush_pending_into(self, session: Session) -> None:
         """Add metrics not yet written to ``session`` (the job's final transaction)."""
-        session.add_all(self.pending)  # type: ignore[attr-defined]
+        session.add_all(self.pending)
         self.pending = []

@@ -56,7 +56,9 @@ def test_a_system_that_always_wins_gets_a_wilson_interval_over_prompts() -> None
     js = [judgment(p, {"a": 1, "b": 2}, labeler=n) for p in range(20) for n in range(2)]
     estimate = win_rate(js, "a", "b")
     assert estimate.value == 1.0
-    lo, hi = estimate.ci95  # type: ignore[misc]
+    ci95 = estimate.ci95
+    assert ci95 is not None
+    lo, hi = ci95
     assert hi == 1.0
     # one observation per prompt: 20 of 20, Wilson's lower bound is 0.839 (by hand:
     # (1 + z^2/40 - z/(1+z^2/20) * sqrt(z^2/1600)) / (1 + z^2/20), z = 1.96)
@@ -87,7 +89,9 @@ def test_bootstrap_intervals_cover_the_true_rate_at_about_95_percent() -> None:
             for p, q in enumerate(per_prompt)
             for n in range(2)
         ]
-        lo, hi = win_rate(js, "a", "b").ci95  # type: ignore[misc]
+        ci95 = win_rate(js, "a", "b").ci95
+        assert ci95 is not None
+        lo, hi = ci95
         covered += lo <= true_rate <= hi
     assert 0.90 <= covered / runs <= 0.985, covered / runs
 
@@ -125,7 +129,9 @@ def test_bradley_terry_recovers_a_known_ordering() -> None:
     board = bradley_terry(battles, dict.fromkeys(names, 300), resamples=100)
     assert [s.name for s in board] == ["d", "c", "b", "a"]
     for standing in board:
-        lo, hi = standing.ci95  # type: ignore[misc]
+        ci95 = standing.ci95
+        assert ci95 is not None
+        lo, hi = ci95
         assert lo < standing.strength < hi
         assert standing.logit == pytest.approx(truth[standing.name], abs=0.35)
     # on the win-probability scale: the best beats an average system most of the time

@@ -28,6 +28,13 @@ def _next(client, kind: str | None = "ranking") -> dict[str, Any] | None:
     return r.json() if r.status_code == 200 else None
 
 
+def _next_task_id(client, kind: str | None = "ranking") -> int:
+    """The id of the task ``_next`` serves; the test fails when none is waiting."""
+    task = _next(client, kind)
+    assert task is not None, "no task was waiting"
+    return int(task["task_id"])
+
+
 def _task(kind: TaskKind, k: int = 4, **fields: Any) -> tuple[int, list[int]]:
     from app.services.completions import add_completions, create_ranking_task
 
@@ -95,7 +102,7 @@ def test_gold_passes_for_a_ranking_and_goes_once_to_every_labeler(
     task = _db(lambda s: s.get(Task, gold_id))
     assert (task.status, task.filled) == ("open", 0)
     # with gold done, the regular stream goes on (overlap 1: one labeler gets it)
-    assert _next(labelers[0])["task_id"] == regular_id  # type: ignore[index]
+    assert _next_task_id(labelers[0]) == regular_id
     assert _next(labelers[1]) is None
     # nobody can ask for gold by name
     assert labelers[2].get("/api/v1/tasks/next?kind=gold").status_code == 422
@@ -116,7 +123,7 @@ def test_gold_is_mixed_in_at_the_rate_and_never_served_alone(
     gold_id, _ = _task(TaskKind.gold)
     regular_id, _ = _task(TaskKind.ranking)
     labeler = api_as("labeler")
-    assert _next(labeler)["task_id"] == regular_id  # type: ignore[index]
+    assert _next_task_id(labeler) == regular_id
     # gold only ever comes mixed into regular work: with none left, nothing is waiting
     other = api_as("labeler")
     assert _next(other) is None
@@ -136,12 +143,12 @@ def test_an_expired_hold_on_gold_gives_no_slot_back(
     _task(TaskKind.ranking)
     gold_id, _ = _task(TaskKind.gold)
     labeler = api_as("labeler")
-    assert _next(labeler)["task_id"] == gold_id  # type: ignore[index]
+    assert _next_task_id(labeler) == gold_id
     assert _db(lambda s: release_expired_locks(s, utcnow() + timedelta(days=1))) == 1
     assert _db(lambda s: s.get(Task, gold_id)).filled == 0
     # and the labeler can take it up again
     assert _db(lambda s: s.query(Assignment).filter_by(task_id=gold_id).one().status) == "expired"
-    assert _next(labeler)["task_id"] == gold_id  # type: ignore[index]
+    assert _next_task_id(labeler) == gold_id
 
 
 def test_evaluation_tasks_go_only_to_their_judges_with_every_output_scored(
@@ -191,7 +198,7 @@ def test_a_labeler_never_judges_a_prompt_they_demonstrated(api_as) -> None:
 
     _db(demonstrate)
     assert _next(labeler, "evaluation") is None
-    assert _next(api_as("labeler"), "evaluation")["task_id"] == task_id  # type: ignore[index]
+    assert _next_task_id(api_as("labeler"), "evaluation") == task_id
 
 
 def test_screening_labelers_get_the_screening_set_alone(
@@ -238,7 +245,7 @@ def test_screening_labelers_get_the_screening_set_alone(
     assert _next(newcomer, None) is None
     # approved labelers never get reference demonstrations, and gold only mixed in
     _set(newcomer.user.id, labeler_status="approved")
-    assert _next(newcomer, None)["task_id"] == regular_id  # type: ignore[index]
+    assert _next_task_id(newcomer, None) == regular_id
     # rejected labelers get nothing
     rejected = api_as("labeler")
     _set(rejected.user.id, labeler_status="rejected")

@@ -64,7 +64,9 @@ def test_admin_manages_one_user(client, make_user, session) -> None:
     secret = secret_on(r.text)
     me = TestClient(client.app).get("/api/v1/me", headers={"Authorization": f"Bearer {secret}"})
     assert me.json()["scopes"] == ["ingest"]
-    token_id = re.search(rf"{base}/tokens/(\d+)/revoke", r.text).group(1)  # type: ignore[union-attr]
+    revoke = re.search(rf"{base}/tokens/(\d+)/revoke", r.text)
+    assert revoke is not None
+    token_id = revoke.group(1)
     assert post(client, f"{base}/tokens/{token_id}/revoke").status_code == 303
     me = TestClient(client.app).get("/api/v1/me", headers={"Authorization": f"Bearer {secret}"})
     assert me.status_code == 401

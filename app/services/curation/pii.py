@@ -39,6 +39,7 @@ from presidio_analyzer.predefined_recognizers import (
 from presidio_anonymizer import AnonymizerEngine
 from presidio_anonymizer.entities import OperatorConfig
 from spacy.language import Language
+from spacy.tokens import Doc
 
 from app.config import get_settings
 from app.services.curation.pii_recognizers import (
@@ -97,7 +98,7 @@ def windows(length: int) -> list[tuple[int, int]]:
 
 
 @Language.component("prefloop_lower_lemma")
-def _lower_lemma(doc):  # type: ignore[no-untyped-def]
+def _lower_lemma(doc: Doc) -> Doc:
     # a blank pipeline has no lemmatizer; Presidio's context enhancer compares lemmas
     for token in doc:
         token.lemma_ = token.lower_
