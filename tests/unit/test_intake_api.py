@@ -251,3 +251,19 @@ def test_use_cases_are_seeded_at_bootstrap_and_reading_them_never_writes(api_as,
     assert session.scalar(select(func.count()).select_from(UseCase)) == 0
     bootstrap(session)  # `prefloop serve` on start
     assert [u["name"] for u in api.get("/api/v1/use-cases").json()] == list(DEFAULT_USE_CASES)
+
+
+def test_renaming_a_use_case_moves_its_prompts(api_as) -> None:
+    api = api_as("researcher")
+    [kept, moved] = ingest(
+        api,
+        [
+            {"text": "Summarise the frog's day.", "user_id": "r-1", "use_case": "Summarization"},
+            {"text": "Write a story about a frog.", "user_id": "r-2", "use_case": "Generation"},
+        ],
+    )
+    generation = next(u for u in api.get("/api/v1/use-cases").json() if u["name"] == "Generation")
+    r = api.patch(f"/api/v1/use-cases/{generation['id']}", json={"name": "Story writing"})
+    assert r.status_code == 200, r.text
+    assert api.get(f"/api/v1/prompts/{moved['prompt_id']}").json()["use_case"] == "Story writing"
+    assert api.get(f"/api/v1/prompts/{kept['prompt_id']}").json()["use_case"] == "Summarization"
