@@ -36,11 +36,11 @@ def _job_status(job_id: int) -> tuple[str, bool]:
     from app.models import Job
 
     with get_sessionmaker()() as s:
-        job = s.get(Job, job_id)
+        job = s.get_one(Job, job_id)
         return job.status, job.cancel_requested
 
 
-def test_job_charts_plot_what_matters_first_with_readable_axes(  # type: ignore[no-untyped-def]
+def test_job_charts_plot_what_matters_first_with_readable_axes(
     app_env, live_server, page, make_user
 ) -> None:
     _sqlite_only(app_env)
@@ -71,7 +71,7 @@ def test_job_charts_plot_what_matters_first_with_readable_axes(  # type: ignore[
     assert page.dialogs == []
 
 
-def test_cancel_and_discard_ask_first(app_env, live_server, page, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_and_discard_ask_first(app_env, live_server, page, make_user) -> None:
     from app.db import get_sessionmaker
     from app.models import Job
     from tests.unit.test_sampled_tasks import sample_job_with_tasks
@@ -111,7 +111,7 @@ def test_cancel_and_discard_ask_first(app_env, live_server, page, make_user) -> 
     assert "/labeler/tasks/" not in page.url
 
 
-def test_instructions_editor_warns_before_unsaved_changes_are_lost(  # type: ignore[no-untyped-def]
+def test_instructions_editor_warns_before_unsaved_changes_are_lost(
     app_env, live_server, page, make_user
 ) -> None:
     _sqlite_only(app_env)

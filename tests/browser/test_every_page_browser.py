@@ -46,14 +46,14 @@ def _get_routes() -> list[APIRoute]:
     return [
         r
         for r in iter_api_routes(create_app().routes)
-        if "GET" in r.methods
+        if "GET" in (r.methods or set())
         and not r.include_in_schema
         and r.path not in NOT_PAGES
         and not r.path.endswith(("/live", "/preview", "/summary"))  # htmx fragments
     ]
 
 
-def _db(fn):  # type: ignore[no-untyped-def]
+def _db(fn):
     from app.db import get_sessionmaker
 
     with get_sessionmaker()() as s:
@@ -65,7 +65,7 @@ def _db(fn):  # type: ignore[no-untyped-def]
 def _job(kind: str, status: str, user_id: int, metrics: dict[str, list[float]]) -> int:
     from app.models import Job, JobMetric
 
-    def add(s):  # type: ignore[no-untyped-def]
+    def add(s):
         job = Job(
             kind=kind,
             params={},
@@ -121,7 +121,7 @@ def rm_and_ppo_jobs(user_id: int) -> tuple[int, int]:
     return rm, ppo
 
 
-def _seed(make_user, api_as) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def _seed(make_user, api_as) -> dict[str, Any]:
     """A project with data on every page; returns the users and object ids the pages need."""
     from app.models import LabelerStatus, User
     from app.services.use_cases import ensure_default_use_cases
@@ -157,7 +157,7 @@ def _seed(make_user, api_as) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     )
     assert {gold.status_code, screening.status_code, screening_demo.status_code} == {201}
 
-    def in_screening(s):  # type: ignore[no-untyped-def]
+    def in_screening(s):
         s.get(User, newcomer.id).labeler_status = LabelerStatus.screening.value
 
     _db(in_screening)
@@ -250,7 +250,7 @@ def _check(page: Any, base: str, paths: list[str], problems: dict[str, list[str]
                             full_page=True)  # fmt: skip
 
 
-def test_every_page_with_data_passes_axe_and_fits_a_phone(  # type: ignore[no-untyped-def]
+def test_every_page_with_data_passes_axe_and_fits_a_phone(
     app_env, live_server, _browser, make_user, api_as, monkeypatch
 ) -> None:
     from app.config import get_settings

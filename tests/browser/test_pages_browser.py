@@ -16,7 +16,7 @@ from tests.labeling_support import make_prompt
 pytestmark = pytest.mark.browser
 
 
-def test_404_page_favicon_and_offline_docs(app_env, live_server, page, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_404_page_favicon_and_offline_docs(app_env, live_server, page, make_user) -> None:
     import httpx
 
     if not app_env.startswith("sqlite"):
@@ -48,7 +48,7 @@ def test_404_page_favicon_and_offline_docs(app_env, live_server, page, make_user
     assert outside == []
 
 
-def test_data_browser_with_a_filter(app_env, live_server, page, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_data_browser_with_a_filter(app_env, live_server, page, make_user) -> None:
     if not app_env.startswith("sqlite"):
         pytest.skip("the queries are tested on both backends in tests/unit/test_admin_pages.py")
     make_prompt("How do tides work?", split="train")
@@ -71,7 +71,7 @@ def test_data_browser_with_a_filter(app_env, live_server, page, make_user) -> No
     assert "neap tide" in page.inner_text('[data-testid="prompt-text"]')
 
 
-def test_sample_preview_released_into_tasks(app_env, live_server, page, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_sample_preview_released_into_tasks(app_env, live_server, page, make_user) -> None:
     from tests.unit.test_sampled_tasks import sample_job_with_tasks
 
     if not app_env.startswith("sqlite"):

@@ -247,9 +247,7 @@ def test_untouched_refused_draft_survives_a_422_and_a_reload_and_phone_targets(
     assert page.dialogs == []
 
 
-def test_dragging_near_the_window_edge_scrolls(  # type: ignore[no-untyped-def]
-    app_env, live_server, page, make_user
-) -> None:
+def test_dragging_near_the_window_edge_scrolls(app_env, live_server, page, make_user) -> None:
     _sqlite_only(app_env)
     task_id, _ = make_ranking_task(make_prompt("Name a river.", split="test"), k=9)
     page.set_viewport_size(DESKTOP)

@@ -149,7 +149,7 @@ def test_account_commands_do_not_load_torch() -> None:
     assert result.stdout.strip() == "False"
 
 
-def test_worker_log_has_no_progress_bars(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_worker_log_has_no_progress_bars(monkeypatch) -> None:
     # before: every checkpoint a job saved wrote two "Writing model shards" tqdm lines as
     # WARNING records into the worker's log (the job reports its own progress)
     from app.broker import celery_app
