@@ -133,7 +133,7 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
     for route in _flat_routes(app.routes):
         if not isinstance(route, APIRoute) or not route.include_in_schema:
             continue
-        for method in route.methods:
+        for method in route.methods or ():
             operation = schema["paths"].get(route.path_format, {}).get(method.lower())
             if operation is None:
                 continue
