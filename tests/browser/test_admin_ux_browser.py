@@ -139,7 +139,7 @@ def test_instructions_editor_warns_before_unsaved_changes_are_lost(
     assert "check the prompt's language" in page.inner_text("main")
 
 
-def test_launch_form_offers_the_registered_model_and_only_the_kinds_fields(  # type: ignore[no-untyped-def]
+def test_launch_form_offers_the_registered_model_and_only_the_kinds_fields(
     app_env, live_server, page, make_user
 ) -> None:
     from app.db import get_sessionmaker
