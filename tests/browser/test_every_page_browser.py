@@ -316,6 +316,11 @@ def test_every_page_with_data_passes_axe_and_fits_a_phone(
     ]
     _check(page, live_server, admin_paths + ["/no/such/page"], problems)
     context.close()
+    labeler_pages = {p for pages in task_pages.values() for p in pages}
+    print(
+        f"axe-core at 1366 and 390 px: {len(admin_paths) + 1} admin/system pages, "
+        f"{len(labeler_pages) + 4} labeler pages ({len(labeler_pages)} task pages: {task_pages})"
+    )
     assert problems == {}, "\n".join(f"{p} {v}" for p, vs in problems.items() for v in vs)
 
 
