@@ -20,7 +20,7 @@ from fastapi.routing import APIRoute
 
 from tests.browser.conftest import ARTIFACTS, axe_violations, log_in
 from tests.labeling_support import make_prompt, make_ranking_task
-from tests.quality_support import as_shown, outputs, work
+from tests.quality_support import as_shown, outputs, work, worked
 
 pytestmark = pytest.mark.browser
 
@@ -137,7 +137,7 @@ def _seed(make_user, api_as) -> dict[str, Any]:
     # a ranking the labeler submitted, its task still open for a second labeler (My work: Edit)
     ranked_prompt = make_prompt("Name three rivers of Europe.")
     shared, _ = make_ranking_task(ranked_prompt, k=5, overlap=2)
-    assert work(labeler, as_shown)["task_id"] == shared  # type: ignore[index]
+    assert worked(labeler, as_shown)["task_id"] == shared
     # a demonstration by the labeler, more prompts in every split, one with a long text
     make_prompt("Explain what a river delta is.")
     assert work(labeler, as_shown, kind="demonstration") is not None
