@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
@@ -18,7 +19,6 @@ from app.schemas.evaluations import (
     EvaluationOut,
     Standing,
 )
-from app.services import Invalid
 from app.services.evaluation_results import judgment_records, leaderboard, overview, results
 from app.services.evaluations import create_evaluation, get_evaluation, list_evaluations
 
@@ -83,15 +83,15 @@ def get_leaderboard(session: ReadSessionDep) -> list[Standing]:
 )
 def export_evaluations(
     evaluation_id: DbId | None = Query(None, description="only this evaluation's judgments"),
-    output: str | None = Query(None, description="ndjson (default) or json (an array)"),
+    output: Literal["ndjson", "json"] | None = Query(
+        None, description="ndjson (default) or json (an array)"
+    ),
     *,
     session: ReadSessionDep,
 ) -> StreamingResponse:
     """One record per judgment: the prompt, each output with its system's name, rank (1 =
     best), Likert score, flags and shown position, and the judge's group (held_out or
     training). Evaluation judgments never appear in the training exports."""
-    if output not in (None, "ndjson", "json"):
-        raise Invalid("output must be ndjson or json", field="output")
     if evaluation_id is not None:
         get_evaluation(session, evaluation_id)
     records = list(judgment_records(session, evaluation_id))

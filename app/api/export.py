@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Depends, Query, Request
@@ -12,10 +12,18 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
+from app.api.errors import errors
 from app.deps import ResearcherDep, SessionDep, researcher
 from app.models import Snapshot
 from app.schemas import DbId
-from app.schemas.export import SnapshotOut, SnapshotRequest
+from app.schemas.export import (
+    ComparisonsQuery,
+    ComparisonsSnapshot,
+    DemonstrationsQuery,
+    PromptsQuery,
+    SnapshotOut,
+    SnapshotRequest,
+)
 from app.services import NotFound
 from app.services import export as export_service
 from app.services.export import ExportStream, create_snapshot
@@ -23,26 +31,6 @@ from app.services.export_formats import OUTPUTS, choose_output, encode
 from app.services.export_params import filters_from_query, parse_filters
 
 router = APIRouter(prefix="/api/v1/export", tags=["export"], dependencies=[Depends(researcher)])
-
-
-def filter_params(
-    split: str | None = Query(None, description="train, val or test"),
-    since: str | None = Query(None, description="created at or after (ISO 8601; UTC if no zone)"),
-    until: str | None = Query(None, description="created before (ISO 8601)"),
-    use_case: str | None = Query(None, description="the prompt's use case, e.g. Generation"),
-    labeler_id: str | None = Query(None, description="only this labeler's labels (a user id)"),
-    labeler: str | None = Query(None, description="the same by username"),
-    include_held_out_labelers: str | None = Query(
-        None, description="true: include held-out labelers' work (default false)"
-    ),
-    after: str | None = Query(None, description="resume after this record id (pairs: pair_id)"),
-    min_gold_accuracy: str | None = Query(
-        None, description="only labelers whose gold accuracy is at least this (0..1)"
-    ),
-    exclude_labeler: str | None = Query(None, description="leave out these labeler ids: 3,7"),
-) -> None:
-    """Documents the filters in the OpenAPI schema; ``filters_from_query`` reads and checks them
-    (all strings here, so every bad value gets the same ``{"detail", "field"}`` 422)."""
 
 
 def _stream(request: Request, session: Session, kind: str) -> StreamingResponse:
@@ -86,7 +74,6 @@ class _ClosingStreamingResponse(StreamingResponse):
         self._stream.close()
 
 
-_OUTPUT_DOC = "ndjson (default), json (an array) or parquet; or send an Accept header"
 # what the streams are, by ``output`` (or Accept): one JSON record a line, an array, Parquet
 STREAMED: dict[int | str, dict[str, Any]] = {
     200: {
@@ -100,38 +87,35 @@ STREAMED: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("/comparisons", response_class=StreamingResponse, responses=STREAMED)
+@router.get("/comparisons", response_class=StreamingResponse, responses={**STREAMED, **errors(404)})
 def export_comparisons(
     request: Request,
     session: SessionDep,
-    format: str | None = Query(
-        None, description="rankings (default), pairs, or consensus (one ranking per task)"
-    ),
-    output: str | None = Query(None, description=_OUTPUT_DOC),
-    _filters_doc: None = Depends(filter_params),
+    _query: Annotated[ComparisonsQuery, Query()],
 ) -> StreamingResponse:
-    """Rankings (one record per submitted ranking) or pairs (one per better/worse pair)."""
+    """Rankings (one record per submitted ranking) or pairs (one per better/worse pair).
+    Besides the types: since before until, labeler or labeler_id (not both), a pair_id cursor
+    with format=pairs only, a held-out labeler with include_held_out_labelers only (else 422)."""
     return _stream(request, session, "comparisons")
 
 
-@router.get("/demonstrations", response_class=StreamingResponse, responses=STREAMED)
+@router.get(
+    "/demonstrations", response_class=StreamingResponse, responses={**STREAMED, **errors(404)}
+)
 def export_demonstrations(
     request: Request,
     session: SessionDep,
-    output: str | None = Query(None, description=_OUTPUT_DOC),
-    _filters_doc: None = Depends(filter_params),
+    _query: Annotated[DemonstrationsQuery, Query()],
 ) -> StreamingResponse:
     """Labeler demonstrations as prompt/completion records (the SFT data set)."""
     return _stream(request, session, "demonstrations")
 
 
-@router.get("/prompts", response_class=StreamingResponse, responses=STREAMED)
+@router.get("/prompts", response_class=StreamingResponse, responses={**STREAMED, **errors(404)})
 def export_prompts(
     request: Request,
     session: SessionDep,
-    dataset: str | None = Query(None, description="ppo: API prompts only (the PPO data set)"),
-    output: str | None = Query(None, description=_OUTPUT_DOC),
-    _filters_doc: None = Depends(filter_params),
+    _query: Annotated[PromptsQuery, Query()],
 ) -> StreamingResponse:
     """Accepted prompts, no labels needed."""
     return _stream(request, session, "prompts")
@@ -153,7 +137,7 @@ def _snapshot_out(snapshot: Snapshot) -> SnapshotOut:
     )
 
 
-@router.post("/snapshots", status_code=201, response_model=SnapshotOut)
+@router.post("/snapshots", status_code=201, response_model=SnapshotOut, responses=errors(404))
 def create_export_snapshot(
     body: SnapshotRequest,
     session: SessionDep,
@@ -163,7 +147,8 @@ def create_export_snapshot(
     values = body.model_dump(exclude={"export", "format"}, exclude_defaults=True)
     filters = parse_filters(values)
     session.commit()  # no open transaction while the export reads (SQLite has one writer)
-    snapshot = create_snapshot(session, body.export, filters, body.format, principal.user)
+    fmt = body.format if isinstance(body, ComparisonsSnapshot) else None
+    snapshot = create_snapshot(session, body.export, filters, fmt, principal.user)
     session.commit()
     return _snapshot_out(snapshot)
 

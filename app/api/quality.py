@@ -3,10 +3,9 @@ per-labeler statistics and the overlap settings. Figures are defined in docs/qua
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query
-from sqlalchemy.orm import Session
 
 from app.api.errors import errors
 from app.deps import ReadSessionDep, ResearcherDep, SessionDep, researcher
@@ -26,7 +25,7 @@ from app.schemas.quality import (
     QualityFilters,
 )
 from app.services import gold, screening
-from app.services.judgment_data import agreement_report, parse_quality_filters
+from app.services.judgment_data import agreement_report, check_quality_filters
 from app.services.labeler_stats import group_of, labeler_stats
 from app.services.labeling_settings import (
     describe_overlap_settings,
@@ -38,14 +37,9 @@ router = APIRouter(prefix="/api/v1", tags=["quality"], dependencies=[Depends(res
 
 _ERRORS = errors(404, 409)
 
-SINCE = Query(None, description="inclusive, ISO 8601 (UTC when no zone)")
-UNTIL = Query(None, description="exclusive, ISO 8601")
-USE_CASE = Query(None, description="only prompts of this use case")
-GROUP = Query(None, description="training or held_out labelers only")
-
-
-def _filters(session: Session, **values: str | None) -> QualityFilters:
-    return parse_quality_filters(session, {k: v for k, v in values.items() if v is not None})
+# the query string of the figures: QualityFilters is both the documented parameters and what
+# the service checks (since before until, a known use case: 404) on top of the types
+FiltersQuery = Annotated[QualityFilters, Query()]
 
 
 # gold tasks -----------------------------------------------------------------------------------
@@ -118,13 +112,10 @@ def post_gold_demonstration(
 def get_agreement(
     principal: ResearcherDep,
     session: ReadSessionDep,
-    since: str | None = SINCE,
-    until: str | None = UNTIL,
-    use_case: str | None = USE_CASE,
-    group: str | None = GROUP,
+    query: FiltersQuery,
 ) -> dict[str, Any]:
     """Inter-annotator agreement over the tasks two or more labelers ranked."""
-    filters = _filters(session, since=since, until=until, use_case=use_case, group=group)
+    filters = check_quality_filters(session, query)
     return agreement_report(session, filters).as_dict()
 
 
@@ -166,13 +157,10 @@ def delete_quality_settings(
 def get_labeler_stats(
     principal: ResearcherDep,
     session: ReadSessionDep,
-    since: str | None = SINCE,
-    until: str | None = UNTIL,
-    use_case: str | None = USE_CASE,
-    group: str | None = GROUP,
+    query: FiltersQuery,
 ) -> list[dict[str, Any]]:
     """One row per labeler (by id) with the figures of docs/quality.md and their outliers."""
-    filters = _filters(session, since=since, until=until, use_case=use_case, group=group)
+    filters = check_quality_filters(session, query)
     return labeler_stats(session, filters)
 
 

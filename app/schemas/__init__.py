@@ -3,7 +3,7 @@
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 
 # Row ids and counts are INTEGER columns: 32-bit on PostgreSQL (64-bit on SQLite). A larger
 # number in a path, query or body makes the driver raise (NumericValueOutOfRange on
@@ -38,3 +38,20 @@ def aware_utc(value: datetime | None) -> datetime | None:
     except OverflowError:
         raise ValueError("is out of range once converted to UTC") from None
     return value
+
+
+def _not_a_number(value: object) -> object:
+    # Pydantic also reads a number as Unix time; the API documents (and means) ISO 8601 only
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError("must be an ISO 8601 date-time, not a number")
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return value
+        raise ValueError("must be an ISO 8601 date-time, not a number")
+    return value
+
+
+# a date-time from a request: ISO 8601 text (or a datetime), as the OpenAPI format says
+IsoDateTime = Annotated[datetime, BeforeValidator(_not_a_number)]

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.schemas import DbId, Text, aware_utc
+from app.schemas import DbId, IsoDateTime, Text, aware_utc
 
 
 class OverlapSettings(BaseModel):
@@ -137,10 +137,16 @@ class QualityFilters(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    since: datetime | None = None
-    until: datetime | None = None
-    use_case: Text | None = Field(default=None, min_length=1, max_length=64)
-    group: Literal["training", "held_out"] | None = None
+    since: IsoDateTime | None = Field(
+        default=None, description="inclusive, ISO 8601 (UTC when no zone)"
+    )
+    until: IsoDateTime | None = Field(default=None, description="exclusive, ISO 8601; after since")
+    use_case: Text | None = Field(
+        default=None, min_length=1, max_length=64, description="only prompts of this use case"
+    )
+    group: Literal["training", "held_out"] | None = Field(
+        default=None, description="training or held_out labelers only"
+    )
 
     @field_validator("since", "until")
     @classmethod

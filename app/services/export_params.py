@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from app.models import User
 from app.schemas import INT32_MAX
 from app.schemas.export import COMPARISON_FORMATS, KINDS, PAIR_CURSOR_RE, ExportFilters
-from app.services import Invalid, validated
+from app.services import Invalid, NotFound, validated
 
 
 def parse_filters(values: dict[str, Any]) -> ExportFilters:
@@ -28,7 +28,7 @@ CONTROL_PARAMS = frozenset({"format", "output", "labeler"})
 
 def filters_from_query(session: Session, pairs: Sequence[tuple[str, str]]) -> ExportFilters:
     """The filters of an export's query string (``labeler`` resolved to ``labeler_id``);
-    unknown or repeated parameters and unknown labelers are a 422."""
+    unknown or repeated parameters are a 422, a username nobody has a 404."""
     allowed = set(ExportFilters.model_fields) | CONTROL_PARAMS
     counts = Counter(name for name, _ in pairs)
     for name, count in counts.items():
@@ -46,7 +46,7 @@ def filters_from_query(session: Session, pairs: Sequence[tuple[str, str]]) -> Ex
         if "\x00" not in username:
             user_id = session.scalar(select(User.id).where(User.username == username))
         if user_id is None:
-            raise Invalid(f"no user named {username!r}", field="labeler")
+            raise NotFound(f"no user named {username!r}", field="labeler")
         values["labeler_id"] = user_id
     return parse_filters(values)
 

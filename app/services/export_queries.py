@@ -24,7 +24,7 @@ from app.models import (
     User,
 )
 from app.schemas.export import PAIR_CURSOR_RE, ExportFilters
-from app.services import Invalid
+from app.services import Invalid, NotFound
 from app.services.export_params import check_filters, parse_format, parse_kind
 from app.services.judgment_scores import labelers_with_gold_accuracy
 from app.services.task_kinds import Form, training_kinds
@@ -160,14 +160,15 @@ def base_query(kind: str, filters: ExportFilters) -> Select[*tuple[Any, ...]]:
 def validate_filters(
     session: Session, kind: str, filters: ExportFilters, fmt: str | None
 ) -> str | None:
-    """Check the request against the data (unknown labeler or use case: 422); returns fmt."""
+    """Check the request against the data (a labeler or use case nobody knows: 404, naming
+    the parameter, since its value may well be well formed); returns fmt."""
     parse_kind(kind)
     fmt = parse_format(kind, fmt)
     check_filters(filters, kind, fmt)
     if filters.labeler_id is not None:
         user = session.get(User, filters.labeler_id)
         if user is None:
-            raise Invalid(f"no user with id {filters.labeler_id}", field="labeler_id")
+            raise NotFound(f"no user with id {filters.labeler_id}", field="labeler_id")
         if user.held_out and not filters.include_held_out_labelers:
             raise Invalid(
                 f"user {filters.labeler_id} is a held-out labeler; "
@@ -180,7 +181,7 @@ def validate_filters(
         if session.get(User, labeler_id) is None
     ]
     if unknown:
-        raise Invalid(f"no user with id {unknown[0]}", field="exclude_labeler")
+        raise NotFound(f"no user with id {unknown[0]}", field="exclude_labeler")
     if filters.use_case is not None:
         check_known_use_case(session, filters.use_case)
     return fmt

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from app.models import FLAGS, Prompt, Ranking, RankingEntry, Task, User
 from app.schemas.quality import QualityFilters
-from app.services import Invalid, validated
+from app.services import Invalid
 from app.services.agreement import AgreementReport, Judgment, summarize
 from app.services.task_kinds import agreement_kinds
 from app.services.use_cases import check_known_use_case
@@ -45,9 +45,9 @@ class LoadedRanking:
         return Judgment(dict(self.ranks), likert=self.likert, flags=self.flags)
 
 
-def parse_quality_filters(session: Session, values: dict[str, Any]) -> QualityFilters:
-    """Filters from raw parameters; 422 naming the parameter (unknown use case included)."""
-    filters = validated(QualityFilters, values)
+def check_quality_filters(session: Session, filters: QualityFilters) -> QualityFilters:
+    """``filters`` once the rules between fields and against the data hold (since before
+    until: 422; a use case nobody knows: 404)."""
     if filters.since and filters.until and filters.since >= filters.until:
         raise Invalid("since must be earlier than until", field="since")
     if filters.use_case is not None:

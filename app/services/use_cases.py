@@ -33,11 +33,12 @@ def use_case_lookup(session: Session) -> dict[str, str]:
 
 
 def check_known_use_case(session: Session, name: str, field: str = "use_case") -> None:
-    """A filter on a use case nobody knows is a typo: 422 (a category or a prompt's use case)."""
+    """A filter on a use case nobody knows (as a category or a prompt's use case) names
+    nothing: 404, naming the parameter."""
     known = select(UseCase.id).where(UseCase.name == name)
     used = select(Prompt.id).where(Prompt.use_case == name)
     if not session.scalar(select(known.exists() | used.exists())):
-        raise Invalid(f"unknown use case {name!r}", field=field)
+        raise NotFound(f"unknown use case {name!r}", field=field)
 
 
 def add_use_case(session: Session, name: str, description: str = "") -> UseCase:

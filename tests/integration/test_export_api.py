@@ -62,12 +62,9 @@ def test_researcher_by_session_cookie(env) -> None:
         ("comparisons", {"after": "abc"}, "after"),
         ("comparisons", {"format": "pairs", "after": "3:x"}, "after"),
         ("comparisons", {"labeler_id": "bob"}, "labeler_id"),
-        ("comparisons", {"labeler_id": "999999"}, "labeler_id"),
-        ("comparisons", {"labeler": "nobody"}, "labeler"),
         ("comparisons", {"since": "yesterday"}, "since"),
         ("comparisons", {"since": "2026-02-01", "until": "2026-01-01"}, "since"),
         ("comparisons", {"include_held_out_labelers": "maybe"}, "include_held_out_labelers"),
-        ("comparisons", {"use_case": "Poetry slam"}, "use_case"),
         ("comparisons", {"spilt": "train"}, "spilt"),
         ("comparisons", {"dataset": "ppo"}, "dataset"),
         ("demonstrations", {"format": "pairs"}, "format"),
@@ -80,6 +77,22 @@ def test_bad_parameters_are_422_naming_the_parameter(env, path, params, field) -
     assert r.status_code == 422, r.text
     body = r.json()
     assert body["field"] == field and isinstance(body["detail"], str)
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"labeler_id": "999999"}, "labeler_id"),
+        ({"labeler": "nobody"}, "labeler"),
+        ({"exclude_labeler": "1,999999"}, "exclude_labeler"),
+        ({"use_case": "Poetry slam"}, "use_case"),
+    ],
+)
+def test_a_filter_naming_nothing_is_404_naming_the_parameter(env, params, field) -> None:
+    # well formed, so not a 422: the labeler or use case it names does not exist
+    r = env.researcher.get("/api/v1/export/comparisons", params=params)
+    assert r.status_code == 404, r.text
+    assert r.json()["field"] == field
 
 
 def test_repeated_parameter_is_422(env) -> None:
@@ -118,9 +131,11 @@ def test_snapshot_errors(env) -> None:
     assert api.get("/api/v1/export/snapshots/424242/download").status_code == 404
     assert api.post("/api/v1/export/snapshots", json={"export": "ratings"}).status_code == 422
     r = api.post("/api/v1/export/snapshots", json={"export": "prompts", "format": "pairs"})
-    assert r.status_code == 422 and r.json()["field"] == "format"
+    assert r.status_code == 422 and r.json()["field"] == "prompts.format"
+    r = api.post("/api/v1/export/snapshots", json={"export": "prompts", "min_gold_accuracy": 1})
+    assert r.status_code == 422 and r.json()["field"] == "prompts.min_gold_accuracy"
     r = api.post("/api/v1/export/snapshots", json={"export": "comparisons", "labeler_id": 999})
-    assert r.status_code == 422 and r.json()["field"] == "labeler_id"
+    assert r.status_code == 404 and r.json()["field"] == "labeler_id"
 
 
 def test_cli_writes_the_same_rows_as_the_api(env, tmp_path) -> None:

@@ -63,9 +63,10 @@ def test_quality_figures_filters_and_consensus(api_as, monkeypatch: pytest.Monke
         researcher.get(f"/api/v1/export/comparisons?exclude_labeler={sloppy.user.id}")
     )
     assert sloppy.user.id not in {r["labeler_id"] for r in excluded} and len(excluded) == 2
+    r = researcher.get("/api/v1/export/comparisons?exclude_labeler=999999")
+    assert r.status_code == 404 and r.json()["field"] == "exclude_labeler"  # names nobody
     for query, field in (
-        ("exclude_labeler=999999", "exclude_labeler"),
-        ("exclude_labeler=x", "exclude_labeler.0"),
+        ("exclude_labeler=x", "exclude_labeler"),
         ("min_gold_accuracy=2", "min_gold_accuracy"),
     ):
         r = researcher.get(f"/api/v1/export/comparisons?{query}")

@@ -168,9 +168,9 @@ def test_a_rule_422_and_a_schema_422_look_alike(api_as) -> None:
     # a rule in a service: the same shape, its one error located at the field
     r = api.post("/api/v1/completions", json={"prompt_id": 999999, "completions": []})
     assert r.status_code in (404, 422), r.text
-    r = api.get("/api/v1/export/prompts?split=nope")
-    _assert_shape(r, "split", "rule")
-    assert r.json()["errors"][0]["loc"] == ["split"]
+    r = api.get("/api/v1/export/prompts?since=2026-02-01&until=2026-01-01")
+    _assert_shape(r, "since", "rule")
+    assert r.json()["errors"][0]["loc"] == ["since"]
 
 
 def test_405_allows_every_method_of_the_path(api_as) -> None:

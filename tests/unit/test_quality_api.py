@@ -122,11 +122,12 @@ def test_agreement_pools_labeler_pairs_over_tasks(api_as) -> None:
     for query, field in (
         ("since=yesterday", "since"),
         ("group=everyone", "group"),
-        ("use_case=nope", "use_case"),
         ("since=2030-01-01&until=2020-01-01", "since"),
     ):
         r = researcher.get(f"/api/v1/quality/agreement?{query}")
         assert r.status_code == 422 and r.json()["field"] == field, (query, r.text)
+    r = researcher.get("/api/v1/quality/agreement?use_case=nope")
+    assert r.status_code == 404 and r.json()["field"] == "use_case"  # well formed, names nothing
     assert first.get("/api/v1/quality/agreement").status_code == 403
 
     stats = {s["labeler_id"]: s for s in researcher.get("/api/v1/labelers/stats").json()}
