@@ -15,6 +15,7 @@ from app.services.intake_stats import dataset_table
 from app.services.jobs import ACTIVE
 from app.services.queue import open_task_counts
 from app.services.task_kinds import training_kinds
+from app.services.wording import counted
 
 
 @dataclass
@@ -87,8 +88,9 @@ def next_step(session: Session, sets: dict[str, Any]) -> NextStep:
     if not sets["sft_demonstrations"]:
         return NextStep(
             "Collect demonstrations",
-            f"Labelers write ideal responses: {sets['open_demonstration_tasks']} "
-            "demonstration tasks are waiting in their queue.",
+            "Labelers write ideal responses: "
+            f"{counted(sets['open_demonstration_tasks'], 'demonstration task')} waiting in "
+            "their queue.",
             "/labeler",
             "Go to labeling",
         )
@@ -96,7 +98,7 @@ def next_step(session: Session, sets: dict[str, Any]) -> NextStep:
     if sft is None:
         return NextStep(
             "Train the SFT model",
-            f"{sets['sft_demonstrations']} train demonstrations are ready.",
+            f"{counted(sets['sft_demonstrations'], 'train demonstration')} ready.",
             "/admin/jobs/new?kind=sft",
             "Launch SFT",
         )
@@ -104,7 +106,7 @@ def next_step(session: Session, sets: dict[str, Any]) -> NextStep:
         if sets["open_ranking_tasks"]:
             return NextStep(
                 "Rank model outputs",
-                f"{sets['open_ranking_tasks']} ranking tasks are waiting for labelers.",
+                f"{counted(sets['open_ranking_tasks'], 'ranking task')} waiting for labelers.",
                 "/labeler",
                 "Go to labeling",
             )
@@ -117,7 +119,7 @@ def next_step(session: Session, sets: dict[str, Any]) -> NextStep:
     if rm is None or rm.id < sft.id:
         return NextStep(
             "Train a reward model",
-            f"{sets['rm_rankings']} train rankings are ready.",
+            f"{counted(sets['rm_rankings'], 'train ranking')} ready.",
             "/admin/jobs/new?kind=rm",
             "Launch RM training",
         )

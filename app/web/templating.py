@@ -11,9 +11,10 @@ from fastapi.templating import Jinja2Templates
 
 from app.config import ROOT
 from app.deps import CSRF_FIELD, CSRF_HEADER, csrf_token
+from app.services.wording import counted
 
 templates = Jinja2Templates(directory=str(ROOT / "templates"))
-templates.env.globals.update(csrf_field=CSRF_FIELD, csrf_header=CSRF_HEADER)
+templates.env.globals.update(csrf_field=CSRF_FIELD, csrf_header=CSRF_HEADER, counted=counted)
 
 
 def render(

@@ -29,7 +29,7 @@ def test_admin_home_figures_have_one_source(client, api_as, make_user) -> None:
     overview_after = client.get("/admin/overview").text
     assert _cell(overview_after, "open-demonstration-tasks") == "4"  # the same figure
     # RM (train) prompts: the same number as the data page's table
-    assert _cell(overview, "rm-train").startswith("1 prompts · 0 rankings")
+    assert _cell(overview, "rm-train").startswith("1 prompt · 0 rankings")  # was "1 prompts"
     data = client.get("/admin/data").text
     rm_train = re.search(
         r"<td>RM</td><td>train</td>.*?<td class=\"num\">(\d+)</td></tr>", data, re.S
@@ -116,3 +116,12 @@ def _prompt_of(task_id: int) -> int:
 
     with get_sessionmaker()() as s:
         return s.get_one(Task, task_id).prompt_id
+
+
+def test_counts_are_worded_for_one_and_many() -> None:
+    from app.services.wording import counted
+
+    assert counted(1, "demonstration") == "1 demonstration"  # was "1 demonstrations"
+    assert counted(0, "ranking task") == "0 ranking tasks"
+    assert counted(12345, "prompt") == "12,345 prompts"
+    assert counted(2, "child", "children") == "2 children"
