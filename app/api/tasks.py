@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from app.deps import LabelerDep, SessionDep, any_user
 from app.schemas import DbId
-from app.schemas.labeling import NextTaskOut, SubmissionIn, SubmissionOut
+from app.schemas.labeling import NextTaskOut, RevisionIn, SubmissionIn, SubmissionOut
 from app.services.labeling import describe_assignment, revise, submit
 from app.services.queue import assign_next_task
 
@@ -52,12 +52,12 @@ def post_submission(
 @router.put("/{task_id}/submission", response_model=SubmissionOut)
 def put_submission(
     task_id: DbId,
-    body: SubmissionIn,
+    body: RevisionIn,
     principal: LabelerDep,
     session: SessionDep,
 ) -> SubmissionOut:
     """Replace your own demonstration or ranking while its task is still open (409 once it is
-    done or closed, or for a skip); the same checks as a first submission."""
+    done or closed; a skip is a 422); the same checks as a first submission."""
     result = revise(session, principal.user, task_id, body)
     session.commit()
     return SubmissionOut.model_validate(result)

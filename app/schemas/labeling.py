@@ -87,12 +87,23 @@ class Skip(BaseModel):
     reason: Text = Field(json_schema_extra={"pattern": r"\S"})  # not blank (the service says so)
 
 
+SUBMISSION_FORMS = {"text": ["text"], "ranking": ["ranking", "ratings"], "skip": ["skip"]}
+
+
 def _one_of_three_forms(schema: dict[str, Any]) -> None:
     """The document says what ``submit`` accepts: exactly one of the three forms (``{}`` and
     ``{"text", "skip"}`` are not a submission), ``ratings`` only beside a ``ranking``, and
     text that is not blank."""
+    _one_of_forms(schema, SUBMISSION_FORMS)
+
+
+def _one_of_two_forms(schema: dict[str, Any]) -> None:
+    """What ``revise`` accepts: a text or a ranking, never a skip (``skip`` may only be null)."""
+    _one_of_forms(schema, {k: v for k, v in SUBMISSION_FORMS.items() if k != "skip"})
+
+
+def _one_of_forms(schema: dict[str, Any], forms: dict[str, list[str]]) -> None:
     props = schema["properties"]
-    forms = {"text": ["text"], "ranking": ["ranking", "ratings"], "skip": ["skip"]}
     variants = []
     for form, own in forms.items():
         variant = {
@@ -142,6 +153,13 @@ class SubmissionIn(BaseModel):
     confirmed_order: bool = False
     # measured by the page; the server uses the time since assignment when absent
     time_spent_ms: int | None = Field(default=None, ge=0, le=INT32_MAX)
+
+
+class RevisionIn(SubmissionIn):
+    """A replacement for your own submission: ``text`` (demonstration) or ``ranking``
+    (+ ``ratings``); a skip cannot be edited (the service answers 422 naming ``skip``)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_one_of_two_forms)
 
 
 class SubmissionOut(BaseModel):

@@ -66,10 +66,6 @@ KNOWN_GAPS: dict[str, tuple[Any, str]] = {
         [negative_data_rejection, positive_data_acceptance],
         "lax ints take a bool; the ranges are checked on the merged settings only",
     ),
-    "PUT /api/v1/tasks/{task_id}/submission": (
-        positive_data_acceptance,
-        "a revision cannot be a skip, but the PUT shares the POST's schema",
-    ),
 }
 
 
