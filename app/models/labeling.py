@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import (
     JSON,
@@ -21,7 +21,21 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, utcnow
 
-# the method's per-output metadata (yes/no), in the order labelers see them
+# the method's per-output metadata (yes/no), in the order labelers see them; FlagName names
+# the same set for request schemas (tests/unit/test_quality_api.py keeps the two equal)
+FlagName = Literal[
+    "fails_to_follow",
+    "inappropriate_for_customer",
+    "hallucination",
+    "satisfies_constraint",
+    "sexual_content",
+    "violent_content",
+    "encourages_violence",
+    "denigrates_protected_class",
+    "harmful_advice",
+    "expresses_opinion",
+    "expresses_moral_judgment",
+]
 FLAGS: dict[str, str] = {
     "fails_to_follow": "Fails to follow the correct instruction / task",
     "inappropriate_for_customer": "Inappropriate for a customer assistant",

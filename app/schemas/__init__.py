@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic.config import JsonDict
 
 # Row ids and counts are INTEGER columns: 32-bit on PostgreSQL (64-bit on SQLite). A larger
 # number in a path, query or body makes the driver raise (NumericValueOutOfRange on
@@ -12,6 +13,8 @@ from pydantic import AfterValidator, BeforeValidator, Field
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
 DbId = Annotated[int, Field(ge=INT32_MIN, le=INT32_MAX)]
+# a JSON object keyed by row id (object keys are strings): the document says which strings
+ID_KEYS: JsonDict = {"propertyNames": {"pattern": "^-?[0-9]{1,9}$"}}
 
 
 def _no_nul(value: str) -> str:

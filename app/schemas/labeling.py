@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.schemas import INT32_MAX, DbId, Text
+from app.schemas import ID_KEYS, INT32_MAX, DbId, Text
 
 
 class CompletionIn(BaseModel):
@@ -144,9 +144,7 @@ class SubmissionIn(BaseModel):
     # tie groups, best first: [[3], [7, 5], [9]]
     ranking: list[list[DbId]] | None = None
     # keyed by completion id (JSON object keys are strings)
-    ratings: dict[DbId, Rating] | None = Field(
-        default=None, json_schema_extra={"propertyNames": {"pattern": "^-?[0-9]{1,9}$"}}
-    )
+    ratings: dict[DbId, Rating] | None = Field(default=None, json_schema_extra=ID_KEYS)
     skip: Skip | None = None
     # a ranking left exactly in the order shown, with no score or flag, is refused as
     # untouched unless the client confirms that the shown order is the labeler's answer

@@ -8,7 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.schemas import DbId, IsoDateTime, Text, aware_utc
+from app.models.labeling import FlagName
+from app.schemas import ID_KEYS, DbId, IsoDateTime, Text, aware_utc
 
 
 class OverlapSettings(BaseModel):
@@ -41,6 +42,10 @@ class OverlapSettingsOut(OverlapSettings):
     overridden: list[str]
 
 
+# the flags each output should get, keyed by completion id (outputs left out: none)
+ReferenceFlags = dict[DbId, list[FlagName]]
+
+
 class GoldTaskIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -48,8 +53,7 @@ class GoldTaskIn(BaseModel):
     completion_ids: list[DbId]
     # tie groups, best first, every completion exactly once: [[3], [7, 5], [9]]
     reference_ranking: list[list[DbId]]
-    # the flags each output should get (outputs left out: none)
-    reference_flags: dict[DbId, list[str]] | None = None
+    reference_flags: ReferenceFlags | None = Field(default=None, json_schema_extra=ID_KEYS)
     # part of the screening set (labelers in screening receive only that set)
     screening: bool = False
 
@@ -58,7 +62,7 @@ class GoldFromTaskIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reference_ranking: list[list[DbId]]
-    reference_flags: dict[DbId, list[str]] | None = None
+    reference_flags: ReferenceFlags | None = Field(default=None, json_schema_extra=ID_KEYS)
     screening: bool = False
 
 

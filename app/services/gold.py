@@ -37,7 +37,7 @@ from app.services.task_kinds import a_or_an, reference_kinds, spec_of
 def validated_reference(
     completion_ids: Sequence[int],
     reference_ranking: list[list[int]],
-    reference_flags: Mapping[int, list[str]] | None,
+    reference_flags: Mapping[int, Sequence[str]] | None,
 ) -> dict[str, Any]:
     """The stored reference ``{"ranking": [[id], ...], "flags": {"id": [...]}}``: a weak
     order over exactly the task's completions, flags from ``FLAGS``; 422 naming the field."""
@@ -67,7 +67,7 @@ def create_gold_task(
     prompt_id: int,
     completion_ids: Sequence[int],
     reference_ranking: list[list[int]],
-    reference_flags: Mapping[int, list[str]] | None = None,
+    reference_flags: Mapping[int, Sequence[str]] | None = None,
     *,
     screening: bool = False,
     created_by: User | None = None,
@@ -91,7 +91,7 @@ def make_gold(
     session: Session,
     task_id: int,
     reference_ranking: list[list[int]],
-    reference_flags: Mapping[int, list[str]] | None = None,
+    reference_flags: Mapping[int, Sequence[str]] | None = None,
     *,
     screening: bool = False,
 ) -> Task:

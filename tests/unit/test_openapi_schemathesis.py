@@ -60,8 +60,6 @@ KNOWN_GAPS: dict[str, tuple[Any, str]] = {
     ),
     "POST /api/v1/labeler-prompts": (positive_data_acceptance, "fields required per kind"),
     "POST /api/v1/evaluations": (positive_data_acceptance, "a system is a version or uploads"),
-    "POST /api/v1/gold-tasks": (positive_data_acceptance, "reference flags from a fixed set"),
-    "PUT /api/v1/gold-tasks/{task_id}": (positive_data_acceptance, "reference flags, fixed set"),
     "PUT /api/v1/quality/settings": (
         [negative_data_rejection, positive_data_acceptance],
         "lax ints take a bool; the ranges are checked on the merged settings only",

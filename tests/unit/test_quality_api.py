@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
@@ -25,6 +25,12 @@ def _gold_rate(monkeypatch: pytest.MonkeyPatch, rate: str) -> None:
     get_settings.cache_clear()
 
 
+def test_the_documented_flag_names_are_the_flags_labelers_see() -> None:
+    from app.models.labeling import FLAGS, FlagName
+
+    assert list(get_args(FlagName)) == list(FLAGS)
+
+
 def test_gold_task_is_scored_against_the_reference_and_never_exported(
     api_as, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -40,7 +46,8 @@ def test_gold_task_is_scored_against_the_reference_and_never_exported(
     bad: list[tuple[dict[str, Any], str]] = [
         ({"reference_ranking": [[a], [b, c]]}, "reference_ranking"),  # d missing
         ({"reference_ranking": [[a], [b, c], [d, a]]}, "reference_ranking"),
-        ({"reference_flags": {str(d): ["made_up"]}}, f"reference_flags.{d}"),
+        # the schema's flag enum refuses it, naming the flag's place in the list
+        ({"reference_flags": {str(d): ["made_up"]}}, f"reference_flags.{d}.0"),
         ({"reference_flags": {"999999": []}}, "reference_flags.999999"),
         ({"completion_ids": [a], "reference_ranking": [[a]]}, "completion_ids"),
     ]
