@@ -41,6 +41,8 @@ class PasswordChangeRequired(Exception):
 
 
 SESSION_KEY = "sid"  # the cookie's session secret (see services.sessions)
+# request.state key: the principal the body-guarding middleware already resolved
+CHECKED_PRINCIPAL = "checked_principal"
 
 
 @dataclass(frozen=True)
@@ -97,12 +99,34 @@ def resolve_principal(
     return Principal(user=signed_in[0], token=None, browser_session=signed_in[1])
 
 
+def _checked_principal(
+    request: Request, session: Session, authorization: str | None, secret: object
+) -> Principal | None:
+    """The principal ``AuthenticateBeforeBody`` resolved for these very credentials earlier in
+    this request, attached to ``session`` without a second lookup; None when there is none."""
+    checked = getattr(request.state, CHECKED_PRINCIPAL, None)
+    if checked is None or checked[0] != authorization or checked[1] != secret:
+        return None
+    found: Principal = checked[2]
+    return Principal(
+        user=session.merge(found.user, load=False),
+        token=session.merge(found.token, load=False) if found.token is not None else None,
+        browser_session=(
+            session.merge(found.browser_session, load=False)
+            if found.browser_session is not None
+            else None
+        ),
+    )
+
+
 def optional_principal(
     request: Request, session: Session = Depends(get_session)
 ) -> Principal | None:
-    principal = resolve_principal(
-        session, request.headers.get("authorization"), request.session.get(SESSION_KEY)
-    )
+    authorization = request.headers.get("authorization")
+    secret = request.session.get(SESSION_KEY)
+    principal = _checked_principal(request, session, authorization, secret)
+    if principal is None:
+        principal = resolve_principal(session, authorization, secret)
     if principal is None:
         if SESSION_KEY in request.session:
             request.session.clear()

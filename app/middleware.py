@@ -2,7 +2,7 @@
 before a request body is read.
 
 They are plain ASGI callables (no ``BaseHTTPMiddleware``), so nothing here buffers a body.
-Order, outermost first: ``SecurityHeaders`` -> ``RequestSizeLimit`` -> sessions (Starlette's
+Order, outermost first: ``SecurityHeaders`` -> ``DatabaseBusy`` -> ``RequestSizeLimit`` -> sessions (Starlette's
 signed cookie) -> ``AuthenticateBeforeBody`` -> the app.
 """
 
@@ -12,11 +12,18 @@ from anyio import to_thread
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.db import get_sessionmaker
-from app.deps import SESSION_KEY, NotAuthenticated, resolve_principal
+from app.config import get_settings
+from app.db import get_sessionmaker, is_saturation
+from app.deps import (
+    CHECKED_PRINCIPAL,
+    SESSION_KEY,
+    NotAuthenticated,
+    Principal,
+    resolve_principal,
+)
 
 # no inline script anywhere (static/js only); inline style attributes are allowed (SVG charts,
 # htmx's indicator style), images only from this origin (a Markdown image from elsewhere would
@@ -153,15 +160,15 @@ def _has_body(headers: Headers) -> bool:
     return "transfer-encoding" in headers
 
 
-def _authenticated(authorization: str | None, session_secret: object) -> str | None:
-    """None when the credentials are good, else why not (runs in a worker thread)."""
+def _authenticated(authorization: str | None, session_secret: object) -> Principal | str:
+    """The principal when the credentials are good, else why not (runs in a worker thread)."""
     with get_sessionmaker()() as session:
         try:
             principal = resolve_principal(session, authorization, session_secret)
         except NotAuthenticated as exc:
             return str(exc) or "authentication required"
         session.commit()
-        return None if principal is not None else "authentication required"
+        return principal if principal is not None else "authentication required"
 
 
 class AuthenticateBeforeBody:
@@ -184,10 +191,15 @@ class AuthenticateBeforeBody:
             await self.app(scope, receive, send)
             return
         cookie_secret = scope.get("session", {}).get(SESSION_KEY)
-        problem = await to_thread.run_sync(
-            _authenticated, headers.get("authorization"), cookie_secret
-        )
-        if problem is None:
+        authorization = headers.get("authorization")
+        problem = await to_thread.run_sync(_authenticated, authorization, cookie_secret)
+        if isinstance(problem, Principal):
+            # the route's dependency takes it from here instead of looking it up again
+            scope.setdefault("state", {})[CHECKED_PRINCIPAL] = (
+                authorization,
+                cookie_secret,
+                problem,
+            )
             await self.app(scope, receive, send)
             return
         response: Response
@@ -202,3 +214,45 @@ class AuthenticateBeforeBody:
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             response = RedirectResponse(f"/login?next={target}", status_code=303)
         await response(scope, receive, send)
+
+
+SATURATED = "the database is busy; retry in a moment (nothing was stored by this request)"
+
+
+class DatabaseBusy:
+    """A saturated database (no connection in ``db_pool_timeout_s``, PostgreSQL's "too many
+    clients") answers 503 with ``Retry-After``, never 500: JSON under /api/, a plain page
+    otherwise. The request's transaction was rolled back, so nothing half-done is stored."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        except Exception as exc:
+            if started or not is_saturation(exc):
+                raise
+            headers = {"Retry-After": str(get_settings().db_retry_after_s)}
+            response: Response
+            if wants_json(scope["path"], Headers(scope=scope)):
+                response = JSONResponse({"detail": SATURATED}, status_code=503, headers=headers)
+            else:
+                response = HTMLResponse(
+                    "<!doctype html><title>Busy</title><p>The server is busy. Please retry in"
+                    " a moment; nothing was saved by this request.</p>",
+                    status_code=503,
+                    headers=headers,
+                )
+            await response(scope, receive, send)

@@ -293,12 +293,20 @@ def user_for_token(session: Session, secret: str) -> tuple[User, ApiToken] | Non
     """The active user and token behind a bearer secret, or None; records last use."""
     if not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
         return None
-    token = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(secret)))
-    if token is None or token.revoked_at is not None or not token.user.is_active:
+    # token and user in one statement: this runs on every API request
+    row = session.execute(
+        select(ApiToken, User)
+        .join(User, User.id == ApiToken.user_id)
+        .where(ApiToken.token_hash == hash_token(secret))
+    ).first()
+    if row is None:
+        return None
+    token, user = row
+    if token.revoked_at is not None or not user.is_active:
         return None
     now = utcnow()
     # write at most once a minute: every request touching the row would serialise on it
     if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
         token.last_used_at = now
         session.commit()
-    return token.user, token
+    return user, token

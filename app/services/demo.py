@@ -59,14 +59,14 @@ def demo_rows() -> list[dict[str, Any]]:
 def _add_demonstration(session: Session, prompt_id: int, labeler: User, text: str) -> None:
     """A demonstration as if the labeler had submitted it from the queue (task done)."""
     now = utcnow()
-    task = Task(
-        kind=TaskKind.demonstration.value,
-        prompt_id=prompt_id,
-        overlap=1,
-        filled=1,
-        status=TaskStatus.done.value,
+    # intake has made the prompt's demonstration task already (when its split has them)
+    task = session.scalar(
+        select(Task).where(Task.prompt_id == prompt_id, Task.kind == TaskKind.demonstration.value)
     )
-    session.add(task)
+    if task is None:
+        task = Task(kind=TaskKind.demonstration.value, prompt_id=prompt_id)
+        session.add(task)
+    task.overlap, task.filled, task.status = 1, 1, TaskStatus.done.value
     session.flush()
     session.add(
         Assignment(

@@ -30,6 +30,7 @@ from app.services.curation.pii import PiiScan
 from app.services.curation.pii_policy import drop_reason, scanned_split
 from app.services.curation.pii_pool import ScanFailure, scan_texts
 from app.services.curation.splits import splits_for_users
+from app.services.queue import ensure_demonstration_tasks
 from app.services.use_cases import use_case_lookup
 
 BATCH_SIZE = 1000
@@ -204,6 +205,10 @@ def ingest_prompts(
                 retryable = isinstance(exc, IntegrityError) or _is_deadlock(exc)
                 if not retryable or attempt == MAX_RETRIES - 1:
                     raise
+    if any(r.get("status") == PromptStatus.accepted.value for r in results):
+        # the new prompts' demonstration tasks, so the queue need not look for them
+        ensure_demonstration_tasks(session)
+        session.commit()
     return results
 
 

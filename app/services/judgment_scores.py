@@ -50,15 +50,19 @@ def _ranks_by_ranking(session: Session, task_id: int) -> dict[int, dict[int, int
     return by_ranking
 
 
-def score_new_ranking(session: Session, task: Task, ranking: Ranking) -> None:
-    """Add a just-flushed ranking to its task's agreement tally and score it against the
-    reference of a gold task. The caller holds the task's row lock."""
-    new = ranks_of(ranking.entries)
+def score_new_ranking(
+    session: Session, task: Task, ranking: Ranking, new: dict[int, int] | None = None
+) -> None:
+    """Add a new ranking (``new``: its ranks, else read from its entries) to its task's
+    agreement tally and score it against the reference of a gold task. The caller holds the
+    task's row lock; the ranking need not be flushed yet."""
+    new = ranks_of(ranking.entries) if new is None else new
     spec = spec_of(task.kind)
     # a one-labeler task has no earlier ranking to compare with (the usual case: no query)
     if spec.once_per_labeler or task.overlap > 1:
         earlier = _ranks_by_ranking(session, task.id)
-        earlier.pop(ranking.id, None)
+        if ranking.id is not None:
+            earlier.pop(ranking.id, None)
         tally = sum((pair_tally(new, other) for other in earlier.values()), Tally())
         if tally.pairs:
             task.agreement_credit = (task.agreement_credit or 0.0) + tally.credit

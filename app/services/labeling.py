@@ -8,8 +8,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, case, func, insert, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from app.config import get_settings
 from app.db import utcnow
@@ -28,9 +29,14 @@ from app.models import (
 )
 from app.schemas.labeling import SubmissionIn
 from app.services import Conflict, Invalid, NotFound, ServiceError, validated
-from app.services.judgment_scores import reopen_if_disagreed, rescore_task, score_new_ranking
+from app.services.judgment_scores import (
+    ranks_of,
+    reopen_if_disagreed,
+    rescore_task,
+    score_new_ranking,
+)
 from app.services.queue import FINISHED
-from app.services.task_kinds import a_or_an, spec_of
+from app.services.task_kinds import a_or_an, slot_kinds, spec_of
 
 SKIP_REASON_MAX_CHARS = 2000
 
@@ -106,11 +112,16 @@ def describe_assignment(session: Session, assignment: Assignment) -> dict[str, A
     }
     if spec.form == "ranking":
         order = assignment.display_order or [item.completion_id for item in task.items]
-        texts = dict(
-            session.execute(
-                select(Completion.id, Completion.text).where(Completion.id.in_(order))
-            ).all()
-        )
+        # the queue has just loaded them when it assigned the task: no second read then
+        loaded = [session.identity_map.get(identity_key(Completion, cid)) for cid in order]
+        if all(loaded):
+            texts = {c.id: c.text for c in loaded}  # type: ignore[union-attr]
+        else:
+            texts = dict(
+                session.execute(
+                    select(Completion.id, Completion.text).where(Completion.id.in_(order))
+                ).all()
+            )
         described["completions"] = [{"completion_id": cid, "text": texts[cid]} for cid in order]
     return described
 
@@ -126,6 +137,11 @@ def submit(
 
     Repeating an identical submission returns the stored result (nothing new is written);
     a different one after submitting is a 409.
+
+    The usual call (a live hold) ends the hold in one ``UPDATE … RETURNING``, locks the task
+    in another (a one-labeler task is marked done in the same statement) and inserts the
+    labels. Invalid input raises after those writes: the caller rolls back on a ServiceError
+    (the request's session does).
     """
     sub = parse_submission(payload)
     given = [name for name in ("text", "ranking", "skip") if getattr(sub, name) is not None]
@@ -133,41 +149,59 @@ def submit(
         raise Invalid("send exactly one of 'text', 'ranking' or 'skip'", field="submission")
     if sub.ratings is not None and sub.ranking is None:
         raise Invalid("'ratings' go with a 'ranking'", field="ratings")
-    task = session.get(Task, task_id)
-    if task is None:
-        raise NotFound(f"task {task_id} does not exist", field="task_id")
-    # lock order: the assignment, then the task (as the queue does); the checks that end
-    # without writing come before the task lock
-    assignment = _own_assignment(session, labeler, task_id, lock=True)
-    if assignment.status in FINISHED:
-        if _same_as_stored(session, task, assignment, sub):
-            return _result(session, task, assignment, replayed=True)
-        raise _already_finished(assignment)
+    skip_reason = _skip_reason(sub.skip.reason) if sub.skip is not None else None
     now = utcnow()
-    _check_hold(assignment, now)
-    # serialises the submissions of one task, so exactly one of them marks it done
-    session.refresh(task, with_for_update=True)
+    # lock order: the assignment, then the task (as the queue does)
+    assignment = session.scalars(
+        update(Assignment)
+        .where(
+            Assignment.task_id == task_id,
+            Assignment.labeler_id == labeler.id,
+            Assignment.status == AssignmentStatus.active.value,
+            Assignment.lock_expires_at > now,
+        )
+        .values(
+            status=(
+                AssignmentStatus.skipped.value if skip_reason else AssignmentStatus.submitted.value
+            ),
+            finished_at=now,
+            skip_reason=skip_reason,
+        )
+        .returning(Assignment),
+        execution_options={"populate_existing": True},
+    ).one_or_none()
+    if assignment is None:
+        return _submit_without_hold(session, labeler, task_id, sub, now)
+    # serialises the submissions of one task, so exactly one of them marks it done; a task
+    # of one labeler is done with this submission (nobody else can have submitted it)
+    one_labeler_done = and_(skip_reason is None, Task.overlap <= 1, Task.kind.in_(slot_kinds()))
+    task = session.scalars(
+        update(Task)
+        .where(Task.id == task_id)
+        .values(status=case((one_labeler_done, TaskStatus.done.value), else_=Task.status))
+        .returning(Task),
+        execution_options={"populate_existing": True},
+    ).one()
     spec = spec_of(task.kind)
     time_spent = sub.time_spent_ms
     if time_spent is None:
         time_spent = int((now - assignment.assigned_at) / timedelta(milliseconds=1))
-    if sub.skip is not None:
-        assignment.skip_reason = _skip_reason(sub.skip.reason)
-        assignment.status = AssignmentStatus.skipped.value
-    elif spec.form == "demonstration":
+    label_id: int | None = None
+    if skip_reason is None and spec.form == "demonstration":
         if sub.text is None:
             raise Invalid(f"task {task_id} is a demonstration: send 'text'", field="text")
-        session.add(
-            Demonstration(
+        label_id = session.scalar(
+            insert(Demonstration)
+            .values(
                 task_id=task.id,
                 prompt_id=task.prompt_id,
                 labeler_id=labeler.id,
                 text=demonstration_text(sub.text),
                 time_spent_ms=time_spent,
             )
+            .returning(Demonstration.id)
         )
-        assignment.status = AssignmentStatus.submitted.value
-    else:
+    elif skip_reason is None:
         if sub.ranking is None:
             raise Invalid(
                 f"task {task_id} is {a_or_an(spec.shown_as)}: send 'ranking'", field="ranking"
@@ -182,16 +216,46 @@ def submit(
             display_order=list(shown),
             time_spent_ms=time_spent,
         )
-        ranking.entries = _entries(groups, ratings)
+        entries = _entries(groups, ratings)
+        score_new_ranking(session, task, ranking, ranks_of(entries))
         session.add(ranking)
         session.flush()
-        score_new_ranking(session, task, ranking)
-        assignment.status = AssignmentStatus.submitted.value
-    assignment.finished_at = now
+        # the entries in one executemany (the ORM would insert them one by one for their ids)
+        session.execute(
+            insert(RankingEntry.__table__),
+            [
+                {
+                    "ranking_id": ranking.id,
+                    "completion_id": e.completion_id,
+                    "rank": e.rank,
+                    "likert": e.likert,
+                    "flags": e.flags,
+                }
+                for e in entries
+            ],
+        )
+        label_id = ranking.id
+    done_here = skip_reason is None and task.overlap <= 1 and task.kind in slot_kinds()
+    if not spec.once_per_labeler and not done_here:
+        _update_task_after(session, task, skipped=skip_reason is not None)
     session.flush()
-    if not spec.once_per_labeler:
-        _update_task_after(session, task, skipped=sub.skip is not None)
-    return _result(session, task, assignment, replayed=False)
+    return _result(session, task, assignment, replayed=False, label_id=label_id)
+
+
+def _submit_without_hold(
+    session: Session, labeler: User, task_id: int, sub: SubmissionIn, now: datetime
+) -> dict[str, Any]:
+    """No live hold: a replay of what was stored (200), or say why not (404, 403, 409)."""
+    task = session.get(Task, task_id)
+    if task is None:
+        raise NotFound(f"task {task_id} does not exist", field="task_id")
+    assignment = _own_assignment(session, labeler, task_id, lock=True)
+    if assignment.status in FINISHED:
+        if _same_as_stored(session, task, assignment, sub):
+            return _result(session, task, assignment, replayed=True)
+        raise _already_finished(assignment)
+    _check_hold(assignment, now)
+    raise Conflict(f"your hold on task {task_id} changed meanwhile; retry", field="task_id")
 
 
 def revise(
@@ -436,7 +500,12 @@ def _same_as_stored(
 
 
 def _result(
-    session: Session, task: Task, assignment: Assignment, *, replayed: bool
+    session: Session,
+    task: Task,
+    assignment: Assignment,
+    *,
+    replayed: bool,
+    label_id: int | None = None,
 ) -> dict[str, Any]:
     result: dict[str, Any] = {
         "task_id": task.id,
@@ -447,7 +516,7 @@ def _result(
     if assignment.status == AssignmentStatus.submitted.value:
         model = Demonstration if spec_of(task.kind).form == "demonstration" else Ranking
         key = "demonstration_id" if model is Demonstration else "ranking_id"
-        result[key] = session.scalar(
+        result[key] = label_id or session.scalar(
             select(model.id).where(
                 model.task_id == task.id, model.labeler_id == assignment.labeler_id
             )

@@ -23,18 +23,19 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, Select, and_, case, exists, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from app.config import get_settings
-from app.db import UTCDateTime, is_postgres, rows_matched, utcnow
+from app.db import UTCDateTime, is_postgres, utcnow
 from app.models import (
     Assignment,
     AssignmentStatus,
+    Completion,
     LabelerStatus,
     Prompt,
     PromptStatus,
     Task,
+    TaskItem,
     TaskKind,
     TaskStatus,
     User,
@@ -165,27 +166,28 @@ def open_task_counts(session: Session) -> dict[str, int]:
     }
 
 
-def _open_for(labeler: User, kinds: list[str]) -> Select[Task]:
+def _open_for(labeler: User, kinds: list[str], task: type[Task] = Task) -> Select[Task]:
     """Tasks of ``kinds`` this labeler may take now: open, not theirs, not done by them, and
-    eligible by their kind's rule; slot kinds need a free slot."""
+    eligible by their kind's rule; slot kinds need a free slot. ``task``: an alias of Task,
+    for use as a subquery of a statement on tasks."""
     mine = select(Assignment.task_id).where(
         Assignment.labeler_id == labeler.id,
         Assignment.status != AssignmentStatus.expired.value,
     )
     query = (
-        select(Task)
-        .join(Prompt, Prompt.id == Task.prompt_id)
-        .where(Task.status == TaskStatus.open.value)
+        select(task)
+        .join(Prompt, Prompt.id == task.prompt_id)
+        .where(task.status == TaskStatus.open.value)
         .where(Prompt.status == PromptStatus.accepted.value)
         # a labeler never labels a prompt they wrote
         .where(or_(Prompt.author_id.is_(None), Prompt.author_id != labeler.id))
-        .where(Task.id.not_in(mine))
-        .where(eligibility(labeler, kinds))
+        .where(task.id.not_in(mine))
+        .where(eligibility(labeler, kinds, task))
     )
     if any(not spec_of(k).once_per_labeler for k in kinds):
-        query = query.where(Task.filled < Task.overlap)
+        query = query.where(task.filled < task.overlap)
     if labeler.labeler_status == LabelerStatus.screening.value:
-        query = query.where(Task.screening.is_(True))
+        query = query.where(task.screening.is_(True))
     return query
 
 
@@ -223,85 +225,143 @@ def own_active_assignment(
 def assign_next_task(session: Session, labeler: User, kind: str | None) -> Assignment | None:
     """Hold the next task for ``labeler`` (their own still-active one first), or None.
 
+    The usual call (a free slot exists) is three statements: claim a slot, read what the
+    labeler will see, insert the hold. Queue upkeep (`maintain_queue`: expired holds released,
+    demonstration tasks made) runs in the periodic job and when prompts arrive; here only
+    when nothing was found, so a stale queue never answers "nothing waiting" wrongly.
     Flushes but does not commit: the caller commits, which releases the row lock.
     """
     kind = parse_kind(kind)
     now = utcnow()
-    release_expired_locks(session, now)
+    assignment = _next(session, labeler, kind, now)
+    if assignment is None and maintain_queue(session, now, kind=kind):
+        assignment = _next(session, labeler, kind, now)
+    return assignment
+
+
+def maintain_queue(session: Session, now: datetime | None = None, kind: str | None = None) -> int:
+    """Queue upkeep off the labelers' path: release expired holds and make the missing
+    demonstration tasks (for a request of ``kind``; every kind when None). Returns how many
+    rows changed. Run by the periodic job, after intake, and by the queue when it finds
+    nothing."""
+    changed = release_expired_locks(session, now)
     if kind in (None, TaskKind.demonstration.value):
-        ensure_demonstration_tasks(session)
-    own = own_active_assignment(session, labeler, kind, now)
-    if own is not None:
-        return own
+        changed += ensure_demonstration_tasks(session)
+    return changed
+
+
+def _next(session: Session, labeler: User, kind: str | None, now: datetime) -> Assignment | None:
     regular, gold = _pools(labeler, kind)
     # gold tasks only ever come mixed into the regular stream (or as the screening set)
     serve_gold = bool(gold) and (not regular or _random.random() < get_settings().gold_rate)
     if serve_gold:
-        task = session.scalar(_open_for(labeler, gold).order_by(Task.id).limit(1))
+        free = ~exists(_still_holding(labeler, kind, now))
+        task = session.scalar(_open_for(labeler, gold).where(free).order_by(Task.id).limit(1))
         if task is not None:
             return _hold(session, task, labeler, now)
     if regular:
-        return _take_slot(session, labeler, regular, now)
-    return None
+        assignment = _take_slot(session, labeler, kind, regular, now)
+        if assignment is not None:
+            return assignment
+    # nothing new is handed to a labeler who still holds a task: that one is theirs to finish
+    return own_active_assignment(session, labeler, kind, now)
+
+
+def _still_holding(labeler: User, kind: str | None, now: datetime) -> Select[int]:
+    """SQL: the labeler's live holds of ``kind`` (aliased, for use inside a statement on
+    tasks)."""
+    holds = aliased(Assignment)
+    held_task = aliased(Task)
+    return (
+        select(holds.id)
+        .join(held_task, held_task.id == holds.task_id)
+        .where(
+            holds.labeler_id == labeler.id,
+            holds.status == AssignmentStatus.active.value,
+            holds.lock_expires_at > now,
+            held_task.kind.in_(kinds_shown_as(kind)),
+        )
+    )
 
 
 def _take_slot(
-    session: Session, labeler: User, kinds: list[str], now: datetime
+    session: Session, labeler: User, kind: str | None, kinds: list[str], now: datetime
 ) -> Assignment | None:
-    """Take a free slot of the first open task of ``kinds`` (see the module's invariants)."""
-    candidates = _open_for(labeler, kinds).order_by(Task.id).limit(1)
+    """Take a free slot of the first open task of ``kinds`` in one ``UPDATE … WHERE id =
+    (SELECT … FOR UPDATE SKIP LOCKED) AND filled < overlap RETURNING`` (see the module's
+    invariants); None when the labeler still holds a task of this kind, or none is free."""
+    candidate = aliased(Task)
+    base = _open_for(labeler, kinds, task=candidate).where(
+        ~exists(_still_holding(labeler, kind, now))
+    )
+    pick = base.with_only_columns(candidate.id).order_by(candidate.id).limit(1)
+    waits = [True, False] if is_postgres(session) else [True]
     for _ in range(_MAX_ATTEMPTS):
-        task = session.scalar(candidates.with_for_update(skip_locked=True, of=Task))
-        if task is None and is_postgres(session):
+        for skip_locked in waits:
+            chosen = pick.with_for_update(skip_locked=skip_locked, of=candidate).scalar_subquery()
             # every candidate may be locked by labelers being served this instant, with slots
-            # left once they commit: wait for one rather than answer "nothing waiting"
+            # left once they commit: then wait for one rather than answer "nothing waiting"
             # (PostgreSQL re-checks `filled < overlap` on the row it waited for)
-            task = session.scalar(candidates.with_for_update(of=Task))
-        if task is None:
+            task = session.scalars(
+                update(Task)
+                .where(Task.id == chosen, Task.filled < Task.overlap)
+                .values(filled=Task.filled + 1)
+                .returning(Task)
+                .execution_options(synchronize_session=False, populate_existing=True)
+            ).one_or_none()
+            if task is not None:
+                return _hold(session, task, labeler, now)
+        if session.scalar(select(exists(base))) is not True:
             return None
-        taken = session.execute(
-            update(Task)
-            .where(Task.id == task.id, Task.filled < Task.overlap)
-            .values(filled=Task.filled + 1)
-            .execution_options(synchronize_session=False)
-        )
-        if rows_matched(taken) == 1:
-            return _hold(session, task, labeler, now)
     return None
 
 
 def _hold(session: Session, task: Task, labeler: User, now: datetime) -> Assignment:
+    """Insert the hold (or take up again an expired hold of the same task, with the same
+    order shown) in one upsert, after one read of what the labeler will see."""
     lock_until = now + timedelta(seconds=get_settings().task_lock_s)
-    # an earlier hold of the same task that expired: take it up again (same order shown)
-    assignment = session.scalar(
-        select(Assignment).where(Assignment.task_id == task.id, Assignment.labeler_id == labeler.id)
+    order = None
+    # prompt and the outputs' texts in one read; describe_assignment finds them loaded
+    rows = session.execute(
+        select(Prompt, Completion)
+        .select_from(Prompt)
+        .outerjoin(TaskItem, TaskItem.task_id == task.id)
+        .outerjoin(Completion, Completion.id == TaskItem.completion_id)
+        .where(Prompt.id == task.prompt_id)
+        .order_by(TaskItem.position)
+    ).all()
+    if spec_of(task.kind).form == "ranking":
+        # randomised per labeler, so position bias averages out; stored with the ranking
+        order = [c.id for _, c in rows if c is not None]
+        _random.shuffle(order)
+    dialect = postgresql if is_postgres(session) else sqlite
+    stmt = dialect.insert(Assignment).values(
+        task_id=task.id,
+        labeler_id=labeler.id,
+        status=AssignmentStatus.active.value,
+        assigned_at=now,
+        lock_expires_at=lock_until,
+        display_order=order,
     )
-    if assignment is not None:
-        assignment.status = AssignmentStatus.active.value
-        assignment.assigned_at = now
-        assignment.lock_expires_at = lock_until
-        assignment.finished_at = None
-    else:
-        order = None
-        if spec_of(task.kind).form == "ranking":
-            # randomised per labeler, so position bias averages out; stored with the ranking
-            order = [item.completion_id for item in task.items]
-            _random.shuffle(order)
-        assignment = Assignment(
-            task_id=task.id,
-            labeler_id=labeler.id,
-            assigned_at=now,
-            lock_expires_at=lock_until,
-            display_order=order,
-        )
-        session.add(assignment)
-    try:
-        with session.begin_nested():
-            session.flush()
-    except IntegrityError:
-        # the same labeler took this task in a parallel request (two tabs)
-        raise Conflict("this task was just assigned to you in another request; retry") from None
-    session.refresh(task)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[Assignment.task_id, Assignment.labeler_id],
+        set_={
+            "status": AssignmentStatus.active.value,
+            "assigned_at": now,
+            "lock_expires_at": lock_until,
+            "finished_at": None,
+        },
+        # only an expired hold is taken up again; anything else is the same labeler taking
+        # this task in a parallel request (two tabs)
+        where=Assignment.status == AssignmentStatus.expired.value,
+    )
+    assignment = session.scalars(
+        stmt.returning(Assignment), execution_options={"populate_existing": True}
+    ).one_or_none()
+    if assignment is None:
+        raise Conflict("this task was just assigned to you in another request; retry")
+    # the identity map holds objects weakly: keep what was read alive for describe_assignment
+    session.info["queue_loaded"] = [task, *(x for row in rows for x in row if x is not None)]
     return assignment
 
 

@@ -53,11 +53,11 @@ def a_or_an(noun: str) -> str:
     return f"an {noun}" if noun[0] in "aeiou" else f"a {noun}"
 
 
-def _anyone(labeler: User) -> ColumnElement[bool]:
+def _anyone(labeler: User, task: type[Task] = Task) -> ColumnElement[bool]:
     return true()
 
 
-def _allowed_judges(labeler: User) -> ColumnElement[bool]:
+def _allowed_judges(labeler: User, task: type[Task] = Task) -> ColumnElement[bool]:
     """Evaluation tasks: the run's judge group admits this labeler, and they did not demonstrate
     the prompt (a labeler never judges outputs for a prompt they wrote or demonstrated; the
     queue already keeps everyone off prompts they wrote)."""
@@ -65,14 +65,14 @@ def _allowed_judges(labeler: User) -> ColumnElement[bool]:
         Judges.any.value,
         Judges.held_out.value if labeler.held_out else Judges.training.value,
     ]
-    admitted = exists().where(Evaluation.id == Task.evaluation_id, Evaluation.judges.in_(groups))
+    admitted = exists().where(Evaluation.id == task.evaluation_id, Evaluation.judges.in_(groups))
     demonstrated = exists().where(
-        Demonstration.prompt_id == Task.prompt_id, Demonstration.labeler_id == labeler.id
+        Demonstration.prompt_id == task.prompt_id, Demonstration.labeler_id == labeler.id
     )
     return and_(admitted, ~demonstrated)
 
 
-def _screening_labelers(labeler: User) -> ColumnElement[bool]:
+def _screening_labelers(labeler: User, task: type[Task] = Task) -> ColumnElement[bool]:
     # reference demonstrations only measure labelers in screening; others write real ones
     return true() if labeler.labeler_status == LabelerStatus.screening.value else ~true()
 
@@ -87,7 +87,8 @@ class TaskKindSpec:
     k_range: tuple[int, int] | None = None
     likert_required: bool = False
     once_per_labeler: bool = False
-    eligible: Callable[[User], ColumnElement[bool]] = _anyone
+    # (labeler, the Task entity or an alias of it) -> condition
+    eligible: Callable[[User, type[Task]], ColumnElement[bool]] = _anyone
     adaptive_overlap: bool = False
     agreement_data: bool = False
     reference: Literal["ranking", "text"] | None = None
@@ -206,9 +207,10 @@ def reference_kinds(reference: Literal["ranking", "text"]) -> list[str]:
     return [k for k, spec in SPECS.items() if spec.reference == reference]
 
 
-def eligibility(labeler: User, kinds: list[str]) -> ColumnElement[bool]:
-    """SQL: the task is of one of ``kinds`` and this labeler may take it."""
-    return or_(*(and_(Task.kind == k, SPECS[k].eligible(labeler)) for k in kinds))
+def eligibility(labeler: User, kinds: list[str], task: type[Task] = Task) -> ColumnElement[bool]:
+    """SQL: the task (``Task`` or an alias) is of one of ``kinds`` and this labeler may take
+    it."""
+    return or_(*(and_(task.kind == k, SPECS[k].eligible(labeler, task)) for k in kinds))
 
 
 def shown_kind_of(kind: str) -> str:

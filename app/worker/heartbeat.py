@@ -2,7 +2,8 @@
 running job's ``heartbeat_at``, each refreshed by a background thread of the worker process.
 
 The periodic sweep (``sweep_jobs``) fails the running jobs whose worker stopped beating and
-sends the queued jobs the broker missed. Every worker runs it with its heartbeat, and
+sends the queued jobs the broker missed, and keeps the task queue up (expired holds released,
+demonstration tasks made for new prompts: `queue.maintain_queue`). Every worker runs it with its heartbeat, and
 ``prefloop serve`` runs it in a ``JobSweeper`` thread, so a crashed job ends ``failed`` even
 when no worker is left; reading jobs never writes.
 """
@@ -19,6 +20,7 @@ from app.db import get_sessionmaker, utcnow
 from app.models import Job, JobStatus
 from app.services import workers
 from app.services.jobs import send_unsent_jobs, sweep_stale_jobs
+from app.services.queue import maintain_queue
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,10 @@ def sweep_jobs() -> None:
         session.commit()
     if sent:
         log.warning("sent jobs %s to the broker (it was unreachable when they were launched)", sent)
+    with get_sessionmaker()() as session:
+        # the task queue's upkeep, kept off the labelers' next-task path
+        maintain_queue(session)
+        session.commit()
 
 
 class _Ticker(threading.Thread):

@@ -1,0 +1,101 @@
+"""The queue's upkeep runs off the next-task path (the periodic sweep, and intake) and keeps
+the queue correct: expired holds come back to the queue, new prompts get demonstration tasks."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+
+from app.models import Assignment, Task
+from tests.labeling_support import make_prompt, make_ranking_task
+
+
+def _read(fn):  # type: ignore[no-untyped-def]
+    from app.db import get_sessionmaker
+
+    with get_sessionmaker()() as s:
+        return fn(s)
+
+
+def _expire_holds() -> None:
+    from app.db import get_sessionmaker, utcnow
+
+    with get_sessionmaker()() as s:
+        s.execute(update(Assignment).values(lock_expires_at=utcnow() - timedelta(seconds=1)))
+        s.commit()
+
+
+def _demonstration_tasks() -> int:
+    return _read(
+        lambda s: s.scalar(
+            select(func.count()).select_from(Task).where(Task.kind == "demonstration")
+        )
+    )
+
+
+def test_the_periodic_sweep_gives_expired_holds_back(api_as) -> None:  # type: ignore[no-untyped-def]
+    from app.worker.heartbeat import sweep_jobs
+
+    first, second = api_as("labeler"), api_as("labeler")
+    task_id, _ = make_ranking_task(make_prompt(), k=4, overlap=1)
+    r = first.get("/api/v1/tasks/next", params={"kind": "ranking"})
+    assert r.status_code == 200 and r.json()["task_id"] == task_id
+    _expire_holds()
+
+    sweep_jobs()
+
+    hold = _read(lambda s: s.scalars(select(Assignment)).one())
+    assert hold.status == "expired"
+    assert _read(lambda s: s.get_one(Task, task_id).filled) == 0
+    r = second.get("/api/v1/tasks/next", params={"kind": "ranking"})
+    assert r.status_code == 200 and r.json()["task_id"] == task_id
+    # the first labeler's late submission is refused: the hold is gone
+    shown = [c["completion_id"] for c in r.json()["completions"]]
+    late = first.post(
+        f"/api/v1/tasks/{task_id}/submission", json={"ranking": [[c] for c in reversed(shown)]}
+    )
+    assert late.status_code == 409, late.text
+    assert "expired" in late.json()["detail"]
+
+
+def test_an_expired_hold_is_released_when_the_queue_looks_empty(api_as) -> None:  # type: ignore[no-untyped-def]
+    """Before the next sweep, a labeler who finds nothing else still gets the freed slot."""
+    first, second = api_as("labeler"), api_as("labeler")
+    task_id, _ = make_ranking_task(make_prompt(), k=4, overlap=1)
+    assert first.get("/api/v1/tasks/next", params={"kind": "ranking"}).status_code == 200
+    _expire_holds()
+    r = second.get("/api/v1/tasks/next", params={"kind": "ranking"})
+    assert r.status_code == 200 and r.json()["task_id"] == task_id
+
+
+def test_the_sweep_makes_demonstration_tasks_for_new_prompts(app_env) -> None:  # type: ignore[no-untyped-def]
+    from app.worker.heartbeat import sweep_jobs
+
+    make_prompt(), make_prompt()  # stored by another door (no intake, no labeler looked)
+    assert _demonstration_tasks() == 0
+    sweep_jobs()
+    assert _demonstration_tasks() == 2
+    sweep_jobs()  # idempotent
+    assert _demonstration_tasks() == 2
+
+
+def test_ingested_prompts_have_demonstration_tasks_at_once(api_as) -> None:  # type: ignore[no-untyped-def]
+    api = api_as("researcher")
+    r = api.post(
+        "/api/v1/prompts",
+        json={
+            "prompts": [
+                {"text": f"Explain topic number {i} simply.", "user_id": f"customer-{i}"}
+                for i in range(5)
+            ]
+        },
+    )
+    assert r.status_code == 200, r.text
+    from app.config import get_settings
+
+    accepted = [p for p in r.json()["results"] if p["status"] == "accepted"]
+    splits = set(get_settings().demonstration_splits)
+    expected = sum(1 for p in accepted if p["split"] in splits)
+    assert expected > 0  # the default splits send most prompts to demonstrations
+    assert _demonstration_tasks() == expected

@@ -1,0 +1,106 @@
+"""The labeling hot path stays small: one next-task + submission cycle through the JSON API
+runs at most a fixed number of SQL statements (issue 14), on both databases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from sqlalchemy import event
+
+from tests.labeling_support import make_prompt, make_ranking_task
+
+# next-task + submission of the usual task (one labeler), authentication excluded: it is one
+# lookup per request on top (asserted separately); transaction control is not counted
+MAX_STATEMENTS_PER_CYCLE = 8
+# the last of several labelers also reads the earlier rankings, counts the submissions and
+# (adaptive overlap) reads the labeling settings
+MAX_STATEMENTS_PER_SHARED_CYCLE = 12
+
+
+@contextmanager
+def counted_statements() -> Iterator[list[str]]:
+    from app.db import get_engine
+
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        head = statement.lstrip().split(None, 1)[0].upper()
+        if head not in {"BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "PRAGMA"}:
+            seen.append(statement)
+
+    engine = get_engine()
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def _cycle(labeler, kind: str) -> None:  # type: ignore[no-untyped-def]
+    r = labeler.get("/api/v1/tasks/next", params={"kind": kind})
+    assert r.status_code == 200, r.text
+    task = r.json()
+    if kind == "ranking":
+        shown = [c["completion_id"] for c in task["completions"]]
+        body = {"ranking": [[cid] for cid in reversed(shown)]}
+    else:
+        body = {"text": "An ideal answer."}
+    r = labeler.post(f"/api/v1/tasks/{task['task_id']}/submission", json=body)
+    assert r.status_code == 200, r.text
+
+
+def _labeling_statements(seen: list[str]) -> list[str]:
+    """The statements of the labeling work; exactly one authentication lookup per request."""
+    auth = [s for s in seen if "FROM api_tokens" in s]
+    assert len(auth) == 2, auth  # next and submission
+    return [s for s in seen if s not in auth]
+
+
+@pytest.fixture(autouse=True)
+def _no_gold_draw(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The draw that mixes in a gold task (``gold_rate``) costs one more lookup: off here, so
+    the count is the same every run."""
+    monkeypatch.setenv("PREFLOOP_GOLD_RATE", "0")
+
+
+def test_a_ranking_cycle_runs_few_statements(api_as) -> None:  # type: ignore[no-untyped-def]
+    labeler = api_as("labeler")
+    for _ in range(3):
+        make_ranking_task(make_prompt(), k=5, overlap=1)
+    _cycle(labeler, "ranking")  # warm: the token's last-used time is written once a minute
+    with counted_statements() as seen:
+        _cycle(labeler, "ranking")
+    work = _labeling_statements(seen)
+    assert len(work) <= MAX_STATEMENTS_PER_CYCLE, "\n".join(work)
+
+
+def test_a_shared_ranking_cycle_runs_few_statements(api_as) -> None:  # type: ignore[no-untyped-def]
+    first, second = api_as("labeler"), api_as("labeler")
+    for _ in range(2):
+        make_ranking_task(make_prompt(), k=5, overlap=2)
+    _cycle(first, "ranking")
+    _cycle(second, "ranking")  # warm
+    _cycle(first, "ranking")
+    with counted_statements() as seen:
+        _cycle(second, "ranking")  # the last of two labelers: the task is done
+    work = _labeling_statements(seen)
+    assert len(work) <= MAX_STATEMENTS_PER_SHARED_CYCLE, "\n".join(work)
+
+
+def test_a_demonstration_cycle_runs_few_statements(api_as) -> None:  # type: ignore[no-untyped-def]
+    from app.db import get_sessionmaker
+    from app.services.queue import ensure_demonstration_tasks
+
+    labeler = api_as("labeler")
+    for _ in range(3):
+        make_prompt()
+    with get_sessionmaker()() as s:
+        ensure_demonstration_tasks(s)
+        s.commit()
+    _cycle(labeler, "demonstration")
+    with counted_statements() as seen:
+        _cycle(labeler, "demonstration")
+    work = _labeling_statements(seen)
+    assert len(work) <= MAX_STATEMENTS_PER_CYCLE, "\n".join(work)
