@@ -26,6 +26,19 @@ class Settings(BaseSettings):
     database_url: str = ""
     # empty: Celery's SQLAlchemy transport on a SQLite file under data_dir
     broker_url: str = ""
+    # connections each process keeps to PostgreSQL (SQLAlchemy's QueuePool): pool_size kept
+    # open, up to db_max_overflow more under load. Size them against the server's
+    # max_connections: (db_pool_size + db_max_overflow) x (web processes + worker processes)
+    # + other clients must stay below it (see docs/performance.md)
+    db_pool_size: int = Field(default=10, ge=1, le=1000)
+    db_max_overflow: int = Field(default=5, ge=0, le=1000)
+    # a request waits this long for a free connection, then answers 503 with Retry-After
+    db_pool_timeout_s: float = Field(default=10.0, gt=0)
+    # the Retry-After (seconds) of a 503 when the database is saturated
+    db_retry_after_s: int = Field(default=2, ge=1, le=3600)
+    # behind PgBouncer in transaction mode: no server-side prepared statements (psycopg's
+    # automatic preparation is off), and PgBouncer's pool is the real limit
+    db_pgbouncer: bool = False
     # empty: the broker's URL for Redis, the SQLAlchemy backend on the database otherwise
     result_backend: str = ""
     # empty: generated once and kept in data_dir/secret_key; at least 32 bytes, and never the

@@ -17,6 +17,8 @@ from sqlalchemy import (
     create_engine,
     event,
 )
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -73,11 +75,18 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
     ``read_only`` (SQLite): plain deferred transactions that never take the write lock, for
     long reads such as streamed exports that must not block writers.
     """
+    settings = get_settings()
+    pool = {
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_max_overflow,
+        "pool_timeout": settings.db_pool_timeout_s,
+    }
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
             hide_parameters=True,
+            **pool,
         )
 
         @event.listens_for(engine, "connect")
@@ -98,9 +107,41 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
             conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
+    connect_args: dict[str, object] = {}
+    if settings.db_pgbouncer:
+        # PgBouncer in transaction mode hands each transaction any server connection: a
+        # statement prepared on one is unknown on the next, so psycopg must never prepare
+        connect_args["prepare_threshold"] = None
     return create_engine(
-        url, pool_pre_ping=True, pool_size=10, max_overflow=20, hide_parameters=True
+        url,
+        pool_pre_ping=True,
+        connect_args=connect_args,
+        **pool,
+        hide_parameters=True,
     )
+
+
+def is_saturation(exc: BaseException) -> bool:
+    """The database is too busy to take this request now (retry later), not a bug: no free
+    connection in the pool in time, PostgreSQL out of connections, SQLite's lock held too
+    long."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    if isinstance(exc, OperationalError):
+        if getattr(exc.orig, "sqlstate", None) in {"53300", "57P03"}:
+            return True  # too_many_connections, cannot_connect_now
+        message = str(exc.orig)
+        return any(
+            text in message
+            for text in (
+                "too many clients",
+                "too many connections",
+                "remaining connection slots",
+                "no more connections allowed",  # PgBouncer's max_client_conn
+                "database is locked",
+            )
+        )
+    return False
 
 
 @lru_cache

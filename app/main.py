@@ -25,7 +25,13 @@ from app.api.errors import (
 )
 from app.config import ROOT, get_settings
 from app.deps import CSRFError, Forbidden, NotAuthenticated, PasswordChangeRequired, csrf_protect
-from app.middleware import AuthenticateBeforeBody, RequestSizeLimit, SecurityHeaders, wants_json
+from app.middleware import (
+    AuthenticateBeforeBody,
+    DatabaseBusy,
+    RequestSizeLimit,
+    SecurityHeaders,
+    wants_json,
+)
 from app.services import Invalid, ServiceError
 from app.web import api_docs, auth, browse, home, instructions, labeler, labeler_work, users
 from app.web import evaluations as evaluations_web
@@ -74,8 +80,8 @@ def create_app() -> FastAPI:
         redoc_url=None,
         openapi_url=None,
     )
-    # added innermost first: the request passes SecurityHeaders, RequestSizeLimit, the
-    # session cookie, then AuthenticateBeforeBody
+    # added innermost first: the request passes SecurityHeaders, DatabaseBusy,
+    # RequestSizeLimit, the session cookie, then AuthenticateBeforeBody
     app.add_middleware(AuthenticateBeforeBody)
     app.add_middleware(
         SessionMiddleware,
@@ -86,6 +92,7 @@ def create_app() -> FastAPI:
         https_only=settings.cookie_secure,
     )
     app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(DatabaseBusy)
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=str(ROOT / "static")), name="static")
     for router in ROUTERS:

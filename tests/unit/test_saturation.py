@@ -1,0 +1,92 @@
+"""A saturated database is not an error: requests that find no free connection in time answer
+503 with Retry-After (JSON under /api/, a page elsewhere), never 500, and nothing is lost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+
+from app.models import Prompt
+from tests.conftest import configure_env, login
+
+
+@pytest.fixture
+def tiny_pool(app_env: str, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """One connection per process, and a short wait for it."""
+    configure_env(
+        monkeypatch,
+        data_dir,
+        app_env,
+        db_pool_size="1",
+        db_max_overflow="0",
+        db_pool_timeout_s="0.3",
+        db_retry_after_s="3",
+    )
+    return app_env
+
+
+def test_a_saturated_pool_answers_503_with_retry_after_and_loses_nothing(
+    tiny_pool, make_user, make_token
+) -> None:  # type: ignore[no-untyped-def]
+    from app.db import get_engine, get_sessionmaker
+    from app.main import create_app
+
+    researcher = make_user("researcher")
+    api = TestClient(create_app())
+    api.headers["Authorization"] = f"Bearer {make_token(researcher)}"
+    page = login(TestClient(create_app()), make_user("labeler"))
+    body = {
+        "prompts": [
+            {"text": "Describe a lighthouse at night.", "external_id": "p1", "user_id": "c1"}
+        ]
+    }
+
+    held = get_engine().connect()  # another request holds the only connection
+    try:
+        r = api.post("/api/v1/prompts", json=body)
+        assert r.status_code == 503, r.text
+        assert r.headers["Retry-After"] == "3"
+        assert "retry" in r.json()["detail"]
+        r = api.get("/api/v1/tasks/next")
+        assert r.status_code == 503 and r.headers["Retry-After"] == "3"
+        r = page.get("/labeler")
+        assert r.status_code == 503 and r.headers["Retry-After"] == "3"
+        assert r.headers["content-type"].startswith("text/html")
+    finally:
+        held.close()
+
+    # the client retries as told: the prompt is stored once, nothing half-done before it
+    with get_sessionmaker()() as s:
+        assert s.scalar(select(func.count()).select_from(Prompt)) == 0
+    r = api.post("/api/v1/prompts", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["results"][0]["status"] == "accepted"
+    with get_sessionmaker()() as s:
+        assert s.scalar(select(func.count()).select_from(Prompt)) == 1
+
+
+class _PgError(Exception):
+    def __init__(self, message: str, sqlstate: str | None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(
+    ("message", "sqlstate", "busy"),
+    [
+        ("FATAL:  sorry, too many clients already", "53300", True),
+        ("FATAL:  remaining connection slots are reserved", None, True),
+        ("no more connections allowed (max_client_conn)", None, True),
+        ("database is locked", None, True),
+        ('relation "prompts" does not exist', "42P01", False),
+    ],
+)
+def test_saturation_is_told_apart_from_real_errors(message, sqlstate, busy) -> None:  # type: ignore[no-untyped-def]
+    from app.db import is_saturation
+
+    exc = OperationalError("SELECT 1", {}, _PgError(message, sqlstate))
+    assert is_saturation(exc) is busy
