@@ -6,9 +6,9 @@ The HTML pages and the JSON API both call `describe_assignment` and `submit`.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, case, func, insert, select, update
+from sqlalchemy import Table, and_, case, func, insert, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
@@ -174,12 +174,12 @@ def submit(
         return _submit_without_hold(session, labeler, task_id, sub, now)
     # serialises the submissions of one task, so exactly one of them marks it done; a task
     # of one labeler is done with this submission (nobody else can have submitted it)
-    one_labeler_done = and_(skip_reason is None, Task.overlap <= 1, Task.kind.in_(slot_kinds()))
+    one_labeler_done = and_(Task.overlap <= 1, Task.kind.in_(slot_kinds()))
+    status: Any = Task.status
+    if skip_reason is None:
+        status = case((one_labeler_done, TaskStatus.done.value), else_=Task.status)
     task = session.scalars(
-        update(Task)
-        .where(Task.id == task_id)
-        .values(status=case((one_labeler_done, TaskStatus.done.value), else_=Task.status))
-        .returning(Task),
+        update(Task).where(Task.id == task_id).values(status=status).returning(Task),
         execution_options={"populate_existing": True},
     ).one()
     spec = spec_of(task.kind)
@@ -222,7 +222,7 @@ def submit(
         session.flush()
         # the entries in one executemany (the ORM would insert them one by one for their ids)
         session.execute(
-            insert(RankingEntry.__table__),
+            insert(cast(Table, RankingEntry.__table__)),
             [
                 {
                     "ranking_id": ranking.id,

@@ -355,7 +355,7 @@ def _hold(session: Session, task: Task, labeler: User, now: datetime) -> Assignm
         # this task in a parallel request (two tabs)
         where=Assignment.status == AssignmentStatus.expired.value,
     )
-    assignment = session.scalars(
+    assignment: Assignment | None = session.scalars(
         stmt.returning(Assignment), execution_options={"populate_existing": True}
     ).one_or_none()
     if assignment is None:

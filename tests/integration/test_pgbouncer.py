@@ -58,6 +58,7 @@ def pgbouncer_url(pg_url: str) -> Iterator[str]:
     )
     for f in work.iterdir():
         f.chmod(0o666)
+    assert PGBOUNCER is not None
     cmd = [PGBOUNCER, str(work / "pgbouncer.ini")]
     if os.geteuid() == 0:
         cmd[1:1] = ["-u", "postgres"]

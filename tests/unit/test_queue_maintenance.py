@@ -11,7 +11,7 @@ from app.models import Assignment, Task
 from tests.labeling_support import make_prompt, make_ranking_task
 
 
-def _read(fn):  # type: ignore[no-untyped-def]
+def _read(fn):
     from app.db import get_sessionmaker
 
     with get_sessionmaker()() as s:
@@ -34,7 +34,7 @@ def _demonstration_tasks() -> int:
     )
 
 
-def test_the_periodic_sweep_gives_expired_holds_back(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_the_periodic_sweep_gives_expired_holds_back(api_as) -> None:
     from app.worker.heartbeat import sweep_jobs
 
     first, second = api_as("labeler"), api_as("labeler")
@@ -59,7 +59,7 @@ def test_the_periodic_sweep_gives_expired_holds_back(api_as) -> None:  # type: i
     assert "expired" in late.json()["detail"]
 
 
-def test_an_expired_hold_is_released_when_the_queue_looks_empty(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_an_expired_hold_is_released_when_the_queue_looks_empty(api_as) -> None:
     """Before the next sweep, a labeler who finds nothing else still gets the freed slot."""
     first, second = api_as("labeler"), api_as("labeler")
     task_id, _ = make_ranking_task(make_prompt(), k=4, overlap=1)
@@ -69,7 +69,7 @@ def test_an_expired_hold_is_released_when_the_queue_looks_empty(api_as) -> None:
     assert r.status_code == 200 and r.json()["task_id"] == task_id
 
 
-def test_the_sweep_makes_demonstration_tasks_for_new_prompts(app_env) -> None:  # type: ignore[no-untyped-def]
+def test_the_sweep_makes_demonstration_tasks_for_new_prompts(app_env) -> None:
     from app.worker.heartbeat import sweep_jobs
 
     make_prompt(), make_prompt()  # stored by another door (no intake, no labeler looked)
@@ -80,7 +80,7 @@ def test_the_sweep_makes_demonstration_tasks_for_new_prompts(app_env) -> None:  
     assert _demonstration_tasks() == 2
 
 
-def test_ingested_prompts_have_demonstration_tasks_at_once(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_ingested_prompts_have_demonstration_tasks_at_once(api_as) -> None:
     api = api_as("researcher")
     r = api.post(
         "/api/v1/prompts",

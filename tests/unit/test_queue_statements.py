@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from sqlalchemy import event
@@ -25,7 +26,7 @@ def counted_statements() -> Iterator[list[str]]:
 
     seen: list[str] = []
 
-    def record(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+    def record(conn, cursor, statement, parameters, context, executemany):
         head = statement.lstrip().split(None, 1)[0].upper()
         if head not in {"BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "PRAGMA"}:
             seen.append(statement)
@@ -38,10 +39,11 @@ def counted_statements() -> Iterator[list[str]]:
         event.remove(engine, "before_cursor_execute", record)
 
 
-def _cycle(labeler, kind: str) -> None:  # type: ignore[no-untyped-def]
+def _cycle(labeler, kind: str) -> None:
     r = labeler.get("/api/v1/tasks/next", params={"kind": kind})
     assert r.status_code == 200, r.text
     task = r.json()
+    body: dict[str, Any]
     if kind == "ranking":
         shown = [c["completion_id"] for c in task["completions"]]
         body = {"ranking": [[cid] for cid in reversed(shown)]}
@@ -65,7 +67,7 @@ def _no_gold_draw(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PREFLOOP_GOLD_RATE", "0")
 
 
-def test_a_ranking_cycle_runs_few_statements(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_a_ranking_cycle_runs_few_statements(api_as) -> None:
     labeler = api_as("labeler")
     for _ in range(3):
         make_ranking_task(make_prompt(), k=5, overlap=1)
@@ -76,7 +78,7 @@ def test_a_ranking_cycle_runs_few_statements(api_as) -> None:  # type: ignore[no
     assert len(work) <= MAX_STATEMENTS_PER_CYCLE, "\n".join(work)
 
 
-def test_a_shared_ranking_cycle_runs_few_statements(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_a_shared_ranking_cycle_runs_few_statements(api_as) -> None:
     first, second = api_as("labeler"), api_as("labeler")
     for _ in range(2):
         make_ranking_task(make_prompt(), k=5, overlap=2)
@@ -89,7 +91,7 @@ def test_a_shared_ranking_cycle_runs_few_statements(api_as) -> None:  # type: ig
     assert len(work) <= MAX_STATEMENTS_PER_SHARED_CYCLE, "\n".join(work)
 
 
-def test_a_demonstration_cycle_runs_few_statements(api_as) -> None:  # type: ignore[no-untyped-def]
+def test_a_demonstration_cycle_runs_few_statements(api_as) -> None:
     from app.db import get_sessionmaker
     from app.services.queue import ensure_demonstration_tasks
 

@@ -31,7 +31,7 @@ def tiny_pool(app_env: str, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_a_saturated_pool_answers_503_with_retry_after_and_loses_nothing(
     tiny_pool, make_user, make_token
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     from app.db import get_engine, get_sessionmaker
     from app.main import create_app
 
@@ -85,7 +85,7 @@ class _PgError(Exception):
         ('relation "prompts" does not exist', "42P01", False),
     ],
 )
-def test_saturation_is_told_apart_from_real_errors(message, sqlstate, busy) -> None:  # type: ignore[no-untyped-def]
+def test_saturation_is_told_apart_from_real_errors(message, sqlstate, busy) -> None:
     from app.db import is_saturation
 
     exc = OperationalError("SELECT 1", {}, _PgError(message, sqlstate))
