@@ -4,12 +4,19 @@ and the overlap settings researchers change in the app (docs/quality.md)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.models.labeling import FlagName
 from app.schemas import ID_KEYS, DbId, IsoDateTime, Text, aware_utc
+
+# the overlap settings' ranges, for the settings in force and for a change alike
+Share = Annotated[float, Field(ge=0.0, le=1.0)]
+AgreementOverlap = Annotated[int, Field(ge=2, le=20)]
+OverlapMax = Annotated[int, Field(ge=1, le=20)]
+# a change sent by a client: a number that is a number (JSON true is not 1)
+_STRICT = Field(strict=True)
 
 
 class OverlapSettings(BaseModel):
@@ -18,23 +25,23 @@ class OverlapSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # share of new tasks (by prompt id) that need `agreement_overlap` labelers
-    agreement_share: float = Field(ge=0.0, le=1.0)
-    agreement_overlap: int = Field(ge=2, le=20)
+    agreement_share: Share
+    agreement_overlap: AgreementOverlap
     # a ranking task whose labelers agree less than this gets one more labeler ...
-    adaptive_agreement_min: float = Field(ge=0.0, le=1.0)
+    adaptive_agreement_min: Share
     # ... up to this many labelers in all
-    adaptive_overlap_max: int = Field(ge=1, le=20)
+    adaptive_overlap_max: OverlapMax
 
 
 class OverlapSettingsIn(BaseModel):
-    """A change to some of the overlap settings (the others stay)."""
+    """A change to some of the overlap settings (the others stay), each within its range."""
 
     model_config = ConfigDict(extra="forbid")
 
-    agreement_share: float | None = None
-    agreement_overlap: int | None = None
-    adaptive_agreement_min: float | None = None
-    adaptive_overlap_max: int | None = None
+    agreement_share: Annotated[Share, _STRICT] | None = None
+    agreement_overlap: Annotated[AgreementOverlap, _STRICT] | None = None
+    adaptive_agreement_min: Annotated[Share, _STRICT] | None = None
+    adaptive_overlap_max: Annotated[OverlapMax, _STRICT] | None = None
 
 
 class OverlapSettingsOut(OverlapSettings):

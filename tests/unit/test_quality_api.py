@@ -153,8 +153,15 @@ def test_overlap_settings_are_saved_in_the_app_and_env_gives_the_default(api_as)
         "adaptive_overlap_max": 5,
         "overridden": [],
     }
-    r = researcher.put("/api/v1/quality/settings", json={"agreement_overlap": 1})
-    assert r.status_code == 422 and r.json()["field"] == "agreement_overlap"
+    # out of range, or not a number (true was read as 1, a valid maximum), is refused
+    for change in (
+        {"agreement_overlap": 1},
+        {"adaptive_overlap_max": True},
+        {"agreement_share": False},
+        {"adaptive_overlap_max": 21},
+    ):
+        r = researcher.put("/api/v1/quality/settings", json=change)
+        assert r.status_code == 422 and r.json()["field"] == next(iter(change)), r.text
     r = researcher.put(
         "/api/v1/quality/settings", json={"agreement_share": 1.0, "agreement_overlap": 3}
     )
