@@ -7,6 +7,13 @@ same number of rows is bulk-inserted straight into ``prompts`` (no curation), an
 filter's own rate is measured on the same texts.
 
     python benchmarks/ingest.py [--count 100000] [--users 2000] [--skip-postgres]
+
+``--http``: instead, over HTTP on PostgreSQL with PII on: ``prefloop serve --workers W``
+(the PII pool on every core), ``--clients`` concurrent ingest clients posting batches of
+``--batch`` realistic prompts (benchmarks/texts.py: 50-4,000 characters, 10% with PII), against
+a plain bulk insert of the same rows into a fresh database as the reference.
+
+    python benchmarks/ingest.py --http [--count 20000] [--workers 2] [--clients 4] [--batch 500]
 """
 
 from __future__ import annotations
@@ -133,6 +140,131 @@ def bench_pii(prompts: list[dict]) -> None:
           f"{len(texts) / elapsed:,.0f} texts/s ({found} with PII)")  # fmt: skip
 
 
+def bench_http(args: argparse.Namespace) -> None:
+    """The whole pipeline over HTTP on PostgreSQL (see the module's docstring)."""
+    import json
+    import threading
+    import urllib.request
+
+    from sqlalchemy import create_engine, insert
+
+    from app.models import Prompt
+    from benchmarks.labeling_http import (
+        create_database,
+        drop_database,
+        free_port,
+        stop,
+        wait_for,
+    )
+    from benchmarks.texts import realistic_text
+
+    rng = random.Random(7)
+    prompts = [
+        {"text": realistic_text(rng), "user_id": f"customer-{n % args.users}",
+         "external_id": f"http-{n}"}
+        for n in range(args.count)
+    ]  # fmt: skip
+    chars = sum(len(p["text"]) for p in prompts)
+    print(f"{args.count} realistic prompts (mean {chars / args.count:,.0f} chars, "
+          f"{sum('@example.com' in p['text'] for p in prompts)} with PII), batches of "
+          f"{args.batch}, {args.clients} clients, {args.workers} web workers, "
+          f"{os.cpu_count()} cores")  # fmt: skip
+    url, reference = (
+        create_database(args.postgres_admin_url),
+        create_database(args.postgres_admin_url),
+    )
+    server = None
+    try:
+        from app.db import get_engine, get_sessionmaker
+        from app.migrate import upgrade_to_head
+
+        upgrade_to_head(url)
+
+        use_database(url)
+        from app.services.accounts import create_token, create_user
+
+        with get_sessionmaker()() as s:
+            create_user(s, "bench-ingest", "bench ingest password 1", "researcher")
+            s.commit()
+            _, token = create_token(s, "bench-ingest", "bench", ["ingest"])
+            s.commit()
+        get_engine().dispose()
+        port = free_port()
+        env = dict(os.environ, PREFLOOP_DATABASE_URL=url, PYTHONPATH=str(ROOT),
+                   PREFLOOP_PROMPTS_PER_USER_CAP="100000")  # fmt: skip
+        import subprocess
+
+        server = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers",
+             str(args.workers), "--no-worker"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        wait_for(port, server, "/login")
+        batches = [prompts[i : i + args.batch] for i in range(0, len(prompts), args.batch)]
+        statuses: Counter[str] = Counter()
+        lock = threading.Lock()
+        errors: list[str] = []
+
+        def client() -> None:
+            while True:
+                with lock:
+                    if not batches:
+                        return
+                    batch = batches.pop()
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/api/v1/prompts",
+                    data=json.dumps({"prompts": batch}).encode(),
+                    headers={"Authorization": f"Bearer {token}",
+                             "Content-Type": "application/json"},
+                )  # fmt: skip
+                try:
+                    with urllib.request.urlopen(request, timeout=600) as r:
+                        results = json.load(r)["results"]
+                except Exception as exc:  # reported below
+                    errors.append(repr(exc)[:200])
+                    continue
+                with lock:
+                    statuses.update(r["status"] for r in results)
+
+        threads = [threading.Thread(target=client) for _ in range(args.clients)]
+        started = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        pipeline_s = time.perf_counter() - started
+        stop(server)
+        server = None
+
+        engine = create_engine(reference)
+        upgrade_to_head(reference)
+        started = time.perf_counter()
+        with engine.begin() as conn:
+            for i in range(0, len(prompts), args.batch):
+                conn.execute(
+                    insert(Prompt),
+                    [{"text": p["text"], "source": "api", "user_id": p["user_id"],
+                      "status": "accepted", "external_id": p["external_id"], "split": "train",
+                      "kind": "api", "client": "bench"}
+                     for p in prompts[i : i + args.batch]],
+                )  # fmt: skip
+        raw_s = time.perf_counter() - started
+        engine.dispose()
+        n = len(prompts)
+        print(f"HTTP pipeline (PostgreSQL, PII on): {n} prompts in {pipeline_s:.1f}s = "
+              f"{n / pipeline_s:,.0f} prompts/s ({dict(statuses)}; {len(errors)} failed "
+              f"requests{': ' + errors[0] if errors else ''})")  # fmt: skip
+        print(f"plain bulk insert of the same rows (reference): {n / raw_s:,.0f} rows/s; "
+              f"the HTTP pipeline is {raw_s / pipeline_s:.3f}x the reference rate")  # fmt: skip
+    finally:
+        if server is not None:
+            stop(server)
+        use_database("sqlite://")
+        drop_database(args.postgres_admin_url, url)
+        drop_database(args.postgres_admin_url, reference)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=100_000, help="prompts to ingest")
@@ -143,7 +275,16 @@ def main() -> None:
     )
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--postgres-admin-url", default=PG_ADMIN_URL)
+    parser.add_argument("--http", action="store_true", help="over HTTP on PostgreSQL")
+    parser.add_argument("--workers", type=int, default=2, help="--http: web processes")
+    parser.add_argument("--clients", type=int, default=4, help="--http: concurrent clients")
     args = parser.parse_args()
+    if args.http:
+        workdir = Path(tempfile.mkdtemp(prefix="prefloop-bench-"))
+        os.environ.setdefault("PREFLOOP_DATA_DIR", str(workdir))
+        os.environ.setdefault("PREFLOOP_SECRET_KEY", "bench-secret-key-not-for-production-0123")
+        bench_http(args)
+        return
 
     workdir = Path(tempfile.mkdtemp(prefix="prefloop-bench-"))
     os.environ.setdefault("PREFLOOP_DATA_DIR", str(workdir))

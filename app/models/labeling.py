@@ -96,7 +96,8 @@ class Completion(Base):
 class Task(Base):
     __tablename__ = "tasks"
     __table_args__ = (
-        Index("ix_tasks_kind_status", "kind", "status"),
+        # the queue reads open tasks of a kind in id order (`ORDER BY id LIMIT 1`): no sort
+        Index("ix_tasks_kind_status_id", "kind", "status", "id"),
         CheckConstraint("overlap >= 1", name="overlap_positive"),
         CheckConstraint("filled <= overlap", name="filled_within_overlap"),
         CheckConstraint("filled >= 0", name="filled_not_negative"),

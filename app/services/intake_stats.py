@@ -10,10 +10,9 @@ A prompt can be in several data sets.
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
-from sqlalchemy import exists, func, or_, select
+from sqlalchemy import Integer, cast, exists, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from app.models import Demonstration, Prompt, PromptSource, PromptStatus, Ranking, Task, TaskKind
@@ -81,26 +80,44 @@ def curation_counts(session: Session) -> dict[str, Any]:
             Prompt.status == PromptStatus.over_cap.value
         )
     )
-    entities: Counter[str] = Counter()
-    with_pii = scanned = 0
-    # the JSON report is summed here rather than in SQL: JSON functions differ per backend
-    for (report,) in session.execute(
-        select(Prompt.pii).where(Prompt.pii.is_not(None)).execution_options(yield_per=5000)
-    ):
-        if report is None:
-            continue
-        scanned += 1
-        if report:
-            with_pii += 1
-            entities.update(report)
+    scanned, with_pii, entities = _pii_totals(session)
     return {
         "by_status": {s.value: by_status.get(s.value, 0) for s in PromptStatus},
         "total": sum(by_status.values()),
         "capped_users": capped_users or 0,
         "scanned": scanned,
         "with_pii": with_pii,
-        "entities": dict(entities.most_common()),
+        "entities": dict(sorted(entities.items(), key=lambda e: (-e[1], e[0]))),
     }
+
+
+def _pii_totals(session: Session) -> tuple[int, int, dict[str, int]]:
+    """Scanned prompts, those with PII, and the entities found, summed in SQL from the JSON
+    reports (``{entity type: count}``; JSON null: not scanned) with each backend's
+    ``json_each``."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    json_type = func.json_typeof if postgres else func.json_type
+    scanned = session.scalar(
+        select(func.count()).where(Prompt.pii.is_not(None), json_type(Prompt.pii) == "object")
+    )
+    each = (func.json_each_text if postgres else func.json_each)(Prompt.pii).table_valued(
+        "key", "value"
+    )
+    count = cast(each.c.value, Integer)
+    rows = session.execute(
+        select(each.c.key, func.sum(count), func.count(func.distinct(Prompt.id)))
+        .select_from(Prompt)
+        .join(each, true())
+        .where(Prompt.pii.is_not(None), json_type(Prompt.pii) == "object")
+        .group_by(each.c.key)
+    ).all()
+    with_pii = session.scalar(
+        select(func.count(func.distinct(Prompt.id)))
+        .select_from(Prompt)
+        .join(each, true())
+        .where(Prompt.pii.is_not(None), json_type(Prompt.pii) == "object")
+    )
+    return scanned or 0, with_pii or 0, {key: int(total) for key, total, _ in rows}
 
 
 def data_overview(session: Session) -> dict[str, Any]:

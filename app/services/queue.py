@@ -170,7 +170,10 @@ def _open_for(labeler: User, kinds: list[str], task: type[Task] = Task) -> Selec
     """Tasks of ``kinds`` this labeler may take now: open, not theirs, not done by them, and
     eligible by their kind's rule; slot kinds need a free slot. ``task``: an alias of Task,
     for use as a subquery of a statement on tasks."""
-    mine = select(Assignment.task_id).where(
+    # per candidate, one probe of the unique (task_id, labeler_id) index: the queue reads
+    # candidates in id order and stops at the first, however many tasks the labeler has done
+    mine = exists().where(
+        Assignment.task_id == task.id,
         Assignment.labeler_id == labeler.id,
         Assignment.status != AssignmentStatus.expired.value,
     )
@@ -181,7 +184,7 @@ def _open_for(labeler: User, kinds: list[str], task: type[Task] = Task) -> Selec
         .where(Prompt.status == PromptStatus.accepted.value)
         # a labeler never labels a prompt they wrote
         .where(or_(Prompt.author_id.is_(None), Prompt.author_id != labeler.id))
-        .where(task.id.not_in(mine))
+        .where(~mine)
         .where(eligibility(labeler, kinds, task))
     )
     if any(not spec_of(k).once_per_labeler for k in kinds):

@@ -1,0 +1,301 @@
+"""Labeling over HTTP, prefloop against its floor, in one command (issue 14's measurement).
+
+For each of prefloop (``prefloop serve --workers W``) and the minimal reference app
+(benchmarks/reference_app.py, same uvicorn worker count): a fresh PostgreSQL database with the
+same ``--tasks`` ranking tasks (K = 5, overlap 1..3), then Locust (benchmarks/locustfile.py)
+runs ``--users`` labelers looping next -> submit for ``--seconds``, headless. Prints
+submissions/s, p50/p99 of next and submit for both, the ratios, the integrity of prefloop's
+queue afterwards (no task over its overlap, one ranking per submission), and non-2xx answers.
+
+    python benchmarks/labeling_http.py [--users 100] [--seconds 60] [--workers 2]
+        [--tasks 20000] [--sqlite]
+
+``--sqlite``: prefloop on its embedded SQLite default instead (no reference: the reference is
+PostgreSQL's floor); the issue's SQLite goal is at 10 labelers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+PY = sys.executable
+PG_ADMIN_URL = os.environ.get(
+    "PREFLOOP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(port: int, proc: subprocess.Popen, path: str, timeout: float = 120) -> None:
+    """Until every worker process answers (a few rounds of quick 2xx-4xx answers)."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    answered = 0
+    while time.monotonic() < deadline and answered < 20:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        started = time.monotonic()
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5).close()
+        except urllib.error.HTTPError:
+            pass
+        except OSError:
+            time.sleep(0.3)
+            continue
+        answered = answered + 1 if time.monotonic() - started < 0.5 else 0
+    if answered < 20:
+        raise TimeoutError(f"the server on {port} did not come up")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def create_database(admin_url: str) -> str:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"prefloop_bench_{secrets.token_hex(3)}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(admin_url: str, url: str) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def seed_prefloop(url: str, tasks: int, labelers: int) -> list[str]:
+    """Ranking tasks (test split: no demonstration tasks) and labelers with API tokens."""
+    from sqlalchemy import create_engine, insert, select
+
+    from app.migrate import upgrade_to_head
+    from app.models import ApiToken, Completion, Prompt, Task, TaskItem, User
+    from app.services.accounts import TOKEN_PREFIX, hash_token
+
+    upgrade_to_head(url)
+    engine = create_engine(url)
+    secrets_ = [TOKEN_PREFIX + secrets.token_urlsafe(24) for _ in range(labelers)]
+    with engine.begin() as conn:
+        user_ids = conn.scalars(
+            insert(User).returning(User.id),
+            [{"username": f"bench{i}", "password_hash": "-", "role": "labeler"}
+             for i in range(labelers)],
+        ).all()  # fmt: skip
+        conn.execute(
+            insert(ApiToken),
+            [{"user_id": uid, "name": "bench", "token_hash": hash_token(s), "prefix": s[:8],
+              "scopes": []} for uid, s in zip(user_ids, secrets_, strict=True)],
+        )  # fmt: skip
+        prompt_ids = conn.scalars(
+            insert(Prompt).returning(Prompt.id, sort_by_parameter_order=True),
+            [{"text": f"Prompt {n}: explain something simply.", "source": "api",
+              "kind": "api", "user_id": f"c{n % 50}", "status": "accepted", "split": "test"}
+             for n in range(tasks)],
+        ).all()  # fmt: skip
+        completion_rows = [
+            {"prompt_id": pid, "text": f"Output {i} of {n}", "origin": "bench"}
+            for n, pid in enumerate(prompt_ids)
+            for i in range(5)
+        ]
+        completion_ids = conn.scalars(
+            insert(Completion).returning(Completion.id, sort_by_parameter_order=True),
+            completion_rows,
+        ).all()
+        task_ids = conn.scalars(
+            insert(Task).returning(Task.id, sort_by_parameter_order=True),
+            [{"kind": "ranking", "prompt_id": pid, "overlap": 1 + n % 3, "filled": 0,
+              "status": "open"} for n, pid in enumerate(prompt_ids)],
+        ).all()  # fmt: skip
+        conn.execute(
+            insert(TaskItem),
+            [{"task_id": tid, "completion_id": completion_ids[n * 5 + i], "position": i}
+             for n, tid in enumerate(task_ids) for i in range(5)],
+        )  # fmt: skip
+        assert len(conn.execute(select(Task.id)).all()) == tasks
+    engine.dispose()
+    return secrets_
+
+
+def integrity(url: str) -> str:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        over = conn.scalar(text("SELECT count(*) FROM tasks WHERE filled > overlap"))
+        twice = conn.scalar(
+            text("SELECT count(*) FROM (SELECT task_id, labeler_id FROM rankings"
+                 " GROUP BY 1, 2 HAVING count(*) > 1) x")
+        )  # fmt: skip
+        rankings = conn.scalar(text("SELECT count(*) FROM rankings"))
+        submitted = conn.scalar(text("SELECT count(*) FROM assignments WHERE status='submitted'"))
+        over_done = conn.scalar(
+            text("SELECT count(*) FROM tasks t WHERE (SELECT count(*) FROM rankings r"
+                 " WHERE r.task_id = t.id) > t.overlap")
+        )  # fmt: skip
+    engine.dispose()
+    ok = over == 0 and twice == 0 and over_done == 0 and rankings == submitted
+    return (f"integrity {'held' if ok else 'BROKEN'}: {rankings} rankings = {submitted} "
+            f"submitted holds, {over} tasks over their overlap, {over_done} with more rankings "
+            f"than overlap, {twice} double rankings")  # fmt: skip
+
+
+def run_locust(host: str, user_class: str, users: int, seconds: int, tokens: Path,
+               out: Path) -> dict[str, dict[str, str]]:  # fmt: skip
+    env = dict(os.environ, PREFLOOP_LOCUST_TOKENS=str(tokens), PYTHONPATH=str(ROOT))
+    cmd = [PY, "-m", "locust", "-f", str(ROOT / "benchmarks" / "locustfile.py"), "--headless",
+           "-u", str(users), "-r", str(max(1, users // 2)), "-t", f"{seconds}s", "--host", host,
+           "--csv", str(out), "--only-summary", "--stop-timeout", "10", *user_class.split()]  # fmt: skip
+    subprocess.run(cmd, env=env, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    with open(f"{out}_failures.csv") as f:
+        for row in list(csv.DictReader(f))[:3]:
+            print(
+                f"  failure: {row['Method']} {row['Name']}: {row['Error'][:160]} x{row['Occurrences']}"
+            )
+    with open(f"{out}_stats.csv") as f:
+        return {row["Name"]: row for row in csv.DictReader(f)}
+
+
+def summary(label: str, stats: dict[str, dict[str, str]]) -> dict[str, float]:
+    nxt, sub = stats.get("next", {}), stats.get("submit", {})
+
+    def num(row: dict[str, str], key: str) -> float:
+        try:
+            return float(row.get(key) or 0)
+        except ValueError:
+            return 0.0
+
+    result = {
+        "rate": num(sub, "Requests/s"),
+        "next_p50": num(nxt, "50%"), "next_p99": num(nxt, "99%"),
+        "submit_p50": num(sub, "50%"), "submit_p99": num(sub, "99%"),
+        "failures": num(nxt, "Failure Count") + num(sub, "Failure Count"),
+        "requests": num(nxt, "Request Count") + num(sub, "Request Count"),
+    }  # fmt: skip
+    print(f"{label}: {result['rate']:,.1f} submissions/s; next p50/p99 "
+          f"{result['next_p50']:,.0f}/{result['next_p99']:,.0f} ms; submit p50/p99 "
+          f"{result['submit_p50']:,.0f}/{result['submit_p99']:,.0f} ms; "
+          f"{result['failures']:.0f} failed of {result['requests']:.0f} requests")  # fmt: skip
+    return result
+
+
+def git_head(root: Path) -> str:
+    out = subprocess.run(["git", "-C", str(root), "log", "-1", "--format=%h %s"],
+                         capture_output=True, text=True, check=False)  # fmt: skip
+    return out.stdout.strip()[:70]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=100)
+    parser.add_argument("--seconds", type=int, default=60)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--tasks", type=int, default=20_000)
+    parser.add_argument("--sqlite", action="store_true", help="prefloop on SQLite, no reference")
+    parser.add_argument("--postgres-admin-url", default=PG_ADMIN_URL)
+    parser.add_argument(
+        "--app-root",
+        type=Path,
+        default=ROOT,
+        help="checkout whose prefloop is served (e.g. an older commit's, for before/after)",
+    )
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="prefloop-http-bench-"))
+    admin = args.postgres_admin_url
+    pf_url = f"sqlite:///{work / 'bench.sqlite'}" if args.sqlite else create_database(admin)
+    ref_url = None if args.sqlite else create_database(admin)
+    procs: list[subprocess.Popen] = []
+    try:
+        tokens = seed_prefloop(pf_url, args.tasks, args.users)
+        print(f"prefloop from {args.app_root.resolve()} ({git_head(args.app_root)})")
+        (work / "tokens.json").write_text(json.dumps({"labelers": tokens}))
+        port = free_port()
+        env = dict(os.environ, PREFLOOP_DATABASE_URL=pf_url, PREFLOOP_DATA_DIR=str(work),
+                   PREFLOOP_SECRET_KEY="bench-secret-key-not-for-production-0123456789",
+                   PREFLOOP_GOLD_RATE="0")  # fmt: skip
+        server = subprocess.Popen(
+            [PY, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(args.workers),
+             "--no-worker"],
+            cwd=args.app_root, env=dict(env, PYTHONPATH=str(args.app_root)),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        procs.append(server)
+        wait_for(port, server, "/login")
+        mine = summary(
+            f"prefloop ({'SQLite' if args.sqlite else 'PostgreSQL'}, {args.workers} workers, "
+            f"{args.users} labelers)",
+            run_locust(f"http://127.0.0.1:{port}", "LabelerUser", args.users, args.seconds,
+                       work / "tokens.json", work / "prefloop"),
+        )  # fmt: skip
+        stop(server)
+        if not args.sqlite:
+            print(integrity(pf_url))
+        if ref_url is None:
+            return
+        from benchmarks.reference_app import seed
+
+        seed(ref_url, args.tasks)
+        port = free_port()
+        ref = subprocess.Popen(
+            [PY, "-m", "uvicorn", "benchmarks.reference_app:app", "--port", str(port),
+             "--workers", str(args.workers), "--log-level", "warning", "--no-access-log"],
+            cwd=ROOT, env=dict(os.environ, PREFLOOP_REFERENCE_DATABASE_URL=ref_url),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        procs.append(ref)
+        wait_for(port, ref, "/docs")
+        floor = summary(
+            f"reference ({args.workers} workers, {args.users} labelers)",
+            run_locust(f"http://127.0.0.1:{port}", "ReferenceLabeler", args.users, args.seconds,
+                       work / "tokens.json", work / "reference"),
+        )  # fmt: skip
+        stop(ref)
+        print(f"ratio: prefloop at {mine['rate'] / max(floor['rate'], 1e-9):.2f}x the "
+              f"reference's submissions/s; p99 next {mine['next_p99'] / max(floor['next_p99'], 1):.2f}x,"
+              f" submit {mine['submit_p99'] / max(floor['submit_p99'], 1):.2f}x the reference's")  # fmt: skip
+    finally:
+        for proc in procs:
+            stop(proc)
+        if not args.sqlite:
+            drop_database(admin, pf_url)
+            if ref_url:
+                drop_database(admin, ref_url)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The floor of the labeling job, for the ratio in benchmarks/labeling_http.py: a minimal
+FastAPI app on the same PostgreSQL and uvicorn workers, doing per cycle only what any task
+queue must (next: one ``SELECT … FOR UPDATE SKIP LOCKED`` + one ``UPDATE``; submit: one
+``INSERT``), with no authentication, no validation and no rules.
+
+    PREFLOOP_REFERENCE_DATABASE_URL=postgresql+psycopg://... \
+        uvicorn benchmarks.reference_app:app --workers 2 --port 8002
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from fastapi import FastAPI, Response
+from sqlalchemy import create_engine, text
+
+URL = os.environ.get(
+    "PREFLOOP_REFERENCE_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/reference"
+)
+engine = create_engine(URL, pool_size=10, max_overflow=5)
+app = FastAPI()
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS ref_tasks (
+    id serial PRIMARY KEY, prompt text NOT NULL, outputs json NOT NULL,
+    overlap int NOT NULL, filled int NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS ref_rankings (
+    id serial PRIMARY KEY, task_id int NOT NULL REFERENCES ref_tasks(id), labeler int NOT NULL,
+    ranking json NOT NULL, UNIQUE (task_id, labeler));
+"""
+
+
+def seed(url: str, tasks: int) -> None:
+    """The same tasks as the prefloop run: a prompt and five outputs each, overlap 1..3."""
+    seeder = create_engine(url)
+    with seeder.begin() as conn:
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(text(statement))
+        conn.execute(
+            text("INSERT INTO ref_tasks (prompt, outputs, overlap) VALUES (:p, :o, :v)"),
+            [
+                {
+                    "p": f"Prompt {n}: explain something simply.",
+                    "o": json.dumps([f"Output {i} of {n}" for i in range(5)]),
+                    "v": 1 + n % 3,
+                }
+                for n in range(tasks)
+            ],
+        )
+    seeder.dispose()
+
+
+@app.get("/next")
+def next_task(labeler: int) -> Response:
+    with engine.begin() as conn:
+        row = conn.execute(
+            text(
+                "SELECT t.id, t.prompt, t.outputs FROM ref_tasks t WHERE t.filled < t.overlap"
+                " AND NOT EXISTS (SELECT 1 FROM ref_rankings r WHERE r.task_id = t.id"
+                " AND r.labeler = :l) ORDER BY t.id LIMIT 1 FOR UPDATE SKIP LOCKED"
+            ),
+            {"l": labeler},
+        ).first()
+        if row is None:
+            return Response(status_code=204)
+        conn.execute(
+            text("UPDATE ref_tasks SET filled = filled + 1 WHERE id = :id"), {"id": row.id}
+        )
+    body = {"task_id": row.id, "prompt": row.prompt, "completions": row.outputs}
+    return Response(json.dumps(body), media_type="application/json")
+
+
+@app.post("/submit/{task_id}")
+def submit(task_id: int, labeler: int, body: dict) -> dict:
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO ref_rankings (task_id, labeler, ranking) VALUES (:t, :l, :r)"),
+            {"t": task_id, "l": labeler, "r": json.dumps(body["ranking"])},
+        )
+    return {"task_id": task_id, "status": "submitted"}

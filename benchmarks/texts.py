@@ -1,0 +1,28 @@
+"""Realistic prompt texts for the load benchmarks: 50 to 4,000 characters of prose (a
+log-normal length, median ~500), one in ten with PII (an e-mail address and a phone number)."""
+
+from __future__ import annotations
+
+import random
+
+_PROSE = (
+    "the model should explain how a small team can plan a garden with vegetables herbs and "
+    "flowers across a season while keeping costs low and sharing the work fairly between "
+    "neighbours who have different schedules budgets and ideas about what a good harvest means"
+)
+_WORDS = _PROSE.split(" ")
+
+
+def realistic_text(rng: random.Random) -> str:
+    length = int(min(4000, max(50, rng.lognormvariate(6.2, 0.9))))
+    words: list[str] = []
+    size = 0
+    while size < length:
+        word = rng.choice(_WORDS)
+        words.append(word)
+        size += len(word) + 1
+    text = " ".join(words)[:length]
+    if rng.random() < 0.1:
+        n = rng.randrange(10**6)
+        text = f"Contact jane.doe{n}@example.com or +1 415 555 {n % 10000:04d}. " + text
+    return f"Request {rng.randrange(10**9)}: " + text[:3980]
