@@ -123,7 +123,6 @@ class RequestSizeLimit:
             await response(scope, receive, send)
             return
         received = 0
-        started = False
 
         async def counted_receive() -> Message:
             nonlocal received
@@ -134,16 +133,11 @@ class RequestSizeLimit:
                     raise RequestTooLarge(self.max_bytes)
             return message
 
-        async def watched_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        watched = _WatchedSend(send)
         try:
-            await self.app(scope, counted_receive, watched_send)
+            await self.app(scope, counted_receive, watched)
         except RequestTooLarge:
-            if started:
+            if watched.started:
                 raise
             response = JSONResponse(
                 {"detail": _too_large(None, self.max_bytes), "field": "body"},
@@ -151,6 +145,20 @@ class RequestSizeLimit:
                 headers={"Connection": "close"},
             )
             await response(scope, receive, send)
+
+
+class _WatchedSend:
+    """``send`` that remembers whether the response has started (after which an error can no
+    longer be answered with a response of its own)."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self.send(message)
 
 
 def _has_body(headers: Headers) -> bool:
@@ -231,18 +239,11 @@ class DatabaseBusy:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def watched_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        watched = _WatchedSend(send)
         try:
-            await self.app(scope, receive, watched_send)
+            await self.app(scope, receive, watched)
         except Exception as exc:
-            if started or not is_saturation(exc):
+            if watched.started or not is_saturation(exc):
                 raise
             headers = {"Retry-After": str(get_settings().db_retry_after_s)}
             response: Response

@@ -98,15 +98,20 @@ def drop_database(admin_url: str, url: str) -> None:
     admin.dispose()
 
 
-def seed_prefloop(url: str, tasks: int, labelers: int) -> list[str]:
-    """Ranking tasks (test split: no demonstration tasks) and labelers with API tokens."""
+def seed_prefloop(url: str, tasks: int, labelers: int, app_root: Path = ROOT) -> list[str]:
+    """Ranking tasks (test split: no demonstration tasks) and labelers with API tokens, in a
+    database migrated by ``app_root``'s migrations (the checkout that will serve it)."""
     from sqlalchemy import create_engine, insert, select
 
-    from app.migrate import upgrade_to_head
     from app.models import ApiToken, Completion, Prompt, Task, TaskItem, User
     from app.services.accounts import TOKEN_PREFIX, hash_token
 
-    upgrade_to_head(url)
+    subprocess.run(
+        [PY, "-c", f"from app.migrate import upgrade_to_head; upgrade_to_head({url!r})"],
+        cwd=app_root,
+        env=dict(os.environ, PYTHONPATH=str(app_root)),
+        check=True,
+    )
     engine = create_engine(url)
     secrets_ = [TOKEN_PREFIX + secrets.token_urlsafe(24) for _ in range(labelers)]
     with engine.begin() as conn:
@@ -240,7 +245,7 @@ def main() -> None:
     ref_url = None if args.sqlite else create_database(admin)
     procs: list[subprocess.Popen] = []
     try:
-        tokens = seed_prefloop(pf_url, args.tasks, args.users)
+        tokens = seed_prefloop(pf_url, args.tasks, args.users, args.app_root)
         print(f"prefloop from {args.app_root.resolve()} ({git_head(args.app_root)})")
         (work / "tokens.json").write_text(json.dumps({"labelers": tokens}))
         port = free_port()
