@@ -49,6 +49,8 @@ def seed(url: str, tasks: int) -> None:
                 for n in range(tasks)
             ],
         )
+    with seeder.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("ANALYZE")  # as prefloop's database: statistics of a live one
     seeder.dispose()
 
 
