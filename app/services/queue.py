@@ -237,7 +237,10 @@ def assign_next_task(session: Session, labeler: User, kind: str | None) -> Assig
     kind = parse_kind(kind)
     now = utcnow()
     assignment = _next(session, labeler, kind, now)
-    if assignment is None and maintain_queue(session, now, kind=kind):
+    if assignment is None:
+        # look again even when this upkeep changed nothing: the periodic sweep (or intake) may
+        # have made the task between the first look and this one, and then it is ours to take
+        maintain_queue(session, now, kind=kind)
         assignment = _next(session, labeler, kind, now)
     return assignment
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import func, select, update
 
 from app.models import Assignment, Task
@@ -99,3 +100,30 @@ def test_ingested_prompts_have_demonstration_tasks_at_once(api_as) -> None:
     expected = sum(1 for p in accepted if p["split"] in splits)
     assert expected > 0  # the default splits send most prompts to demonstrations
     assert _demonstration_tasks() == expected
+
+
+def test_a_task_the_sweep_makes_meanwhile_is_not_nothing_waiting(
+    app_env, api_as, monkeypatch
+) -> None:
+    """The sweep commits a new prompt's demonstration task between the queue's first look and
+    its own upkeep (which then has nothing left to make). Before: the labeler was told that
+    nothing is waiting (a browser test met this on PostgreSQL in CI)."""
+    if app_env.startswith("sqlite"):
+        # one writer at a time: the request holds SQLite's write lock from its first look, so
+        # the sweep cannot commit in between (here it would time out on the lock instead)
+        pytest.skip("the race needs concurrent writers: PostgreSQL")
+    from app.services import queue
+    from app.worker.heartbeat import sweep_jobs
+
+    labeler = api_as("labeler")
+    make_prompt("Summarise the water cycle.")
+    upkeep = queue.maintain_queue
+
+    def sweep_first(*args, **kwargs):
+        sweep_jobs()  # another process, committed before this request's upkeep
+        return upkeep(*args, **kwargs)
+
+    monkeypatch.setattr(queue, "maintain_queue", sweep_first)
+    r = labeler.get("/api/v1/tasks/next", params={"kind": "demonstration"})
+    assert r.status_code == 200, r.status_code
+    assert r.json()["prompt"]["text"] == "Summarise the water cycle."
