@@ -108,3 +108,24 @@ def test_case_set_recall_and_precision(pii: PiiFilter) -> None:
             "URL_CREDENTIALS"} <= seen_types  # fmt: skip
     assert tp / (tp + fn) >= 0.95
     assert tp / (tp + fp) >= 0.9
+
+
+def test_tokenizer_runs_only_for_windows_with_a_detection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """spaCy's artifacts are only needed for context words, so a window where no recognizer
+    matched skips them; where one matched, context still raises the score as before."""
+    fresh = PiiFilter(ner_model=None)
+    calls: list[str] = []
+    process_text = fresh.analyzer.nlp_engine.process_text
+
+    def counted(text: str, language: str) -> object:
+        calls.append(text)
+        return process_text(text, language)
+
+    monkeypatch.setattr(fresh.analyzer.nlp_engine, "process_text", counted)
+    assert fresh.scan("Write a story about a wise frog. " * 60).counts == {}
+    assert calls == []
+    with_context = fresh.find("my phone number is (415) 555-0132")
+    without = fresh.find("the value was (415) 555-0132")
+    assert len(calls) == 2
+    assert [r.entity_type for r in with_context + without] == ["PHONE_NUMBER"] * 2
+    assert with_context[0].score > without[0].score

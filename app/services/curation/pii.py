@@ -26,10 +26,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import spacy
 from presidio_analyzer import AnalyzerEngine, RecognizerRegistry, RecognizerResult
-from presidio_analyzer.nlp_engine import SpacyNlpEngine
+from presidio_analyzer.nlp_engine import NlpArtifacts, NlpEngine, SpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import (
     CreditCardRecognizer,
     IbanRecognizer,
@@ -126,6 +127,30 @@ def installed_ner_model() -> str | None:
     return next((name for name in candidates if spacy.util.is_package(name)), None)
 
 
+class LazyNlpArtifacts(NlpArtifacts):
+    """The NLP engine's artifacts of ``text``, computed on first use.
+
+    Presidio's pattern recognizers do not read them; only context enhancement (and the NER
+    recognizer) does, and context enhancement only for a window where a recognizer found
+    something. Most windows hold no PII, so most never pay for spaCy's tokenizer (about a sixth
+    of the scan).
+    """
+
+    def __init__(self, nlp_engine: NlpEngine, text: str) -> None:  # noqa: D107 (no super call)
+        self._engine = nlp_engine
+        self._text = text
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached for an attribute not yet set: run the engine once, keep its artifacts
+        if name.startswith("_"):
+            raise AttributeError(name)
+        self.__dict__.update(vars(self._engine.process_text(self._text, "en")))
+        try:
+            return self.__dict__[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
 @dataclass
 class PiiScan:
     """The outcome of one scan: text with typed placeholders and entity type -> count."""
@@ -178,7 +203,7 @@ class PiiFilter:
         for start, end in windows(len(text)):
             if deadline is not None and time.process_time() > deadline:
                 raise ScanTimeout(f"PII scan stopped at character {start} of {len(text)}")
-            artifacts = self.analyzer.nlp_engine.process_text(safe[start:end], "en")
+            artifacts = LazyNlpArtifacts(self.analyzer.nlp_engine, safe[start:end])
             found = self.analyzer.analyze(
                 text=text[start:end],
                 language="en",
