@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     # "none": never (structured PII is found by pattern recognizers without any model)
     pii_ner_model: str = ""
 
+    # the admin pages' whole-table figures (data-set sizes, curation counts) are recomputed in
+    # the background at most this often per web process, and shown with their time (seconds of
+    # scans at a million prompts, see app/services/admin_figures.py); 0: on every view
+    admin_figures_ttl_s: int = Field(default=60, ge=0)
+
     # labeling
     task_lock_s: int = Field(default=30 * 60, ge=10)
     # share of new tasks (0..1, chosen deterministically by prompt id) that need

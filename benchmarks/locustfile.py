@@ -118,6 +118,8 @@ class ResearcherUser(HttpUser):
     @task(3)
     def admin_home(self) -> None:
         self.client.get("/admin", name="/admin")
+        # its panels, as the browser loads them with htmx right after
+        self.client.get("/admin/overview", name="/admin/overview")
 
     @task(2)
     def data_page(self) -> None:

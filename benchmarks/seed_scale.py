@@ -11,6 +11,7 @@ labelers and a researcher. ``--scale 0.05`` makes a twentieth of everything.
 (/admin, /admin/data) for ``--seconds``; prints the p50/p99 of each page.
 
     python benchmarks/seed_scale.py --scale 0.1 [--measure] [--keep]
+    python benchmarks/seed_scale.py --reuse URL --measure   # a database kept by --keep
 """
 
 from __future__ import annotations
@@ -153,7 +154,9 @@ def seed(url: str, scale: float, labelers: int) -> dict[str, object]:
                         f"(SELECT coalesce(max(id), 1) FROM {table}))")  # fmt: skip
     conn.commit()
     raw.close()
-    with engine.connect() as c:
+    # outside a transaction: an ANALYZE in one that is rolled back on close leaves no statistics
+    # (it did, and every plan at scale 1 assumed a few dozen rows per table)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
         c.exec_driver_sql("ANALYZE")
     engine.dispose()
     elapsed = time.perf_counter() - started
@@ -183,11 +186,18 @@ def measure(url: str, accounts: dict, work: Path, args: argparse.Namespace) -> N
                            work / "scale")  # fmt: skip
     finally:
         stop(server)
-    for name in ("next", "submit", "labeler home", "/admin", "/admin/data"):
+    for name in ("next", "submit", "labeler home", "/admin", "/admin/overview", "/admin/data"):
         row = stats.get(name)
         if row:
             print(f"{name}: {row['Request Count']} requests, p50 {row['50%']} ms, "
                   f"p99 {row['99%']} ms, {row['Failure Count']} failed")  # fmt: skip
+
+
+def _accounts_file(url: str) -> Path:
+    """Where --keep leaves the labelers' tokens for a later --reuse."""
+    from sqlalchemy.engine import make_url
+
+    return Path(tempfile.gettempdir()) / f"{make_url(url).database}.accounts.json"
 
 
 def main() -> None:
@@ -199,14 +209,28 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--keep", action="store_true", help="keep the database (its URL printed)")
+    parser.add_argument(
+        "--reuse",
+        metavar="URL",
+        help="measure a database kept by --keep "
+        "(its accounts read from URL's accounts file) instead of seeding",
+    )
     parser.add_argument("--app-root", type=Path, default=ROOT)
     parser.add_argument("--postgres-admin-url", default=PG_ADMIN_URL)
     args = parser.parse_args()
     os.environ.setdefault("PREFLOOP_DATA_DIR", tempfile.mkdtemp(prefix="prefloop-scale-"))
     os.environ.setdefault("PREFLOOP_SECRET_KEY", "bench-secret-key-not-for-production-0123")
-    url = create_database(args.postgres_admin_url)
+    if args.reuse:
+        url = args.reuse
+        accounts = json.loads(_accounts_file(url).read_text())
+        args.keep = True
+    else:
+        url = create_database(args.postgres_admin_url)
     try:
-        accounts = seed(url, args.scale, args.accounts)
+        if not args.reuse:
+            accounts = seed(url, args.scale, args.accounts)
+            if args.keep:
+                _accounts_file(url).write_text(json.dumps(accounts))
         if args.measure:
             measure(url, accounts, Path(os.environ["PREFLOOP_DATA_DIR"]), args)
     finally:

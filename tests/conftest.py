@@ -40,6 +40,9 @@ def service_unavailable(what: str, error: Exception) -> None:
 def _reset_caches() -> None:
     from app.config import get_settings
     from app.db import get_engine, get_readonly_sessionmaker, get_sessionmaker
+    from app.services import admin_figures
+
+    admin_figures.clear()
 
     if get_sessionmaker.cache_info().currsize:
         get_engine().dispose()
@@ -127,6 +130,8 @@ def configure_env(monkeypatch: pytest.MonkeyPatch, data_dir: Path, url: str, **e
     monkeypatch.setenv("PREFLOOP_DATABASE_URL", url)
     monkeypatch.setenv("PREFLOOP_SECRET_KEY", TEST_SECRET_KEY)
     monkeypatch.setenv("PREFLOOP_BROKER_URL", f"sqla+sqlite:///{data_dir / 'broker.sqlite'}")
+    # the admin pages' figures fresh on every view (their cache is tested on its own)
+    monkeypatch.setenv("PREFLOOP_ADMIN_FIGURES_TTL_S", "0")
     for key, value in extra.items():
         monkeypatch.setenv(f"PREFLOOP_{key.upper()}", value)
     _reset_caches()

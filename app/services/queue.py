@@ -21,7 +21,7 @@ import random
 from collections import Counter
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Select, and_, case, exists, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, Select, case, exists, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
@@ -371,30 +371,49 @@ def _hold(session: Session, task: Task, labeler: User, now: datetime) -> Assignm
     return assignment
 
 
-def waiting_counts(session: Session, labeler: User) -> dict[str, int]:
+# the labeler home counts each kind's waiting tasks up to this many (shown as "1,000+"): an
+# exact count would read every open task of a million-prompt queue on each visit
+WAITING_UP_TO = 1000
+
+
+def waiting_counts(session: Session, labeler: User, up_to: int = WAITING_UP_TO) -> dict[str, int]:
     """Tasks of each kind (as labelers see kinds) this labeler could take now, their own active
-    holds included. Gold tasks count only where they are all a labeler gets (screening)."""
+    holds included, each at most ``up_to + 1`` (more than ``up_to``: "``up_to``+"). Gold tasks
+    count only where they are all a labeler gets (screening). Read-only: demonstration tasks
+    are made by intake and the periodic sweep, not by looking."""
     counts = dict.fromkeys(SHOWN_KINDS, 0)
     regular, gold = _pools(labeler, None)
-    if not (regular or gold):
+    pool = regular or gold
+    if not pool:
         return counts
-    open_tasks = _open_for(labeler, regular or gold).subquery()
-    held = (
-        select(Task.kind)
-        .join(Assignment, Assignment.task_id == Task.id)
-        .where(
-            and_(
+    held = dict(
+        session.execute(
+            select(Task.kind, func.count())
+            .join(Assignment, Assignment.task_id == Task.id)
+            .where(
                 Assignment.labeler_id == labeler.id,
                 Assignment.status == AssignmentStatus.active.value,
                 Assignment.lock_expires_at > utcnow(),
             )
+            .group_by(Task.kind)
         )
-        .subquery()
+        .tuples()
+        .all()
     )
-    for query in (
-        select(open_tasks.c.kind, func.count()).group_by(open_tasks.c.kind),
-        select(held.c.kind, func.count()).group_by(held.c.kind),
-    ):
-        for stored, n in session.execute(query):
-            counts[shown_kind_of(stored)] += n
+    for shown in SHOWN_KINDS:
+        kinds = [k for k in pool if shown_kind_of(k) == shown]
+        if not kinds:
+            continue
+        # LIMIT before counting; in queue order, so PostgreSQL walks the index on (kind, status,
+        # id) as the queue does (unordered, it merge-joined every task with every prompt)
+        first = (
+            _open_for(labeler, kinds)
+            .with_only_columns(Task.id)
+            .order_by(Task.id)
+            .limit(up_to + 1)
+            .subquery()
+        )
+        waiting = session.scalar(select(func.count()).select_from(first)) or 0
+        waiting += sum(held.get(k, 0) for k in kinds)
+        counts[shown] = min(waiting, up_to + 1)
     return counts

@@ -16,6 +16,7 @@ from app.schemas import DbId
 from app.schemas.job_kinds import POLICY_KINDS
 from app.services import NotFound, ServiceError, models_registry, sampled_tasks
 from app.services import jobs as job_service
+from app.services.admin_figures import cached_figures
 from app.services.loop_status import data_sets, next_step
 from app.services.workers import list_workers
 from app.web import job_charts, job_forms
@@ -46,14 +47,18 @@ def overview(
     session: SessionDep,
 ) -> Response:
     """The admin home's panels (loaded by htmx): data sets, next step, workers, recent jobs."""
-    sets = data_sets(session)
+    figures = cached_figures(session, "data sets", data_sets)
     jobs = job_service.list_jobs(session, limit=5)
     session.commit()
+    if figures is None:  # being counted: the panel reloads itself every 10 s
+        return render(request, "admin/overview.html", {"counting": True})
+    sets = figures.value
     return render(
         request,
         "admin/overview.html",
         {
             "sets": sets,
+            "computed_at": figures.computed_at,
             "step": next_step(session, sets),
             "workers": list_workers(session),
             "jobs": jobs,

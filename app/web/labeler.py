@@ -24,7 +24,7 @@ from app.services.instructions import current_markdown, render_markdown
 from app.services.labeler_work import labeler_counts
 from app.services.labeling import describe_assignment, held_assignment, own_assignment, submit
 from app.services.prompts import set_prompt_use_case
-from app.services.queue import assign_next_task, ensure_demonstration_tasks, waiting_counts
+from app.services.queue import WAITING_UP_TO, assign_next_task, waiting_counts
 from app.services.task_kinds import spec_of
 from app.services.use_cases import list_use_cases
 from app.web.templating import render
@@ -40,12 +40,16 @@ def summary(
     principal: LabelerDep,
     session: SessionDep,
 ) -> Response:
-    """The home page's panel (loaded by htmx): what is waiting, and the labeler's own counts."""
-    ensure_demonstration_tasks(session)
+    """The home page's panel (loaded by htmx): what is waiting, and the labeler's own counts.
+    Read-only (intake and the periodic sweep make demonstration tasks)."""
     waiting = waiting_counts(session, principal.user)
     counts = labeler_counts(session, principal.user)
-    session.commit()
-    ctx = {"waiting": waiting, "counts": counts, "status": principal.user.labeler_status}
+    ctx = {
+        "waiting": waiting,
+        "waiting_up_to": WAITING_UP_TO,
+        "counts": counts,
+        "status": principal.user.labeler_status,
+    }
     if request.headers.get("hx-request"):
         return render(request, "partials/labeler_summary.html", ctx)
     return render(request, "labeler/home.html", ctx)  # without JavaScript: the whole page

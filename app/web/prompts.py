@@ -13,6 +13,7 @@ from app.deps import LabelerDep, Principal, ResearcherDep, SessionDep
 from app.models import PromptKind
 from app.schemas import DbId
 from app.services import ServiceError
+from app.services.admin_figures import cached_figures
 from app.services.curation import splits
 from app.services.intake_labeler import (
     MAX_FEW_SHOT_EXAMPLES,
@@ -137,7 +138,10 @@ def data_page(
     principal: ResearcherDep,
     session: SessionDep,
 ) -> Response:
-    return render(request, "admin/data.html", data_overview(session))
+    figures = cached_figures(session, "data page", data_overview)
+    if figures is None:
+        return render(request, "admin/data.html", {"counting": True})
+    return render(request, "admin/data.html", {**figures.value, "computed_at": figures.computed_at})
 
 
 def _use_case_page(

@@ -3,7 +3,7 @@ and the instructions (Markdown rendered and sanitised)."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.models import Demonstration, Ranking, RankingEntry
 from tests.conftest import csrf_from, login
@@ -115,10 +115,22 @@ def test_task_pages_refuse_tasks_not_held(client, make_user, api_as) -> None:
     assert r.url.path == "/labeler" and "Nothing is waiting" in r.text
 
 
+def _sweep() -> None:
+    """The periodic queue upkeep, which makes the demonstration tasks of prompts that did not
+    come through intake (as these tests' prompts)."""
+    from app.db import get_sessionmaker
+    from app.services.queue import maintain_queue
+
+    with get_sessionmaker()() as s:
+        maintain_queue(s)
+        s.commit()
+
+
 def test_home_summary_counts(client, make_user) -> None:
     labeler = make_user("labeler")
     make_prompt()
     make_ranking_task(make_prompt(), k=4)
+    _sweep()
     login(client, labeler)
     home = client.get("/labeler")
     assert 'hx-get="/labeler/summary"' in home.text
@@ -129,6 +141,48 @@ def test_home_summary_counts(client, make_user) -> None:
     assert 'data-testid="waiting-ranking">1<' in summary
     assert 'data-testid="total-ranking">0<' in summary
     assert 'href="/instructions"' in summary
+
+
+def test_home_summary_writes_nothing(client, make_user) -> None:
+    """A GET only reads: the home page no longer makes the missing demonstration tasks (intake
+    and the sweep do), and changes no row."""
+    from app.models import Assignment, Task
+
+    labeler = make_user("labeler")
+    make_prompt()  # accepted, without its demonstration task (it skipped intake)
+
+    def rows(s):
+        return [s.scalar(select(func.count()).select_from(m)) for m in (Task, Assignment)]
+
+    before = _read(rows)
+    login(client, labeler)
+    summary = client.get("/labeler/summary", headers={"HX-Request": "true"}).text
+    assert 'data-testid="waiting-demonstration">0<' in summary
+    assert _read(rows) == before == [0, 0]
+    _sweep()
+    summary = client.get("/labeler/summary", headers={"HX-Request": "true"}).text
+    assert 'data-testid="waiting-demonstration">1<' in summary
+
+
+def test_home_summary_caps_waiting_counts(client, make_user, monkeypatch) -> None:
+    """Each waiting count stops past a bound (shown "N+"): an exact count read every open task."""
+    import app.web.labeler as labeler_pages
+    from app.services import queue
+
+    def waiting_up_to_2(session, labeler, up_to=2):
+        return queue.waiting_counts(session, labeler, up_to)
+
+    monkeypatch.setattr(labeler_pages, "WAITING_UP_TO", 2)
+    monkeypatch.setattr(labeler_pages, "waiting_counts", waiting_up_to_2)
+    labeler = make_user("labeler")
+    for _ in range(2):
+        make_ranking_task(make_prompt(split="test"), k=4)
+    login(client, labeler)
+    summary = client.get("/labeler/summary", headers={"HX-Request": "true"}).text
+    assert 'data-testid="waiting-ranking">2<' in summary
+    make_ranking_task(make_prompt(split="test"), k=4)
+    summary = client.get("/labeler/summary", headers={"HX-Request": "true"}).text
+    assert 'data-testid="waiting-ranking">2+<' in summary
 
 
 def test_instructions_default_edit_and_sanitising(client, make_user) -> None:

@@ -55,3 +55,25 @@ def test_downgrade_to_base_and_up_again(empty_db: str) -> None:
     engine.dispose()
     assert left == set()
     upgrade_to_head(empty_db)
+
+
+def test_postgres_learns_how_task_kind_and_status_go_together(empty_db: str) -> None:
+    """0008: extended statistics on tasks (kind, status) on PostgreSQL (the planner otherwise
+    takes them as independent, see the migration); nothing on SQLite."""
+
+    def statistics() -> set[str]:
+        engine = create_engine(empty_db)
+        with engine.connect() as conn:
+            names = (
+                set(conn.scalars(text("SELECT stxname FROM pg_statistic_ext")))
+                if engine.dialect.name == "postgresql"
+                else set()
+            )
+        engine.dispose()
+        return names
+
+    upgrade_to_head(empty_db)
+    expected = {"st_tasks_kind_status"} if empty_db.startswith("postgresql") else set()
+    assert statistics() == expected
+    command.downgrade(alembic_config(empty_db), "0007")
+    assert statistics() == set()

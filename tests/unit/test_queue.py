@@ -126,7 +126,7 @@ def test_home_counts_waiting_and_done(api_as, client, make_user) -> None:
     task_id, ids = make_ranking_task(make_prompt(), k=4)
     with get_sessionmaker()() as s:
         user = s.get_one(User, labeler.user.id)
-        # demonstration tasks are created lazily, by the queue or the home page
+        # demonstration tasks are made by intake and the sweep (these prompts skipped intake)
         assert waiting_counts(s, user) == {"demonstration": 0, "ranking": 1, "evaluation": 0}
         s.commit()
     _next(labeler, "ranking")

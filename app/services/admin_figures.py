@@ -1,0 +1,94 @@
+"""Whole-table figures for the admin pages (data-set sizes, curation counts), kept in memory for
+``admin_figures_ttl_s`` seconds per web process.
+
+At a million prompts each set of figures is seconds of full scans (docs/performance.md "At
+scale"), too slow to repeat on every view of /admin and /admin/data. So:
+- the first view in a process starts computing them in the background (on a read-only session)
+  and gets None: the page says they are being counted and reloads itself;
+- a view within the TTL answers from memory;
+- a view after it answers the stale figures at once and starts one background refresh.
+No view waits for the scans. Each page shows when its figures were computed.
+``admin_figures_ttl_s = 0`` computes on every view, in the request (the tests' setting).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.config import get_settings
+from app.db import get_readonly_sessionmaker, utcnow
+
+
+@dataclass
+class Figures:
+    value: Any
+    computed_at: datetime  # UTC, shown on the page
+    monotonic: float = 0.0  # _clock() then, for the TTL
+
+
+_clock = time.monotonic  # (tests move it)
+_cache: dict[tuple[str, str], Figures] = {}
+_refreshing: dict[tuple[str, str], threading.Thread] = {}
+_lock = threading.Lock()
+
+
+def cached_figures(
+    session: Session, name: str, compute: Callable[[Session], Any]
+) -> Figures | None:
+    """``compute(session)``'s result, at most ``admin_figures_ttl_s`` seconds old (stale while
+    one background refresh runs), or None while the first computation runs (see the module's
+    docstring)."""
+    ttl = get_settings().admin_figures_ttl_s
+    if ttl <= 0:
+        return Figures(compute(session), utcnow())
+    key = (session.get_bind().engine.url.render_as_string(hide_password=True), name)
+    with _lock:
+        figures = _cache.get(key)
+    if figures is None or _clock() - figures.monotonic >= ttl:
+        _start_refresh(key, compute)
+    return figures
+
+
+def _start_refresh(key: tuple[str, str], compute: Callable[[Session], Any]) -> None:
+    with _lock:
+        if key in _refreshing:
+            return
+        thread = threading.Thread(
+            target=_refresh, args=(key, compute), name=f"figures-{key[1]}", daemon=True
+        )
+        _refreshing[key] = thread
+    thread.start()
+
+
+def _refresh(key: tuple[str, str], compute: Callable[[Session], Any]) -> None:
+    try:
+        with get_readonly_sessionmaker()() as session:
+            figures = Figures(compute(session), utcnow(), _clock())
+            session.rollback()
+        with _lock:
+            _cache[key] = figures
+    finally:
+        # a failed refresh keeps the old figures; the next view tries again
+        with _lock:
+            _refreshing.pop(key, None)
+
+
+def wait_for_refreshes() -> None:
+    """Join the background refreshes under way (tests, shutdown)."""
+    with _lock:
+        threads = list(_refreshing.values())
+    for thread in threads:
+        thread.join()
+
+
+def clear() -> None:
+    wait_for_refreshes()
+    with _lock:
+        _cache.clear()

@@ -1,0 +1,87 @@
+"""The admin pages' whole-table figures: computed in the background (no view waits for them),
+served from memory within the TTL, then served stale while one background refresh runs (both
+backends); and shown with their time on the pages."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from tests.conftest import login
+from tests.labeling_support import make_prompt
+
+
+def _prompts(session) -> int:
+    from app.models import Prompt
+
+    return session.scalar(select(func.count()).select_from(Prompt))
+
+
+def test_figures_cached_then_refreshed_in_background(app_env, monkeypatch) -> None:
+    from app.config import get_settings
+    from app.db import get_sessionmaker
+    from app.services import admin_figures
+
+    monkeypatch.setenv("PREFLOOP_ADMIN_FIGURES_TTL_S", "60")
+    get_settings.cache_clear()
+    clock = [1000.0]
+    monkeypatch.setattr(admin_figures, "_clock", lambda: clock[0])
+    calls: list[int] = []
+
+    def compute(session) -> int:
+        calls.append(1)
+        return _prompts(session)
+
+    def view():
+        # a session per view, as per request (SQLite: each transaction holds the write lock)
+        with get_sessionmaker()() as s:
+            return admin_figures.cached_figures(s, "prompts", compute)
+
+    make_prompt()
+    assert view() is None  # the first view: counting in the background
+    admin_figures.wait_for_refreshes()
+    first = view()
+    assert first.value == 1 and len(calls) == 1
+    make_prompt()
+    clock[0] += 59  # within the TTL: from memory, no query
+    assert view().value == 1 and len(calls) == 1
+    clock[0] += 1  # expired: the stale figures at once, a refresh behind them
+    assert view().value == 1
+    admin_figures.wait_for_refreshes()
+    assert len(calls) == 2
+    refreshed = view()
+    assert refreshed.value == 2 and refreshed.computed_at >= first.computed_at
+    assert len(calls) == 2
+
+
+def test_figures_ttl_zero_computes_every_time(app_env) -> None:
+    from app.db import get_sessionmaker
+    from app.services.admin_figures import cached_figures
+
+    for expected in (0, 1):
+        with get_sessionmaker()() as s:
+            figures = cached_figures(s, "prompts", _prompts)
+            assert figures is not None and figures.value == expected
+        make_prompt()
+
+
+def test_admin_pages_show_when_their_figures_were_computed(client, make_user) -> None:
+    login(client, make_user("researcher"))
+    for page in ("/admin/data", "/admin/overview"):
+        r = client.get(page)
+        assert r.status_code == 200 and 'id="figures-time"' in r.text and " UTC" in r.text
+
+
+def test_admin_pages_say_figures_are_being_counted(client, make_user, monkeypatch) -> None:
+    from app.config import get_settings
+    from app.services import admin_figures
+
+    monkeypatch.setenv("PREFLOOP_ADMIN_FIGURES_TTL_S", "60")
+    get_settings.cache_clear()
+    make_prompt()
+    login(client, make_user("researcher"))
+    for page in ("/admin/data", "/admin/overview"):
+        r = client.get(page)
+        assert r.status_code == 200 and 'id="figures-counting"' in r.text
+        admin_figures.wait_for_refreshes()
+        r = client.get(page)
+        assert 'id="figures-counting"' not in r.text and 'id="figures-time"' in r.text
