@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     # scans at a million prompts, see app/services/admin_figures.py); 0: on every view
     admin_figures_ttl_s: int = Field(default=60, ge=0)
 
+    # labeler statistics: the figures that need each ranking's entries (speed, position bias,
+    # contradictions, agreement ...) come from the period's newest this many rankings; counts
+    # and gold accuracy cover the whole period (app/services/labeler_stats.py)
+    quality_window_rankings: int = Field(default=20_000, ge=1)
+
     # labeling
     task_lock_s: int = Field(default=30 * 60, ge=10)
     # share of new tasks (0..1, chosen deterministically by prompt id) that need

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
+from app.config import get_settings
 from app.models import FLAGS, Prompt, Ranking, RankingEntry, Task, User
 from app.schemas.quality import QualityFilters
 from app.services import Invalid
@@ -156,6 +157,10 @@ def by_task(rankings: Iterable[LoadedRanking]) -> dict[int, dict[int, Judgment]]
 
 
 def agreement_report(session: Session, filters: QualityFilters) -> AgreementReport:
-    """Inter-annotator agreement over the tasks two or more matching labelers ranked."""
+    """Inter-annotator agreement over the tasks two or more matching labelers ranked, from
+    their newest ``quality_window_rankings`` rankings (a task with one ranking left in the
+    window drops out): every ranking of a large period is too many to load."""
     conditions = shared_task_conditions(ranking_conditions(filters))
-    return summarize(by_task(load_rankings(session, conditions)), FLAGS)
+    window = get_settings().quality_window_rankings
+    rankings = load_rankings(session, conditions, newest_first=True, limit=window)
+    return summarize(by_task(rankings), FLAGS)

@@ -12,6 +12,7 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
+from app.config import get_settings
 from app.db import utcnow
 from app.deps import ReadSessionDep, ResearcherDep, SessionDep, researcher
 from app.models import FLAGS
@@ -97,6 +98,7 @@ def _quality_page(
         "flags": FLAGS,
         "rows": _sorted(rows, sort, desc),
         "outlier_count": sum(1 for r in rows if r["outliers"]),
+        "window": get_settings().quality_window_rankings,
         "columns": COLUMNS,
         "sort": sort,
         "desc": desc,

@@ -101,7 +101,7 @@ def test_a_ranking_task_turned_gold_scores_its_rankings(api_as) -> None:
     assert '"ranking_id"' not in researcher.get("/api/v1/export/comparisons").text
 
 
-def test_agreement_pools_labeler_pairs_over_tasks(api_as) -> None:
+def test_agreement_pools_labeler_pairs_over_tasks(api_as, monkeypatch: pytest.MonkeyPatch) -> None:
     researcher = api_as("researcher")
     first, second, held = api_as("labeler"), api_as("labeler"), api_as("labeler")
     from tests.unit.test_task_kinds import _set
@@ -141,6 +141,14 @@ def test_agreement_pools_labeler_pairs_over_tasks(api_as) -> None:
     assert stats[first.user.id]["agreement_with_others"] == pytest.approx(6 / 18)
     assert stats[held.user.id]["agreement_with_others"] == 0.0
     assert stats[held.user.id]["group"] == "held_out"
+
+    # from the newest rankings only: the two of task 2 (first vs second, reversed)
+    from app.config import get_settings
+
+    monkeypatch.setenv("PREFLOOP_QUALITY_WINDOW_RANKINGS", "2")
+    get_settings.cache_clear()
+    newest = researcher.get("/api/v1/quality/agreement").json()
+    assert (newest["pairwise_agreement"], newest["tasks"], newest["pairs"]) == (0.0, 1, 1)
 
 
 def test_overlap_settings_are_saved_in_the_app_and_env_gives_the_default(api_as) -> None:
@@ -229,3 +237,37 @@ def test_untouched_and_position_bias_in_the_stats(api_as) -> None:
     # always the first shown best: 3 / (3 * 1/4)
     assert row["position_bias"] == pytest.approx(4.0)
     assert row["contradiction_rate"] is None and row["skip_rate"] == 0.0
+
+
+def test_counts_cover_the_period_and_per_ranking_figures_its_newest_rankings(
+    api_as, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rankings and gold accuracy are counted in SQL over the whole period; the figures that
+    need each ranking's entries come from the newest ``quality_window_rankings`` rankings."""
+    from app.config import get_settings
+
+    researcher = api_as("researcher")
+    labeler = api_as("labeler")
+    for _ in range(3):
+        ranking_task(4)
+
+    def reversed_order(task: dict[str, Any]) -> dict[str, Any]:
+        shown = [c["completion_id"] for c in task["completions"]]
+        return {"ranking": [[cid] for cid in reversed(shown)]}
+
+    worked(labeler, reversed_order)  # the oldest: not as shown
+    while work(labeler, as_shown):  # the two newest: as shown
+        pass
+
+    def row() -> dict[str, Any]:
+        stats = researcher.get("/api/v1/labelers/stats").json()
+        return next(s for s in stats if s["labeler_id"] == labeler.user.id)
+
+    everything = row()
+    monkeypatch.setenv("PREFLOOP_QUALITY_WINDOW_RANKINGS", "2")
+    get_settings.cache_clear()
+    windowed = row()
+    assert everything["rankings"] == windowed["rankings"] == 3
+    assert everything["untouched_rate"] == pytest.approx(2 / 3)
+    assert windowed["untouched_rate"] == 1.0  # the two newest only
+    assert windowed["finished"] == everything["finished"] == 3
