@@ -140,6 +140,42 @@ def bench_pii(prompts: list[dict]) -> None:
           f"{len(texts) / elapsed:,.0f} texts/s ({found} with PII)")  # fmt: skip
 
 
+def cpu_seconds(server_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by the server's web processes, its PII scanner processes
+    (children of a fork server) and every PostgreSQL process on this machine."""
+    import psutil
+
+    used: dict[str, float] = {}
+    server = psutil.Process(server_pid)
+    for proc in [server, *server.children(recursive=True)]:
+        try:
+            line, times = " ".join(proc.cmdline()), proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        kind = "scanners" if "forkserver" in line else "web" if "spawn" in line else "other"
+        used[kind] = used.get(kind, 0.0) + times.user + times.system
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] == "postgres":
+            try:
+                times = proc.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            used["postgres"] = used.get("postgres", 0.0) + times.user + times.system
+    return used
+
+
+def wait_until_idle(server_pid: int, timeout: float = 300) -> None:
+    """Until the server's processes use under 5% of a core for two seconds in a row."""
+    deadline = time.monotonic() + timeout
+    quiet = 0
+    last = sum(v for k, v in cpu_seconds(server_pid).items() if k != "postgres")
+    while quiet < 2 and time.monotonic() < deadline:
+        time.sleep(1)
+        now = sum(v for k, v in cpu_seconds(server_pid).items() if k != "postgres")
+        quiet = quiet + 1 if now - last < 0.05 else 0
+        last = now
+
+
 def bench_http(args: argparse.Namespace) -> None:
     """The whole pipeline over HTTP on PostgreSQL (see the module's docstring)."""
     import json
@@ -225,8 +261,12 @@ def bench_http(args: argparse.Namespace) -> None:
             post(warm)
             quick = quick + 1 if time.perf_counter() - sent < 0.5 else 0
             rounds += 1
+        # and until the server's processes are idle: a web process whose first requests all
+        # went to the other one may still be starting its scanner processes
+        wait_until_idle(server.pid)
         print(f"warm-up (scanner processes starting): {time.perf_counter() - started:.1f}s, "
               f"{rounds} small requests")  # fmt: skip
+        cpu_before = cpu_seconds(server.pid)
         batches = [prompts[i : i + args.batch] for i in range(0, len(prompts), args.batch)]
         statuses: Counter[str] = Counter()
         lock = threading.Lock()
@@ -253,6 +293,7 @@ def bench_http(args: argparse.Namespace) -> None:
         for t in threads:
             t.join()
         pipeline_s = time.perf_counter() - started
+        cpu = {k: v - cpu_before.get(k, 0.0) for k, v in cpu_seconds(server.pid).items()}
         stop(server)
         server = None
 
@@ -274,6 +315,9 @@ def bench_http(args: argparse.Namespace) -> None:
         print(f"HTTP pipeline (PostgreSQL, PII on): {n} prompts in {pipeline_s:.1f}s = "
               f"{n / pipeline_s:,.0f} prompts/s ({dict(statuses)}; {len(errors)} failed "
               f"requests{': ' + errors[0] if errors else ''})")  # fmt: skip
+        print("CPU seconds while ingesting: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
+              + f" (the {os.cpu_count()} cores had {pipeline_s * (os.cpu_count() or 1):.1f}; "
+              f"load average {os.getloadavg()[0]:.1f})")  # fmt: skip
         print(f"plain bulk insert of the same rows (reference): {n / raw_s:,.0f} rows/s; "
               f"the HTTP pipeline is {raw_s / pipeline_s:.3f}x the reference rate")  # fmt: skip
     finally:

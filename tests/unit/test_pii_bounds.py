@@ -209,3 +209,15 @@ def test_completions_of_a_scanned_prompt_are_scanned(api_as) -> None:
 
     with get_sessionmaker()() as s:
         assert list(s.scalars(select(Completion.text))) == ["Hello! Write to <EMAIL_ADDRESS>"]
+
+
+def test_scanner_workers_fork_from_a_server_that_imported_the_scanner() -> None:
+    """Each worker process is a fork of one that has imported Presidio and spaCy already, so a
+    web process pays that import once, not once per worker."""
+    import multiprocessing.forkserver
+
+    from app.services.curation import pii_pool
+
+    assert pii_pool.scan_texts(["mail x@example.com"])[0].found
+    preloaded = multiprocessing.forkserver._forkserver._preload_modules  # type: ignore[attr-defined]
+    assert pii_pool.__name__ in preloaded

@@ -106,8 +106,11 @@ def _executor(size: int, ner_model: str | None) -> ProcessPoolExecutor:
         if _pool is None or _pool_key != (size, ner_model) or broken:
             if _pool is not None:
                 _pool.shutdown(wait=False, cancel_futures=True)
-            # forkserver: workers start from a clean process, not a fork of a threaded server
+            # forkserver: workers start from a clean process, not a fork of a threaded server;
+            # the fork server imports the scanner (Presidio, spaCy and what they import: 4 s of
+            # CPU) once, and each worker is a fork of it instead of importing it again
             context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([__name__])
             _pool = ProcessPoolExecutor(
                 max_workers=size,
                 mp_context=context,
