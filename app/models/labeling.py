@@ -98,6 +98,14 @@ class Task(Base):
     __table_args__ = (
         # the queue reads open tasks of a kind in id order (`ORDER BY id LIMIT 1`): no sort
         Index("ix_tasks_kind_status_id", "kind", "status", "id"),
+        # ... and PostgreSQL walks this one for it: with the index above it still chose the
+        # primary key (taking open tasks as spread evenly), reading every done task first
+        Index(
+            "ix_tasks_open_id",
+            "id",
+            postgresql_where=text("status = 'open'"),
+            sqlite_where=text("status = 'open'"),
+        ),
         CheckConstraint("overlap >= 1", name="overlap_positive"),
         CheckConstraint("filled <= overlap", name="filled_within_overlap"),
         CheckConstraint("filled >= 0", name="filled_not_negative"),

@@ -77,3 +77,16 @@ def test_postgres_learns_how_task_kind_and_status_go_together(empty_db: str) -> 
     assert statistics() == expected
     command.downgrade(alembic_config(empty_db), "0007")
     assert statistics() == set()
+
+
+def test_open_tasks_have_their_own_index(empty_db: str) -> None:
+    """0009: the open tasks in id order (partial index), on both databases."""
+    upgrade_to_head(empty_db)
+    engine = create_engine(empty_db)
+    indexes = {i["name"]: i for i in inspect(engine).get_indexes("tasks")}
+    engine.dispose()
+    assert indexes["ix_tasks_open_id"]["column_names"] == ["id"]
+    command.downgrade(alembic_config(empty_db), "0008")
+    engine = create_engine(empty_db)
+    assert "ix_tasks_open_id" not in {i["name"] for i in inspect(engine).get_indexes("tasks")}
+    engine.dispose()
