@@ -4,8 +4,8 @@ Every JSON error is ``{"detail", "field"}`` (``ErrorOut``); every 422 adds ``err
 Pydantic list (``ValidationErrorOut``). The handlers in ``app/main.py`` build the bodies with
 ``error_body``; ``openapi_document`` declares, for each operation, the statuses the app's
 machinery gives it (401/403 behind a role, 404 for an id in the path, 413/422 for input) plus
-those its route lists with ``errors(...)`` (409, 503 ...), and the three request bodies the
-export routes stream.
+those its route lists with ``errors(...)`` (409, 503 ...), and the request bodies a service
+validates itself (``documented_body``: a job's parameters per kind).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
+from pydantic import TypeAdapter
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Route
@@ -35,6 +36,8 @@ DESCRIPTIONS = {
 }
 _SCHEMAS = "#/components/schemas/"
 _BODY_PARSE_ERROR = "There was an error parsing the body"
+# name -> the type a service validates a body against, where the route reads a looser one
+_DOCUMENTED_BODIES: dict[str, TypeAdapter[Any]] = {}
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -46,6 +49,15 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         }
         for code in codes
     }
+
+
+def documented_body(name: str, shape: Any) -> dict[str, Any]:
+    """``openapi_extra=`` for a route that reads a loose body (``{"kind", "params": {...}}``)
+    and lets its service validate it against ``shape`` (a union per kind, say): the document
+    shows ``shape`` as the component ``name``, which is what the route really accepts."""
+    _DOCUMENTED_BODIES[name] = TypeAdapter(shape)
+    ref = {"schema": {"$ref": _SCHEMAS + name}}
+    return {"requestBody": {"content": {"application/json": ref}, "required": True}}
 
 
 def error_body(exc: ServiceError) -> dict[str, Any]:
@@ -128,6 +140,10 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
     )
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components.update(defs["$defs"])
+    for name, adapter in _DOCUMENTED_BODIES.items():
+        body = adapter.json_schema(ref_template=_SCHEMAS + "{model}")
+        components.update(body.pop("$defs", {}))
+        components[name] = body
     for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's, never answered
         components.pop(name, None)
     for route in _flat_routes(app.routes):

@@ -6,8 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 
+from app.api.errors import documented_body
 from app.deps import ResearcherDep, SessionDep, researcher
 from app.schemas import DbId
+from app.schemas.job_kinds import JobRequest
 from app.schemas.jobs import JobCreate, JobCreated, JobOut, ModelOut, SampledTasksOut, WorkerOut
 from app.services import jobs as job_service
 from app.services import models_registry, sampled_tasks
@@ -16,7 +18,12 @@ from app.services.workers import list_workers
 router = APIRouter(prefix="/api/v1", tags=["jobs"], dependencies=[Depends(researcher)])
 
 
-@router.post("/jobs", status_code=201, response_model=JobCreated)
+@router.post(
+    "/jobs",
+    status_code=201,
+    response_model=JobCreated,
+    openapi_extra=documented_body("JobRequest", JobRequest),
+)
 def create_job(
     body: JobCreate,
     principal: ResearcherDep,

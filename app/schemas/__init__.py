@@ -12,7 +12,18 @@ from pydantic.config import JsonDict
 # here and a bad one is a 422 on both databases alike.
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
-DbId = Annotated[int, Field(ge=INT32_MIN, le=INT32_MAX)]
+
+
+def _not_a_switch(value: object) -> object:
+    # lax Pydantic reads JSON true/false as 1/0; the document says a number, so they are a 422
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true or false")
+    return value
+
+
+# a number from a request body: not true or false (which lax Pydantic would read as 1 or 0)
+NOT_A_SWITCH = BeforeValidator(_not_a_switch)
+DbId = Annotated[int, NOT_A_SWITCH, Field(ge=INT32_MIN, le=INT32_MAX)]
 # a JSON object keyed by row id (object keys are strings): the document says which strings
 ID_KEYS: JsonDict = {"propertyNames": {"pattern": "^-?[0-9]{1,9}$"}}
 

@@ -14,12 +14,12 @@ import enum
 import types
 import typing
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
 
 from app.models.labeling import K_MAX, K_MIN
-from app.schemas import INT32_MAX, DbId, Text, aware_utc
+from app.schemas import INT32_MAX, NOT_A_SWITCH, DbId, IsoDateTime, Text, aware_utc
 from trainer.config import PPOConfig, RMConfig, SampleConfig, SFTConfig
 
 
@@ -36,6 +36,11 @@ class JobKind(enum.StrEnum):
 
 
 _SNAPSHOT = "A frozen export snapshot; empty: the current data, with the filters below."
+# a switch is JSON true or false, as the document says (lax Pydantic would read 0 and "yes");
+# numbers stay lax: the launch form sends them as text
+StrictSwitch = Annotated[bool, Field(strict=True)]
+# a count: a number (text too, from the form), never true or false
+Count = Annotated[int, NOT_A_SWITCH]
 
 
 class DataFilters(BaseModel):
@@ -44,11 +49,11 @@ class DataFilters(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    since: datetime | None = Field(None, title="Since", description="Created at or after (UTC).")
-    until: datetime | None = Field(None, title="Until", description="Created before (UTC).")
+    since: IsoDateTime | None = Field(None, title="Since", description="Created at or after (UTC).")
+    until: IsoDateTime | None = Field(None, title="Until", description="Created before (UTC).")
     use_case: Text | None = Field(None, title="Use case", description="Only this use case.")
     labeler_id: DbId | None = Field(None, title="Labeler", description="Only this labeler's.")
-    include_held_out_labelers: bool = Field(
+    include_held_out_labelers: StrictSwitch = Field(
         False,
         title="Include held-out labelers",
         description="Held-out labelers' work is left out of training unless asked for.",
@@ -65,7 +70,7 @@ class JobOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # > 1: the worker runs the trainer under `accelerate launch` on that many processes
-    num_gpus: int = Field(
+    num_gpus: Count = Field(
         1,
         ge=1,
         le=1024,
@@ -163,10 +168,14 @@ def _hyperparameter_fields(config_cls: type) -> dict[str, Any]:
         hint: Any = hints[f.name]
         extra: dict[str, Any] = {}
         base = _plain_type(hint)
+        if base in (int, float):
+            hint = Annotated[hint, NOT_A_SWITCH]
         if base is str:
             hint = Text
         elif base is float:  # params are stored as JSON, which has no NaN or Infinity
             extra["allow_inf_nan"] = False
+        elif base is bool:
+            extra["strict"] = True  # JSON true or false (see StrictSwitch)
         elif base is int:
             # counts reach INTEGER columns (progress, metric steps): 32-bit on PostgreSQL
             extra["le"] = INT32_MAX
@@ -250,7 +259,7 @@ class PPOParams(JobOptions, _PPOHyper):  # type: ignore[misc, valid-type]
     rm_model_version_id: DbId = Field(title="Reward model", description="Scores the answers.")
     prompts_snapshot_id: DbId | None = Field(None, title="Prompts", description=_SNAPSHOT)
     # the method's PPO data set is API prompts only; False also uses labeler-written prompts
-    api_prompts_only: bool = Field(
+    api_prompts_only: StrictSwitch = Field(
         True,
         title="API prompts only",
         description="The method's PPO data set: customer prompts, no labeler-written ones.",
@@ -273,10 +282,10 @@ class SampleParams(JobOptions, _SampleHyper):  # type: ignore[misc, valid-type]
         title="Policies",
         description="Each answers every prompt; the K outputs are shared between them.",
     )
-    k: int = Field(
+    k: Count = Field(
         ge=K_MIN, le=K_MAX, title="Outputs per prompt (K)", description="4 to 9 per task."
     )
-    prompt_count: int = Field(
+    prompt_count: Count = Field(
         ge=1, le=100_000, title="Prompts", description="How many prompts to answer."
     )
     # explicit prompts; otherwise accepted prompts of `split` that have no ranking task yet
@@ -284,10 +293,10 @@ class SampleParams(JobOptions, _SampleHyper):  # type: ignore[misc, valid-type]
     split: Literal["train", "val", "test"] = Field(
         "train", title="Split", description="Accepted prompts of it without a ranking task."
     )
-    overlap: int = Field(
+    overlap: Count = Field(
         1, ge=1, le=20, title="Labelers per task", description="Distinct labelers per task."
     )
-    hold_for_review: bool = Field(
+    hold_for_review: StrictSwitch = Field(
         True,
         title="Preview before labelers see them",
         description="Hold the new tasks until a researcher releases them on the job's page.",
@@ -314,7 +323,7 @@ class RmCvParams(JobOptions, _RMHyper):  # type: ignore[misc, valid-type]
     over groups of labelers, next to the labelers' own agreement (the ceiling)."""
 
     sft_model_version_id: DbId
-    folds: int = Field(5, ge=2, le=20)
+    folds: Count = Field(5, ge=2, le=20)
 
 
 class ExportSnapshotParams(BaseModel):

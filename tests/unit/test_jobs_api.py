@@ -9,6 +9,7 @@ import pytest
 
 from app.db import get_sessionmaker, utcnow
 from app.models import Job, ModelVersion
+from app.schemas.jobs import JobKind
 
 
 def _version(kind: str, parents: list[int] | None = None, path: str = "tiny") -> int:
@@ -141,6 +142,44 @@ def test_bad_combinations_are_422_naming_the_field(api, kind, params, field) -> 
     assert r.json()["field"] == field
     with get_sessionmaker()() as s:
         assert s.query(Job).count() == 0  # nothing half-created
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        # JSON true/false is not a number, 0 is not a switch, a number is not a date-time
+        ({"base_model": "tiny", "epochs": True}, "params.epochs"),
+        ({"base_model": "tiny", "lr": False}, "params.lr"),
+        ({"base_model": "tiny", "use_lora": 1}, "params.use_lora"),
+        ({"base_model": "tiny", "num_gpus": True}, "params.num_gpus"),
+        ({"base_model": "tiny", "filters": {"labeler_id": False}}, "params.filters.labeler_id"),
+        (
+            {"base_model": "tiny", "filters": {"include_held_out_labelers": 0}},
+            "params.filters.include_held_out_labelers",
+        ),  # fmt: skip
+        ({"base_model": "tiny", "filters": {"until": 0}}, "params.filters.until"),
+    ],
+)
+def test_params_are_the_types_the_document_says(api, params, field) -> None:
+    r = api.post("/api/v1/jobs", json={"kind": "sft", "params": params})
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == field
+
+
+def test_the_document_describes_each_launchable_kind(api) -> None:
+    from app.schemas.job_kinds import JOB_KINDS
+
+    doc = api.get("/openapi.json").json()
+    body = doc["paths"]["/api/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]
+    union = doc["components"]["schemas"][body["schema"]["$ref"].rpartition("/")[2]]
+    assert union["discriminator"]["propertyName"] == "kind"
+    mapping = union["discriminator"]["mapping"]
+    assert set(mapping) == {k.value for k, spec in JOB_KINDS.items() if spec.launchable}
+    for kind, ref in mapping.items():
+        member = doc["components"]["schemas"][ref.rpartition("/")[2]]
+        assert member["properties"]["kind"]["const"] == kind
+        params = member["properties"]["params"]["$ref"].rpartition("/")[2]
+        assert params == JOB_KINDS[JobKind(kind)].params.__name__
 
 
 def test_unknown_kind_is_422(api) -> None:

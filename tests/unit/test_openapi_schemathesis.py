@@ -53,10 +53,13 @@ KNOWN_GAPS: dict[str, tuple[Any, str]] = {
     "POST /api/v1/export/snapshots": (positive_data_acceptance, SINCE_BEFORE_UNTIL),
     "GET /api/v1/quality/agreement": (positive_data_acceptance, SINCE_BEFORE_UNTIL),
     "GET /api/v1/labelers/stats": (positive_data_acceptance, SINCE_BEFORE_UNTIL),
-    # not yet described (to do): per-kind bodies as discriminated unions
+    # Rules on stored data: the body is described whole (a union on kind, each kind's params),
+    # but the ids and names in it must name stored rows of the right kind, which a schema
+    # cannot say; an unknown one is a 422 naming the field (tests/unit/test_jobs_api.py)
     "POST /api/v1/jobs": (
         positive_data_acceptance,
-        "params is any object; per kind in the service",
+        "params name stored model versions (of the kind's roles), snapshots and prompts, or a "
+        "base model 'tiny' / under the model roots; PPO's config is checked whole (top_p 1)",
     ),
     "POST /api/v1/labeler-prompts": (positive_data_acceptance, "fields required per kind"),
     "POST /api/v1/evaluations": (positive_data_acceptance, "a system is a version or uploads"),
