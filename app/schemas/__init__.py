@@ -23,7 +23,7 @@ def _not_a_switch(value: object) -> object:
 
 # a number from a request body: not true or false (which lax Pydantic would read as 1 or 0)
 NOT_A_SWITCH = BeforeValidator(_not_a_switch)
-DbId = Annotated[int, NOT_A_SWITCH, Field(ge=INT32_MIN, le=INT32_MAX)]
+DbId = Annotated[int, Field(ge=INT32_MIN, le=INT32_MAX), NOT_A_SWITCH]
 # a JSON object keyed by row id (object keys are strings): the document says which strings
 ID_KEYS: JsonDict = {"propertyNames": {"pattern": "^-?[0-9]{1,9}$"}}
 
