@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,11 +23,46 @@ class UploadedOutput(BaseModel):
     text: Text
 
 
+def _version_or_uploads(schema: dict[str, Any]) -> None:
+    """The document's ``oneOf``: a model version (``name`` optional, no ``outputs``) or an
+    external system (a name that is not blank and at least one output, no version); the
+    service answers the same rule with a 422 naming ``systems.<i>``. Null stands for absent."""
+    props = schema.pop("properties")
+    schema.pop("additionalProperties", None)
+    null = {"type": "null"}
+
+    def not_null(prop: dict[str, Any]) -> dict[str, Any]:
+        return dict(next(o for o in prop["anyOf"] if o.get("type") != "null"))
+
+    name = not_null(props["name"]) | {"pattern": r"\S"}
+    outputs = not_null(props["outputs"]) | {"minItems": 1}
+    schema["oneOf"] = [
+        {
+            "title": "model version",
+            "type": "object",
+            "properties": {
+                "name": props["name"],
+                "model_version_id": not_null(props["model_version_id"]),
+                "outputs": null,
+            },
+            "required": ["model_version_id"],
+            "additionalProperties": False,
+        },
+        {
+            "title": "uploaded outputs",
+            "type": "object",
+            "properties": {"name": name, "model_version_id": null, "outputs": outputs},
+            "required": ["name", "outputs"],
+            "additionalProperties": False,
+        },
+    ]
+
+
 class SystemIn(BaseModel):
     """A registered model version (``model_version_id``: its outputs are sampled) or an
     external system's outputs (``name`` + ``outputs``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_version_or_uploads)
 
     name: Text | None = Field(None, min_length=1, max_length=255)
     model_version_id: DbId | None = None

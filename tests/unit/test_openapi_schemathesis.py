@@ -62,7 +62,11 @@ KNOWN_GAPS: dict[str, tuple[Any, str]] = {
         "base model 'tiny' / under the model roots; PPO's config is checked whole (top_p 1)",
     ),
     "POST /api/v1/labeler-prompts": (positive_data_acceptance, "fields required per kind"),
-    "POST /api/v1/evaluations": (positive_data_acceptance, "a system is a version or uploads"),
+    "POST /api/v1/evaluations": (
+        positive_data_acceptance,
+        "systems (a version or uploads, oneOf) name stored policies and accepted prompts, "
+        "their names distinct; baseline is an index into systems (a rule between two fields)",
+    ),
 }
 
 
