@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, Response
 
+from app.api.errors import errors
 from app.deps import LabelerDep, SessionDep, any_user
 from app.schemas import DbId
 from app.schemas.labeling import NextTaskOut, RevisionIn, SubmissionIn, SubmissionOut
@@ -35,7 +36,7 @@ def next_task(
     return NextTaskOut.model_validate(described)
 
 
-@router.post("/{task_id}/submission", response_model=SubmissionOut)
+@router.post("/{task_id}/submission", response_model=SubmissionOut, responses=errors(409))
 def post_submission(
     task_id: DbId,
     body: SubmissionIn,
@@ -49,7 +50,7 @@ def post_submission(
     return SubmissionOut.model_validate(result)
 
 
-@router.put("/{task_id}/submission", response_model=SubmissionOut)
+@router.put("/{task_id}/submission", response_model=SubmissionOut, responses=errors(409))
 def put_submission(
     task_id: DbId,
     body: RevisionIn,

@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.schemas import INT32_MAX, INT32_MIN, Text
 
 MAX_PROMPTS_PER_CALL = 1000
+# query/response pairs a few-shot prompt may hold
+MAX_FEW_SHOT_EXAMPLES = 10
 
 
 class PromptIn(BaseModel):
@@ -66,10 +68,52 @@ class FewShotExample(BaseModel):
     response: Text
 
 
+_NOT_BLANK = {"type": "string", "pattern": r"\S"}
+_BLANK = {"type": "string", "pattern": r"^\s*$"}
+
+
+def _one_form_per_kind(schema: dict[str, Any]) -> None:
+    """The document's ``oneOf`` on ``kind``: what each kind needs, as the service checks it
+    (app/services/intake_labeler.py, a 422 naming the field). Plain: a text; use case: a text
+    and the use case; few-shot: an instruction and 2..10 query/response pairs, each both
+    written (pairs left wholly blank, as a form's spare rows, are dropped). A kind's unused
+    fields may be sent and are ignored."""
+    props = schema.pop("properties")
+    schema.pop("additionalProperties", None)
+    examples = props["examples"]
+    pair = {"$ref": examples["items"]["$ref"]}
+    written = {"allOf": [pair, {"properties": {"query": _NOT_BLANK, "response": _NOT_BLANK}}]}
+    spare = {"allOf": [pair, {"properties": {"query": _BLANK, "response": _BLANK}}]}
+    needs: dict[str, dict[str, Any]] = {
+        "plain": {"text": _NOT_BLANK},
+        "use_case": {"text": _NOT_BLANK, "use_case": _NOT_BLANK},
+        "few_shot": {
+            "instruction": _NOT_BLANK,
+            "examples": {
+                "type": "array",
+                "items": {"anyOf": [written, spare]},
+                "contains": written,
+                "minContains": 2,
+                "maxContains": MAX_FEW_SHOT_EXAMPLES,
+            },
+        },
+    }
+    schema["oneOf"] = [
+        {
+            "title": f"{kind} prompt",
+            "type": "object",
+            "properties": {**props, "kind": {"const": kind}, **own},
+            "required": ["kind", *own],
+            "additionalProperties": False,
+        }
+        for kind, own in needs.items()
+    ]
+
+
 class LabelerPromptIn(BaseModel):
     """A labeler-written prompt: plain, few-shot (instruction + examples) or for a use case."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_one_form_per_kind)
 
     kind: Literal["plain", "few_shot", "use_case"]
     text: Text = ""

@@ -8,10 +8,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import Prompt, PromptKind, User
+from app.schemas.intake import MAX_FEW_SHOT_EXAMPLES
 from app.services import Invalid
 from app.services.intake import ingest_prompts, labeler_user_id
-
-MAX_FEW_SHOT_EXAMPLES = 10
 
 
 def render_few_shot(instruction: str, examples: list[dict[str, str]]) -> str:

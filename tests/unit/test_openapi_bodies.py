@@ -39,3 +39,44 @@ OUTPUTS = [{"prompt_id": 1, "text": "an answer"}]
 )
 def test_a_system_is_a_version_or_uploads(system: dict[str, Any], valid: bool) -> None:
     assert _accepts("SystemIn", system) is valid
+
+
+PAIR = {"query": "2 + 2", "response": "4"}
+SPARE = {"query": "", "response": " "}
+
+
+@pytest.mark.parametrize(
+    ("prompt", "valid"),
+    [
+        ({"kind": "plain", "text": "Write a haiku."}, True),
+        ({"kind": "plain", "text": "Write a haiku.", "use_case": None}, True),
+        ({"kind": "use_case", "text": "Write a haiku.", "use_case": "Generation"}, True),
+        ({"kind": "few_shot", "instruction": "Add.", "examples": [PAIR, PAIR]}, True),
+        ({"kind": "few_shot", "instruction": "Add.", "examples": [PAIR, SPARE, PAIR]}, True),
+        # the service's 422s: each kind's own fields, blank or missing
+        ({"kind": "plain"}, False),
+        ({"kind": "plain", "text": "  "}, False),
+        ({"kind": "use_case", "text": "Write a haiku."}, False),
+        ({"kind": "few_shot", "instruction": "Add.", "examples": [PAIR, SPARE]}, False),
+        ({"kind": "few_shot", "instruction": " ", "examples": [PAIR, PAIR]}, False),
+        ({"kind": "few_shot", "instruction": "Add.", "examples": [PAIR] * 11}, False),
+        (
+            {
+                "kind": "few_shot",
+                "instruction": "Add.",
+                "examples": [PAIR, PAIR, {"query": "3 + 3", "response": ""}],
+            },
+            False,
+        ),  # fmt: skip
+        ({"kind": "haiku", "text": "Write a haiku."}, False),
+    ],
+)
+def test_a_labeler_prompt_has_its_kind_s_fields(prompt: dict[str, Any], valid: bool) -> None:
+    assert _accepts("LabelerPromptIn", prompt) is valid
+
+
+@pytest.mark.parametrize("method", ["post", "put"])
+def test_a_submission_may_be_a_409(method: str) -> None:
+    # a task already finished, or edited once it is closed (app/services/labeling.py)
+    operation = DOCUMENT["paths"]["/api/v1/tasks/{task_id}/submission"][method]
+    assert "409" in operation["responses"]

@@ -53,7 +53,26 @@ KNOWN_GAPS: dict[str, tuple[Any, str]] = {
     "POST /api/v1/export/snapshots": (positive_data_acceptance, SINCE_BEFORE_UNTIL),
     "GET /api/v1/quality/agreement": (positive_data_acceptance, SINCE_BEFORE_UNTIL),
     "GET /api/v1/labelers/stats": (positive_data_acceptance, SINCE_BEFORE_UNTIL),
-    # Rules on stored data: the body is described whole (a union on kind, each kind's params),
+    # Rules on stored data. Once the run has stored a job and a labeler's prompt (its task),
+    # ids in a path name real rows whose kind decides what the request may be:
+    "POST /api/v1/jobs/{job_id}/release": (
+        positive_data_acceptance,
+        "only a sample job makes tasks (another kind's job is a 422 naming job_id)",
+    ),
+    "POST /api/v1/jobs/{job_id}/discard": (
+        positive_data_acceptance,
+        "only a sample job makes tasks (another kind's job is a 422 naming job_id)",
+    ),
+    "PUT /api/v1/gold-tasks/{task_id}": (
+        positive_data_acceptance,
+        "only a ranking task becomes gold, and its reference ranks exactly that task's outputs",
+    ),
+    "POST /api/v1/tasks/{task_id}/submission": (
+        positive_data_acceptance,
+        "the form fits the stored task's kind (text for a demonstration, a ranking of exactly "
+        "its outputs otherwise)",
+    ),
+    # The body is described whole (a union on kind, each kind's params),
     # but the ids and names in it must name stored rows of the right kind, which a schema
     # cannot say; an unknown one is a 422 naming the field (tests/unit/test_jobs_api.py)
     "POST /api/v1/jobs": (
@@ -61,7 +80,11 @@ KNOWN_GAPS: dict[str, tuple[Any, str]] = {
         "params name stored model versions (of the kind's roles), snapshots and prompts, or a "
         "base model 'tiny' / under the model roots; PPO's config is checked whole (top_p 1)",
     ),
-    "POST /api/v1/labeler-prompts": (positive_data_acceptance, "fields required per kind"),
+    "POST /api/v1/labeler-prompts": (
+        positive_data_acceptance,
+        "a use case must name one researchers keep (POST /api/v1/use-cases), not a fixed enum; "
+        "the fields each kind needs are the document's oneOf",
+    ),
     "POST /api/v1/evaluations": (
         positive_data_acceptance,
         "systems (a version or uploads, oneOf) name stored policies and accepted prompts, "
