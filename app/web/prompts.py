@@ -12,11 +12,11 @@ from starlette.datastructures import FormData
 from app.deps import LabelerDep, Principal, ResearcherDep, SessionDep
 from app.models import PromptKind
 from app.schemas import DbId
+from app.schemas.intake import MAX_FEW_SHOT_EXAMPLES
 from app.services import ServiceError
 from app.services.admin_figures import cached_figures
 from app.services.curation import splits
 from app.services.intake_labeler import (
-    MAX_FEW_SHOT_EXAMPLES,
     build_labeler_prompt,
     recent_labeler_prompts,
     submit_labeler_prompt,
