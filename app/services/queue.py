@@ -19,11 +19,27 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import ColumnElement, Select, case, exists, func, literal, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    bindparam,
+    case,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql.dml import ReturningUpdate
 
 from app.config import get_settings
 from app.db import UTCDateTime, is_postgres, utcnow
@@ -44,6 +60,7 @@ from app.services import Conflict
 from app.services.labeling_settings import overlap_settings
 from app.services.task_kinds import (
     SHOWN_KINDS,
+    LabelerTraits,
     eligibility,
     kinds_shown_as,
     parse_shown_kind,
@@ -166,7 +183,7 @@ def open_task_counts(session: Session) -> dict[str, int]:
     }
 
 
-def _open_for(labeler: User, kinds: list[str], task: type[Task] = Task) -> Select[Task]:
+def _open_for(labeler: LabelerTraits, kinds: list[str], task: type[Task] = Task) -> Select[Task]:
     """Tasks of ``kinds`` this labeler may take now: open, not theirs, not done by them, and
     eligible by their kind's rule; slot kinds need a free slot. ``task``: an alias of Task,
     for use as a subquery of a statement on tasks."""
@@ -273,7 +290,9 @@ def _next(session: Session, labeler: User, kind: str | None, now: datetime) -> A
     return own_active_assignment(session, labeler, kind, now)
 
 
-def _still_holding(labeler: User, kind: str | None, now: datetime) -> Select[int]:
+def _still_holding(
+    labeler: LabelerTraits, kind: str | None, now: datetime | ColumnElement[datetime]
+) -> Select[int]:
     """SQL: the labeler's live holds of ``kind`` (aliased, for use inside a statement on
     tasks)."""
     holds = aliased(Assignment)
@@ -290,34 +309,67 @@ def _still_holding(labeler: User, kind: str | None, now: datetime) -> Select[int
     )
 
 
+# the parameters of the queue's prepared statements (see ``_slot_statements``)
+LABELER_ID = bindparam("labeler_id", type_=Integer)
+NOW = bindparam("now", type_=UTCDateTime())
+
+
+@dataclass(frozen=True)
+class _AnyLabeler:
+    """Stands in for a labeler when a statement is built once for every labeler with the same
+    traits: ``id`` is the ``labeler_id`` parameter."""
+
+    held_out: bool
+    labeler_status: str
+    id: Any = LABELER_ID
+
+
+@lru_cache(maxsize=64)
+def _slot_statements(
+    kind: str | None, kinds: tuple[str, ...], held_out: bool, labeler_status: str, postgres: bool
+) -> tuple[list[ReturningUpdate[Task]], Select[bool]]:
+    """The claim statements (waiting for a locked candidate last; PostgreSQL only) and the
+    "is anything left" check of ``_take_slot``, built once per shape with the labeler and the
+    time as parameters: building them (aliases, eligibility) cost more CPU per request than
+    all the queue's SQL took (issue 14's profile); SQLAlchemy reuses the compiled form."""
+    labeler = _AnyLabeler(held_out=held_out, labeler_status=labeler_status)
+    candidate = aliased(Task)
+    base = _open_for(labeler, list(kinds), task=candidate).where(
+        ~exists(_still_holding(labeler, kind, NOW))
+    )
+    pick = base.with_only_columns(candidate.id).order_by(candidate.id).limit(1)
+    claims: list[ReturningUpdate[Task]] = []
+    for skip_locked in [True, False] if postgres else [True]:
+        chosen = pick.with_for_update(skip_locked=skip_locked, of=candidate).scalar_subquery()
+        # every candidate may be locked by labelers being served this instant, with slots
+        # left once they commit: then wait for one rather than answer "nothing waiting"
+        # (PostgreSQL re-checks `filled < overlap` on the row it waited for)
+        claims.append(
+            update(Task)
+            .where(Task.id == chosen, Task.filled < Task.overlap)
+            .values(filled=Task.filled + 1)
+            .returning(Task)
+            .execution_options(synchronize_session=False, populate_existing=True)
+        )
+    return claims, select(exists(base))
+
+
 def _take_slot(
     session: Session, labeler: User, kind: str | None, kinds: list[str], now: datetime
 ) -> Assignment | None:
     """Take a free slot of the first open task of ``kinds`` in one ``UPDATE … WHERE id =
     (SELECT … FOR UPDATE SKIP LOCKED) AND filled < overlap RETURNING`` (see the module's
     invariants); None when the labeler still holds a task of this kind, or none is free."""
-    candidate = aliased(Task)
-    base = _open_for(labeler, kinds, task=candidate).where(
-        ~exists(_still_holding(labeler, kind, now))
+    claims, anything_left = _slot_statements(
+        kind, tuple(kinds), labeler.held_out, labeler.labeler_status, is_postgres(session)
     )
-    pick = base.with_only_columns(candidate.id).order_by(candidate.id).limit(1)
-    waits = [True, False] if is_postgres(session) else [True]
+    params = {"labeler_id": labeler.id, "now": now}
     for _ in range(_MAX_ATTEMPTS):
-        for skip_locked in waits:
-            chosen = pick.with_for_update(skip_locked=skip_locked, of=candidate).scalar_subquery()
-            # every candidate may be locked by labelers being served this instant, with slots
-            # left once they commit: then wait for one rather than answer "nothing waiting"
-            # (PostgreSQL re-checks `filled < overlap` on the row it waited for)
-            task = session.scalars(
-                update(Task)
-                .where(Task.id == chosen, Task.filled < Task.overlap)
-                .values(filled=Task.filled + 1)
-                .returning(Task)
-                .execution_options(synchronize_session=False, populate_existing=True)
-            ).one_or_none()
+        for claim in claims:
+            task = session.scalars(claim, params).one_or_none()
             if task is not None:
                 return _hold(session, task, labeler, now)
-        if session.scalar(select(exists(base))) is not True:
+        if session.scalar(anything_left, params) is not True:
             return None
     return None
 

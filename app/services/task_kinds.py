@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import ColumnElement, and_, exists, or_, true
 
@@ -41,7 +41,6 @@ from app.models import (
     LabelerStatus,
     Task,
     TaskKind,
-    User,
 )
 from app.models.labeling import K_MAX, K_MIN
 from app.services import Invalid
@@ -49,15 +48,29 @@ from app.services import Invalid
 Form = Literal["demonstration", "ranking"]
 
 
+class LabelerTraits(Protocol):
+    """What a queue condition reads of a labeler: a ``User``, or the queue's stand-in whose
+    ``id`` is a bound parameter (so one statement serves every labeler of the same traits)."""
+
+    @property
+    def id(self) -> Any: ...
+
+    @property
+    def held_out(self) -> bool: ...
+
+    @property
+    def labeler_status(self) -> str: ...
+
+
 def a_or_an(noun: str) -> str:
     return f"an {noun}" if noun[0] in "aeiou" else f"a {noun}"
 
 
-def _anyone(labeler: User, task: type[Task] = Task) -> ColumnElement[bool]:
+def _anyone(labeler: LabelerTraits, task: type[Task] = Task) -> ColumnElement[bool]:
     return true()
 
 
-def _allowed_judges(labeler: User, task: type[Task] = Task) -> ColumnElement[bool]:
+def _allowed_judges(labeler: LabelerTraits, task: type[Task] = Task) -> ColumnElement[bool]:
     """Evaluation tasks: the run's judge group admits this labeler, and they did not demonstrate
     the prompt (a labeler never judges outputs for a prompt they wrote or demonstrated; the
     queue already keeps everyone off prompts they wrote)."""
@@ -72,7 +85,7 @@ def _allowed_judges(labeler: User, task: type[Task] = Task) -> ColumnElement[boo
     return and_(admitted, ~demonstrated)
 
 
-def _screening_labelers(labeler: User, task: type[Task] = Task) -> ColumnElement[bool]:
+def _screening_labelers(labeler: LabelerTraits, task: type[Task] = Task) -> ColumnElement[bool]:
     # reference demonstrations only measure labelers in screening; others write real ones
     return true() if labeler.labeler_status == LabelerStatus.screening.value else ~true()
 
@@ -88,7 +101,7 @@ class TaskKindSpec:
     likert_required: bool = False
     once_per_labeler: bool = False
     # (labeler, the Task entity or an alias of it) -> condition
-    eligible: Callable[[User, type[Task]], ColumnElement[bool]] = _anyone
+    eligible: Callable[[LabelerTraits, type[Task]], ColumnElement[bool]] = _anyone
     adaptive_overlap: bool = False
     agreement_data: bool = False
     reference: Literal["ranking", "text"] | None = None
@@ -207,7 +220,9 @@ def reference_kinds(reference: Literal["ranking", "text"]) -> list[str]:
     return [k for k, spec in SPECS.items() if spec.reference == reference]
 
 
-def eligibility(labeler: User, kinds: list[str], task: type[Task] = Task) -> ColumnElement[bool]:
+def eligibility(
+    labeler: LabelerTraits, kinds: list[str], task: type[Task] = Task
+) -> ColumnElement[bool]:
     """SQL: the task (``Task`` or an alias) is of one of ``kinds`` and this labeler may take
     it."""
     return or_(*(and_(task.kind == k, SPECS[k].eligible(labeler, task)) for k in kinds))
