@@ -374,47 +374,63 @@ def _take_slot(
     return None
 
 
-def _hold(session: Session, task: Task, labeler: User, now: datetime) -> Assignment:
-    """Insert the hold (or take up again an expired hold of the same task, with the same
-    order shown) in one upsert, after one read of what the labeler will see."""
-    lock_until = now + timedelta(seconds=get_settings().task_lock_s)
-    order = None
-    # prompt and the outputs' texts in one read; describe_assignment finds them loaded
-    rows = session.execute(
+@lru_cache(maxsize=2)
+def _hold_statements(postgres: bool) -> tuple[Select[Prompt, Completion], Any]:
+    """``_hold``'s read of the prompt and outputs and its upsert of the hold, built once (see
+    ``_slot_statements``)."""
+    read = (
         select(Prompt, Completion)
         .select_from(Prompt)
-        .outerjoin(TaskItem, TaskItem.task_id == task.id)
+        .outerjoin(TaskItem, TaskItem.task_id == bindparam("task_id", type_=Integer))
         .outerjoin(Completion, Completion.id == TaskItem.completion_id)
-        .where(Prompt.id == task.prompt_id)
+        .where(Prompt.id == bindparam("prompt_id", type_=Integer))
         .order_by(TaskItem.position)
-    ).all()
-    if spec_of(task.kind).form == "ranking":
-        # randomised per labeler, so position bias averages out; stored with the ranking
-        order = [c.id for _, c in rows if c is not None]
-        _random.shuffle(order)
-    dialect = postgresql if is_postgres(session) else sqlite
-    stmt = dialect.insert(Assignment).values(
-        task_id=task.id,
-        labeler_id=labeler.id,
-        status=AssignmentStatus.active.value,
-        assigned_at=now,
-        lock_expires_at=lock_until,
-        display_order=order,
     )
-    stmt = stmt.on_conflict_do_update(
+    dialect = postgresql if postgres else sqlite
+    upsert = dialect.insert(Assignment).values(
+        task_id=bindparam("task_id"),
+        labeler_id=bindparam("labeler_id"),
+        status=AssignmentStatus.active.value,
+        assigned_at=bindparam("now"),
+        lock_expires_at=bindparam("lock_until"),
+        display_order=bindparam("display_order"),
+    )
+    upsert = upsert.on_conflict_do_update(
         index_elements=[Assignment.task_id, Assignment.labeler_id],
         set_={
             "status": AssignmentStatus.active.value,
-            "assigned_at": now,
-            "lock_expires_at": lock_until,
+            "assigned_at": upsert.excluded.assigned_at,
+            "lock_expires_at": upsert.excluded.lock_expires_at,
             "finished_at": None,
         },
         # only an expired hold is taken up again; anything else is the same labeler taking
         # this task in a parallel request (two tabs)
         where=Assignment.status == AssignmentStatus.expired.value,
     )
+    return read, upsert.returning(Assignment)
+
+
+def _hold(session: Session, task: Task, labeler: User, now: datetime) -> Assignment:
+    """Insert the hold (or take up again an expired hold of the same task, with the same
+    order shown) in one upsert, after one read of what the labeler will see."""
+    lock_until = now + timedelta(seconds=get_settings().task_lock_s)
+    order = None
+    read, upsert = _hold_statements(is_postgres(session))
+    # prompt and the outputs' texts in one read; describe_assignment finds them loaded
+    rows = session.execute(read, {"task_id": task.id, "prompt_id": task.prompt_id}).all()
+    if spec_of(task.kind).form == "ranking":
+        # randomised per labeler, so position bias averages out; stored with the ranking
+        order = [c.id for _, c in rows if c is not None]
+        _random.shuffle(order)
+    params = {
+        "task_id": task.id,
+        "labeler_id": labeler.id,
+        "now": now,
+        "lock_until": lock_until,
+        "display_order": order,
+    }
     assignment: Assignment | None = session.scalars(
-        stmt.returning(Assignment), execution_options={"populate_existing": True}
+        upsert, params, execution_options={"populate_existing": True}
     ).one_or_none()
     if assignment is None:
         raise Conflict("this task was just assigned to you in another request; retry")
