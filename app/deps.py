@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -172,14 +172,15 @@ def _is_in(address: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Ne
 
 def require_role(
     minimum: Role, *, scope: str | None = None, pending_password: bool = False
-) -> Callable[..., Principal]:
+) -> Callable[..., Awaitable[Principal]]:
     """Dependency: the caller must have ``minimum`` role, or a token with ``scope``.
 
     A token with scopes is limited to endpoints that accept one of them. A browser session
     whose password must still be changed reaches only routes with ``pending_password``.
     """
 
-    def dependency(principal: Principal | None = Depends(optional_principal)) -> Principal:
+    # async: it only reads the principal already loaded (no I/O), so it costs no thread hop
+    async def dependency(principal: Principal | None = Depends(optional_principal)) -> Principal:
         if principal is None:
             raise NotAuthenticated("authentication required")
         if (
