@@ -66,6 +66,36 @@ def wait_for(port: int, proc: subprocess.Popen, path: str, timeout: float = 120)
         raise TimeoutError(f"the server on {port} did not come up")
 
 
+def wait_until_idle(proc: subprocess.Popen, timeout: float = 180) -> float:
+    """Until the server and its children (the PII scanner's processes, which load Presidio
+    after the server answers) use under a tenth of a core: the measurement is of the steady
+    state, not of start-up work competing with the first seconds of Locust. Returns the
+    seconds waited."""
+    import psutil
+
+    started = time.monotonic()
+    root = psutil.Process(proc.pid)
+
+    def cpu_seconds() -> float:
+        total = 0.0
+        for p in [root, *root.children(recursive=True)]:
+            try:
+                times = p.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+        return total
+
+    before = cpu_seconds()
+    while time.monotonic() - started < timeout:
+        time.sleep(2)
+        now = cpu_seconds()
+        if now - before < 0.2:
+            break
+        before = now
+    return time.monotonic() - started
+
+
 def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -266,6 +296,7 @@ def main() -> None:
         )  # fmt: skip
         procs.append(server)
         wait_for(port, server, "/login")
+        print(f"  prefloop's start-up work done after {wait_until_idle(server):.0f} s more")
         mine = summary(
             f"prefloop ({'SQLite' if args.sqlite else 'PostgreSQL'}, {args.workers} workers, "
             f"{args.users} labelers)",
@@ -289,6 +320,7 @@ def main() -> None:
         )  # fmt: skip
         procs.append(ref)
         wait_for(port, ref, "/docs")
+        wait_until_idle(ref)
         floor = summary(
             f"reference ({args.workers} workers, {args.users} labelers)",
             run_locust(f"http://127.0.0.1:{port}", "ReferenceLabeler", args.users, args.seconds,
