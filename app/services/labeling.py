@@ -6,14 +6,16 @@ The HTML pages and the JSON API both call `describe_assignment` and `submit`.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, case, func, insert, select, update
+from sqlalchemy import Integer, String, Table, and_, bindparam, case, func, insert, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
+from sqlalchemy.sql.dml import ReturningUpdate
 
 from app.config import get_settings
-from app.db import utcnow
+from app.db import UTCDateTime, utcnow
 from app.models import (
     FLAGS,
     Assignment,
@@ -126,6 +128,39 @@ def describe_assignment(session: Session, assignment: Assignment) -> dict[str, A
     return described
 
 
+@lru_cache(maxsize=1)
+def _submit_statements() -> tuple[
+    ReturningUpdate[Assignment], ReturningUpdate[Task], ReturningUpdate[Task]
+]:
+    """``submit``'s end of the hold and its lock of the task (for a submission and for a skip),
+    built once with parameters: building them anew cost more CPU than running them."""
+    end_hold = (
+        update(Assignment)
+        .where(
+            Assignment.task_id == bindparam("of_task", type_=Integer),
+            Assignment.labeler_id == bindparam("of_labeler", type_=Integer),
+            Assignment.status == AssignmentStatus.active.value,
+            Assignment.lock_expires_at > bindparam("now", type_=UTCDateTime()),
+        )
+        .values(
+            status=bindparam("new_status", type_=String),
+            finished_at=bindparam("now", type_=UTCDateTime()),
+            skip_reason=bindparam("reason", type_=String),
+        )
+        .returning(Assignment)
+    )
+    # serialises the submissions of one task, so exactly one of them marks it done; a task
+    # of one labeler is done with this submission (nobody else can have submitted it)
+    one_labeler_done = and_(Task.overlap <= 1, Task.kind.in_(slot_kinds()))
+    lock = update(Task).where(Task.id == bindparam("of_task", type_=Integer))
+    submitted = case((one_labeler_done, TaskStatus.done.value), else_=Task.status)
+    return (
+        end_hold,
+        lock.values(status=submitted).returning(Task),
+        lock.values(status=Task.status).returning(Task),
+    )
+
+
 def parse_submission(payload: SubmissionIn | dict[str, Any]) -> SubmissionIn:
     return validated(SubmissionIn, payload)
 
@@ -152,34 +187,25 @@ def submit(
     skip_reason = _skip_reason(sub.skip.reason) if sub.skip is not None else None
     now = utcnow()
     # lock order: the assignment, then the task (as the queue does)
+    end_hold, lock_task, lock_task_of_skip = _submit_statements()
     assignment = session.scalars(
-        update(Assignment)
-        .where(
-            Assignment.task_id == task_id,
-            Assignment.labeler_id == labeler.id,
-            Assignment.status == AssignmentStatus.active.value,
-            Assignment.lock_expires_at > now,
-        )
-        .values(
-            status=(
+        end_hold,
+        {
+            "of_task": task_id,
+            "of_labeler": labeler.id,
+            "now": now,
+            "new_status": (
                 AssignmentStatus.skipped.value if skip_reason else AssignmentStatus.submitted.value
             ),
-            finished_at=now,
-            skip_reason=skip_reason,
-        )
-        .returning(Assignment),
+            "reason": skip_reason,
+        },
         execution_options={"populate_existing": True},
     ).one_or_none()
     if assignment is None:
         return _submit_without_hold(session, labeler, task_id, sub, now)
-    # serialises the submissions of one task, so exactly one of them marks it done; a task
-    # of one labeler is done with this submission (nobody else can have submitted it)
-    one_labeler_done = and_(Task.overlap <= 1, Task.kind.in_(slot_kinds()))
-    status: Any = Task.status
-    if skip_reason is None:
-        status = case((one_labeler_done, TaskStatus.done.value), else_=Task.status)
     task = session.scalars(
-        update(Task).where(Task.id == task_id).values(status=status).returning(Task),
+        lock_task if skip_reason is None else lock_task_of_skip,
+        {"of_task": task_id},
         execution_options={"populate_existing": True},
     ).one()
     spec = spec_of(task.kind)
