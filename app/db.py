@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, cast
@@ -167,7 +167,7 @@ def get_readonly_sessionmaker() -> sessionmaker[Session]:
     return sessionmaker(bind=make_engine(settings.sqlalchemy_url, read_only=True))
 
 
-async def get_session() -> AsyncIterator[Session]:
+async def get_session() -> AsyncGenerator[Session, None]:
     """FastAPI dependency: one session per request, rolled back on error.
 
     Async so that opening and closing cost no trip through the thread pool (two per request):
