@@ -145,7 +145,13 @@ def copy_reference(url: str, path: Path) -> tuple[int, float, int]:
 def researcher_token(url: str, data_dir: Path) -> str:
     os.environ["PREFLOOP_DATABASE_URL"] = url
     os.environ["PREFLOOP_DATA_DIR"] = str(data_dir)
-    from app.db import get_sessionmaker
+    from app.config import get_settings
+    from app.db import get_engine, get_sessionmaker
+
+    # upgrade_to_head read the settings (the SQLite default) before the URL was set
+    get_settings.cache_clear()
+    get_engine.cache_clear()
+    get_sessionmaker.cache_clear()
     from app.services.accounts import create_token, create_user
 
     with get_sessionmaker()() as session:
