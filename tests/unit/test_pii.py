@@ -129,3 +129,31 @@ def test_tokenizer_runs_only_for_windows_with_a_detection(monkeypatch: pytest.Mo
     assert len(calls) == 2
     assert [r.entity_type for r in with_context + without] == ["PHONE_NUMBER"] * 2
     assert with_context[0].score > without[0].score
+
+
+@pytest.mark.parametrize(
+    "text", ["", "Hello, World! It's my phone: (415) 555-0132.", "ÉCOLE straße İstanbul a:b"]
+)
+def test_blank_engine_artifacts_are_presidios(text: str) -> None:
+    """The artifacts read from spaCy's arrays equal what Presidio builds token by token, with
+    each token's lower-cased text as its lemma, and its keywords (stop words and punctuation
+    out, answered from the per-word cache)."""
+    from app.services.curation.pii import BlankSpacyNlpEngine
+
+    engine = BlankSpacyNlpEngine()
+    engine.load()
+    for _ in range(2):  # the second time from the cache
+        got = engine.process_text(text, "en")
+        doc = engine.get_nlp("en")(text)
+        vocab = doc.vocab
+        lemmas = [t.lower_ for t in doc]
+        keywords = [
+            part
+            for k in lemmas
+            if not vocab[k].is_stop and not vocab[k].is_punct and k not in {"-PRON-", "be"}
+            for part in k.split(":")
+        ]
+        assert got.tokens_indices == [t.idx for t in doc]
+        assert got.lemmas == lemmas
+        assert got.keywords == keywords
+        assert list(got.entities) == []
