@@ -140,9 +140,11 @@ def bench_pii(prompts: list[dict]) -> None:
           f"{len(texts) / elapsed:,.0f} texts/s ({found} with PII)")  # fmt: skip
 
 
-def cpu_seconds(server_pid: int) -> dict[str, float]:
+def cpu_seconds(server_pid: int, database: str = "") -> dict[str, float]:
     """CPU seconds used so far by the server's web processes, its PII scanner processes
-    (children of a fork server) and every PostgreSQL process on this machine."""
+    (children of a fork server) and the PostgreSQL backends connected to ``database`` (other
+    work on this shared machine's PostgreSQL is not counted; nor are its shared background
+    writers)."""
     import psutil
 
     used: dict[str, float] = {}
@@ -155,12 +157,13 @@ def cpu_seconds(server_pid: int) -> dict[str, float]:
         kind = "scanners" if "forkserver" in line else "web" if "spawn" in line else "other"
         used[kind] = used.get(kind, 0.0) + times.user + times.system
     for proc in psutil.process_iter(["name"]):
-        if proc.info["name"] == "postgres":
+        if database and proc.info["name"] == "postgres":
             try:
-                times = proc.cpu_times()
+                line, times = " ".join(proc.cmdline()), proc.cpu_times()
             except psutil.NoSuchProcess:
                 continue
-            used["postgres"] = used.get("postgres", 0.0) + times.user + times.system
+            if f" {database} " in line:
+                used["postgres"] = used.get("postgres", 0.0) + times.user + times.system
     return used
 
 
@@ -182,7 +185,8 @@ def bench_http(args: argparse.Namespace) -> None:
     import threading
     import urllib.request
 
-    from sqlalchemy import create_engine, insert
+    from sqlalchemy import create_engine, insert, text
+    from sqlalchemy.engine import make_url
 
     from app.models import Prompt
     from benchmarks.labeling_http import (
@@ -266,7 +270,7 @@ def bench_http(args: argparse.Namespace) -> None:
         wait_until_idle(server.pid)
         print(f"warm-up (scanner processes starting): {time.perf_counter() - started:.1f}s, "
               f"{rounds} small requests")  # fmt: skip
-        cpu_before = cpu_seconds(server.pid)
+        cpu_before = cpu_seconds(server.pid, make_url(url).database or "")
         batches = [prompts[i : i + args.batch] for i in range(0, len(prompts), args.batch)]
         statuses: Counter[str] = Counter()
         lock = threading.Lock()
@@ -287,13 +291,35 @@ def bench_http(args: argparse.Namespace) -> None:
                     statuses.update(r["status"] for r in results)
 
         threads = [threading.Thread(target=client) for _ in range(args.clients)]
+        done = threading.Event()
+        analyses = 0
+
+        def analyze() -> None:
+            # what autovacuum does on a live system (every minute, after 10% new rows): a
+            # table grown from empty in seconds is otherwise planned as if nearly empty
+            nonlocal analyses
+            analyzer = create_engine(url, isolation_level="AUTOCOMMIT")
+            while not done.wait(args.analyze_every):
+                with analyzer.connect() as conn:
+                    conn.execute(text("ANALYZE"))
+                analyses += 1
+            analyzer.dispose()
+
+        if args.analyze_every:
+            threads.append(threading.Thread(target=analyze))
         started = time.perf_counter()
         for t in threads:
             t.start()
-        for t in threads:
+        for t in threads[: args.clients]:
             t.join()
         pipeline_s = time.perf_counter() - started
-        cpu = {k: v - cpu_before.get(k, 0.0) for k, v in cpu_seconds(server.pid).items()}
+        done.set()
+        for t in threads[args.clients :]:
+            t.join()
+        cpu = {
+            k: v - cpu_before.get(k, 0.0)
+            for k, v in cpu_seconds(server.pid, make_url(url).database or "").items()
+        }
         stop(server)
         server = None
 
@@ -315,6 +341,8 @@ def bench_http(args: argparse.Namespace) -> None:
         print(f"HTTP pipeline (PostgreSQL, PII on): {n} prompts in {pipeline_s:.1f}s = "
               f"{n / pipeline_s:,.0f} prompts/s ({dict(statuses)}; {len(errors)} failed "
               f"requests{': ' + errors[0] if errors else ''})")  # fmt: skip
+        if args.analyze_every:
+            print(f"ANALYZE every {args.analyze_every:g}s while ingesting: {analyses} times")
         print("CPU seconds while ingesting: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
               + f" (the {os.cpu_count()} cores had {pipeline_s * (os.cpu_count() or 1):.1f}; "
               f"load average {os.getloadavg()[0]:.1f})")  # fmt: skip
@@ -341,6 +369,12 @@ def main() -> None:
     parser.add_argument("--http", action="store_true", help="over HTTP on PostgreSQL")
     parser.add_argument("--workers", type=int, default=2, help="--http: web processes")
     parser.add_argument("--clients", type=int, default=4, help="--http: concurrent clients")
+    parser.add_argument(
+        "--analyze-every",
+        type=float,
+        default=0,
+        help="--http: run ANALYZE every S seconds while ingesting (a live system's statistics)",
+    )
     parser.add_argument(
         "--numbered-texts",
         action="store_true",
