@@ -90,3 +90,62 @@ def test_saturation_is_told_apart_from_real_errors(message, sqlstate, busy) -> N
 
     exc = OperationalError("SELECT 1", {}, _PgError(message, sqlstate))
     assert is_saturation(exc) is busy
+
+
+def test_requests_past_the_pools_size_wait_their_turn_then_answer_503(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The gate in front of the app (issue 14): no more requests run at once than the pool has
+    connections; the next waits first come first served, and past ``db_pool_timeout_s`` it is
+    answered 503 with Retry-After without reaching the app."""
+    import anyio
+
+    from app.config import get_settings
+    from app.middleware import DatabaseBusy
+
+    monkeypatch.setenv("PREFLOOP_DB_POOL_SIZE", "1")
+    monkeypatch.setenv("PREFLOOP_DB_MAX_OVERFLOW", "0")
+    monkeypatch.setenv("PREFLOOP_DB_POOL_TIMEOUT_S", "0.2")
+    monkeypatch.setenv("PREFLOOP_DB_RETRY_AFTER_S", "3")
+    get_settings.cache_clear()
+    entered: list[str] = []
+    release = anyio.Event()
+
+    async def app(scope, receive, send) -> None:
+        entered.append(scope["path"])
+        if scope["path"] == "/api/v1/slow":
+            await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    gate = DatabaseBusy(app)
+    answers: dict[str, tuple[int, dict[bytes, bytes]]] = {}
+
+    async def call(path: str) -> None:
+        scope = {"type": "http", "path": path, "headers": [], "method": "GET"}
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message) -> None:
+            if message["type"] == "http.response.start":
+                answers[path] = (message["status"], dict(message["headers"]))
+
+        await gate(scope, receive, send)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call, "/api/v1/slow")
+            await anyio.wait_all_tasks_blocked()
+            await call("/api/v1/waits")  # the only slot is taken until it gives up
+            release.set()
+        await call("/api/v1/after")  # the slot is free again
+
+    try:
+        anyio.run(main)
+    finally:
+        get_settings.cache_clear()
+    assert entered == ["/api/v1/slow", "/api/v1/after"]
+    assert answers["/api/v1/slow"][0] == 200 and answers["/api/v1/after"][0] == 200
+    status, headers = answers["/api/v1/waits"]
+    assert status == 503 and headers[b"retry-after"] == b"3"
