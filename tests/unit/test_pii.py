@@ -157,3 +157,25 @@ def test_blank_engine_artifacts_are_presidios(text: str) -> None:
         assert got.lemmas == lemmas
         assert got.keywords == keywords
         assert list(got.entities) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "host 172.16.254.1 is down",
+        "v6 2001:db8::7334 and ::1 and :: and ::ffff:10.0.0.1 and fe80::1%eth0",
+        "embedded 64:ff9b::192.0.2.33 here",
+        "no address in a sentence about version 1.2 of something",
+        "Write a story about a wise frog.",
+    ],
+)
+def test_fast_ip_recognizer_finds_what_presidios_finds(text: str) -> None:
+    from presidio_analyzer.predefined_recognizers import IpRecognizer
+
+    from app.services.curation.pii_recognizers import FastIpRecognizer
+
+    def spans(recognizer: IpRecognizer) -> list[tuple[int, int, float]]:
+        found = recognizer.analyze(text, ["IP_ADDRESS"])
+        return sorted((r.start, r.end, r.score) for r in found)
+
+    assert spans(FastIpRecognizer()) == spans(IpRecognizer())

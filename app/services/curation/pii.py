@@ -34,7 +34,6 @@ from presidio_analyzer.nlp_engine import NlpArtifacts, NlpEngine, SpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import (
     CreditCardRecognizer,
     IbanRecognizer,
-    IpRecognizer,
     SpacyRecognizer,
 )
 from presidio_anonymizer import AnonymizerEngine
@@ -44,6 +43,7 @@ from spacy.tokens import Doc
 from app.config import get_settings
 from app.services.curation.pii_recognizers import (
     CredentialUrlRecognizer,
+    FastIpRecognizer,
     FastPhoneRecognizer,
     InternationalPhoneRecognizer,
     LuhnCardRecognizer,
@@ -199,7 +199,7 @@ class PiiFilter:
             CreditCardRecognizer(),
             LuhnCardRecognizer(),
             StrictSsnRecognizer(),
-            IpRecognizer(),
+            FastIpRecognizer(),
             IbanRecognizer(),
             CredentialUrlRecognizer(),
         ):
