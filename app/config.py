@@ -86,9 +86,10 @@ class Settings(BaseSettings):
     # "none": never (structured PII is found by pattern recognizers without any model)
     pii_ner_model: str = ""
 
-    # the admin pages' whole-table figures (data-set sizes, curation counts) are recomputed in
-    # the background at most this often per web process, and shown with their time (seconds of
-    # scans at a million prompts, see app/services/admin_figures.py); 0: on every view
+    # the admin pages' whole-table figures (data-set sizes, curation counts): fresh on every
+    # view while they take under 0.25 s; slower ones (seconds of scans at a million prompts)
+    # are recomputed in the background at most this often per web process and shown with
+    # their time (see app/services/admin_figures.py); 0: always in the request
     admin_figures_ttl_s: int = Field(default=60, ge=0)
 
     # labeler statistics: the figures that need each ranking's entries (speed, position bias,

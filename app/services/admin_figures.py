@@ -2,13 +2,18 @@
 ``admin_figures_ttl_s`` seconds per web process.
 
 At a million prompts each set of figures is seconds of full scans (docs/performance.md "At
-scale"), too slow to repeat on every view of /admin and /admin/data. So:
+scale"), too slow to repeat on every view of /admin and /admin/data; on a small installation
+they take milliseconds and a researcher watching the data grow wants them fresh. So:
+- figures whose last computation took under ``FAST_S`` are computed again on every view, in
+  the request (always fresh while they are cheap);
 - the first view in a process starts computing them in the background (on a read-only session)
-  and gets None: the page says they are being counted and reloads itself;
+  and waits up to ``FIRST_WAIT_S`` for them; if they are not ready it gets None: the page says
+  they are being counted and reloads itself;
 - a view within the TTL answers from memory;
 - a view after it answers the stale figures at once and starts one background refresh.
-No view waits for the scans. Each page shows when its figures were computed.
-``admin_figures_ttl_s = 0`` computes on every view, in the request (the tests' setting).
+No view waits longer than ``FIRST_WAIT_S`` for the scans. Each page shows when its figures were
+computed. ``admin_figures_ttl_s = 0`` computes on every view, in the request (the tests'
+setting).
 """
 
 from __future__ import annotations
@@ -31,8 +36,11 @@ class Figures:
     value: Any
     computed_at: datetime  # UTC, shown on the page
     monotonic: float = 0.0  # _clock() then, for the TTL
+    seconds: float = 0.0  # how long computing them took
 
 
+FAST_S = 0.25  # figures computed faster than this are recomputed on every view
+FIRST_WAIT_S = 2.0  # how long the first view waits for the background computation
 _clock = time.monotonic  # (tests move it)
 _cache: dict[tuple[str, str], Figures] = {}
 _refreshing: dict[tuple[str, str], threading.Thread] = {}
@@ -51,26 +59,45 @@ def cached_figures(
     key = (session.get_bind().engine.url.render_as_string(hide_password=True), name)
     with _lock:
         figures = _cache.get(key)
+    if figures is not None and figures.seconds < FAST_S:
+        figures = _computed(compute, session)
+        with _lock:
+            _cache[key] = figures
+        return figures
     if figures is None or _clock() - figures.monotonic >= ttl:
-        _start_refresh(key, compute)
+        thread = _start_refresh(key, compute)
+        if figures is None and thread is not None:
+            thread.join(FIRST_WAIT_S)
+            with _lock:
+                figures = _cache.get(key)
     return figures
 
 
-def _start_refresh(key: tuple[str, str], compute: Callable[[Session], Any]) -> None:
+def _computed(compute: Callable[[Session], Any], session: Session) -> Figures:
+    started = time.perf_counter()
+    value = compute(session)
+    return Figures(value, utcnow(), _clock(), time.perf_counter() - started)
+
+
+def _start_refresh(
+    key: tuple[str, str], compute: Callable[[Session], Any]
+) -> threading.Thread | None:
+    """The background refresh of ``key`` under way, started now unless one already runs."""
     with _lock:
         if key in _refreshing:
-            return
+            return _refreshing[key]
         thread = threading.Thread(
             target=_refresh, args=(key, compute), name=f"figures-{key[1]}", daemon=True
         )
         _refreshing[key] = thread
     thread.start()
+    return thread
 
 
 def _refresh(key: tuple[str, str], compute: Callable[[Session], Any]) -> None:
     try:
         with get_readonly_sessionmaker()() as session:
-            figures = Figures(compute(session), utcnow(), _clock())
+            figures = _computed(compute, session)
             session.rollback()
         with _lock:
             _cache[key] = figures

@@ -1,8 +1,11 @@
-"""The admin pages' whole-table figures: computed in the background (no view waits for them),
-served from memory within the TTL, then served stale while one background refresh runs (both
-backends); and shown with their time on the pages."""
+"""The admin pages' whole-table figures: fresh on every view while they are cheap; when they are
+not, computed in the background (a view waits for them briefly at most), served from memory
+within the TTL, then served stale while one background refresh runs (both backends); and shown
+with their time on the pages."""
 
 from __future__ import annotations
+
+import threading
 
 from sqlalchemy import func, select
 
@@ -16,13 +19,32 @@ def _prompts(session) -> int:
     return session.scalar(select(func.count()).select_from(Prompt))
 
 
-def test_figures_cached_then_refreshed_in_background(app_env, monkeypatch) -> None:
+def _slow_figures(monkeypatch) -> threading.Event:
+    """Figures that count as slow (never recomputed in the request) and whose background
+    computations wait for the returned event: no timing decides what a view gets."""
     from app.config import get_settings
-    from app.db import get_sessionmaker
     from app.services import admin_figures
 
     monkeypatch.setenv("PREFLOOP_ADMIN_FIGURES_TTL_S", "60")
     get_settings.cache_clear()
+    monkeypatch.setattr(admin_figures, "FAST_S", 0.0)
+    monkeypatch.setattr(admin_figures, "FIRST_WAIT_S", 0.0)
+    gate = threading.Event()
+    computed = admin_figures._computed
+
+    def gated(compute, session):
+        gate.wait(60)
+        return computed(compute, session)
+
+    monkeypatch.setattr(admin_figures, "_computed", gated)
+    return gate
+
+
+def test_figures_cached_then_refreshed_in_background(app_env, monkeypatch) -> None:
+    from app.db import get_sessionmaker
+    from app.services import admin_figures
+
+    gate = _slow_figures(monkeypatch)
     clock = [1000.0]
     monkeypatch.setattr(admin_figures, "_clock", lambda: clock[0])
     calls: list[int] = []
@@ -38,6 +60,7 @@ def test_figures_cached_then_refreshed_in_background(app_env, monkeypatch) -> No
 
     make_prompt()
     assert view() is None  # the first view: counting in the background
+    gate.set()
     admin_figures.wait_for_refreshes()
     first = view()
     assert first.value == 1 and len(calls) == 1
@@ -51,6 +74,25 @@ def test_figures_cached_then_refreshed_in_background(app_env, monkeypatch) -> No
     refreshed = view()
     assert refreshed.value == 2 and refreshed.computed_at >= first.computed_at
     assert len(calls) == 2
+
+
+def test_cheap_figures_are_fresh_on_every_view(app_env, monkeypatch) -> None:
+    """A small installation (figures computed in milliseconds) sees each new prompt at once,
+    whatever the TTL."""
+    from app.config import get_settings
+    from app.db import get_sessionmaker
+    from app.services import admin_figures
+
+    monkeypatch.setenv("PREFLOOP_ADMIN_FIGURES_TTL_S", "60")
+    get_settings.cache_clear()
+    monkeypatch.setattr(admin_figures, "FAST_S", 3600.0)  # every computation counts as cheap
+    monkeypatch.setattr(admin_figures, "FIRST_WAIT_S", 3600.0)
+    for expected in (0, 1, 2):
+        with get_sessionmaker()() as s:
+            figures = admin_figures.cached_figures(s, "prompts", _prompts)
+        # the first view waited for the background computation; later ones compute in it
+        assert figures is not None and figures.value == expected
+        make_prompt()
 
 
 def test_figures_ttl_zero_computes_every_time(app_env) -> None:
@@ -72,16 +114,16 @@ def test_admin_pages_show_when_their_figures_were_computed(client, make_user) ->
 
 
 def test_admin_pages_say_figures_are_being_counted(client, make_user, monkeypatch) -> None:
-    from app.config import get_settings
     from app.services import admin_figures
 
-    monkeypatch.setenv("PREFLOOP_ADMIN_FIGURES_TTL_S", "60")
-    get_settings.cache_clear()
+    gate = _slow_figures(monkeypatch)
     make_prompt()
     login(client, make_user("researcher"))
     for page in ("/admin/data", "/admin/overview"):
+        gate.clear()  # this page's first computation waits until the page has answered
         r = client.get(page)
         assert r.status_code == 200 and 'id="figures-counting"' in r.text
+        gate.set()
         admin_figures.wait_for_refreshes()
         r = client.get(page)
         assert 'id="figures-counting"' not in r.text and 'id="figures-time"' in r.text
