@@ -208,9 +208,11 @@ def ingest_prompts(
                 retryable = isinstance(exc, IntegrityError) or _is_deadlock(exc)
                 if not retryable or attempt == MAX_RETRIES - 1:
                     raise
-    if any(r.get("status") == PromptStatus.accepted.value for r in results):
-        # the new prompts' demonstration tasks, so the queue need not look for them
-        ensure_demonstration_tasks(session)
+    accepted = [r["prompt_id"] for r in results if r.get("status") == PromptStatus.accepted.value]
+    if accepted:
+        # the new prompts' demonstration tasks, so the queue need not look for them (the id
+        # range of this request; older prompts without one are the periodic sweep's)
+        ensure_demonstration_tasks(session, (min(accepted), max(accepted)))
         session.commit()
     return results
 
