@@ -20,6 +20,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Route
 
+from app.db import get_readonly_session, get_session
 from app.schemas.errors import ErrorOut, ValidationErrorOut
 from app.services import Invalid, ServiceError
 
@@ -32,8 +33,22 @@ DESCRIPTIONS = {
     413: "the request body is over PREFLOOP_MAX_REQUEST_BYTES",
     422: "invalid input: `detail` and `field` name the first problem, `errors` lists them all",
     429: "too many attempts: wait and try again",
-    503: "a service the request needs (the job broker) is unreachable",
+    503: "a service the request needs is unavailable: the database is saturated (retry after "
+    "`Retry-After` seconds) or the job broker is unreachable",
 }
+# who may call: a bearer token (the JSON API's way), or the browser's session cookie (unsafe
+# methods then also need the X-CSRF-Token header); app/deps.py checks both
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "an API token"},
+    "session": {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": "prefloop_session",
+        "description": "the signed-in browser's session (unsafe methods: X-CSRF-Token too)",
+    },
+}
+# The one 429 the app answers is a throttled login (POST /login, an HTML form, not in this
+# document); no JSON operation is rate limited.
 _SCHEMAS = "#/components/schemas/"
 _BODY_PARSE_ERROR = "There was an error parsing the body"
 # name -> the type a service validates a body against, where the route reads a looser one
@@ -111,6 +126,16 @@ def _requires_sign_in(route: APIRoute) -> bool:
     return False
 
 
+def _uses_database(route: APIRoute) -> bool:
+    stack = [route.dependant]
+    while stack:
+        dep = stack.pop()
+        if dep.call in (get_session, get_readonly_session):
+            return True
+        stack.extend(dep.dependencies)
+    return False
+
+
 def _machinery_codes(route: APIRoute) -> list[int]:
     """The statuses any route of this form can answer, whatever its own code does."""
     dependant = route.dependant
@@ -124,6 +149,8 @@ def _machinery_codes(route: APIRoute) -> list[int]:
         codes.append(413)
     if takes_input:
         codes.append(422)
+    if _requires_sign_in(route) or _uses_database(route):  # (signing in reads the database)
+        codes.append(503)
     return codes
 
 
@@ -138,7 +165,8 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
         [(ErrorOut, "serialization"), (ValidationErrorOut, "serialization")],
         ref_template=_SCHEMAS + "{model}",
     )
-    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+    components = schema["components"].setdefault("schemas", {})
     components.update(defs["$defs"])
     for name, adapter in _DOCUMENTED_BODIES.items():
         body = adapter.json_schema(ref_template=_SCHEMAS + "{model}")
@@ -153,6 +181,8 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
             operation = schema["paths"].get(route.path_format, {}).get(method.lower())
             if operation is None:
                 continue
+            if _requires_sign_in(route):
+                operation["security"] = [{"bearer": []}, {"session": []}]
             responses = operation.setdefault("responses", {})
             for code in _machinery_codes(route):
                 responses.setdefault(str(code), {"description": DESCRIPTIONS[code]})

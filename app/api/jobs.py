@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 
-from app.api.errors import documented_body
+from app.api.errors import documented_body, errors
 from app.deps import ResearcherDep, SessionDep, researcher
 from app.schemas import DbId
 from app.schemas.job_kinds import JobRequest
@@ -65,7 +65,7 @@ def get_job_metrics(
     return {name: [{"step": s, "value": v} for s, v in points] for name, points in series.items()}
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=JobOut)
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut, responses=errors(409))
 def cancel_job(
     job_id: DbId,
     session: SessionDep,
@@ -76,7 +76,7 @@ def cancel_job(
     return job_service.job_view(session, job)
 
 
-@router.post("/jobs/{job_id}/release", response_model=SampledTasksOut)
+@router.post("/jobs/{job_id}/release", response_model=SampledTasksOut, responses=errors(409))
 def release_tasks(
     job_id: DbId,
     session: SessionDep,
@@ -87,7 +87,7 @@ def release_tasks(
     return {"job_id": job_id, "tasks": count}
 
 
-@router.post("/jobs/{job_id}/discard", response_model=SampledTasksOut)
+@router.post("/jobs/{job_id}/discard", response_model=SampledTasksOut, responses=errors(409))
 def discard_tasks(
     job_id: DbId,
     session: SessionDep,
@@ -98,7 +98,9 @@ def discard_tasks(
     return {"job_id": job_id, "tasks": count}
 
 
-@router.post("/jobs/{job_id}/rerun", status_code=201, response_model=JobCreated)
+@router.post(
+    "/jobs/{job_id}/rerun", status_code=201, response_model=JobCreated, responses=errors(409, 503)
+)
 def rerun_job(
     job_id: DbId,
     principal: ResearcherDep,

@@ -23,6 +23,17 @@ def _not_a_switch(value: object) -> object:
 
 # a number from a request body: not true or false (which lax Pydantic would read as 1 or 0)
 NOT_A_SWITCH = BeforeValidator(_not_a_switch)
+
+
+def _a_json_number(value: object) -> object:
+    # JSON Schema's integer is any whole number, 9.0 too (Pydantic's strict mode refuses it)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a JSON number")
+    return value
+
+
+# a number where text is not accepted either (a setting sent by a client, not a form)
+JSON_NUMBER = BeforeValidator(_a_json_number)
 DbId = Annotated[int, Field(ge=INT32_MIN, le=INT32_MAX), NOT_A_SWITCH]
 # a JSON object keyed by row id (object keys are strings): the document says which strings
 ID_KEYS: JsonDict = {"propertyNames": {"pattern": "^-?[0-9]{1,9}$"}}

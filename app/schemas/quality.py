@@ -9,14 +9,14 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.models.labeling import FlagName
-from app.schemas import ID_KEYS, DbId, IsoDateTime, Text, aware_utc
+from app.schemas import ID_KEYS, JSON_NUMBER, DbId, IsoDateTime, Text, aware_utc
 
 # the overlap settings' ranges, for the settings in force and for a change alike
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
 AgreementOverlap = Annotated[int, Field(ge=2, le=20)]
 OverlapMax = Annotated[int, Field(ge=1, le=20)]
-# a change sent by a client: a number that is a number (JSON true is not 1)
-_STRICT = Field(strict=True)
+# a change sent by a client: a number that is a number (JSON true is not 1, "9" is not 9)
+_STRICT = JSON_NUMBER
 
 
 class OverlapSettings(BaseModel):

@@ -13,14 +13,13 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from app.db import get_session
-from app.deps import Principal, admin
+from app.deps import SessionDep, admin
 from app.models import ApiToken, Role, User
 from app.schemas import DbId
 from app.services import NotFound, ServiceError, accounts
 from app.web.templating import render
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, dependencies=[Depends(admin)])
 ROLES = [role.value for role in Role]
 
 
@@ -46,8 +45,7 @@ def _no_store(response: Response) -> Response:
 @router.get("/admin/users")
 def users_page(
     request: Request,
-    principal: Principal = Depends(admin),
-    session: Session = Depends(get_session),
+    session: SessionDep,
 ) -> Response:
     return render(request, "admin/users.html", _list_context(session))
 
@@ -55,10 +53,9 @@ def users_page(
 @router.post("/admin/users")
 def create_user(
     request: Request,
+    session: SessionDep,
     username: str = Form(""),
     role: str = Form("labeler"),
-    principal: Principal = Depends(admin),
-    session: Session = Depends(get_session),
 ) -> Response:
     """Create an account with a one-time password, shown once on the page that answers."""
     try:
@@ -87,9 +84,8 @@ def _detail_context(session: Session, user: User) -> dict[str, Any]:
 @router.get("/admin/users/{user_id}")
 def user_page(
     request: Request,
+    session: SessionDep,
     user_id: DbId,
-    principal: Principal = Depends(admin),
-    session: Session = Depends(get_session),
 ) -> Response:
     return render(request, "admin/user.html", _detail_context(session, _user(session, user_id)))
 
@@ -115,10 +111,9 @@ def _after_change(
 @router.post("/admin/users/{user_id}/role")
 def change_role(
     request: Request,
+    session: SessionDep,
     user_id: DbId,
     role: str = Form(""),
-    principal: Principal = Depends(admin),
-    session: Session = Depends(get_session),
 ) -> Response:
     return _after_change(
         request, session, user_id, lambda u: accounts.set_role(session, u.username, role)
@@ -128,10 +123,9 @@ def change_role(
 @router.post("/admin/users/{user_id}/active")
 def change_active(
     request: Request,
+    session: SessionDep,
     user_id: DbId,
     active: str = Form(""),
-    principal: Principal = Depends(admin),
-    session: Session = Depends(get_session),
 ) -> Response:
     """``active=on`` reactivates, anything else deactivates (sessions end, tokens refused)."""
     return _after_change(
@@ -145,10 +139,9 @@ def change_active(
 @router.post("/admin/users/{user_id}/held-out")
 def change_held_out(
     request: Request,
+    session: SessionDep,
     user_id: DbId,
     held_out: str = Form(""),
-    principal: Principal = Depends(admin),
-    session: Session = Depends(get_session),
 ) -> Response:
     return _after_change(
         request,
@@ -161,9 +154,8 @@ def change_held_out(
 @router.post("/admin/users/{user_id}/password")
 def reset_password(
     request: Request,
+    session: SessionDep,
     user_id: DbId,
-    principal: Principal = Depends(admin),
-    session: Session = Depends(get_session),
 ) -> Response:
     """A one-time password, shown once; the user's sessions end."""
 
@@ -177,9 +169,8 @@ def reset_password(
 @router.post("/admin/users/{user_id}/sessions/end")
 def end_sessions(
     request: Request,
+    session: SessionDep,
     user_id: DbId,
-    principal: Principal = Depends(admin),
-    session: Session = Depends(get_session),
 ) -> Response:
     return _after_change(
         request, session, user_id, lambda u: accounts.end_sessions(session, u.username)
@@ -189,11 +180,10 @@ def end_sessions(
 @router.post("/admin/users/{user_id}/tokens")
 def create_token(
     request: Request,
+    session: SessionDep,
     user_id: DbId,
     name: str = Form(""),
     scope: str = Form(""),
-    principal: Principal = Depends(admin),
-    session: Session = Depends(get_session),
 ) -> Response:
     """A new API token, shown once (``scope``: empty for the owner's role, or ``ingest``)."""
 
@@ -208,10 +198,9 @@ def create_token(
 @router.post("/admin/users/{user_id}/tokens/{token_id}/revoke")
 def revoke_token(
     request: Request,
+    session: SessionDep,
     user_id: DbId,
     token_id: DbId,
-    principal: Principal = Depends(admin),
-    session: Session = Depends(get_session),
 ) -> Response:
     """Revoke one of this user's tokens (a token of another user is a 404)."""
 

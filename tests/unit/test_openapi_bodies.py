@@ -80,3 +80,27 @@ def test_a_submission_may_be_a_409(method: str) -> None:
     # a task already finished, or edited once it is closed (app/services/labeling.py)
     operation = DOCUMENT["paths"]["/api/v1/tasks/{task_id}/submission"][method]
     assert "409" in operation["responses"]
+
+
+def test_who_may_call_is_declared() -> None:
+    # a bearer token or the browser's session cookie, on every operation behind a role
+    schemes = DOCUMENT["components"]["securitySchemes"]
+    assert schemes["bearer"] == {"type": "http", "scheme": "bearer", "description": "an API token"}
+    assert schemes["session"]["in"] == "cookie"
+    me = DOCUMENT["paths"]["/api/v1/me"]["get"]
+    assert me["security"] == [{"bearer": []}, {"session": []}]
+    assert "security" not in DOCUMENT["paths"]["/healthz"]["get"]
+
+
+def test_a_saturated_database_is_a_declared_503() -> None:
+    # app/middleware.py's DatabaseBusy answers any operation that reads the database
+    for path, operations in DOCUMENT["paths"].items():
+        for method, operation in operations.items():
+            if path != "/healthz":
+                assert "503" in operation["responses"], (method, path)
+
+
+@pytest.mark.parametrize("action", ["cancel", "rerun", "release", "discard"])
+def test_a_job_action_may_be_a_409(action: str) -> None:
+    # a job finished (cancel), not failed or cancelled (rerun), holding no tasks (release)
+    assert "409" in DOCUMENT["paths"][f"/api/v1/jobs/{{job_id}}/{action}"]["post"]["responses"]

@@ -167,11 +167,14 @@ def test_overlap_settings_are_saved_in_the_app_and_env_gives_the_default(api_as)
         {"adaptive_overlap_max": True},
         {"agreement_share": False},
         {"adaptive_overlap_max": 21},
+        {"agreement_overlap": "3"},
+        {"agreement_overlap": 3.5},
     ):
         r = researcher.put("/api/v1/quality/settings", json=change)
         assert r.status_code == 422 and r.json()["field"] == next(iter(change)), r.text
+    # 3.0 is an integer to JSON Schema (the document's word), so to the API
     r = researcher.put(
-        "/api/v1/quality/settings", json={"agreement_share": 1.0, "agreement_overlap": 3}
+        "/api/v1/quality/settings", json={"agreement_share": 1, "agreement_overlap": 3.0}
     )
     assert r.status_code == 200 and r.json()["overridden"] == [
         "agreement_overlap",
