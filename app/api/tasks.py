@@ -10,6 +10,7 @@ from app.schemas import DbId
 from app.schemas.labeling import NextTaskOut, RevisionIn, SubmissionIn, SubmissionOut
 from app.services.labeling import describe_assignment, revise, submit
 from app.services.queue import assign_next_task
+from app.services.task_kinds import SHOWN_KINDS
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["labeling"], dependencies=[Depends(any_user)])
 
@@ -23,7 +24,10 @@ def next_task(
     principal: LabelerDep,
     session: SessionDep,
     kind: str | None = Query(
-        None, description="demonstration, ranking or evaluation; any when omitted"
+        None,
+        description="demonstration, ranking or evaluation; any when omitted (or empty)",
+        # the service checks it (a 422 naming kind); the document lists what it accepts
+        json_schema_extra={"enum": ["", *SHOWN_KINDS]},
     ),
 ) -> NextTaskOut | Response:
     """Hold the next task for you (your unfinished one first) until `lock_expires_at`."""

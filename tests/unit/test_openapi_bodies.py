@@ -104,3 +104,10 @@ def test_a_saturated_database_is_a_declared_503() -> None:
 def test_a_job_action_may_be_a_409(action: str) -> None:
     # a job finished (cancel), not failed or cancelled (rerun), holding no tasks (release)
     assert "409" in DOCUMENT["paths"][f"/api/v1/jobs/{{job_id}}/{action}"]["post"]["responses"]
+
+
+def test_the_kinds_a_labeler_may_ask_for_are_listed() -> None:
+    from app.services.task_kinds import SHOWN_KINDS
+
+    (kind,) = DOCUMENT["paths"]["/api/v1/tasks/next"]["get"]["parameters"]
+    assert kind["name"] == "kind" and set(kind["schema"]["enum"]) == {"", *SHOWN_KINDS}
