@@ -1,11 +1,12 @@
 """The OpenAPI document tells the truth: Schemathesis, with every check it has, against the app
-as a researcher and as a labeler (bearer tokens), on SQLite.
+as a researcher and as a labeler (bearer tokens), on SQLite and on PostgreSQL.
 
 Every check runs (``call_and_validate``'s default: all of them): no 5xx, status codes, content
 types, headers and bodies as declared, schema-valid requests accepted, schema-invalid ones
-refused, 405 with ``Allow`` for methods a path does not have. Bounded so the suite stays
-quick: few examples per operation, fixed seeds, and a generous per-example deadline that only
-a hung request reaches.
+refused, 405 with ``Allow`` for methods a path does not have, and every operation behind a
+role refusing a request without a token or with a bad one (``ignored_auth``). Bounded so the
+suite stays quick (about 55 s per database on a quiet 2-core machine): few examples per
+operation, fixed seeds, and a generous per-example deadline that only a hung request reaches.
 """
 
 from __future__ import annotations
@@ -95,13 +96,13 @@ KNOWN_GAPS: dict[str, tuple[Any, str]] = {
 
 
 @pytest.fixture(scope="module")
-def served(sqlite_url: str, data_dir: Path) -> Iterator[tuple[FastAPI, dict[str, str]]]:
-    """The app on the test SQLite database, and a bearer token per role."""
+def served(db_url: str, data_dir: Path) -> Iterator[tuple[FastAPI, dict[str, str]]]:
+    """The app on each test database (SQLite, PostgreSQL), and a bearer token per role."""
     from app.db import get_sessionmaker
     from app.services.accounts import create_token, create_user
 
     with pytest.MonkeyPatch.context() as monkeypatch:
-        configure_env(monkeypatch, data_dir, sqlite_url)
+        configure_env(monkeypatch, data_dir, db_url)
         tokens = {}
         with get_sessionmaker()() as s:
             for role in ("researcher", "labeler"):
@@ -111,7 +112,7 @@ def served(sqlite_url: str, data_dir: Path) -> Iterator[tuple[FastAPI, dict[str,
             s.commit()
         yield create_app(), tokens
         _reset_caches()
-        truncate_all(sqlite_url)
+        truncate_all(db_url)
 
 
 def _check(case: Any, served: tuple[FastAPI, dict[str, str]], role: str) -> None:
