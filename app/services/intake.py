@@ -29,9 +29,9 @@ from app.db import is_postgres
 from app.models import Prompt, PromptKind, PromptSource, PromptStatus, User
 from app.services.bulk_copy import copy_rows
 from app.services.curation import dedup, quota
-from app.services.curation.pii import PiiScan
 from app.services.curation.pii_policy import drop_reason, scanned_split
 from app.services.curation.pii_pool import ScanFailure, scan_texts
+from app.services.curation.pii_scan import PiiScan
 from app.services.curation.splits import splits_for_users
 from app.services.queue import ensure_demonstration_tasks
 from app.services.use_cases import use_case_lookup

@@ -24,7 +24,6 @@ import logging
 import re
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -40,7 +39,6 @@ from presidio_anonymizer import AnonymizerEngine
 from presidio_anonymizer.entities import OperatorConfig
 from spacy.tokens import Doc
 
-from app.config import get_settings
 from app.services.curation.pii_recognizers import (
     CredentialUrlRecognizer,
     FastIpRecognizer,
@@ -49,6 +47,11 @@ from app.services.curation.pii_recognizers import (
     LuhnCardRecognizer,
     OfflineEmailRecognizer,
     StrictSsnRecognizer,
+)
+from app.services.curation.pii_scan import (
+    PiiScan,
+    ScanTimeout,
+    installed_ner_model,
 )
 
 log = logging.getLogger(__name__)
@@ -62,7 +65,6 @@ STRUCTURED_ENTITIES = [
     "IBAN_CODE",
     "URL_CREDENTIALS",
 ]
-NER_MODELS = ["en_core_web_lg", "en_core_web_md", "en_core_web_sm", "en_core_web_trf"]
 # phonenumbers regions tried for numbers written without a +country prefix
 PHONE_REGIONS = ["US", "GB", "DE", "FR", "IN", "CA", "AU", "BR", "ES", "IT", "NL", "JP", "MX"]
 # below this Presidio score a match is ignored (unvalidated weak patterns, no context)
@@ -73,10 +75,6 @@ WINDOW = 1000  # characters analysed at once
 OVERLAP = 200  # shared by neighbouring windows: an entity this short lies wholly in one
 WORDS_KEPT = 100_000  # stop-word and punctuation answers kept per scanner process
 _LONG_RUN = re.compile(r"\S{" + str(RUN_MAX + 1) + ",}")
-
-
-class ScanTimeout(Exception):
-    """The text was not scanned within its deadline (adversarial or pathological input)."""
 
 
 def _break_runs(match: re.Match[str]) -> str:
@@ -142,15 +140,6 @@ class BlankSpacyNlpEngine(SpacyNlpEngine):
         return self._punct[word]
 
 
-def installed_ner_model() -> str | None:
-    """The spaCy NER model to use for person names, or None when none is installed."""
-    configured = get_settings().pii_ner_model
-    if configured == "none":
-        return None
-    candidates = [configured] if configured else NER_MODELS
-    return next((name for name in candidates if spacy.util.is_package(name)), None)
-
-
 class LazyNlpArtifacts(NlpArtifacts):
     """The NLP engine's artifacts of ``text``, computed on first use.
 
@@ -173,18 +162,6 @@ class LazyNlpArtifacts(NlpArtifacts):
             return self.__dict__[name]
         except KeyError:
             raise AttributeError(name) from None
-
-
-@dataclass
-class PiiScan:
-    """The outcome of one scan: text with typed placeholders and entity type -> count."""
-
-    text: str
-    counts: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def found(self) -> bool:
-        return bool(self.counts)
 
 
 class PiiFilter:

@@ -8,8 +8,8 @@ from sqlalchemy.orm import Session
 from app.config import get_settings
 from app.models import Completion, DedupKey, Prompt, PromptStatus
 from app.services import Invalid
-from app.services.curation.pii import PiiScan
 from app.services.curation.pii_pool import ScanFailure, scan_texts
+from app.services.curation.pii_scan import PiiScan
 from app.services.curation.quota import release_one
 
 

@@ -28,9 +28,13 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from app.config import get_settings
-from app.services.curation.pii import PiiFilter, PiiScan, ScanTimeout, installed_ner_model
+from app.services.curation.pii_scan import PiiScan, ScanTimeout, installed_ner_model
+
+if TYPE_CHECKING:
+    from app.services.curation.pii import PiiFilter
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +61,9 @@ _filters: dict[str | None, PiiFilter] = {}
 
 
 def _filter(ner_model: str | None) -> PiiFilter:
+    # imported here: Presidio and spaCy load in the scanner processes, not the web process
+    from app.services.curation.pii import PiiFilter
+
     if ner_model not in _filters:
         _filters[ner_model] = PiiFilter(ner_model=ner_model)
     return _filters[ner_model]
@@ -110,7 +117,7 @@ def _executor(size: int, ner_model: str | None) -> ProcessPoolExecutor:
             # the fork server imports the scanner (Presidio, spaCy and what they import: 4 s of
             # CPU) once, and each worker is a fork of it instead of importing it again
             context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload([__name__])
+            context.set_forkserver_preload([__name__, "app.services.curation.pii"])
             _pool = ProcessPoolExecutor(
                 max_workers=size,
                 mp_context=context,
