@@ -29,7 +29,9 @@ def test_the_web_app_imports_without_the_scanner_libraries() -> None:
 
 
 def test_the_light_scan_types_are_the_filters_own() -> None:
-    """The scanner processes answer with the very classes the web process reads."""
-    from app.services.curation import pii, pii_scan
+    """The scanner processes answer with the very class the web process reads."""
+    from app.services.curation.pii import get_pii_filter
+    from app.services.curation.pii_scan import PiiScan
 
-    assert pii.PiiScan is pii_scan.PiiScan and pii.ScanTimeout is pii_scan.ScanTimeout
+    scan = get_pii_filter().scan("Call me at 212-555-0198 tomorrow.")
+    assert type(scan) is PiiScan and scan.found
