@@ -136,6 +136,12 @@ def _uses_database(route: APIRoute) -> bool:
     return False
 
 
+def _own_body(route: APIRoute, code: int) -> bool:
+    """Whether the route declares its own body for ``code`` (e.g. /healthz's 503)."""
+    declared = route.responses.get(code) or route.responses.get(str(code)) or {}
+    return "content" in declared or "model" in declared
+
+
 def _machinery_codes(route: APIRoute) -> list[int]:
     """The statuses any route of this form can answer, whatever its own code does."""
     dependant = route.dependant
@@ -187,7 +193,7 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
             for code in _machinery_codes(route):
                 responses.setdefault(str(code), {"description": DESCRIPTIONS[code]})
             for code, response in responses.items():
-                if code.isdigit() and int(code) >= 400:
+                if code.isdigit() and int(code) >= 400 and not _own_body(route, int(code)):
                     model = "ValidationErrorOut" if code == "422" else "ErrorOut"
                     ref = {"schema": {"$ref": _SCHEMAS + model}}
                     response["content"] = {"application/json": ref}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
@@ -28,11 +28,42 @@ class Me(BaseModel):
     auth: str
 
 
+class Reachability(BaseModel):
+    ok: bool
+    # what answered (when ok): the database's dialect, the broker's transport
+    dialect: str | None = None
+    transport: str | None = None
+    # the exception's class name (when not ok)
+    error: str | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    database: Reachability
+    broker: Reachability
+
+
+HEALTH_503 = {
+    "description": "the database or the broker is unreachable (this body), or the database is"
+    " saturated (an error body, with Retry-After)",
+    "content": {
+        "application/json": {
+            "schema": {
+                "anyOf": [
+                    {"$ref": "#/components/schemas/Health"},
+                    {"$ref": "#/components/schemas/ErrorOut"},
+                ]
+            }
+        }
+    },
+}
+
+
 # every credential may ask who it is, an ingest-only token included
 whoever = require_role(Role.labeler, scope="ingest")
 
 
-@router.get("/healthz", tags=["system"])
+@router.get("/healthz", tags=["system"], response_model=Health, responses={503: HEALTH_503})
 def healthz(session: SessionDep) -> JSONResponse:
     """Database and broker reachability; 503 when either is down."""
     database = check_database(session)

@@ -111,3 +111,25 @@ def test_the_kinds_a_labeler_may_ask_for_are_listed() -> None:
 
     (kind,) = DOCUMENT["paths"]["/api/v1/tasks/next"]["get"]["parameters"]
     assert kind["name"] == "kind" and set(kind["schema"]["enum"]) == {"", *SHOWN_KINDS}
+
+
+def _answers(path: str, status: int, body: Any) -> bool:
+    """Whether ``body`` is what the document declares for ``status`` of GET ``path``."""
+    response = DOCUMENT["paths"][path]["get"]["responses"][str(status)]
+    schema = dict(response["content"]["application/json"]["schema"])
+    schema["components"] = DOCUMENT["components"]
+    return Draft202012Validator(schema).is_valid(body)
+
+
+def test_a_degraded_health_check_answers_its_declared_body(client, monkeypatch) -> None:
+    """An unreachable broker: 503 with the health report, as the document says (it declared
+    the error body, which /healthz never sends for this)."""
+    from app.config import get_settings
+
+    monkeypatch.setenv("PREFLOOP_BROKER_URL", "redis://127.0.0.1:1/0")
+    get_settings.cache_clear()
+    r = client.get("/healthz")
+    assert r.status_code == 503 and r.json()["status"] == "degraded"
+    assert r.json()["broker"]["ok"] is False
+    assert _answers("/healthz", 503, r.json())
+    assert _answers("/healthz", 503, {"detail": "the database is busy; retry in a moment"})
