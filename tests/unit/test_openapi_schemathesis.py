@@ -37,9 +37,9 @@ BOUNDED = settings(
 )
 
 
-# NOT DONE (issue 16): operations whose schema does not yet say every rule the service
-# applies, so Schemathesis finds a schema-valid request refused with a 422 (or, for the
-# settings, a bool accepted as a number); the other checks still run on these operations.
+# Operations with a rule the service applies that OpenAPI cannot state, so a schema-valid
+# request may be refused with a 422 naming the field: only ``positive_data_acceptance`` is
+# off for them, every other check still runs on them. Each entry says which rule.
 # Rules between two parameters: OpenAPI cannot state them for query parameters (each has a
 # schema of its own), and the service keeps them as a 422 because they catch a client's mistake.
 SINCE_BEFORE_UNTIL = "since must be earlier than until (a 422, not an empty result)"
