@@ -55,7 +55,7 @@ def cached_figures(
     docstring)."""
     ttl = get_settings().admin_figures_ttl_s
     if ttl <= 0:
-        return Figures(compute(session), utcnow())
+        return _computed(compute, session)
     key = (session.get_bind().engine.url.render_as_string(hide_password=True), name)
     with _lock:
         figures = _cache.get(key)
