@@ -11,7 +11,6 @@ from typing import Any, cast
 
 from sqlalchemy import Integer, String, Table, and_, bindparam, case, func, insert, select, update
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql.dml import ReturningUpdate
 
 from app.config import get_settings
@@ -20,9 +19,7 @@ from app.models import (
     FLAGS,
     Assignment,
     AssignmentStatus,
-    Completion,
     Demonstration,
-    Prompt,
     Ranking,
     RankingEntry,
     Task,
@@ -37,7 +34,7 @@ from app.services.judgment_scores import (
     rescore_task,
     score_new_ranking,
 )
-from app.services.queue import FINISHED
+from app.services.queue import FINISHED, task_view
 from app.services.task_kinds import a_or_an, slot_kinds, spec_of
 
 SKIP_REASON_MAX_CHARS = 2000
@@ -95,35 +92,19 @@ def held_assignment(session: Session, labeler: User, task_id: int) -> Assignment
 
 def describe_assignment(session: Session, assignment: Assignment) -> dict[str, Any]:
     """The task as the labeler sees it: prompt, and for rankings the completions in the order
-    shown to this labeler."""
-    task = session.get_one(Task, assignment.task_id)
-    prompt = session.get_one(Prompt, task.prompt_id)
-    spec = spec_of(task.kind)
+    shown to this labeler. One read (none right after the queue handed the task out)."""
+    view = task_view(session, assignment.task_id)
+    spec = spec_of(view.kind)
     described: dict[str, Any] = {
-        "task_id": task.id,
+        "task_id": view.task_id,
         "kind": spec.shown_as,
         "likert_required": spec.requires_likert(),
-        "prompt": {
-            "prompt_id": prompt.id,
-            "text": prompt.text,
-            "kind": prompt.kind,
-            "structure": prompt.structure,
-            "use_case": prompt.use_case,
-        },
+        "prompt": dict(view.prompt),
         "lock_expires_at": assignment.lock_expires_at,
     }
     if spec.form == "ranking":
-        order = assignment.display_order or [item.completion_id for item in task.items]
-        # the queue has just loaded them when it assigned the task: no second read then
-        loaded = [session.identity_map.get(identity_key(Completion, cid)) for cid in order]
-        if all(loaded):
-            texts = {c.id: c.text for c in loaded}  # type: ignore[union-attr]
-        else:
-            texts = dict(
-                session.execute(
-                    select(Completion.id, Completion.text).where(Completion.id.in_(order))
-                ).all()
-            )
+        order = assignment.display_order or view.completion_ids
+        texts = view.texts
         described["completions"] = [{"completion_id": cid, "text": texts[cid]} for cid in order]
     return described
 

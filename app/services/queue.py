@@ -22,24 +22,31 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
+    JSON,
     ColumnElement,
     Integer,
+    Row,
     Select,
+    String,
+    Table,
     bindparam,
     case,
     exists,
     func,
     literal,
+    literal_column,
     or_,
     select,
+    type_coerce,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.dml import ReturningUpdate
+from sqlalchemy.types import TypeEngine
 
 from app.config import get_settings
 from app.db import UTCDateTime, is_postgres, utcnow
@@ -285,9 +292,15 @@ def _next(session: Session, labeler: User, kind: str | None, now: datetime) -> A
     serve_gold = bool(gold) and (not regular or _random.random() < get_settings().gold_rate)
     if serve_gold:
         free = ~exists(_still_holding(labeler, kind, now))
-        task = session.scalar(_open_for(labeler, gold).where(free).order_by(Task.id).limit(1))
-        if task is not None:
-            return _hold(session, task, labeler, now)
+        task_id = session.scalar(
+            _open_for(labeler, gold)
+            .where(free)
+            .with_only_columns(Task.id)
+            .order_by(Task.id)
+            .limit(1)
+        )
+        if task_id is not None:
+            return _hold(session, task_view(session, task_id), labeler, now)
     if regular:
         assignment = _take_slot(session, labeler, kind, regular, now)
         if assignment is not None:
@@ -333,29 +346,31 @@ class _AnyLabeler:
 @lru_cache(maxsize=64)
 def _slot_statements(
     kind: str | None, kinds: tuple[str, ...], held_out: bool, labeler_status: str, postgres: bool
-) -> tuple[list[ReturningUpdate[Task]], Select[bool]]:
+) -> tuple[list[ReturningUpdate[Any]], Select[bool]]:
     """The claim statements (waiting for a locked candidate last; PostgreSQL only) and the
     "is anything left" check of ``_take_slot``, built once per shape with the labeler and the
     time as parameters: building them (aliases, eligibility) cost more CPU per request than
-    all the queue's SQL took (issue 14's profile); SQLAlchemy reuses the compiled form."""
+    all the queue's SQL took (issue 14's profile); SQLAlchemy reuses the compiled form.
+
+    A claim is Core, not ORM, and returns what the labeler will see (the task's view, see
+    ``_view_columns``) with the slot: one statement, no entities to load."""
     labeler = _AnyLabeler(held_out=held_out, labeler_status=labeler_status)
     candidate = aliased(Task)
     base = _open_for(labeler, list(kinds), task=candidate).where(
         ~exists(_still_holding(labeler, kind, NOW))
     )
     pick = base.with_only_columns(candidate.id).order_by(candidate.id).limit(1)
-    claims: list[ReturningUpdate[Task]] = []
+    claims: list[ReturningUpdate[Any]] = []
     for skip_locked in [True, False] if postgres else [True]:
         chosen = pick.with_for_update(skip_locked=skip_locked, of=candidate).scalar_subquery()
         # every candidate may be locked by labelers being served this instant, with slots
         # left once they commit: then wait for one rather than answer "nothing waiting"
         # (PostgreSQL re-checks `filled < overlap` on the row it waited for)
         claims.append(
-            update(Task)
-            .where(Task.id == chosen, Task.filled < Task.overlap)
-            .values(filled=Task.filled + 1)
-            .returning(Task)
-            .execution_options(synchronize_session=False, populate_existing=True)
+            update(TASKS)
+            .where(TASKS.c.id == chosen, TASKS.c.filled < TASKS.c.overlap)
+            .values(filled=TASKS.c.filled + 1)
+            .returning(*_view_columns(postgres))
         )
     return claims, select(exists(base))
 
@@ -370,28 +385,137 @@ def _take_slot(
         kind, tuple(kinds), labeler.held_out, labeler.labeler_status, is_postgres(session)
     )
     params = {"labeler_id": labeler.id, "now": now}
+    # Core on the session's connection: nothing of the ORM's is needed for these rows (the
+    # session has nothing pending to flush on the labeler's path)
+    connection = session.connection()
     for _ in range(_MAX_ATTEMPTS):
         for claim in claims:
-            task = session.scalars(claim, params).one_or_none()
-            if task is not None:
-                return _hold(session, task, labeler, now)
-        if session.scalar(anything_left, params) is not True:
+            view = connection.execute(claim, params).first()
+            if view is not None:
+                return _hold(session, TaskView.of(view), labeler, now)
+        if connection.execute(anything_left, params).scalar() is not True:
             return None
     return None
 
 
-@lru_cache(maxsize=2)
-def _hold_statements(postgres: bool) -> tuple[Select[Prompt, Completion], Any]:
-    """``_hold``'s read of the prompt and outputs and its upsert of the hold, built once (see
-    ``_slot_statements``)."""
-    read = (
-        select(Prompt, Completion)
-        .select_from(Prompt)
-        .outerjoin(TaskItem, TaskItem.task_id == bindparam("task_id", type_=Integer))
-        .outerjoin(Completion, Completion.id == TaskItem.completion_id)
-        .where(Prompt.id == bindparam("prompt_id", type_=Integer))
-        .order_by(TaskItem.position)
+TASKS = cast(Table, Task.__table__)
+# session.info key: the views of the tasks this session's queue just handed out, by task id
+QUEUE_VIEWS = "queue_views"
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """What a labeler sees of a task: its prompt, and its outputs as (position, completion
+    id, text) in position order (none for a demonstration task)."""
+
+    task_id: int
+    kind: str
+    prompt: dict[str, Any]
+    outputs: list[tuple[int, int, str]]
+
+    @classmethod
+    def of(cls, row: Row[Any]) -> TaskView:
+        outputs = sorted((int(p), int(c), str(t)) for p, c, t in (row.outputs or []))
+        prompt = {
+            "prompt_id": row.prompt_id,
+            "text": row.prompt_text,
+            "kind": row.prompt_kind,
+            "structure": row.prompt_structure,
+            "use_case": row.prompt_use_case,
+        }
+        return cls(task_id=row.id, kind=row.kind, prompt=prompt, outputs=outputs)
+
+    @property
+    def completion_ids(self) -> list[int]:
+        return [cid for _, cid, _ in self.outputs]
+
+    @property
+    def texts(self) -> dict[int, str]:
+        return {cid: text for _, cid, text in self.outputs}
+
+
+# SQLite: SQLAlchemy renders RETURNING without table names, inside subqueries too, which makes
+# these correlated subqueries ambiguous ("id"); written out qualified instead
+_SQLITE_VIEW: dict[str, tuple[TypeEngine[Any], str]] = {
+    "prompt_text": (String(), "prompts.text"),
+    "prompt_kind": (String(), "prompts.kind"),
+    "prompt_structure": (JSON(), "prompts.structure"),
+    "prompt_use_case": (String(), "prompts.use_case"),
+}
+_SQLITE_OUTPUTS = (
+    "(SELECT json_group_array(json_array(task_items.position, completions.id, completions.text))"
+    " FROM task_items JOIN completions ON completions.id = task_items.completion_id"
+    " WHERE task_items.task_id = tasks.id)"
+)
+
+
+def _view_columns(postgres: bool) -> list[ColumnElement[Any]]:
+    """A task's view as columns of a statement on ``tasks`` (the claim's RETURNING, or a
+    SELECT): the task, its prompt's fields, and its outputs aggregated as JSON (SQLite and
+    PostgreSQL both allow correlated subqueries in RETURNING)."""
+    task_columns: list[ColumnElement[Any]] = [TASKS.c.id, TASKS.c.kind, TASKS.c.prompt_id]
+    if not postgres:
+        return [
+            *task_columns,
+            *(
+                literal_column(
+                    f"(SELECT {column} FROM prompts WHERE prompts.id = tasks.prompt_id)", type_
+                ).label(name)
+                for name, (type_, column) in _SQLITE_VIEW.items()
+            ),
+            literal_column(_SQLITE_OUTPUTS, JSON()).label("outputs"),
+        ]
+
+    def of_prompt(column: Any, name: str) -> ColumnElement[Any]:
+        return (
+            select(column)
+            .where(Prompt.id == TASKS.c.prompt_id)
+            .correlate(TASKS)
+            .scalar_subquery()
+            .label(name)
+        )
+
+    outputs = (
+        select(
+            func.json_agg(func.json_build_array(TaskItem.position, Completion.id, Completion.text))
+        )
+        .select_from(TaskItem)
+        .join(Completion, Completion.id == TaskItem.completion_id)
+        .where(TaskItem.task_id == TASKS.c.id)
+        .correlate(TASKS)
+        .scalar_subquery()
     )
+    return [
+        *task_columns,
+        of_prompt(Prompt.text, "prompt_text"),
+        of_prompt(Prompt.kind, "prompt_kind"),
+        of_prompt(Prompt.structure, "prompt_structure"),
+        of_prompt(Prompt.use_case, "prompt_use_case"),
+        type_coerce(outputs, JSON).label("outputs"),
+    ]
+
+
+@lru_cache(maxsize=2)
+def _view_statement(postgres: bool) -> Select[Any]:
+    return select(*_view_columns(postgres)).where(TASKS.c.id == bindparam("task_id", type_=Integer))
+
+
+def task_view(session: Session, task_id: int) -> TaskView:
+    """The view of a task this session's queue just handed out, else read in one statement."""
+    view: TaskView | None = session.info.get(QUEUE_VIEWS, {}).get(task_id)
+    if view is None:
+        row = (
+            session.connection()
+            .execute(_view_statement(is_postgres(session)), {"task_id": task_id})
+            .one()
+        )
+        view = TaskView.of(row)
+    return view
+
+
+@lru_cache(maxsize=2)
+def _hold_statement(postgres: bool) -> Any:
+    """``_hold``'s upsert of the hold, built once (see ``_slot_statements``)."""
     dialect = postgresql if postgres else sqlite
     upsert = dialect.insert(Assignment).values(
         task_id=bindparam("task_id"),
@@ -413,35 +537,33 @@ def _hold_statements(postgres: bool) -> tuple[Select[Prompt, Completion], Any]:
         # this task in a parallel request (two tabs)
         where=Assignment.status == AssignmentStatus.expired.value,
     )
-    return read, upsert.returning(Assignment)
+    return upsert.returning(Assignment)
 
 
-def _hold(session: Session, task: Task, labeler: User, now: datetime) -> Assignment:
+def _hold(session: Session, view: TaskView, labeler: User, now: datetime) -> Assignment:
     """Insert the hold (or take up again an expired hold of the same task, with the same
-    order shown) in one upsert, after one read of what the labeler will see."""
+    order shown) in one upsert; the task's view is kept for ``describe_assignment``."""
     lock_until = now + timedelta(seconds=get_settings().task_lock_s)
     order = None
-    read, upsert = _hold_statements(is_postgres(session))
-    # prompt and the outputs' texts in one read; describe_assignment finds them loaded
-    rows = session.execute(read, {"task_id": task.id, "prompt_id": task.prompt_id}).all()
-    if spec_of(task.kind).form == "ranking":
+    if spec_of(view.kind).form == "ranking":
         # randomised per labeler, so position bias averages out; stored with the ranking
-        order = [c.id for _, c in rows if c is not None]
+        order = view.completion_ids
         _random.shuffle(order)
     params = {
-        "task_id": task.id,
+        "task_id": view.task_id,
         "labeler_id": labeler.id,
         "now": now,
         "lock_until": lock_until,
         "display_order": order,
     }
     assignment: Assignment | None = session.scalars(
-        upsert, params, execution_options={"populate_existing": True}
+        _hold_statement(is_postgres(session)),
+        params,
+        execution_options={"populate_existing": True},
     ).one_or_none()
     if assignment is None:
         raise Conflict("this task was just assigned to you in another request; retry")
-    # the identity map holds objects weakly: keep what was read alive for describe_assignment
-    session.info["queue_loaded"] = [task, *(x for row in rows for x in row if x is not None)]
+    session.info.setdefault(QUEUE_VIEWS, {})[view.task_id] = view
     return assignment
 
 
