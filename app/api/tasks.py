@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, Response
+from pydantic import BaseModel
 
 from app.api.errors import errors
 from app.deps import LabelerDep, SessionDep, any_user
@@ -13,6 +14,13 @@ from app.services.queue import assign_next_task
 from app.services.task_kinds import SHOWN_KINDS
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["labeling"], dependencies=[Depends(any_user)])
+
+
+def _json(model: BaseModel) -> Response:
+    """The labeling hot path's answer, serialised once: a model returned as such would be
+    validated and serialised again against the route's ``response_model`` (which still
+    documents it)."""
+    return Response(model.model_dump_json(), media_type="application/json")
 
 
 @router.get(
@@ -29,7 +37,7 @@ def next_task(
         # the service checks it (a 422 naming kind); the document lists what it accepts
         json_schema_extra={"enum": ["", *SHOWN_KINDS]},
     ),
-) -> NextTaskOut | Response:
+) -> Response:
     """Hold the next task for you (your unfinished one first) until `lock_expires_at`."""
     assignment = assign_next_task(session, principal.user, kind)
     if assignment is None:
@@ -37,7 +45,7 @@ def next_task(
         return Response(status_code=204)
     described = describe_assignment(session, assignment)
     session.commit()
-    return NextTaskOut.model_validate(described)
+    return _json(NextTaskOut.model_validate(described))
 
 
 @router.post("/{task_id}/submission", response_model=SubmissionOut, responses=errors(409))
@@ -46,12 +54,12 @@ def post_submission(
     body: SubmissionIn,
     principal: LabelerDep,
     session: SessionDep,
-) -> SubmissionOut:
+) -> Response:
     """`{"text"}`, `{"ranking", "ratings"}` or `{"skip": {"reason"}}`; an identical repeat is a
     no-op that answers 200 again."""
     result = submit(session, principal.user, task_id, body)
     session.commit()
-    return SubmissionOut.model_validate(result)
+    return _json(SubmissionOut.model_validate(result))
 
 
 @router.put("/{task_id}/submission", response_model=SubmissionOut, responses=errors(409))

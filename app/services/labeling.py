@@ -38,6 +38,7 @@ from app.services.queue import FINISHED, task_view
 from app.services.task_kinds import a_or_an, slot_kinds, spec_of
 
 SKIP_REASON_MAX_CHARS = 2000
+RANKINGS = cast(Table, Ranking.__table__)
 
 
 class NotYours(ServiceError):
@@ -129,11 +130,16 @@ def _submit_statements() -> tuple[
             skip_reason=bindparam("reason", type_=String),
         )
         .returning(Assignment)
+        .execution_options(synchronize_session=False)
     )
     # serialises the submissions of one task, so exactly one of them marks it done; a task
     # of one labeler is done with this submission (nobody else can have submitted it)
     one_labeler_done = and_(Task.overlap <= 1, Task.kind.in_(slot_kinds()))
-    lock = update(Task).where(Task.id == bindparam("of_task", type_=Integer))
+    lock = (
+        update(Task)
+        .where(Task.id == bindparam("of_task", type_=Integer))
+        .execution_options(synchronize_session=False)
+    )
     submitted = case((one_labeler_done, TaskStatus.done.value), else_=Task.status)
     return (
         end_hold,
@@ -225,14 +231,27 @@ def submit(
         )
         entries = _entries(groups, ratings)
         score_new_ranking(session, task, ranking, ranks_of(entries))
-        session.add(ranking)
-        session.flush()
-        # the entries in one executemany (the ORM would insert them one by one for their ids)
-        session.execute(
+        # Core, not the unit of work: one INSERT … RETURNING id, then the entries in one
+        # executemany (the ORM would insert them one by one for their ids)
+        connection = session.connection()
+        ranking_id = connection.execute(
+            insert(RANKINGS).returning(RANKINGS.c.id),
+            {
+                "task_id": ranking.task_id,
+                "prompt_id": ranking.prompt_id,
+                "labeler_id": ranking.labeler_id,
+                "k": ranking.k,
+                "display_order": ranking.display_order,
+                "time_spent_ms": ranking.time_spent_ms,
+                "gold_credit": ranking.gold_credit,
+                "gold_pairs": ranking.gold_pairs,
+            },
+        ).scalar_one()
+        connection.execute(
             insert(cast(Table, RankingEntry.__table__)),
             [
                 {
-                    "ranking_id": ranking.id,
+                    "ranking_id": ranking_id,
                     "completion_id": e.completion_id,
                     "rank": e.rank,
                     "likert": e.likert,
@@ -241,7 +260,7 @@ def submit(
                 for e in entries
             ],
         )
-        label_id = ranking.id
+        label_id = ranking_id
     done_here = skip_reason is None and task.overlap <= 1 and task.kind in slot_kinds()
     if not spec.once_per_labeler and not done_here:
         _update_task_after(session, task, skipped=skip_reason is not None)
