@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncGenerator, Iterator
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -18,7 +19,7 @@ from sqlalchemy import (
     create_engine,
     event,
 )
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -113,20 +114,47 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
         # PgBouncer in transaction mode hands each transaction any server connection: a
         # statement prepared on one is unknown on the next, so psycopg must never prepare
         connect_args["prepare_threshold"] = None
-    return create_engine(
-        url,
-        pool_pre_ping=True,
-        connect_args=connect_args,
-        **pool,
-        hide_parameters=True,
-    )
+    engine = create_engine(url, connect_args=connect_args, **pool, hide_parameters=True)
+    _ping_when_idle(engine)
+    return engine
+
+
+# a pooled connection is pinged on checkout only when it sat idle longer than this: one used a
+# moment ago is alive, and SQLAlchemy's pool_pre_ping (a round trip on every checkout, two per
+# submission) was a measurable part of the labeling hot path (issue 14)
+PING_AFTER_IDLE_S = 5.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Pessimistic disconnect handling as SQLAlchemy documents it (a "checkout" listener that
+    raises ``DisconnectionError``, so the pool replaces the connection and tries again), for
+    connections idle past ``PING_AFTER_IDLE_S``. A server that went away within that window is
+    met by the request itself: its error invalidates the pool (every older connection is
+    replaced) and ``is_saturation`` makes it a 503 with Retry-After."""
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_S:
+            return  # just connected, or used a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError("the pooled connection is gone") from exc
 
 
 def is_saturation(exc: BaseException) -> bool:
-    """The database is too busy to take this request now (retry later), not a bug: no free
+    """The database cannot take this request now (retry later), not a bug: no free
     connection in the pool in time, PostgreSQL out of connections, SQLite's lock held too
-    long."""
+    long, or the connection was lost under the request (a server restart: the pool has
+    replaced its connections by the retry)."""
     if isinstance(exc, PoolTimeout):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
     if isinstance(exc, OperationalError):
         if getattr(exc.orig, "sqlstate", None) in {"53300", "57P03"}:

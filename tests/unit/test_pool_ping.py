@@ -1,0 +1,86 @@
+"""Lost database connections (issue 14): a pooled connection is pinged only after it sat idle
+(``app.db.PING_AFTER_IDLE_S``) instead of on every checkout; one lost while idle is replaced
+unseen, and one lost under a request answers 503 with Retry-After (never 500), after which
+the pool has replaced its connections and the retry works."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, event, text
+
+from app.models import Prompt
+
+
+@pytest.fixture
+def pg_app(app_env: str) -> Iterator[str]:
+    if not app_env.startswith("postgresql"):
+        pytest.skip("a server connection to lose: PostgreSQL")
+    yield app_env
+
+
+def _terminate_backends_of(url: str) -> int:
+    """End every other server connection to this database (as a server restart would)."""
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            return len(
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                ).all()
+            )
+    finally:
+        admin.dispose()
+
+
+def _backend_pid(engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def test_a_connection_lost_while_idle_is_replaced_unseen(
+    pg_app: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app import db
+
+    engine = db.make_engine(pg_app)
+    try:
+        first = _backend_pid(engine)
+        # no statement on a recently used connection: no ping, so no round trip
+        seen: list[str] = []
+        event.listen(engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
+        assert _backend_pid(engine) == first and seen == ["SELECT pg_backend_pid()"]
+        assert _terminate_backends_of(pg_app) >= 1
+        monkeypatch.setattr(db, "PING_AFTER_IDLE_S", 0.0)  # every checkout counts as idle
+        # before (pool_pre_ping): the same, at a round trip on every checkout
+        assert _backend_pid(engine) != first
+    finally:
+        engine.dispose()
+
+
+def test_a_connection_lost_under_a_request_answers_503_and_the_retry_works(
+    pg_app: str, make_user, make_token, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app import db
+    from app.db import get_sessionmaker
+    from app.main import create_app
+
+    # however slow this machine: the connection counts as used a moment ago (no ping)
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_S", 3600.0)
+    api = TestClient(create_app())
+    api.headers["Authorization"] = f"Bearer {make_token(make_user('researcher'))}"
+    body = {"prompts": [{"text": "Describe a lighthouse at night.", "user_id": "c1"}]}
+    assert api.get("/api/v1/me").status_code == 200  # the pool holds a fresh connection
+    assert _terminate_backends_of(pg_app) >= 1
+    r = api.post("/api/v1/prompts", json=body)
+    assert r.status_code == 503, r.text  # before: 500 (an OperationalError)
+    assert r.headers["Retry-After"]
+    r = api.post("/api/v1/prompts", json=body)
+    assert r.status_code == 200, r.text
+    with get_sessionmaker()() as s:
+        assert s.query(Prompt).count() == 1  # stored once: the lost request stored nothing
