@@ -61,6 +61,13 @@ def serve(
         typer.Option("--worker/--no-worker", help="Start one embedded worker with the server."),
     ] = True,
     workers: Annotated[int, typer.Option(help="Web worker processes.")] = 1,
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            "--access-log/--no-access-log",
+            help="Log every request (off behind a proxy that logs them: it costs CPU per request).",
+        ),
+    ] = True,
 ) -> None:
     """Migrate, bootstrap (first admin, defaults), and serve the web app."""
     import uvicorn
@@ -100,7 +107,14 @@ def serve(
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(sig, _exit_on_signal)
     try:
-        uvicorn.run("app.asgi:app", host=host, port=port, workers=workers, **uvicorn_options())
+        uvicorn.run(
+            "app.asgi:app",
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=access_log,
+            **uvicorn_options(),
+        )
     finally:
         sweeper.stop()
         if embedded is not None:

@@ -252,6 +252,12 @@ def summary(label: str, stats: dict[str, dict[str, str]]) -> dict[str, float]:
     return result
 
 
+def access_log_off(root: Path) -> list[str]:
+    """``--no-access-log`` where that checkout's ``prefloop serve`` has it (the reference runs
+    uvicorn with ``--no-access-log``: the same work on both sides)."""
+    return ["--no-access-log"] if "--no-access-log" in (root / "app" / "cli.py").read_text() else []
+
+
 def git_head(root: Path) -> str:
     out = subprocess.run(["git", "-C", str(root), "log", "-1", "--format=%h %s"],
                          capture_output=True, text=True, check=False)  # fmt: skip
@@ -288,8 +294,9 @@ def main() -> None:
                    PREFLOOP_SECRET_KEY="bench-secret-key-not-for-production-0123456789",
                    PREFLOOP_GOLD_RATE="0")  # fmt: skip
         server = subprocess.Popen(
+            # no access log, as the reference runs (an older checkout lacks the option)
             [PY, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(args.workers),
-             "--no-worker"],
+             "--no-worker", *access_log_off(args.app_root)],
             cwd=args.app_root, env=dict(env, PYTHONPATH=str(args.app_root)),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,
