@@ -144,9 +144,9 @@ def seed(url: str, scale: float, labelers: int) -> dict[str, object]:
         _copy(cur, "ranking_entries", ["ranking_id", "completion_id", "rank", "flags"],
               ((rid, cid, pos + 1, "[]") for rid, _, _, order in ranking_rows
                for pos, cid in enumerate(order)))  # fmt: skip
-        _copy(cur, "assignments", ["task_id", "labeler_id", "status", "assigned_at",
-              "lock_expires_at", "finished_at", "display_order"],
-              ((t, lab, "submitted", now, now, now, json.dumps(order))
+        _copy(cur, "assignments", ["task_id", "task_kind", "labeler_id", "status",
+              "assigned_at", "lock_expires_at", "finished_at", "display_order"],
+              ((t, "ranking", lab, "submitted", now, now, now, json.dumps(order))
                for _, t, lab, order in ranking_rows))  # fmt: skip
         for table in ("users", "api_tokens", "prompts", "completions", "tasks", "task_items",
                       "rankings", "ranking_entries", "assignments"):  # fmt: skip

@@ -173,13 +173,24 @@ class Assignment(Base):
     __tablename__ = "assignments"
     __table_args__ = (
         UniqueConstraint("task_id", "labeler_id"),
-        Index("ix_assignments_labeler_status", "labeler_id", "status"),
+        # the labeler's holds (labeler, status) and their own counts on the home page, read
+        # from this index alone (kind and finish time in it: no visit to tasks or the heap)
+        Index(
+            "ix_assignments_labeler_status_kind_finished",
+            "labeler_id",
+            "status",
+            "task_kind",
+            "finished_at",
+        ),
         # the queue looks for expired holds on every request
         Index("ix_assignments_status_lock_expires_at", "status", "lock_expires_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), index=True)
+    # the task's kind, copied when the hold is made (a task's kind never changes) so that the
+    # labeler's counts need no join with tasks; no default: every insert states it
+    task_kind: Mapped[str] = mapped_column(String(32))
     labeler_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     status: Mapped[str] = mapped_column(String(16), default=AssignmentStatus.active.value)
     assigned_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -71,6 +71,7 @@ def _add_demonstration(session: Session, prompt_id: int, labeler: User, text: st
     session.add(
         Assignment(
             task_id=task.id,
+            task_kind=task.kind,
             labeler_id=labeler.id,
             status=AssignmentStatus.submitted.value,
             lock_expires_at=now,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.models import (
@@ -114,6 +114,10 @@ def make_gold(
     ids = [item.completion_id for item in task.items]
     task.reference = validated_reference(ids, reference_ranking, reference_flags)
     task.kind = TaskKind.gold.value
+    # the assignments' copy of the kind (the labeler's counts read it) follows
+    session.execute(
+        update(Assignment).where(Assignment.task_id == task.id).values(task_kind=task.kind)
+    )
     task.screening = screening
     task.status = TaskStatus.open.value
     session.flush()

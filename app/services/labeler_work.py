@@ -34,18 +34,20 @@ def _midnight() -> datetime:
 
 
 def labeler_counts(session: Session, labeler: User) -> dict[str, dict[str, int]]:
-    """The labeler's finished work, today (UTC) and in total: per kind, and skips."""
+    """The labeler's finished work, today (UTC) and in total: per kind, and skips. Reads the
+    assignments alone (their copy of the task's kind), from the index on (labeler, status,
+    kind, finished_at): no join with tasks, so it costs the labeler's finished rows in one
+    index range (issue 14)."""
     midnight = _midnight()
     rows = session.execute(
         select(
-            Task.kind,
+            Assignment.task_kind,
             Assignment.status,
             func.count(),
             func.sum(case((Assignment.finished_at >= midnight, 1), else_=0)),
         )
-        .join(Task, Task.id == Assignment.task_id)
         .where(Assignment.labeler_id == labeler.id, Assignment.status.in_(FINISHED))
-        .group_by(Task.kind, Assignment.status)
+        .group_by(Assignment.task_kind, Assignment.status)
     ).all()
     counts = {period: dict.fromkeys([*SHOWN_KINDS, "skipped"], 0) for period in ("today", "total")}
     for kind, status, total, today in rows:

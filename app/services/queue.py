@@ -519,6 +519,7 @@ def _hold_statement(postgres: bool) -> Any:
     dialect = postgresql if postgres else sqlite
     upsert = dialect.insert(Assignment).values(
         task_id=bindparam("task_id"),
+        task_kind=bindparam("task_kind"),
         labeler_id=bindparam("labeler_id"),
         status=AssignmentStatus.active.value,
         assigned_at=bindparam("now"),
@@ -551,6 +552,7 @@ def _hold(session: Session, view: TaskView, labeler: User, now: datetime) -> Ass
         _random.shuffle(order)
     params = {
         "task_id": view.task_id,
+        "task_kind": view.kind,
         "labeler_id": labeler.id,
         "now": now,
         "lock_until": lock_until,

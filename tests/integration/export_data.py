@@ -85,6 +85,7 @@ def add_ranking(
     session.add(
         Assignment(
             task_id=task.id,
+            task_kind=task.kind,
             labeler_id=labeler_id,
             status=AssignmentStatus.submitted.value,
             lock_expires_at=now + timedelta(minutes=30),
@@ -130,6 +131,7 @@ def add_demonstration(
     session.add(
         Assignment(
             task_id=task.id,
+            task_kind=task.kind,
             labeler_id=labeler_id,
             status=AssignmentStatus.submitted.value,
             lock_expires_at=now,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import UTC, datetime
 
 import pytest
 from alembic import command
@@ -90,3 +91,80 @@ def test_open_tasks_have_their_own_index(empty_db: str) -> None:
     engine = create_engine(empty_db)
     assert "ix_tasks_open_id" not in {i["name"] for i in inspect(engine).get_indexes("tasks")}
     engine.dispose()
+
+
+def test_assignments_take_their_tasks_kind(empty_db: str) -> None:
+    """0010: assignments made before it get their task's kind (one UPDATE), then the column is
+    NOT NULL and in the labeler's index; down again drops both."""
+    command.upgrade(alembic_config(empty_db), "0009")
+    now = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+    engine = create_engine(empty_db)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO users (id, username, password_hash, role, held_out, is_active, "
+                "must_change_password, created_at) VALUES "
+                "(1, 'ann', 'x', 'labeler', false, true, false, :now), "
+                "(2, 'bob', 'x', 'labeler', false, true, false, :now)"
+            ),
+            {"now": now},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO prompts (id, text, source, kind, user_id, status, created_at) "
+                "VALUES (1, 'p1', 'api', 'api', 'c', 'accepted', :now), "
+                "(2, 'p2', 'api', 'api', 'c', 'accepted', :now)"
+            ),
+            {"now": now},
+        )
+        kinds = {1: "ranking", 2: "demonstration", 3: "gold", 4: "evaluation"}
+        for task_id, kind in kinds.items():
+            conn.execute(
+                text(
+                    "INSERT INTO tasks (id, kind, prompt_id, overlap, filled, status, created_at)"
+                    " VALUES (:id, :kind, :prompt, 2, 0, 'open', :now)"
+                ),
+                {"id": task_id, "kind": kind, "prompt": 1 + task_id % 2, "now": now},
+            )
+        rows = [(1, 1, "submitted"), (1, 2, "skipped"), (2, 1, "active"), (3, 2, "expired")]
+        rows += [(4, 1, "submitted")]
+        for assignment_id, (task_id, labeler_id, status) in enumerate(rows, start=1):
+            conn.execute(
+                text(
+                    "INSERT INTO assignments (id, task_id, labeler_id, status, assigned_at, "
+                    "lock_expires_at) VALUES (:id, :task, :labeler, :status, :now, :now)"
+                ),
+                {
+                    "id": assignment_id,
+                    "task": task_id,
+                    "labeler": labeler_id,
+                    "status": status,
+                    "now": now,
+                },
+            )
+    engine.dispose()
+
+    upgrade_to_head(empty_db)
+    engine = create_engine(empty_db)
+    with engine.connect() as conn:
+        stored = conn.execute(text("SELECT id, task_kind FROM assignments")).all()
+    copied: dict[int, str] = {row[0]: row[1] for row in stored}
+    columns = {c["name"]: c for c in inspect(engine).get_columns("assignments")}
+    indexes = {i["name"]: i["column_names"] for i in inspect(engine).get_indexes("assignments")}
+    engine.dispose()
+    assert copied == {1: "ranking", 2: "ranking", 3: "demonstration", 4: "gold", 5: "evaluation"}
+    assert columns["task_kind"]["nullable"] is False
+    assert indexes["ix_assignments_labeler_status_kind_finished"] == [
+        "labeler_id",
+        "status",
+        "task_kind",
+        "finished_at",
+    ]
+    assert "ix_assignments_labeler_status" not in indexes
+
+    command.downgrade(alembic_config(empty_db), "0009")
+    engine = create_engine(empty_db)
+    assert "task_kind" not in {c["name"] for c in inspect(engine).get_columns("assignments")}
+    indexes = {i["name"]: i["column_names"] for i in inspect(engine).get_indexes("assignments")}
+    engine.dispose()
+    assert indexes["ix_assignments_labeler_status"] == ["labeler_id", "status"]

@@ -25,6 +25,16 @@ def _gold_rate(monkeypatch: pytest.MonkeyPatch, rate: str) -> None:
     get_settings.cache_clear()
 
 
+def _assignment_kinds(task_id: int) -> list[str]:
+    from sqlalchemy import select
+
+    from app.db import get_sessionmaker
+    from app.models import Assignment
+
+    with get_sessionmaker()() as s:
+        return list(s.scalars(select(Assignment.task_kind).where(Assignment.task_id == task_id)))
+
+
 def test_the_documented_flag_names_are_the_flags_labelers_see() -> None:
     from app.models.labeling import FLAGS, FlagName
 
@@ -92,6 +102,8 @@ def test_a_ranking_task_turned_gold_scores_its_rankings(api_as) -> None:
     assert researcher.put("/api/v1/gold-tasks/999999", json=reference).status_code == 404
     r = researcher.put(f"/api/v1/gold-tasks/{task_id}", json=reference)
     assert r.status_code == 200, r.text
+    # the assignments' copy of the kind (the labeler's counts) follows the task
+    assert _assignment_kinds(task_id) == ["gold"]
     record = researcher.get(f"/api/v1/labelers/{labeler.user.id}").json()
     assert record["stats"]["gold_accuracy"] == 0.0
     gold = record["screening"]["gold_rankings"]

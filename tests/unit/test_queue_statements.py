@@ -107,3 +107,36 @@ def test_a_demonstration_cycle_runs_few_statements(api_as) -> None:
         _cycle(labeler, "demonstration")
     work = _labeling_statements(seen)
     assert len(work) <= MAX_STATEMENTS_PER_CYCLE, "\n".join(work)
+
+
+def test_the_labelers_own_counts_read_assignments_alone(api_as) -> None:
+    """The labeler home's counts of their finished work: one statement, on assignments only
+    (their copy of the task's kind), never joined with tasks (issue 14)."""
+    import re
+
+    from app.db import get_sessionmaker
+    from app.models import User
+    from app.services.labeler_work import labeler_counts
+    from app.services.queue import ensure_demonstration_tasks
+
+    labeler = api_as("labeler")
+    for _ in range(3):
+        make_ranking_task(make_prompt(split="test"), k=4, overlap=1)
+    make_prompt()
+    with get_sessionmaker()() as s:
+        ensure_demonstration_tasks(s)
+        s.commit()
+    _cycle(labeler, "ranking")
+    _cycle(labeler, "ranking")
+    _cycle(labeler, "demonstration")
+    task = labeler.get("/api/v1/tasks/next", params={"kind": "ranking"}).json()
+    r = labeler.post(f"/api/v1/tasks/{task['task_id']}/submission", json={"skip": {"reason": "?"}})
+    assert r.status_code == 200, r.text
+    with get_sessionmaker()() as s:
+        user = s.get_one(User, labeler.user.id)
+        with counted_statements() as seen:
+            counts = labeler_counts(s, user)
+    done = {"demonstration": 1, "ranking": 2, "evaluation": 0, "skipped": 1}
+    assert counts == {"today": done, "total": done}
+    assert len(seen) == 1 and "assignments" in seen[0], seen
+    assert not re.search(r"\btasks\b", seen[0]), seen[0]
