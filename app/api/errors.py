@@ -34,7 +34,8 @@ DESCRIPTIONS = {
     422: "invalid input: `detail` and `field` name the first problem, `errors` lists them all",
     429: "too many attempts: wait and try again",
     503: "a service the request needs is unavailable: the database is saturated (retry after "
-    "`Retry-After` seconds) or the job broker is unreachable",
+    "`Retry-After` seconds), the job broker is unreachable, or whole-table figures are still "
+    "being counted (retry after `Retry-After` seconds)",
 }
 # who may call: a bearer token (the JSON API's way), or the browser's session cookie (unsafe
 # methods then also need the X-CSRF-Token header); app/deps.py checks both

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 
 from app.api.errors import errors
 from app.deps import (
@@ -30,6 +30,7 @@ from app.schemas.intake import (
     UseCaseOut,
     UseCasePatch,
 )
+from app.services.admin_figures import COUNTING_RETRY_S, cached_figures
 from app.services.curation import splits
 from app.services.intake import ingest_prompts
 from app.services.intake_labeler import build_labeler_prompt, submit_labeler_prompt
@@ -165,7 +166,16 @@ def delete_split_pin(
     session.commit()
 
 
-@router.get("/data/overview")
+@router.get("/data/overview", responses=errors(503))
 def overview(principal: ResearcherDep, session: SessionDep) -> dict[str, Any]:
-    """The admin data page's figures as JSON."""
-    return data_overview(session)
+    """The admin data page's figures as JSON, from the same cache (``as_of``: when they were
+    computed, up to ``PREFLOOP_ADMIN_FIGURES_TTL_S`` plus one computation ago at scale); a 503
+    with ``Retry-After`` while a process's first computation of them runs."""
+    figures = cached_figures(session, "data page", data_overview)
+    if figures is None:
+        raise HTTPException(
+            503,
+            "the data figures are being counted (seconds at a million prompts); retry",
+            headers={"Retry-After": str(COUNTING_RETRY_S)},
+        )
+    return {**figures.value, "as_of": figures.computed_at}

@@ -12,7 +12,8 @@ they take milliseconds and a researcher watching the data grow wants them fresh.
 - a view within the TTL answers from memory;
 - a view after it answers the stale figures at once and starts one background refresh.
 No view waits longer than ``FIRST_WAIT_S`` for the scans. Each page shows when its figures were
-computed. ``admin_figures_ttl_s = 0`` computes on every view, in the request (the tests'
+computed; ``GET /api/v1/data/overview`` answers the data page's figures with that time
+(``as_of``), or a 503 with ``Retry-After`` where the page says they are being counted. ``admin_figures_ttl_s = 0`` computes on every view, in the request (the tests'
 setting).
 """
 
@@ -41,6 +42,7 @@ class Figures:
 
 FAST_S = 0.25  # figures computed faster than this are recomputed on every view
 FIRST_WAIT_S = 2.0  # how long the first view waits for the background computation
+COUNTING_RETRY_S = 3  # the JSON's Retry-After meanwhile (the pages reload after 3 s)
 _clock = time.monotonic  # (tests move it)
 _cache: dict[tuple[str, str], Figures] = {}
 _refreshing: dict[tuple[str, str], threading.Thread] = {}

@@ -127,3 +127,38 @@ def test_admin_pages_say_figures_are_being_counted(client, make_user, monkeypatc
         admin_figures.wait_for_refreshes()
         r = client.get(page)
         assert 'id="figures-counting"' not in r.text and 'id="figures-time"' in r.text
+
+
+def test_the_json_data_overview_answers_the_pages_figures(api_as, monkeypatch) -> None:
+    """``GET /api/v1/data/overview`` shares the data page's cache: a 503 with Retry-After while
+    they are first counted, then the kept figures with their time (``as_of``) within the TTL,
+    the same as the page shows."""
+    from datetime import datetime
+
+    from app.services import admin_figures
+
+    gate = _slow_figures(monkeypatch)
+    clock = [1000.0]
+    monkeypatch.setattr(admin_figures, "_clock", lambda: clock[0])
+    api = api_as("researcher")
+    make_prompt()
+    r = api.get("/api/v1/data/overview")
+    assert r.status_code == 503 and r.headers["Retry-After"] == "3" and r.json()["detail"]
+    gate.set()
+    admin_figures.wait_for_refreshes()
+    first = api.get("/api/v1/data/overview")
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert body["curation"]["by_status"]["accepted"] == 1
+    as_of = datetime.fromisoformat(body["as_of"])
+    make_prompt()
+    clock[0] += 59  # within the TTL: the same figures, from memory
+    assert api.get("/api/v1/data/overview").json() == body
+    page = api.get("/admin/data")  # the page shows the same computation
+    assert as_of.strftime("%H:%M:%S") in page.text
+    clock[0] += 1  # expired: stale at once, then refreshed in the background
+    assert api.get("/api/v1/data/overview").json() == body
+    admin_figures.wait_for_refreshes()
+    later = api.get("/api/v1/data/overview").json()
+    assert later["curation"]["by_status"]["accepted"] == 2
+    assert datetime.fromisoformat(later["as_of"]) >= as_of
