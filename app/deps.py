@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
+from anyio import to_thread
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
@@ -103,30 +104,28 @@ def _checked_principal(
     request: Request, session: Session, authorization: str | None, secret: object
 ) -> Principal | None:
     """The principal ``AuthenticateBeforeBody`` resolved for these very credentials earlier in
-    this request, attached to ``session`` without a second lookup; None when there is none."""
+    this request (in this request's session, see ``app.db.request_session``); None when there
+    is none."""
     checked = getattr(request.state, CHECKED_PRINCIPAL, None)
     if checked is None or checked[0] != authorization or checked[1] != secret:
         return None
     found: Principal = checked[2]
-    return Principal(
-        user=session.merge(found.user, load=False),
-        token=session.merge(found.token, load=False) if found.token is not None else None,
-        browser_session=(
-            session.merge(found.browser_session, load=False)
-            if found.browser_session is not None
-            else None
-        ),
-    )
+    if Session.object_session(found.user) is not session:
+        return None  # another session's objects: look up again rather than mix sessions
+    return found
 
 
-def optional_principal(
+async def optional_principal(
     request: Request, session: Session = Depends(get_session)
 ) -> Principal | None:
+    """Who is calling. Async: a request with a body was authenticated before it was read (no
+    second lookup, no thread); otherwise the lookup runs in a worker thread, and a request
+    without credentials needs none."""
     authorization = request.headers.get("authorization")
     secret = request.session.get(SESSION_KEY)
     principal = _checked_principal(request, session, authorization, secret)
-    if principal is None:
-        principal = resolve_principal(session, authorization, secret)
+    if principal is None and (authorization is not None or secret is not None):
+        principal = await to_thread.run_sync(resolve_principal, session, authorization, secret)
     if principal is None:
         if SESSION_KEY in request.session:
             request.session.clear()

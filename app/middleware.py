@@ -13,6 +13,7 @@ import weakref
 
 import anyio
 from anyio import to_thread
+from sqlalchemy.orm import Session
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -20,7 +21,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import get_settings
-from app.db import get_sessionmaker, is_saturation
+from app.db import close_session, get_sessionmaker, is_saturation, request_session
 from app.deps import (
     CHECKED_PRINCIPAL,
     SESSION_KEY,
@@ -172,15 +173,18 @@ def _has_body(headers: Headers) -> bool:
     return "transfer-encoding" in headers
 
 
-def _authenticated(authorization: str | None, session_secret: object) -> Principal | str:
-    """The principal when the credentials are good, else why not (runs in a worker thread)."""
-    with get_sessionmaker()() as session:
-        try:
-            principal = resolve_principal(session, authorization, session_secret)
-        except NotAuthenticated as exc:
-            return str(exc) or "authentication required"
-        session.commit()
-        return principal if principal is not None else "authentication required"
+def _authenticated(
+    session: Session, authorization: str | None, session_secret: object
+) -> Principal | str:
+    """The principal when the credentials are good, else why not (runs in a worker thread).
+    The lookup's transaction ends here: no connection is held while the body arrives."""
+    try:
+        principal = resolve_principal(session, authorization, session_secret)
+    except NotAuthenticated as exc:
+        session.rollback()
+        return str(exc) or "authentication required"
+    session.commit()
+    return principal if principal is not None else "authentication required"
 
 
 class AuthenticateBeforeBody:
@@ -204,16 +208,29 @@ class AuthenticateBeforeBody:
             return
         cookie_secret = scope.get("session", {}).get(SESSION_KEY)
         authorization = headers.get("authorization")
-        problem = await to_thread.run_sync(_authenticated, authorization, cookie_secret)
-        if isinstance(problem, Principal):
-            # the route's dependency takes it from here instead of looking it up again
-            scope.setdefault("state", {})[CHECKED_PRINCIPAL] = (
-                authorization,
-                cookie_secret,
-                problem,
-            )
-            await self.app(scope, receive, send)
-            return
+        problem: Principal | str = "authentication required"
+        session = get_sessionmaker()()
+        try:
+            if authorization is not None or cookie_secret is not None:
+                problem = await to_thread.run_sync(
+                    _authenticated, session, authorization, cookie_secret
+                )
+            if isinstance(problem, Principal):
+                # the route's dependencies take it from here, in the same session, instead of
+                # looking it up again
+                scope.setdefault("state", {})[CHECKED_PRINCIPAL] = (
+                    authorization,
+                    cookie_secret,
+                    problem,
+                )
+                shared = request_session.set(session)
+                try:
+                    await self.app(scope, receive, send)
+                finally:
+                    request_session.reset(shared)
+                return
+        finally:
+            await close_session(session)
         response: Response
         if wants_json(scope["path"], headers):
             response = JSONResponse(
