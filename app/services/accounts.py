@@ -12,9 +12,10 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from pwdlib import PasswordHash
-from sqlalchemy import func, select
+from sqlalchemy import Select, String, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -289,16 +290,21 @@ def revoke_token(session: Session, token_id: int, owner: User | None = None) -> 
     return token
 
 
+@lru_cache(maxsize=1)
+def _token_lookup() -> Select[ApiToken, User]:
+    return (
+        select(ApiToken, User)
+        .join(User, User.id == ApiToken.user_id)
+        .where(ApiToken.token_hash == bindparam("token_hash", type_=String))
+    )
+
+
 def user_for_token(session: Session, secret: str) -> tuple[User, ApiToken] | None:
     """The active user and token behind a bearer secret, or None; records last use."""
     if not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
         return None
-    # token and user in one statement: this runs on every API request
-    row = session.execute(
-        select(ApiToken, User)
-        .join(User, User.id == ApiToken.user_id)
-        .where(ApiToken.token_hash == hash_token(secret))
-    ).first()
+    # token and user in one statement, built once: this runs on every API request
+    row = session.execute(_token_lookup(), {"token_hash": hash_token(secret)}).first()
     if row is None:
         return None
     token, user = row
