@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 
 from app.api.errors import errors
-from app.deps import LabelerDep, SessionDep, any_user
+from app.deps import LabelerDep, SessionDep
 from app.schemas import DbId
 from app.schemas.labeling import NextTaskOut, RevisionIn, SubmissionIn, SubmissionOut
 from app.services.labeling import describe_assignment, revise, submit
 from app.services.queue import assign_next_task
 from app.services.task_kinds import SHOWN_KINDS
 
-router = APIRouter(prefix="/api/v1/tasks", tags=["labeling"], dependencies=[Depends(any_user)])
+# every route takes `principal: LabelerDep` (any signed-in user); no router-level copy of it:
+# FastAPI solves a cached dependency's own dependencies again for each copy (issue 14)
+router = APIRouter(prefix="/api/v1/tasks", tags=["labeling"])
 
 
 def _json(model: BaseModel) -> Response:
