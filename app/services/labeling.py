@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import Integer, String, Table, and_, bindparam, case, func, insert, select, update
 from sqlalchemy.orm import Session
@@ -34,11 +34,23 @@ from app.services.judgment_scores import (
     rescore_task,
     score_new_ranking,
 )
-from app.services.queue import FINISHED, task_view
+from app.services.queue import FINISHED, Held, task_view
 from app.services.task_kinds import a_or_an, slot_kinds, spec_of
 
 SKIP_REASON_MAX_CHARS = 2000
 RANKINGS = cast(Table, Ranking.__table__)
+ASSIGNMENTS = cast(Table, Assignment.__table__)
+
+
+class _Finished(Protocol):
+    """What a submission's answer reads of the hold it ended: an ``Assignment``, or the row
+    the ending ``UPDATE … RETURNING`` gave."""
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def labeler_id(self) -> int: ...
 
 
 class NotYours(ServiceError):
@@ -91,7 +103,7 @@ def held_assignment(session: Session, labeler: User, task_id: int) -> Assignment
     return assignment
 
 
-def describe_assignment(session: Session, assignment: Assignment) -> dict[str, Any]:
+def describe_assignment(session: Session, assignment: Held) -> dict[str, Any]:
     """The task as the labeler sees it: prompt, and for rankings the completions in the order
     shown to this labeler. One read (none right after the queue handed the task out)."""
     view = task_view(session, assignment.task_id)
@@ -112,25 +124,30 @@ def describe_assignment(session: Session, assignment: Assignment) -> dict[str, A
 
 @lru_cache(maxsize=1)
 def _submit_statements() -> tuple[
-    ReturningUpdate[Assignment], ReturningUpdate[Task], ReturningUpdate[Task]
+    ReturningUpdate[Any], ReturningUpdate[Task], ReturningUpdate[Task]
 ]:
     """``submit``'s end of the hold and its lock of the task (for a submission and for a skip),
     built once with parameters: building them anew cost more CPU than running them."""
+    # Core: the hold's row is not needed as an object, only what the submission reads of it
     end_hold = (
-        update(Assignment)
+        update(ASSIGNMENTS)
         .where(
-            Assignment.task_id == bindparam("of_task", type_=Integer),
-            Assignment.labeler_id == bindparam("of_labeler", type_=Integer),
-            Assignment.status == AssignmentStatus.active.value,
-            Assignment.lock_expires_at > bindparam("now", type_=UTCDateTime()),
+            ASSIGNMENTS.c.task_id == bindparam("of_task", type_=Integer),
+            ASSIGNMENTS.c.labeler_id == bindparam("of_labeler", type_=Integer),
+            ASSIGNMENTS.c.status == AssignmentStatus.active.value,
+            ASSIGNMENTS.c.lock_expires_at > bindparam("now", type_=UTCDateTime()),
         )
         .values(
             status=bindparam("new_status", type_=String),
             finished_at=bindparam("now", type_=UTCDateTime()),
             skip_reason=bindparam("reason", type_=String),
         )
-        .returning(Assignment)
-        .execution_options(synchronize_session=False)
+        .returning(
+            ASSIGNMENTS.c.status,
+            ASSIGNMENTS.c.labeler_id,
+            ASSIGNMENTS.c.assigned_at,
+            ASSIGNMENTS.c.display_order,
+        )
     )
     # serialises the submissions of one task, so exactly one of them marks it done; a task
     # of one labeler is done with this submission (nobody else can have submitted it)
@@ -175,19 +192,24 @@ def submit(
     now = utcnow()
     # lock order: the assignment, then the task (as the queue does)
     end_hold, lock_task, lock_task_of_skip = _submit_statements()
-    assignment = session.scalars(
-        end_hold,
-        {
-            "of_task": task_id,
-            "of_labeler": labeler.id,
-            "now": now,
-            "new_status": (
-                AssignmentStatus.skipped.value if skip_reason else AssignmentStatus.submitted.value
-            ),
-            "reason": skip_reason,
-        },
-        execution_options={"populate_existing": True},
-    ).one_or_none()
+    assignment = (
+        session.connection()
+        .execute(
+            end_hold,
+            {
+                "of_task": task_id,
+                "of_labeler": labeler.id,
+                "now": now,
+                "new_status": (
+                    AssignmentStatus.skipped.value
+                    if skip_reason
+                    else AssignmentStatus.submitted.value
+                ),
+                "reason": skip_reason,
+            },
+        )
+        .one_or_none()
+    )
     if assignment is None:
         return _submit_without_hold(session, labeler, task_id, sub, now)
     task = session.scalars(
@@ -528,7 +550,7 @@ def _same_as_stored(
 def _result(
     session: Session,
     task: Task,
-    assignment: Assignment,
+    assignment: _Finished,
     *,
     replayed: bool,
     label_id: int | None = None,

@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import (
     JSON,
@@ -255,7 +255,7 @@ def own_active_assignment(
     return session.scalar(query)
 
 
-def assign_next_task(session: Session, labeler: User, kind: str | None) -> Assignment | None:
+def assign_next_task(session: Session, labeler: User, kind: str | None) -> Held | None:
     """Hold the next task for ``labeler`` (their own still-active one first), or None.
 
     The usual call (a free slot exists) is three statements: claim a slot, read what the
@@ -286,7 +286,7 @@ def maintain_queue(session: Session, now: datetime | None = None, kind: str | No
     return changed
 
 
-def _next(session: Session, labeler: User, kind: str | None, now: datetime) -> Assignment | None:
+def _next(session: Session, labeler: User, kind: str | None, now: datetime) -> Held | None:
     regular, gold = _pools(labeler, kind)
     # gold tasks only ever come mixed into the regular stream (or as the screening set)
     serve_gold = bool(gold) and (not regular or _random.random() < get_settings().gold_rate)
@@ -377,7 +377,7 @@ def _slot_statements(
 
 def _take_slot(
     session: Session, labeler: User, kind: str | None, kinds: list[str], now: datetime
-) -> Assignment | None:
+) -> Hold | None:
     """Take a free slot of the first open task of ``kinds`` in one ``UPDATE … WHERE id =
     (SELECT … FOR UPDATE SKIP LOCKED) AND filled < overlap RETURNING`` (see the module's
     invariants); None when the labeler still holds a task of this kind, or none is free."""
@@ -513,21 +513,52 @@ def task_view(session: Session, task_id: int) -> TaskView:
     return view
 
 
+class Held(Protocol):
+    """A labeler's hold on a task, as the queue hands it out (``Hold``) or as stored
+    (``Assignment``): what ``describe_assignment`` needs."""
+
+    @property
+    def task_id(self) -> int: ...
+
+    @property
+    def labeler_id(self) -> int: ...
+
+    @property
+    def lock_expires_at(self) -> datetime: ...
+
+    @property
+    def display_order(self) -> list[int] | None: ...
+
+
+@dataclass(frozen=True)
+class Hold:
+    """The hold the queue just made (the upsert's RETURNING), without an ORM object."""
+
+    task_id: int
+    labeler_id: int
+    lock_expires_at: datetime
+    display_order: list[int] | None
+
+
+ASSIGNMENTS = cast(Table, Assignment.__table__)
+
+
 @lru_cache(maxsize=2)
 def _hold_statement(postgres: bool) -> Any:
-    """``_hold``'s upsert of the hold, built once (see ``_slot_statements``)."""
+    """``_hold``'s upsert of the hold, built once (see ``_slot_statements``); Core, returning
+    only what the labeler is told."""
     dialect = postgresql if postgres else sqlite
-    upsert = dialect.insert(Assignment).values(
+    upsert = dialect.insert(ASSIGNMENTS).values(
         task_id=bindparam("task_id"),
-        task_kind=bindparam("task_kind"),
         labeler_id=bindparam("labeler_id"),
+        task_kind=bindparam("task_kind"),
         status=AssignmentStatus.active.value,
         assigned_at=bindparam("now"),
         lock_expires_at=bindparam("lock_until"),
         display_order=bindparam("display_order"),
     )
     upsert = upsert.on_conflict_do_update(
-        index_elements=[Assignment.task_id, Assignment.labeler_id],
+        index_elements=[ASSIGNMENTS.c.task_id, ASSIGNMENTS.c.labeler_id],
         set_={
             "status": AssignmentStatus.active.value,
             "assigned_at": upsert.excluded.assigned_at,
@@ -536,12 +567,17 @@ def _hold_statement(postgres: bool) -> Any:
         },
         # only an expired hold is taken up again; anything else is the same labeler taking
         # this task in a parallel request (two tabs)
-        where=Assignment.status == AssignmentStatus.expired.value,
+        where=ASSIGNMENTS.c.status == AssignmentStatus.expired.value,
     )
-    return upsert.returning(Assignment)
+    return upsert.returning(
+        ASSIGNMENTS.c.task_id,
+        ASSIGNMENTS.c.labeler_id,
+        ASSIGNMENTS.c.lock_expires_at,
+        ASSIGNMENTS.c.display_order,
+    )
 
 
-def _hold(session: Session, view: TaskView, labeler: User, now: datetime) -> Assignment:
+def _hold(session: Session, view: TaskView, labeler: User, now: datetime) -> Hold:
     """Insert the hold (or take up again an expired hold of the same task, with the same
     order shown) in one upsert; the task's view is kept for ``describe_assignment``."""
     lock_until = now + timedelta(seconds=get_settings().task_lock_s)
@@ -552,21 +588,22 @@ def _hold(session: Session, view: TaskView, labeler: User, now: datetime) -> Ass
         _random.shuffle(order)
     params = {
         "task_id": view.task_id,
-        "task_kind": view.kind,
         "labeler_id": labeler.id,
+        "task_kind": view.kind,
         "now": now,
         "lock_until": lock_until,
         "display_order": order,
     }
-    assignment: Assignment | None = session.scalars(
-        _hold_statement(is_postgres(session)),
-        params,
-        execution_options={"populate_existing": True},
-    ).one_or_none()
-    if assignment is None:
+    row = session.connection().execute(_hold_statement(is_postgres(session)), params).first()
+    if row is None:
         raise Conflict("this task was just assigned to you in another request; retry")
     session.info.setdefault(QUEUE_VIEWS, {})[view.task_id] = view
-    return assignment
+    return Hold(
+        task_id=row.task_id,
+        labeler_id=row.labeler_id,
+        lock_expires_at=row.lock_expires_at,
+        display_order=row.display_order,
+    )
 
 
 # the labeler home counts each kind's waiting tasks up to this many (shown as "100+"): an exact
