@@ -15,9 +15,10 @@ allows it (``TaskKindSpec.adaptive_overlap``), a task whose labelers agree less 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Integer, Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from app.models import Ranking, RankingEntry, Task
@@ -38,12 +39,18 @@ def ranks_of(entries: Iterable[RankingEntry]) -> dict[int, int]:
     return {entry.completion_id: entry.rank for entry in entries}
 
 
-def _ranks_by_ranking(session: Session, task_id: int) -> dict[int, dict[int, int]]:
-    rows = session.execute(
+@lru_cache(maxsize=1)
+def _ranks_statement() -> Select[int, int, int]:
+    # built once: read on every submission to a shared task (the labeling hot path)
+    return (
         select(RankingEntry.ranking_id, RankingEntry.completion_id, RankingEntry.rank)
         .join(Ranking, Ranking.id == RankingEntry.ranking_id)
-        .where(Ranking.task_id == task_id)
+        .where(Ranking.task_id == bindparam("task_id", type_=Integer))
     )
+
+
+def _ranks_by_ranking(session: Session, task_id: int) -> dict[int, dict[int, int]]:
+    rows = session.execute(_ranks_statement(), {"task_id": task_id}).tuples()
     by_ranking: dict[int, dict[int, int]] = {}
     for ranking_id, completion_id, rank in rows:
         by_ranking.setdefault(ranking_id, {})[completion_id] = rank

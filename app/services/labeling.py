@@ -9,7 +9,19 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Integer, String, Table, and_, bindparam, case, func, insert, select, update
+from sqlalchemy import (
+    Integer,
+    Select,
+    String,
+    Table,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningUpdate
 
@@ -406,6 +418,19 @@ def _validated_ranking(
     return groups, ratings
 
 
+@lru_cache(maxsize=1)
+def _finished_counts() -> Select[str, int]:
+    # built once: read on every submission to a shared task (the labeling hot path)
+    return (
+        select(Assignment.status, func.count())
+        .where(
+            Assignment.task_id == bindparam("task_id", type_=Integer),
+            Assignment.status.in_(FINISHED),
+        )
+        .group_by(Assignment.status)
+    )
+
+
 def _update_task_after(session: Session, task: Task, *, skipped: bool) -> None:
     """A skip gives its slot to another labeler (one labeler's "I cannot judge this" should not
     end the task) until `task_max_skips` labelers skipped it: then it is closed as unclear.
@@ -414,13 +439,7 @@ def _update_task_after(session: Session, task: Task, *, skipped: bool) -> None:
     no slots and stay open.)"""
     if skipped:
         task.filled = Task.filled - 1  # in SQL: the row is locked, this just stays exact
-    by_status = dict(
-        session.execute(
-            select(Assignment.status, func.count())
-            .where(Assignment.task_id == task.id, Assignment.status.in_(FINISHED))
-            .group_by(Assignment.status)
-        ).all()
-    )
+    by_status = dict(session.execute(_finished_counts(), {"task_id": task.id}).tuples().all())
     if by_status.get(AssignmentStatus.submitted.value, 0) >= task.overlap:
         if skipped or not reopen_if_disagreed(session, task):
             task.status = TaskStatus.done.value

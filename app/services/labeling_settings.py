@@ -7,9 +7,10 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Select, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -22,11 +23,14 @@ from app.services import Invalid, validated
 KEYS = tuple(OverlapSettings.model_fields)
 
 
+@lru_cache(maxsize=1)
+def _stored_statement() -> Select[str, Any]:
+    # built once: read on every submission that completes a shared task (adaptive overlap)
+    return select(LabelingSetting.key, LabelingSetting.value).where(LabelingSetting.key.in_(KEYS))
+
+
 def _stored(session: Session) -> dict[str, Any]:
-    rows = session.execute(
-        select(LabelingSetting.key, LabelingSetting.value).where(LabelingSetting.key.in_(KEYS))
-    )
-    return dict(rows.tuples().all())
+    return dict(session.execute(_stored_statement()).tuples().all())
 
 
 def overlap_settings(session: Session) -> OverlapSettings:
