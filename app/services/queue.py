@@ -258,11 +258,11 @@ def own_active_assignment(
 def assign_next_task(session: Session, labeler: User, kind: str | None) -> Held | None:
     """Hold the next task for ``labeler`` (their own still-active one first), or None.
 
-    The usual call (a free slot exists) is three statements: claim a slot, read what the
-    labeler will see, insert the hold. Queue upkeep (`maintain_queue`: expired holds released,
+    The usual call (a free slot exists) is two statements: claim a slot (its RETURNING carries
+    what the labeler will see), insert the hold. Queue upkeep (`maintain_queue`: expired holds released,
     demonstration tasks made) runs in the periodic job and when prompts arrive; here only
     when nothing was found, so a stale queue never answers "nothing waiting" wrongly.
-    Flushes but does not commit: the caller commits, which releases the row lock.
+    Does not commit: the caller commits, which releases the row lock.
     """
     kind = parse_kind(kind)
     now = utcnow()
