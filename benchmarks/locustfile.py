@@ -64,7 +64,10 @@ class LabelerUser(HttpUser):
 
 
 class BrowsingLabeler(LabelerUser):
-    """A labeler who also opens their home page now and then (one visit per ten tasks)."""
+    """A labeler who also opens their home page now and then (one visit per ten tasks), and
+    pauses ``PREFLOOP_LOCUST_THINK_S`` seconds between actions (0 by default: back to back)."""
+
+    wait_time = constant(float(os.environ.get("PREFLOOP_LOCUST_THINK_S", "0")))
 
     @task(1)
     def home(self) -> None:
