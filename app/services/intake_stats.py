@@ -118,7 +118,7 @@ def _pii_totals(session: Session) -> tuple[int, int, dict[str, int]]:
     )
     count = cast(each.c.value, Integer)
     rows = session.execute(
-        select(each.c.key, func.sum(count), func.count(func.distinct(Prompt.id)))
+        select(each.c.key, func.sum(count))
         .select_from(Prompt)
         .join(each, true())
         .where(Prompt.pii.is_not(None), json_type(Prompt.pii) == "object")
@@ -130,7 +130,7 @@ def _pii_totals(session: Session) -> tuple[int, int, dict[str, int]]:
         .join(each, true())
         .where(Prompt.pii.is_not(None), json_type(Prompt.pii) == "object")
     )
-    return scanned or 0, with_pii or 0, {key: int(total) for key, total, _ in rows}
+    return scanned or 0, with_pii or 0, {key: int(total) for key, total in rows}
 
 
 def data_overview(session: Session) -> dict[str, Any]:
