@@ -9,7 +9,9 @@ they take milliseconds and a researcher watching the data grow wants them fresh.
 - the first view in a process starts computing them in the background (on a read-only session)
   and waits up to ``FIRST_WAIT_S`` for them; if they are not ready it gets None: the page says
   they are being counted and reloads itself;
-- a view within the TTL answers from memory;
+- a view within the TTL answers from memory (figures that took s seconds to count are kept
+  at least s / ``MAX_SHARE`` seconds, so counting never takes more than that share of the
+  time);
 - a view after it answers the stale figures at once and starts one background refresh.
 No view waits longer than ``FIRST_WAIT_S`` for the scans. Each page shows when its figures were
 computed; ``GET /api/v1/data/overview`` answers the data page's figures with that time
@@ -41,6 +43,11 @@ class Figures:
 
 
 FAST_S = 0.25  # figures computed faster than this are recomputed on every view
+# figures that took s seconds to count are kept at least s / MAX_SHARE seconds (20 s), whatever
+# the TTL: counting them again takes at most this share of a web process's (and the
+# database's) time. At a million prompts the data page's figures take ~5 s, so with a 60 s TTL
+# two web processes spent a sixth of a core on them and the labelers' p99 showed it.
+MAX_SHARE = 0.05
 FIRST_WAIT_S = 2.0  # how long the first view waits for the background computation
 COUNTING_RETRY_S = 3  # the JSON's Retry-After meanwhile (the pages reload after 3 s)
 _clock = time.monotonic  # (tests move it)
@@ -66,7 +73,7 @@ def cached_figures(
         with _lock:
             _cache[key] = figures
         return figures
-    if figures is None or _clock() - figures.monotonic >= ttl:
+    if figures is None or _clock() - figures.monotonic >= max(ttl, figures.seconds / MAX_SHARE):
         thread = _start_refresh(key, compute)
         if figures is None and thread is not None:
             thread.join(FIRST_WAIT_S)

@@ -76,6 +76,43 @@ def test_figures_cached_then_refreshed_in_background(app_env, monkeypatch) -> No
     assert len(calls) == 2
 
 
+def test_slow_figures_are_kept_longer_than_the_ttl(app_env, monkeypatch) -> None:
+    """Figures that take s seconds to count are kept s / MAX_SHARE seconds at least (20 s):
+    before, every TTL (60 s) each web process counted them again, and at a million prompts
+    (~5 s of scans) that background work showed in the labelers' p99."""
+    from app.db import get_sessionmaker
+    from app.services import admin_figures
+
+    gate = _slow_figures(monkeypatch)
+    gate.set()
+    clock = [1000.0]
+    monkeypatch.setattr(admin_figures, "_clock", lambda: clock[0])
+    computed = admin_figures._computed
+
+    def ten_seconds(compute, session):
+        figures = computed(compute, session)
+        figures.seconds = 10.0
+        return figures
+
+    monkeypatch.setattr(admin_figures, "_computed", ten_seconds)
+    calls: list[int] = []
+
+    def view():
+        with get_sessionmaker()() as s:
+            figures = admin_figures.cached_figures(s, "prompts", lambda s: calls.append(1))
+        admin_figures.wait_for_refreshes()
+        return figures
+
+    view()
+    assert len(calls) == 1
+    clock[0] += 199  # past the TTL (60 s), within 10 s / 0.05 = 200 s: from memory
+    view()
+    assert len(calls) == 1
+    clock[0] += 1
+    view()  # now counted again, in the background
+    assert len(calls) == 2
+
+
 def test_cheap_figures_are_fresh_on_every_view(app_env, monkeypatch) -> None:
     """A small installation (figures computed in milliseconds) sees each new prompt at once,
     whatever the TTL."""
