@@ -81,6 +81,26 @@ def test_the_sweep_makes_demonstration_tasks_for_new_prompts(app_env) -> None:
     assert _demonstration_tasks() == 2
 
 
+def test_a_slow_search_for_missing_tasks_is_spaced_out(app_env, monkeypatch) -> None:
+    """At a million prompts the search for prompts without a demonstration task reads them all
+    (1.7-2.2 s); the periodic sweep (every 5 s) ran it every time. A slow search now runs
+    again only SCAN_SPACING times its duration later; a fast one on every upkeep (above)."""
+    from app.services import queue
+    from app.worker.heartbeat import sweep_jobs
+
+    monkeypatch.setattr(queue, "FAST_SCAN_S", 0.0)  # every search counts as slow
+    monkeypatch.setattr(queue, "SCAN_SPACING", 1e6)
+    make_prompt()
+    sweep_jobs()
+    assert _demonstration_tasks() == 1
+    make_prompt()  # stored by another door
+    sweep_jobs()  # the search is not due yet: before, it ran again
+    assert _demonstration_tasks() == 1
+    queue.reset_scan_spacing()
+    sweep_jobs()
+    assert _demonstration_tasks() == 2
+
+
 def test_ingested_prompts_have_demonstration_tasks_at_once(api_as) -> None:
     api = api_as("researcher")
     r = api.post(
