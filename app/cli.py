@@ -132,7 +132,16 @@ def uvicorn_options() -> dict[str, Any]:
         "proxy_headers": bool(proxies),
         "forwarded_allow_ips": proxies or None,
         "server_header": False,
+        "timeout_keep_alive": KEEP_ALIVE_S,
     }
+
+
+# idle keep-alive connections are closed after this long. uvicorn's default (5 s) races with a
+# client that sends its next request on the connection after a pause of about 5 s: a labeler's
+# script or a load test saw "connection reset by peer". Longer than the idle timeout of common
+# proxies and load balancers (60 s), as they ask of the servers behind them, so that the proxy,
+# not the server, ends an idle connection.
+KEEP_ALIVE_S = 65
 
 
 def _exit_on_signal(signum: int, frame: object) -> None:

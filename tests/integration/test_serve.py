@@ -3,6 +3,7 @@ health, and SIGTERM (what `docker stop` and systemd send) stops its embedded wor
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import signal
@@ -49,6 +50,18 @@ def test_serve_on_embedded_default_from_scratch(tmp_path: Path) -> None:
         assert body["status"] == "ok"
         assert body["database"]["dialect"] == "sqlite"
         assert body["broker"]["transport"] == "sqlalchemy"
+        # a client that pauses between requests keeps its connection: uvicorn's default closed
+        # idle connections after 5 s, and a request sent as it did so was reset (issue 14)
+        kept = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            for pause in (0, 6):
+                time.sleep(pause)
+                kept.request("GET", "/healthz")  # the same connection (before: RemoteDisconnected)
+                answer = kept.getresponse()
+                answer.read()
+                assert answer.status == 200
+        finally:
+            kept.close()
         login = httpx.get(f"http://127.0.0.1:{port}/login", timeout=5)
         assert login.status_code == 200 and "Log in" in login.text
         assert (tmp_path / "var" / "prefloop.sqlite").exists()
