@@ -209,28 +209,25 @@ class AuthenticateBeforeBody:
         cookie_secret = scope.get("session", {}).get(SESSION_KEY)
         authorization = headers.get("authorization")
         problem: Principal | str = "authentication required"
-        session = get_sessionmaker()()
-        try:
-            if authorization is not None or cookie_secret is not None:
+        if authorization is not None or cookie_secret is not None:
+            session = get_sessionmaker()()
+            try:
                 problem = await to_thread.run_sync(
                     _authenticated, session, authorization, cookie_secret
                 )
-            if isinstance(problem, Principal):
-                # the route's dependencies take it from here, in the same session, instead of
-                # looking it up again
-                scope.setdefault("state", {})[CHECKED_PRINCIPAL] = (
-                    authorization,
-                    cookie_secret,
-                    problem,
-                )
-                shared = request_session.set(session)
-                try:
-                    await self.app(scope, receive, send)
-                finally:
-                    request_session.reset(shared)
-                return
-        finally:
-            await close_session(session)
+                if isinstance(problem, Principal):
+                    # the route's dependencies take it from here, in the same session, instead
+                    # of looking it up again
+                    state = scope.setdefault("state", {})
+                    state[CHECKED_PRINCIPAL] = (authorization, cookie_secret, problem)
+                    shared = request_session.set(session)
+                    try:
+                        await self.app(scope, receive, send)
+                    finally:
+                        request_session.reset(shared)
+                    return
+            finally:
+                await close_session(session)
         response: Response
         if wants_json(scope["path"], headers):
             response = JSONResponse(
