@@ -46,12 +46,11 @@ from app.services.judgment_scores import (
     rescore_task,
     score_new_ranking,
 )
-from app.services.queue import FINISHED, Held, task_view
+from app.services.queue import ASSIGNMENTS, FINISHED, Held, task_view
 from app.services.task_kinds import a_or_an, slot_kinds, spec_of
 
 SKIP_REASON_MAX_CHARS = 2000
 RANKINGS = cast(Table, Ranking.__table__)
-ASSIGNMENTS = cast(Table, Assignment.__table__)
 
 
 class _Finished(Protocol):

@@ -432,7 +432,7 @@ def _take_slot(
 
 
 TASKS = cast(Table, Task.__table__)
-# session.info key: the views of the tasks this session's queue just handed out, by task id
+# session.info key: the views of the tasks this session handed out or read, by task id
 QUEUE_VIEWS = "queue_views"
 
 
@@ -534,15 +534,17 @@ def _view_statement(postgres: bool) -> Select[Any]:
 
 
 def task_view(session: Session, task_id: int) -> TaskView:
-    """The view of a task this session's queue just handed out, else read in one statement."""
-    view: TaskView | None = session.info.get(QUEUE_VIEWS, {}).get(task_id)
+    """The view of a task this session's queue just handed out or already read, else read in
+    one statement (and kept for the session: a page asks for it more than once)."""
+    views: dict[int, TaskView] = session.info.setdefault(QUEUE_VIEWS, {})
+    view = views.get(task_id)
     if view is None:
         row = (
             session.connection()
             .execute(_view_statement(is_postgres(session)), {"task_id": task_id})
             .one()
         )
-        view = TaskView.of(row)
+        view = views[task_id] = TaskView.of(row)
     return view
 
 

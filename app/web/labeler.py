@@ -24,7 +24,7 @@ from app.services.instructions import current_markdown, render_markdown
 from app.services.labeler_work import labeler_counts
 from app.services.labeling import describe_assignment, held_assignment, own_assignment, submit
 from app.services.prompts import set_prompt_use_case
-from app.services.queue import WAITING_UP_TO, assign_next_task, waiting_counts
+from app.services.queue import WAITING_UP_TO, assign_next_task, task_view, waiting_counts
 from app.services.task_kinds import spec_of
 from app.services.use_cases import list_use_cases
 from app.web.templating import render
@@ -93,7 +93,7 @@ def task_form_page(
         "draft_key": f"prefloop:{draft}:{assignment.labeler_id}:{assignment.task_id}",
         "use_cases": [u.name for u in list_use_cases(session, active_only=True)],
     }
-    form = spec_of(session.get_one(Task, assignment.task_id).kind).form
+    form = spec_of(task_view(session, assignment.task_id).kind).form  # read by describe
     name = f"labeler/{form}.html"
     status = error.status_code if error is not None else 200
     return render(request, name, ctx, status_code=status)
