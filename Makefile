@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# test processes (pytest-xdist; whole test files go to one process): 2 on the 2-core CI
+# machine, where browsers, servers and workers wait on each other half the time; 0 = one
+TEST_WORKERS ?= 2
 
 .PHONY: run test setup setup-dev lint format migrate worker clean-data help
 
@@ -43,7 +46,7 @@ migrate: setup
 	$(BIN)/prefloop db upgrade
 
 test: setup-dev
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: setup-dev
 	$(BIN)/ruff check .
