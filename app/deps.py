@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 
 from app.config import get_settings
 from app.db import get_readonly_session, get_session
-from app.models import ApiToken, Role, User, UserSession, role_at_least
-from app.services.accounts import user_for_token
+from app.models import Role, User, UserSession, role_at_least
+from app.services.accounts import TokenUse, user_for_token
 from app.services.sessions import user_for_session
 
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -64,12 +64,12 @@ class CurrentUser:
 @dataclass
 class Principal:
     user: User
-    token: ApiToken | None  # None when authenticated by the session cookie
+    token: TokenUse | None  # None when authenticated by the session cookie
     browser_session: UserSession | None = None  # the cookie's session, when signed in by one
 
     @property
-    def scopes(self) -> list[str]:
-        return self.token.scopes if self.token is not None else []
+    def scopes(self) -> tuple[str, ...]:
+        return self.token.scopes if self.token is not None else ()
 
 
 def _bearer(header: str | None) -> str | None:

@@ -83,6 +83,6 @@ def me(principal: Annotated[Principal, Depends(whoever)]) -> Me:
         role=user.role,
         held_out=user.held_out,
         status=user.labeler_status,
-        scopes=principal.scopes,
+        scopes=list(principal.scopes),
         auth="token" if principal.token is not None else "session",
     )

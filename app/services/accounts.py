@@ -15,12 +15,12 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 
 from pwdlib import PasswordHash
-from sqlalchemy import Select, String, bindparam, func, select
+from sqlalchemy import Integer, Select, String, Update, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
-from app.db import utcnow
+from app.db import UTCDateTime, utcnow
 from app.models import ApiToken, LabelerStatus, Role, User
 from app.services import Conflict, Invalid, NotFound, ServiceError
 from app.services.login_throttle import release_attempt, reserve_attempt
@@ -290,16 +290,35 @@ def revoke_token(session: Session, token_id: int, owner: User | None = None) -> 
     return token
 
 
+@dataclass(frozen=True)
+class TokenUse:
+    """What a request needs of the API token it came with (not the row: loading it as an
+    object cost as much as loading the user, on every API request)."""
+
+    id: int
+    scopes: tuple[str, ...]
+
+
 @lru_cache(maxsize=1)
-def _token_lookup() -> Select[ApiToken, User]:
+def _token_lookup() -> Select[User, int, list[str], datetime | None, datetime | None]:
     return (
-        select(ApiToken, User)
+        select(User, ApiToken.id, ApiToken.scopes, ApiToken.revoked_at, ApiToken.last_used_at)
         .join(User, User.id == ApiToken.user_id)
         .where(ApiToken.token_hash == bindparam("token_hash", type_=String))
     )
 
 
-def user_for_token(session: Session, secret: str) -> tuple[User, ApiToken] | None:
+@lru_cache(maxsize=1)
+def _token_used() -> Update:
+    return (
+        update(ApiToken)
+        .where(ApiToken.id == bindparam("token_id", type_=Integer))
+        .values(last_used_at=bindparam("now", type_=UTCDateTime()))
+        .execution_options(synchronize_session=False)
+    )
+
+
+def user_for_token(session: Session, secret: str) -> tuple[User, TokenUse] | None:
     """The active user and token behind a bearer secret, or None; records last use."""
     if not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
         return None
@@ -307,12 +326,12 @@ def user_for_token(session: Session, secret: str) -> tuple[User, ApiToken] | Non
     row = session.execute(_token_lookup(), {"token_hash": hash_token(secret)}).first()
     if row is None:
         return None
-    token, user = row
-    if token.revoked_at is not None or not user.is_active:
+    user, token_id, scopes, revoked_at, last_used_at = row
+    if revoked_at is not None or not user.is_active:
         return None
     now = utcnow()
     # write at most once a minute: every request touching the row would serialise on it
-    if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
-        token.last_used_at = now
+    if last_used_at is None or now - last_used_at > timedelta(minutes=1):
+        session.execute(_token_used(), {"token_id": token_id, "now": now})
         session.commit()
-    return user, token
+    return user, TokenUse(token_id, tuple(scopes or ()))

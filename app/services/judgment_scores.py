@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Integer, Select, bindparam, func, select
+from sqlalchemy import Integer, Select, Table, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from app.models import Ranking, RankingEntry, Task
@@ -42,15 +42,19 @@ def ranks_of(entries: Iterable[RankingEntry]) -> dict[int, int]:
 @lru_cache(maxsize=1)
 def _ranks_statement() -> Select[int, int, int]:
     # built once: read on every submission to a shared task (the labeling hot path)
+    # Core on the tables: the ORM's compile step cost more than the read
+    entries, rankings = cast(Table, RankingEntry.__table__), cast(Table, Ranking.__table__)
     return (
-        select(RankingEntry.ranking_id, RankingEntry.completion_id, RankingEntry.rank)
-        .join(Ranking, Ranking.id == RankingEntry.ranking_id)
-        .where(Ranking.task_id == bindparam("task_id", type_=Integer))
+        select(entries.c.ranking_id, entries.c.completion_id, entries.c.rank)
+        .join(rankings, rankings.c.id == entries.c.ranking_id)
+        .where(rankings.c.task_id == bindparam("task_id", type_=Integer))
     )
 
 
 def _ranks_by_ranking(session: Session, task_id: int) -> dict[int, dict[int, int]]:
-    rows = session.execute(_ranks_statement(), {"task_id": task_id}).tuples()
+    """The task's stored rankings as ranks by completion. Callers flush first what the read
+    must see (a ranking is inserted in Core, after this read, by ``labeling.submit``)."""
+    rows = session.connection().execute(_ranks_statement(), {"task_id": task_id}).tuples()
     by_ranking: dict[int, dict[int, int]] = {}
     for ranking_id, completion_id, rank in rows:
         by_ranking.setdefault(ranking_id, {})[completion_id] = rank
@@ -83,6 +87,7 @@ def score_new_ranking(
 def rescore_task(session: Session, task: Task) -> None:
     """Recompute a task's agreement tally and its rankings' gold scores from scratch (after
     its reference changed, or it became a gold task)."""
+    session.flush()  # the read below is Core: it sees only what was flushed
     by_ranking = _ranks_by_ranking(session, task.id)
     ids = sorted(by_ranking)
     tally = Tally()

@@ -8,9 +8,9 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, delete, select
+from sqlalchemy import Select, Table, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -25,12 +25,15 @@ KEYS = tuple(OverlapSettings.model_fields)
 
 @lru_cache(maxsize=1)
 def _stored_statement() -> Select[str, Any]:
-    # built once: read on every submission that completes a shared task (adaptive overlap)
-    return select(LabelingSetting.key, LabelingSetting.value).where(LabelingSetting.key.in_(KEYS))
+    # built once, Core on the table (the ORM's compile step cost more than the read): read on
+    # every submission that completes a shared task (adaptive overlap)
+    table = cast(Table, LabelingSetting.__table__)
+    return select(table.c.key, table.c.value).where(table.c.key.in_(KEYS))
 
 
 def _stored(session: Session) -> dict[str, Any]:
-    return dict(session.execute(_stored_statement()).tuples().all())
+    # the settings are written in Core statements too: nothing pending that this must flush
+    return dict(session.connection().execute(_stored_statement()).tuples().all())
 
 
 def overlap_settings(session: Session) -> OverlapSettings:
