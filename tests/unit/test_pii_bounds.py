@@ -3,6 +3,10 @@ everything a labeler or an export can see (every split by default, metadata, com
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -221,3 +225,46 @@ def test_scanner_workers_fork_from_a_server_that_imported_the_scanner() -> None:
     assert pii_pool.scan_texts(["mail x@example.com"])[0].found
     preloaded = multiprocessing.forkserver._forkserver._preload_modules  # type: ignore[attr-defined]
     assert pii_pool.__name__ in preloaded
+
+
+_POOL_OWNER = """
+import multiprocessing.forkserver, sys, time
+from app.services.curation import pii_pool
+assert pii_pool.scan_texts(["mail x@example.com"])[0].found
+pids = [*pii_pool._pool._processes, multiprocessing.forkserver._forkserver._forkserver_pid]
+print(" ".join(map(str, pids)), flush=True)
+time.sleep(600)
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rpartition(b")")[2].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads process states from /proc")
+def test_scanner_processes_end_when_their_owner_is_killed(tmp_path) -> None:
+    """A server or worker killed outright (SIGKILL, the OOM killer) cannot shut its scanner
+    pool down: the scanner processes and their fork server (1.3 GB together) end on their
+    own instead of waiting forever on a queue nobody writes to."""
+    env = dict(os.environ, PREFLOOP_PII_PROCESSES="2", PREFLOOP_DATA_DIR=str(tmp_path))
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _POOL_OWNER], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        line = owner.stdout.readline() if owner.stdout else ""
+        pids = [int(pid) for pid in line.split()]
+        assert len(pids) >= 2 and all(_running(pid) for pid in pids), line
+    finally:
+        owner.kill()
+        owner.wait()
+    deadline = time.monotonic() + 60
+    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [pid for pid in pids if _running(pid)]
+    for pid in left:  # not to leave them behind on this machine when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "scanner processes outlived their owner"

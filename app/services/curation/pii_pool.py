@@ -86,7 +86,36 @@ def scan_batch(texts: Sequence[str], ner_model: str | None, deadline_s: float) -
     return results
 
 
-def _warm(ner_model: str | None) -> None:
+OWNER_CHECK_S = 1.0  # how often a scanner process looks whether its owner still runs
+
+
+def _owner_gone(owner: int) -> bool:
+    """True once the process that started the pool has ended (or is a zombie, dead but not
+    yet reaped by its own parent)."""
+    try:
+        os.kill(owner, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # a process of another user took the number: ours is gone
+        return True
+    try:
+        with open(f"/proc/{owner}/stat", "rb") as stat:
+            return stat.read().rpartition(b")")[2].split()[0] == b"Z"
+    except OSError:  # no /proc (macOS): the kill test above is all there is
+        return False
+
+
+def _exit_with_owner(owner: int) -> None:
+    while not _owner_gone(owner):
+        time.sleep(OWNER_CHECK_S)
+    # the owner was killed (SIGKILL, the OOM killer) before it could shut the pool down: this
+    # process would wait on its queue forever, holding its memory and the fork server
+    os._exit(0)
+
+
+def _warm(ner_model: str | None, owner: int | None = None) -> None:
+    if owner is not None:
+        threading.Thread(target=_exit_with_owner, args=(owner,), daemon=True).start()
     _filter(ner_model).scan("warm up")
 
 
@@ -122,7 +151,7 @@ def _executor(size: int, ner_model: str | None) -> ProcessPoolExecutor:
                 max_workers=size,
                 mp_context=context,
                 initializer=_warm,
-                initargs=(ner_model,),
+                initargs=(ner_model, os.getpid()),
             )
             _pool_key = (size, ner_model)
         return _pool
