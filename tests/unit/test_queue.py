@@ -137,3 +137,32 @@ def test_home_counts_waiting_and_done(api_as, client, make_user) -> None:
         counts = labeler_counts(s, user)
     assert counts["today"]["ranking"] == 1 and counts["total"]["ranking"] == 1
     assert counts["total"]["demonstration"] == 0
+
+
+def test_a_task_loaded_before_its_submission_reads_what_the_submission_changed(api_as) -> None:
+    """The HTML form loads the task before it calls ``submit`` (which locks and updates the
+    task in Core): the session's copy then reads the task as the submission left it, for a
+    one-labeler task (done by the lock) and for a skip (slot given back)."""
+    from app.db import get_sessionmaker
+    from app.models import User
+    from app.services.labeling import submit
+
+    done_id, ids = make_ranking_task(make_prompt(), k=4)
+    skipped_id, _ = make_ranking_task(make_prompt(), k=4, overlap=2)
+    labeler = api_as("labeler")
+    assert _next(labeler)["task_id"] == done_id
+    with get_sessionmaker()() as s:
+        task = s.get_one(Task, done_id)
+        assert (task.status, task.filled) == ("open", 1)
+        payload = {"ranking": [[i] for i in ids], "confirmed_order": True}
+        submit(s, s.get_one(User, labeler.user.id), done_id, payload)
+        assert (task.status, task.filled) == ("done", 1)
+        s.commit()
+    assert _next(labeler)["task_id"] == skipped_id
+    with get_sessionmaker()() as s:
+        task = s.get_one(Task, skipped_id)
+        assert task.filled == 1
+        submit(s, s.get_one(User, labeler.user.id), skipped_id, {"skip": {"reason": "unclear"}})
+        assert (task.status, task.filled) == ("open", 0)
+        s.commit()
+    assert _read(lambda s: s.get(Task, skipped_id)).filled == 0
