@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from sqlalchemy import Integer, Select, Table, bindparam, func, select
 from sqlalchemy.orm import Session
@@ -25,19 +25,6 @@ from app.models import Ranking, RankingEntry, Task
 from app.services.agreement import Tally, pair_tally, ranks_from_groups
 from app.services.labeling_settings import overlap_settings
 from app.services.task_kinds import spec_of
-
-
-class ScoredTask(Protocol):
-    """What the scores read and change of a task: the ORM ``Task``, or the row a submission
-    locked (``labeling.LockedTask``)."""
-
-    id: int
-    kind: str
-    overlap: int
-    overlap_added: int
-    agreement_credit: float
-    agreement_pairs: int
-    reference: dict[str, Any] | None
 
 
 def reference_ranks(reference: Mapping[str, Any] | None) -> dict[int, int] | None:
@@ -75,7 +62,7 @@ def _ranks_by_ranking(session: Session, task_id: int) -> dict[int, dict[int, int
 
 
 def score_new_ranking(
-    session: Session, task: ScoredTask, ranking: Ranking, new: dict[int, int] | None = None
+    session: Session, task: Task, ranking: Ranking, new: dict[int, int] | None = None
 ) -> None:
     """Add a new ranking (``new``: its ranks, else read from its entries) to its task's
     agreement tally and score it against the reference of a gold task. The caller holds the
@@ -119,12 +106,12 @@ def rescore_task(session: Session, task: Task) -> None:
     session.flush()
 
 
-def task_agreement(task: ScoredTask) -> float | None:
+def task_agreement(task: Task) -> float | None:
     """The pooled pairwise agreement among the task's labelers (None with fewer than two)."""
     return Tally(task.agreement_credit or 0.0, task.agreement_pairs or 0).rate
 
 
-def reopen_if_disagreed(session: Session, task: ScoredTask) -> bool:
+def reopen_if_disagreed(session: Session, task: Task) -> bool:
     """Called when ``overlap`` labelers have submitted: give a disagreed task one more slot
     (adaptive overlap). Returns True when the task stays open. The caller holds the row lock."""
     if not spec_of(task.kind).adaptive_overlap:

@@ -5,7 +5,6 @@ The HTML pages and the JSON API both call `describe_assignment` and `submit`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Protocol, cast
@@ -24,7 +23,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql.dml import ReturningUpdate
 
 from app.config import get_settings
@@ -48,7 +46,7 @@ from app.services.judgment_scores import (
     rescore_task,
     score_new_ranking,
 )
-from app.services.queue import ASSIGNMENTS, FINISHED, TASKS, Held, task_view
+from app.services.queue import ASSIGNMENTS, FINISHED, Held, task_view
 from app.services.task_kinds import a_or_an, slot_kinds, spec_of
 
 SKIP_REASON_MAX_CHARS = 2000
@@ -135,31 +133,10 @@ def describe_assignment(session: Session, assignment: Held) -> dict[str, Any]:
     return described
 
 
-@dataclass
-class LockedTask:
-    """The task as the submission's lock returned it: a Core row, not an ORM object (loading
-    and refreshing one, then flushing it, was a tenth of a submission's CPU). The submission
-    changes it here; ``_write_task`` sends what changed in one ``UPDATE``."""
-
-    id: int
-    kind: str
-    prompt_id: int
-    overlap: int
-    overlap_added: int
-    agreement_credit: float
-    agreement_pairs: int
-    status: str
-    reference: dict[str, Any] | None
-    slot_given_back: bool = False  # a skip: ``filled - 1``, in SQL
-
-
-LOCKED_COLUMNS = tuple(f.name for f in fields(LockedTask) if f.name != "slot_given_back")
-# what a submission may change of its task (adaptive overlap, agreement, status)
-CHANGEABLE = ("overlap", "overlap_added", "agreement_credit", "agreement_pairs", "status")
-
-
 @lru_cache(maxsize=1)
-def _submit_statements() -> tuple[ReturningUpdate[Any], ReturningUpdate[Any], ReturningUpdate[Any]]:
+def _submit_statements() -> tuple[
+    ReturningUpdate[Any], ReturningUpdate[Task], ReturningUpdate[Task]
+]:
     """``submit``'s end of the hold and its lock of the task (for a submission and for a skip),
     built once with parameters: building them anew cost more CPU than running them."""
     # Core: the hold's row is not needed as an object, only what the submission reads of it
@@ -185,33 +162,18 @@ def _submit_statements() -> tuple[ReturningUpdate[Any], ReturningUpdate[Any], Re
     )
     # serialises the submissions of one task, so exactly one of them marks it done; a task
     # of one labeler is done with this submission (nobody else can have submitted it)
-    one_labeler_done = and_(TASKS.c.overlap <= 1, TASKS.c.kind.in_(slot_kinds()))
-    lock = update(TASKS).where(TASKS.c.id == bindparam("of_task", type_=Integer))
-    returned = [TASKS.c[name] for name in LOCKED_COLUMNS]
-    submitted = case((one_labeler_done, TaskStatus.done.value), else_=TASKS.c.status)
+    one_labeler_done = and_(Task.overlap <= 1, Task.kind.in_(slot_kinds()))
+    lock = (
+        update(Task)
+        .where(Task.id == bindparam("of_task", type_=Integer))
+        .execution_options(synchronize_session=False)
+    )
+    submitted = case((one_labeler_done, TaskStatus.done.value), else_=Task.status)
     return (
         end_hold,
-        lock.values(status=submitted).returning(*returned),
-        lock.values(status=TASKS.c.status).returning(*returned),
+        lock.values(status=submitted).returning(Task),
+        lock.values(status=Task.status).returning(Task),
     )
-
-
-def _write_task(session: Session, before: LockedTask, task: LockedTask) -> None:
-    """One ``UPDATE`` of what the submission changed of its (locked) task, if anything."""
-    changes: dict[str, Any] = {
-        name: getattr(task, name)
-        for name in CHANGEABLE
-        if getattr(task, name) != getattr(before, name)
-    }
-    if task.slot_given_back:
-        changes["filled"] = TASKS.c.filled - 1  # in SQL: the row is locked, this stays exact
-    if changes:
-        session.connection().execute(update(TASKS).where(TASKS.c.id == task.id).values(**changes))
-    # an ORM copy of the task loaded earlier in this session (the HTML form's) reads what the
-    # lock and this write changed anew
-    cached = session.identity_map.get(identity_key(Task, task.id))
-    if cached is not None:
-        session.expire(cached, ["filled", *CHANGEABLE])
 
 
 def parse_submission(payload: SubmissionIn | dict[str, Any]) -> SubmissionIn:
@@ -261,13 +223,11 @@ def submit(
     )
     if assignment is None:
         return _submit_without_hold(session, labeler, task_id, sub, now)
-    locked = (
-        session.connection()
-        .execute(lock_task if skip_reason is None else lock_task_of_skip, {"of_task": task_id})
-        .one()
-    )
-    task = LockedTask(**locked._mapping)
-    before = replace(task)
+    task = session.scalars(
+        lock_task if skip_reason is None else lock_task_of_skip,
+        {"of_task": task_id},
+        execution_options={"populate_existing": True},
+    ).one()
     spec = spec_of(task.kind)
     time_spent = sub.time_spent_ms
     if time_spent is None:
@@ -292,7 +252,7 @@ def submit(
             raise Invalid(
                 f"task {task_id} is {a_or_an(spec.shown_as)}: send 'ranking'", field="ranking"
             )
-        shown = assignment.display_order or task_view(session, task.id).completion_ids
+        shown = assignment.display_order or [item.completion_id for item in task.items]
         groups, ratings = _validated_ranking(sub, shown, likert_required=spec.requires_likert())
         ranking = Ranking(
             task_id=task.id,
@@ -339,7 +299,7 @@ def submit(
     done_here = skip_reason is None and task.overlap <= 1 and task.kind in slot_kinds()
     if not spec.once_per_labeler and not done_here:
         _update_task_after(session, task, skipped=skip_reason is not None)
-    _write_task(session, before, task)
+    session.flush()
     return _result(session, task, assignment, replayed=False, label_id=label_id)
 
 
@@ -473,13 +433,14 @@ def _finished_counts() -> Select[str, int]:
     )
 
 
-def _update_task_after(session: Session, task: LockedTask, *, skipped: bool) -> None:
+def _update_task_after(session: Session, task: Task, *, skipped: bool) -> None:
     """A skip gives its slot to another labeler (one labeler's "I cannot judge this" should not
     end the task) until `task_max_skips` labelers skipped it: then it is closed as unclear.
     The task is done when `overlap` labelers submitted, unless they disagree and adaptive
     overlap gives it one more (see judgment_scores). (Kinds served once to every labeler hold
     no slots and stay open.)"""
-    task.slot_given_back = skipped
+    if skipped:
+        task.filled = Task.filled - 1  # in SQL: the row is locked, this just stays exact
     # nothing of the ORM's is pending that the count reads: the holds changed in Core
     counts = session.connection().execute(_finished_counts(), {"task_id": task.id})
     by_status = dict(counts.tuples().all())
@@ -488,6 +449,7 @@ def _update_task_after(session: Session, task: LockedTask, *, skipped: bool) -> 
             task.status = TaskStatus.done.value
     elif by_status.get(AssignmentStatus.skipped.value, 0) >= get_settings().task_max_skips:
         task.status = TaskStatus.closed.value
+    session.flush()
 
 
 def _skip_reason(reason: str) -> str:
@@ -610,7 +572,7 @@ def _same_as_stored(
 
 def _result(
     session: Session,
-    task: Task | LockedTask,
+    task: Task,
     assignment: _Finished,
     *,
     replayed: bool,
