@@ -37,7 +37,7 @@ def _ranks(session: Session, ranking_ids: list[int]) -> dict[int, dict[int, int]
         select(RankingEntry.ranking_id, RankingEntry.completion_id, RankingEntry.rank).where(
             RankingEntry.ranking_id.in_(ranking_ids)
         )
-    ).tuples()
+    )
     ranks: dict[int, dict[int, int]] = {rid: {} for rid in ranking_ids}
     for ranking_id, completion_id, rank in rows:
         ranks[ranking_id][completion_id] = rank
@@ -94,9 +94,9 @@ def consensus_records(
         ranks = _ranks(session, [r.id for r in rows])
         wanted = sorted({cid for order in ranks.values() for cid in order})
         texts = dict(
-            session.execute(select(Completion.id, Completion.text).where(Completion.id.in_(wanted)))
-            .tuples()
-            .all()
+            session.execute(
+                select(Completion.id, Completion.text).where(Completion.id.in_(wanted))
+            ).all()
         )
         by_task: dict[int, list[Any]] = {}
         for row in rows:

@@ -86,7 +86,7 @@ def use_case_distribution(session: Session) -> list[dict[str, Any]]:
 def curation_counts(session: Session) -> dict[str, Any]:
     """Prompts per status, users at the cap, and PII entity types found."""
     by_status = dict(
-        session.execute(select(Prompt.status, func.count()).group_by(Prompt.status)).tuples().all()
+        session.execute(select(Prompt.status, func.count()).group_by(Prompt.status)).all()
     )
     capped_users = session.scalar(
         select(func.count(func.distinct(Prompt.user_id))).where(

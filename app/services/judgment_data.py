@@ -109,7 +109,7 @@ def load_rankings(
     query = _rankings_query(conditions).order_by(Ranking.id.desc() if newest_first else Ranking.id)
     if limit is not None:
         query = query.limit(limit)
-    loaded = [LoadedRanking(*row) for row in session.execute(query).tuples()]
+    loaded = [LoadedRanking(*row) for row in session.execute(query)]
     by_id = {r.ranking_id: r for r in loaded}
     ids = list(by_id)
     for start in range(0, len(ids), _CHUNK):
@@ -122,7 +122,7 @@ def load_rankings(
                 RankingEntry.likert,
                 RankingEntry.flags,
             ).where(RankingEntry.ranking_id.in_(chunk))
-        ).tuples()
+        )
         for ranking_id, completion_id, rank, likert, flags in entries:
             ranking = by_id[ranking_id]
             ranking.ranks[completion_id] = rank

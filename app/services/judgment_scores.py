@@ -54,7 +54,7 @@ def _ranks_statement() -> Select[int, int, int]:
 def _ranks_by_ranking(session: Session, task_id: int) -> dict[int, dict[int, int]]:
     """The task's stored rankings as ranks by completion. Callers flush first what the read
     must see (a ranking is inserted in Core, after this read, by ``labeling.submit``)."""
-    rows = session.connection().execute(_ranks_statement(), {"task_id": task_id}).tuples()
+    rows = session.connection().execute(_ranks_statement(), {"task_id": task_id})
     by_ranking: dict[int, dict[int, int]] = {}
     for ranking_id, completion_id, rank in rows:
         by_ranking.setdefault(ranking_id, {})[completion_id] = rank
@@ -137,7 +137,7 @@ def gold_accuracy_by_labeler(session: Session) -> dict[int, float]:
         select(Ranking.labeler_id, func.sum(Ranking.gold_credit), func.sum(Ranking.gold_pairs))
         .where(Ranking.gold_pairs > 0)
         .group_by(Ranking.labeler_id)
-    ).tuples()
+    )
     return {labeler_id: float(credit or 0.0) / pairs for labeler_id, credit, pairs in rows if pairs}
 
 

@@ -94,7 +94,7 @@ def gold_references(session: Session, task_ids: Iterable[int]) -> dict[int, dict
         select(Task.id, Task.reference).where(
             Task.kind.in_(reference_kinds("ranking")), Task.reference.is_not(None)
         )
-    ).tuples()
+    )
     return {task_id: reference for task_id, reference in rows if reference and task_id in ids}
 
 
@@ -159,7 +159,7 @@ def _demonstrations(
         .join(Task, Task.id == Demonstration.task_id)
         .join(Prompt, Prompt.id == Demonstration.prompt_id)
         .where(*conditions)
-    ).tuples()
+    )
     result: dict[int, tuple[int, list[float]]] = {}
     for labeler_id, ms in rows:
         count, seconds = result.get(labeler_id, (0, []))
@@ -194,7 +194,7 @@ def _ranking_totals(
         .join(Prompt, Prompt.id == Ranking.prompt_id)
         .where(*conditions)
         .group_by(Ranking.labeler_id)
-    ).tuples()
+    )
     return {
         labeler_id: _Totals(int(n), int(golds), Tally(float(credit or 0.0), int(pairs or 0)))
         for labeler_id, n, golds, credit, pairs in rows
@@ -221,7 +221,7 @@ def _finished(session: Session, filters: QualityFilters) -> dict[int, tuple[int,
             Prompt, Prompt.id == Task.prompt_id
         )
         conditions.append(Prompt.use_case == filters.use_case)
-    rows = session.execute(query.where(*conditions).group_by(Assignment.labeler_id)).tuples()
+    rows = session.execute(query.where(*conditions).group_by(Assignment.labeler_id))
     return {labeler_id: (int(total), int(skips or 0)) for labeler_id, total, skips in rows}
 
 

@@ -443,7 +443,7 @@ def _update_task_after(session: Session, task: Task, *, skipped: bool) -> None:
         task.filled = Task.filled - 1  # in SQL: the row is locked, this just stays exact
     # nothing of the ORM's is pending that the count reads: the holds changed in Core
     counts = session.connection().execute(_finished_counts(), {"task_id": task.id})
-    by_status = dict(counts.tuples().all())
+    by_status = dict(counts.all())
     if by_status.get(AssignmentStatus.submitted.value, 0) >= task.overlap:
         if skipped or not reopen_if_disagreed(session, task):
             task.status = TaskStatus.done.value

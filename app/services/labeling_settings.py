@@ -33,7 +33,7 @@ def _stored_statement() -> Select[str, Any]:
 
 def _stored(session: Session) -> dict[str, Any]:
     # the settings are written in Core statements too: nothing pending that this must flush
-    return dict(session.connection().execute(_stored_statement()).tuples().all())
+    return dict(session.connection().execute(_stored_statement()).all())
 
 
 def overlap_settings(session: Session) -> OverlapSettings:

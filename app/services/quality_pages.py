@@ -22,7 +22,7 @@ def screening_set(session: Session) -> dict[str, int]:
         select(Task.kind, func.count())
         .where(Task.screening.is_(True), Task.status == TaskStatus.open.value)
         .group_by(Task.kind)
-    ).tuples()
+    )
     counts = {"rankings": 0, "demonstrations": 0}
     for kind, n in rows:
         counts["rankings" if spec_of(kind).form == "ranking" else "demonstrations"] += n
@@ -40,7 +40,7 @@ def gold_candidates(session: Session) -> list[dict[str, Any]]:
         .where(Task.kind == TaskKind.ranking.value, Task.status != TaskStatus.closed.value)
         .order_by(Task.id.desc())
         .limit(CANDIDATES)
-    ).tuples()
+    )
     return [
         {"task_id": task_id, "status": status, "prompt": prompt, "rankings": n}
         for task_id, status, prompt, n in rows
@@ -60,7 +60,7 @@ def gold_task_form(
         .join(TaskItem, TaskItem.completion_id == Completion.id)
         .where(TaskItem.task_id == task.id)
         .order_by(TaskItem.position)
-    ).tuples()
+    )
     ranks = reference_ranks(task.reference) or {}
     stored_flags = (task.reference or {}).get("flags") or {}
     values = values or {}

@@ -666,9 +666,7 @@ def waiting_counts(session: Session, labeler: User, up_to: int = WAITING_UP_TO) 
                 Assignment.lock_expires_at > utcnow(),
             )
             .group_by(Task.kind)
-        )
-        .tuples()
-        .all()
+        ).all()
     )
     for shown in SHOWN_KINDS:
         kinds = [k for k in pool if shown_kind_of(k) == shown]

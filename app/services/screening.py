@@ -107,7 +107,7 @@ def _texts(session: Session, completion_ids: set[int]) -> dict[int, str]:
         return {}
     rows = session.execute(
         select(Completion.id, Completion.text).where(Completion.id.in_(sorted(completion_ids)))
-    ).tuples()
+    )
     return dict(rows.all())
 
 
@@ -126,9 +126,7 @@ def _gold_rankings(session: Session, labeler: User) -> tuple[list[dict[str, Any]
     prompts = dict(
         session.execute(
             select(Prompt.id, Prompt.text).where(Prompt.id.in_({r.prompt_id for r in loaded}))
-        )
-        .tuples()
-        .all()
+        ).all()
     )
     texts = _texts(session, {cid for r in loaded for cid in r.ranks})
     result = []
@@ -177,7 +175,7 @@ def _gold_demonstrations(session: Session, labeler: User) -> list[dict[str, Any]
         .where(Demonstration.labeler_id == labeler.id)
         .where(Task.kind.in_(reference_kinds("text")))
         .order_by(Demonstration.id.desc())
-    ).tuples()
+    )
     return [
         {
             "task_id": task_id,
@@ -226,7 +224,7 @@ def _recent_demonstrations(session: Session, labeler: User) -> list[dict[str, An
         .where(Demonstration.labeler_id == labeler.id)
         .order_by(Demonstration.id.desc())
         .limit(RECENT)
-    ).tuples()
+    )
     return [
         {"task_id": task_id, "prompt": prompt, "text": text, "created_at": created_at}
         for task_id, prompt, text, created_at in rows
@@ -249,7 +247,7 @@ def labeler_record(session: Session, labeler_id: int) -> dict[str, Any]:
         .outerjoin(User, User.id == ScreeningDecision.decided_by_id)
         .where(ScreeningDecision.labeler_id == labeler.id)
         .order_by(ScreeningDecision.id.desc())
-    ).tuples()
+    )
     return {
         "labeler_id": labeler.id,
         "username": labeler.username,

@@ -236,10 +236,9 @@ def run_ppo(ctx: JobContext) -> Outcome:
 
 def _prompts_to_sample(session: Session, p: Any) -> list[tuple[int, str]]:
     if p.prompt_ids:
-        rows = session.execute(
-            select(Prompt.id, Prompt.text).where(Prompt.id.in_(p.prompt_ids))
-        ).tuples()
-        return sorted(rows, key=lambda r: p.prompt_ids.index(r[0]))[: p.prompt_count]
+        rows = session.execute(select(Prompt.id, Prompt.text).where(Prompt.id.in_(p.prompt_ids)))
+        ordered = sorted(rows, key=lambda r: p.prompt_ids.index(r[0]))[: p.prompt_count]
+        return [(prompt_id, text) for prompt_id, text in ordered]
     has_ranking_task = exists().where(Task.prompt_id == Prompt.id, Task.kind == TaskKind.ranking)
     query = (
         select(Prompt.id, Prompt.text)

@@ -96,11 +96,9 @@ def test_cap_never_exceeded_under_concurrency(
                 select(Prompt.user_id, func.count())
                 .where(Prompt.status == "accepted")
                 .group_by(Prompt.user_id)
-            )
-            .tuples()
-            .all()
+            ).all()
         )
-        quotas = dict(session.execute(select(UserQuota.user_id, UserQuota.accepted)).tuples().all())
+        quotas = dict(session.execute(select(UserQuota.user_id, UserQuota.accepted)).all())
     assert stored == quotas == dict(accepted)
 
 

@@ -126,7 +126,7 @@ def test_curation_invariants(small_limits: str, program: list[tuple]) -> None:
         for p in prompts:
             accepted[p.user_id] += p.status == "accepted"
         assert max(accepted.values(), default=0) <= CAP
-        quotas = dict(session.execute(select(UserQuota.user_id, UserQuota.accepted)).tuples().all())
+        quotas = dict(session.execute(select(UserQuota.user_id, UserQuota.accepted)).all())
         assert {u: n for u, n in quotas.items() if n} == {u: n for u, n in accepted.items() if n}
         # dedup: accepted prompts never share a prefix; a duplicate shares its owner's
         by_id = {p.id: p for p in prompts}

@@ -49,9 +49,7 @@ def splits_for_users(session: Session, client: str, user_ids: Iterable[str]) -> 
             select(SplitPin.user_id, SplitPin.split).where(
                 SplitPin.client == client, SplitPin.user_id.in_(wanted)
             )
-        )
-        .tuples()
-        .all()
+        ).all()
     )
     rest = wanted - found.keys()
     if rest:
