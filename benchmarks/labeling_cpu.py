@@ -120,20 +120,27 @@ def reference_cycle(client: _Client, labeler: int) -> None:
         raise RuntimeError(f"reference submit answered {status}")
 
 
-def measure(pid: int, cycles: int, warmup: int, cycle: Callable[[int], None]) -> dict[str, float]:
-    """Runs ``warmup`` cycles, then ``cycles`` measured ones; ms of CPU per cycle."""
+def measure(
+    pid: int, cycles: int, warmup: int, cycle: Callable[[int], None]
+) -> tuple[dict[str, float], list[float]]:
+    """Runs ``warmup`` cycles, then ``cycles`` measured ones: ms of CPU per cycle, and each
+    measured cycle's wall time in ms (its tail shows the server's pauses)."""
     for n in range(warmup):
         cycle(n)
     server, postgres = _tree(pid), _postgres()
     server_before, pg_before, wall_before = _cpu(server), _cpu(postgres), time.perf_counter()
+    each: list[float] = []
     for n in range(warmup, warmup + cycles):
+        started = time.perf_counter()
         cycle(n)
+        each.append((time.perf_counter() - started) * 1000)
     wall = time.perf_counter() - wall_before
-    return {
+    per_cycle = {
         "server": (_cpu(server) - server_before) * 1000 / cycles,
         "postgres": (_cpu(postgres) - pg_before) * 1000 / cycles,
         "wall": wall * 1000 / cycles,
     }
+    return per_cycle, each
 
 
 def _serve_prefloop(root: Path, url: str, work: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -209,6 +216,7 @@ def main() -> None:
             wait_until_idle(proc)
 
         runs: dict[str, list[dict[str, float]]] = {label: [] for label, *_ in sides}
+        cycle_ms: dict[str, list[float]] = {label: [] for label in runs}
         done = dict.fromkeys(runs, 0)
         for round_ in range(args.rounds):
             # each round in another order, so no side always follows the same one
@@ -226,7 +234,9 @@ def main() -> None:
                     run_cycle(client, first + k)
 
                 warmup = args.warmup if round_ == 0 else 20
-                runs[label].append(measure(proc.pid, args.cycles, warmup, step))
+                per_cycle, each = measure(proc.pid, args.cycles, warmup, step)
+                runs[label].append(per_cycle)
+                cycle_ms[label].extend(each)
                 done[label] += warmup + args.cycles
             print(
                 f"round {round_ + 1}: "
@@ -254,6 +264,11 @@ def main() -> None:
                 if label != "reference"
             ]
             print(f"  {what:16} " + "  ".join(cells) + f"  reference {med('reference', key):6.2f}")
+        print("  one cycle's wall time, every measured cycle (a pause of the server shows here):")
+        for label, times in cycle_ms.items():
+            cuts = statistics.quantiles(times, n=1000)
+            print(f"    {label:12} p50 {cuts[499]:6.1f}  p99 {cuts[989]:6.1f}  p99.9 "
+                  f"{cuts[998]:6.1f}  max {max(times):6.1f} ms")  # fmt: skip
         for _, proc, _, _ in sides:
             stop(proc)
         for url in urls:

@@ -203,9 +203,13 @@ def _open_for(labeler: LabelerTraits, kinds: list[str], task: type[Task] = Task)
     eligible by their kind's rule; slot kinds need a free slot. ``task``: an alias of Task,
     for use as a subquery of a statement on tasks."""
     # per candidate, one probe of the unique (task_id, labeler_id) index: the queue reads
-    # candidates in id order and stops at the first, however many tasks the labeler has done
+    # candidates in id order and stops at the first, however many tasks the labeler has done.
+    # `+ 0` keeps it so: with a plain `task_id = tasks.id` PostgreSQL may merge-join instead
+    # and read every hold the labeler ever had from that index (it did for the home's waiting
+    # counts at a million prompts: 18-25 ms per kind for a labeler with 10,000 holds, against
+    # well under 1 ms probed; an expression cannot be merge-joined on the index's order)
     mine = exists().where(
-        Assignment.task_id == task.id,
+        Assignment.task_id == task.id + literal_column("0"),
         Assignment.labeler_id == labeler.id,
         Assignment.status != AssignmentStatus.expired.value,
     )
