@@ -206,7 +206,7 @@ def _open_for(labeler: LabelerTraits, kinds: list[str], task: type[Task] = Task)
     # candidates in id order and stops at the first, however many tasks the labeler has done.
     # `+ 0` keeps it so: with a plain `task_id = tasks.id` PostgreSQL may merge-join instead
     # and read every hold the labeler ever had from that index (it did for the home's waiting
-    # counts at a million prompts: 18-25 ms per kind for a labeler with 10,000 holds, against
+    # counts at a million prompts: 20-33 ms per kind for a labeler with 10,000 holds, against
     # well under 1 ms probed; an expression cannot be merge-joined on the index's order)
     mine = exists().where(
         Assignment.task_id == task.id + literal_column("0"),
