@@ -214,11 +214,17 @@ def integrity(url: str) -> str:
 
 
 def run_locust(host: str, user_class: str, users: int, seconds: int, tokens: Path,
-               out: Path) -> dict[str, dict[str, str]]:  # fmt: skip
+               out: Path, ramp_up: float = 0) -> dict[str, dict[str, str]]:  # fmt: skip
+    """Locust for ``seconds``; with ``ramp_up``, the users start over that many seconds first
+    and the statistics are reset once all have started (``--reset-stats``): the figures are
+    then of the steady state, without the logins and each server's first requests."""
     env = dict(os.environ, PREFLOOP_LOCUST_TOKENS=str(tokens), PYTHONPATH=str(ROOT))
+    rate = users / ramp_up if ramp_up else max(1, users // 2)
+    steady = ["--reset-stats"] if ramp_up else []
     cmd = [PY, "-m", "locust", "-f", str(ROOT / "benchmarks" / "locustfile.py"), "--headless",
-           "-u", str(users), "-r", str(max(1, users // 2)), "-t", f"{seconds}s", "--host", host,
-           "--csv", str(out), "--only-summary", "--stop-timeout", "10", *user_class.split()]  # fmt: skip
+           "-u", str(users), "-r", str(rate), "-t", f"{seconds + int(ramp_up)}s", *steady,
+           "--host", host, "--csv", str(out), "--only-summary", "--stop-timeout", "10",
+           *user_class.split()]  # fmt: skip
     subprocess.run(cmd, env=env, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     with open(f"{out}_failures.csv") as f:
         for row in list(csv.DictReader(f))[:3]:

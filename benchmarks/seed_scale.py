@@ -186,7 +186,7 @@ def measure(url: str, accounts: dict, work: Path, args: argparse.Namespace) -> N
         os.environ["PREFLOOP_LOCUST_THINK_S"] = str(args.think)
         stats = run_locust(f"http://127.0.0.1:{port}", "BrowsingLabeler ResearcherUser",
                            args.labelers + 2, args.seconds, work / "tokens.json",
-                           work / "scale")  # fmt: skip
+                           work / "scale", ramp_up=args.ramp_up)  # fmt: skip
     finally:
         stop(server)
     for name in ("next", "submit", "labeler home", "/admin", "/admin/overview", "/admin/data"):
@@ -254,6 +254,13 @@ def main() -> None:
         dest="warm",
         action="store_false",
         help="--measure: start Locust at once, while the admin figures are first counted",
+    )
+    parser.add_argument(
+        "--ramp-up",
+        type=float,
+        default=0.0,
+        help="--measure: start the users over this many seconds and measure only after "
+        "(the steady state: no logins, no first requests of a process); 0: from the start",
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--keep", action="store_true", help="keep the database (its URL printed)")
