@@ -43,11 +43,13 @@ from benchmarks.labeling_http import (  # noqa: E402
     PG_ADMIN_URL,
     PY,
     access_log_off,
+    cpu_seconds,
     create_database,
     drop_database,
     free_port,
     git_head,
     integrity,
+    process_tree,
     seed_prefloop,
     stop,
     wait_for,
@@ -55,22 +57,6 @@ from benchmarks.labeling_http import (  # noqa: E402
 )
 
 LABELERS = 10  # the client cycles through them, so holds and agreement look like a team's
-
-
-def _cpu(procs: list[psutil.Process]) -> float:
-    total = 0.0
-    for p in procs:
-        try:
-            times = p.cpu_times()
-        except psutil.Error:
-            continue
-        total += times.user + times.system
-    return total
-
-
-def _tree(pid: int) -> list[psutil.Process]:
-    root = psutil.Process(pid)
-    return [root, *root.children(recursive=True)]
 
 
 def _postgres() -> list[psutil.Process]:
@@ -127,8 +113,12 @@ def measure(
     measured cycle's wall time in ms (its tail shows the server's pauses)."""
     for n in range(warmup):
         cycle(n)
-    server, postgres = _tree(pid), _postgres()
-    server_before, pg_before, wall_before = _cpu(server), _cpu(postgres), time.perf_counter()
+    server, postgres = process_tree(pid), _postgres()
+    server_before, pg_before, wall_before = (
+        cpu_seconds(server),
+        cpu_seconds(postgres),
+        time.perf_counter(),
+    )
     each: list[float] = []
     for n in range(warmup, warmup + cycles):
         started = time.perf_counter()
@@ -136,8 +126,8 @@ def measure(
         each.append((time.perf_counter() - started) * 1000)
     wall = time.perf_counter() - wall_before
     per_cycle = {
-        "server": (_cpu(server) - server_before) * 1000 / cycles,
-        "postgres": (_cpu(postgres) - pg_before) * 1000 / cycles,
+        "server": (cpu_seconds(server) - server_before) * 1000 / cycles,
+        "postgres": (cpu_seconds(postgres) - pg_before) * 1000 / cycles,
         "wall": wall * 1000 / cycles,
     }
     return per_cycle, each

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -66,30 +67,38 @@ def wait_for(port: int, proc: subprocess.Popen, path: str, timeout: float = 120)
         raise TimeoutError(f"the server on {port} did not come up")
 
 
+def process_tree(pid: int) -> list[Any]:
+    """The process ``pid`` and its children (psutil processes)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def cpu_seconds(procs: list[Any]) -> float:
+    """User + system CPU seconds used so far by ``procs``; those gone meanwhile count 0."""
+    import psutil
+
+    total = 0.0
+    for p in procs:
+        try:
+            times = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def wait_until_idle(proc: subprocess.Popen, timeout: float = 180) -> float:
     """Until the server and its children (the PII scanner's processes, which load Presidio
     after the server answers) use under a tenth of a core: the measurement is of the steady
     state, not of start-up work competing with the first seconds of Locust. Returns the
     seconds waited."""
-    import psutil
-
     started = time.monotonic()
-    root = psutil.Process(proc.pid)
-
-    def cpu_seconds() -> float:
-        total = 0.0
-        for p in [root, *root.children(recursive=True)]:
-            try:
-                times = p.cpu_times()
-            except psutil.Error:
-                continue
-            total += times.user + times.system
-        return total
-
-    before = cpu_seconds()
+    before = cpu_seconds(process_tree(proc.pid))
     while time.monotonic() - started < timeout:
         time.sleep(2)
-        now = cpu_seconds()
+        now = cpu_seconds(process_tree(proc.pid))
         if now - before < 0.2:
             break
         before = now
