@@ -256,7 +256,7 @@ def main() -> None:
             print(f"  {what:16} " + "  ".join(cells) + f"  reference {med('reference', key):6.2f}")
         print("  one cycle's wall time, every measured cycle (a pause of the server shows here):")
         for label, times in cycle_ms.items():
-            cuts = statistics.quantiles(times, n=1000)
+            cuts = statistics.quantiles(times, n=1000, method="inclusive")
             print(f"    {label:12} p50 {cuts[499]:6.1f}  p99 {cuts[989]:6.1f}  p99.9 "
                   f"{cuts[998]:6.1f}  max {max(times):6.1f} ms")  # fmt: skip
         for _, proc, _, _ in sides:
