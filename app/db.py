@@ -11,14 +11,17 @@ from typing import Any, cast
 
 from anyio import to_thread
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     CursorResult,
     DateTime,
     Engine,
     MetaData,
     Result,
+    String,
     create_engine,
     event,
+    literal_column,
 )
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -56,6 +59,23 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def sql_constant(value: str) -> ColumnElement[str]:
+    """``value`` written into the statement's text instead of bound as a parameter: for the
+    fixed words of a statement that runs on every request (a status, a kind).
+
+    psycopg prepares a statement run often, and PostgreSQL then plans it once (a generic plan)
+    unless that plan is estimated dearer than planning each call anew. A generic plan cannot
+    use a partial index such as the open tasks' (``status = 'open'``) unless the text itself
+    says ``'open'``. With its constants bound, the queue's claim was planned on every call
+    (1.1 ms of the server's CPU against 0.3 ms to run it, issue 14), or its one plan walked
+    the primary key past every task no longer open.
+    """
+    if not value.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"not a plain word: {value!r}")  # never data: nothing to escape
+    # rendered when the statement is compiled (SQLAlchemy caches that), not on each execution
+    return literal_column(f"'{value}'", String)
 
 
 def rows_matched(result: Result[Any]) -> int:

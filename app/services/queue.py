@@ -51,7 +51,7 @@ from sqlalchemy.sql.dml import ReturningUpdate
 from sqlalchemy.types import TypeEngine
 
 from app.config import get_settings
-from app.db import UTCDateTime, is_postgres, utcnow
+from app.db import UTCDateTime, is_postgres, sql_constant, utcnow
 from app.models import (
     Assignment,
     AssignmentStatus,
@@ -211,13 +211,15 @@ def _open_for(labeler: LabelerTraits, kinds: list[str], task: type[Task] = Task)
     mine = exists().where(
         Assignment.task_id == task.id + literal_column("0"),
         Assignment.labeler_id == labeler.id,
-        Assignment.status != AssignmentStatus.expired.value,
+        Assignment.status != sql_constant(AssignmentStatus.expired.value),
     )
+    # the fixed words as constants (see `sql_constant`): the claim's generic plan then reads
+    # the partial index of open tasks
     query = (
         select(task)
         .join(Prompt, Prompt.id == task.prompt_id)
-        .where(task.status == TaskStatus.open.value)
-        .where(Prompt.status == PromptStatus.accepted.value)
+        .where(task.status == sql_constant(TaskStatus.open.value))
+        .where(Prompt.status == sql_constant(PromptStatus.accepted.value))
         # a labeler never labels a prompt they wrote
         .where(or_(Prompt.author_id.is_(None), Prompt.author_id != labeler.id))
         .where(~mine)
@@ -358,9 +360,9 @@ def _still_holding(
         .join(held_task, held_task.id == holds.task_id)
         .where(
             holds.labeler_id == labeler.id,
-            holds.status == AssignmentStatus.active.value,
+            holds.status == sql_constant(AssignmentStatus.active.value),
             holds.lock_expires_at > now,
-            held_task.kind.in_(kinds_shown_as(kind)),
+            held_task.kind.in_([sql_constant(k) for k in kinds_shown_as(kind)]),
         )
     )
 
@@ -396,7 +398,8 @@ def _slot_statements(
     base = _open_for(labeler, list(kinds), task=candidate).where(
         ~exists(_still_holding(labeler, kind, NOW))
     )
-    pick = base.with_only_columns(candidate.id).order_by(candidate.id).limit(1)
+    # LIMIT 1 written out, as the constants: a generic plan does not know a bound limit is 1
+    pick = base.with_only_columns(candidate.id).order_by(candidate.id).limit(literal_column("1"))
     claims: list[ReturningUpdate[Any]] = []
     for skip_locked in [True, False] if postgres else [True]:
         chosen = pick.with_for_update(skip_locked=skip_locked, of=candidate).scalar_subquery()

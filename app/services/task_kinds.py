@@ -34,6 +34,7 @@ from typing import Any, Literal, Protocol
 from sqlalchemy import ColumnElement, and_, exists, or_, true
 
 from app.config import get_settings
+from app.db import sql_constant
 from app.models import (
     Demonstration,
     Evaluation,
@@ -225,7 +226,9 @@ def eligibility(
 ) -> ColumnElement[bool]:
     """SQL: the task (``Task`` or an alias) is of one of ``kinds`` and this labeler may take
     it."""
-    return or_(*(and_(task.kind == k, SPECS[k].eligible(labeler, task)) for k in kinds))
+    return or_(
+        *(and_(task.kind == sql_constant(k), SPECS[k].eligible(labeler, task)) for k in kinds)
+    )
 
 
 def shown_kind_of(kind: str) -> str:
