@@ -171,3 +171,20 @@ def test_sql_errors_do_not_carry_their_parameters(session) -> None:
     session.rollback()
     assert secret not in str(caught.value)
     assert "hidden" in str(caught.value)
+
+
+def test_a_security_header_the_response_set_itself_is_kept() -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from app.middleware import SecurityHeaders
+
+    def framed(request: object) -> PlainTextResponse:
+        return PlainTextResponse("ok", headers={"X-Frame-Options": "SAMEORIGIN"})
+
+    app = SecurityHeaders(Starlette(routes=[Route("/", framed)]))
+    r = TestClient(app).get("/")
+    assert r.headers.get_list("x-frame-options") == ["SAMEORIGIN"]
+    assert r.headers["x-content-type-options"] == "nosniff"  # the others are added
