@@ -182,17 +182,26 @@ def _has_body(headers: Headers) -> bool:
     return "transfer-encoding" in headers
 
 
+# a body of at most this many bytes (declared) arrives with its headers or right after them
+SMALL_BODY_BYTES = 64 * 1024
+
+
+def _small_body(headers: Headers) -> bool:
+    length = headers.get("content-length")
+    return length is not None and length.strip().isdigit() and int(length) <= SMALL_BODY_BYTES
+
+
 def _authenticated(
-    session: Session, authorization: str | None, session_secret: object
+    session: Session, authorization: str | None, session_secret: object, small_body: bool
 ) -> Principal | str:
     """The principal when the credentials are good, else why not (runs in a worker thread).
 
-    On PostgreSQL the lookup's transaction stays open for the route, which works in this
-    session: one transaction per request, not two (a COMMIT and a BEGIN less per submission,
-    issue 14). The connection it holds while the body arrives is no more than the request
-    holds anyway: ``DatabaseBusy`` admits as many requests as the pool has connections. On
-    SQLite every transaction takes the write lock (``BEGIN IMMEDIATE``), so there the lookup
-    commits: a slow body must not keep other labelers from writing."""
+    For a small body on PostgreSQL (a labeler's submission), the lookup's transaction stays
+    open for the route, which works in this session: one transaction per request, not two (a
+    COMMIT and a BEGIN less per submission, issue 14). Otherwise the lookup commits, so that
+    no transaction stays open while a body arrives: a large upload must not hold one of
+    PgBouncer's server connections (transaction mode), and on SQLite every transaction holds
+    the write lock (``BEGIN IMMEDIATE``)."""
     try:
         principal = resolve_principal(session, authorization, session_secret)
     except NotAuthenticated as exc:
@@ -201,7 +210,7 @@ def _authenticated(
     if principal is None:
         session.rollback()
         return "authentication required"
-    if not is_postgres(session):
+    if not (small_body and is_postgres(session)):
         session.commit()
     return principal
 
@@ -232,7 +241,7 @@ class AuthenticateBeforeBody:
             session = get_sessionmaker()()
             try:
                 problem = await to_thread.run_sync(
-                    _authenticated, session, authorization, cookie_secret
+                    _authenticated, session, authorization, cookie_secret, _small_body(headers)
                 )
                 if isinstance(problem, Principal):
                     # the route's dependencies take it from here, in the same session, instead

@@ -3,6 +3,7 @@ runs at most a fixed number of SQL statements (issue 14), on both databases."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -79,16 +80,11 @@ def test_a_ranking_cycle_runs_few_statements(api_as) -> None:
     assert len(work) <= MAX_STATEMENTS_PER_CYCLE, "\n".join(work)
 
 
-def test_a_cycle_is_one_transaction_per_request_on_postgresql(api_as, app_env: str) -> None:
-    """On PostgreSQL the submission's early authentication (before its body is read) and its
-    route share one transaction: a cycle is two transactions, not three. SQLite commits the
-    lookup, since there every transaction holds the write lock while the body arrives."""
+@contextmanager
+def transactions_ended() -> Iterator[list[str]]:
+    """ "commit" or "rollback" for each transaction that ends on the app's engine meanwhile."""
     from app.db import get_engine
 
-    labeler = api_as("labeler")
-    for _ in range(3):
-        make_ranking_task(make_prompt(), k=5, overlap=1)
-    _cycle(labeler, "ranking")  # warm: the token's last-used time is written once a minute
     ended: list[str] = []
 
     def commit(_connection: object) -> None:
@@ -101,12 +97,47 @@ def test_a_cycle_is_one_transaction_per_request_on_postgresql(api_as, app_env: s
     event.listen(engine, "commit", commit)
     event.listen(engine, "rollback", rollback)
     try:
-        _cycle(labeler, "ranking")
+        yield ended
     finally:
         event.remove(engine, "commit", commit)
         event.remove(engine, "rollback", rollback)
+
+
+def test_a_cycle_is_one_transaction_per_request_on_postgresql(api_as, app_env: str) -> None:
+    """On PostgreSQL a small body's early authentication (before the body is read) and its
+    route share one transaction: a cycle is two transactions, not three. SQLite commits the
+    lookup, since there every transaction holds the write lock while the body arrives."""
+    labeler = api_as("labeler")
+    for _ in range(3):
+        make_ranking_task(make_prompt(), k=5, overlap=1)
+    _cycle(labeler, "ranking")  # warm: the token's last-used time is written once a minute
+    with transactions_ended() as ended:
+        _cycle(labeler, "ranking")
     expected = 2 if app_env.startswith("postgresql") else 3
     assert ended == ["commit"] * expected, ended
+
+
+def test_a_large_body_is_not_awaited_inside_a_transaction(api_as) -> None:
+    """A body larger than ``SMALL_BODY_BYTES`` may take a while to arrive: its authentication
+    commits first, on both databases, so no transaction (nor, behind PgBouncer, server
+    connection) waits on the upload."""
+    from app.middleware import SMALL_BODY_BYTES
+
+    labeler = api_as("labeler")
+    make_ranking_task(make_prompt(), k=5, overlap=1)
+    r = labeler.get("/api/v1/tasks/next", params={"kind": "ranking"})
+    task = r.json()
+    shown = [c["completion_id"] for c in task["completions"]]
+    body = json.dumps({"ranking": [[cid] for cid in reversed(shown)]})
+    padded = body + " " * (SMALL_BODY_BYTES + 1)  # JSON allows trailing whitespace
+    with transactions_ended() as ended:
+        r = labeler.post(
+            f"/api/v1/tasks/{task['task_id']}/submission",
+            content=padded,
+            headers={"Content-Type": "application/json"},
+        )
+    assert r.status_code == 200, r.text
+    assert ended == ["commit", "commit"], ended  # the lookup's, then the submission's
 
 
 def test_a_shared_ranking_cycle_runs_few_statements(api_as) -> None:
