@@ -69,11 +69,18 @@ def _no_gold_draw(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PREFLOOP_GOLD_RATE", "0")
 
 
-def test_a_ranking_cycle_runs_few_statements(api_as) -> None:
+def _warm_labeler(api_as):
+    """A labeler with ranking tasks waiting, after one cycle: the token's last-used time is
+    written once a minute, so the next cycle does not."""
     labeler = api_as("labeler")
     for _ in range(3):
         make_ranking_task(make_prompt(), k=5, overlap=1)
-    _cycle(labeler, "ranking")  # warm: the token's last-used time is written once a minute
+    _cycle(labeler, "ranking")
+    return labeler
+
+
+def test_a_ranking_cycle_runs_few_statements(api_as) -> None:
+    labeler = _warm_labeler(api_as)
     with counted_statements() as seen:
         _cycle(labeler, "ranking")
     work = _labeling_statements(seen)
@@ -107,10 +114,7 @@ def test_a_cycle_is_one_transaction_per_request_on_postgresql(api_as, app_env: s
     """On PostgreSQL a small body's early authentication (before the body is read) and its
     route share one transaction: a cycle is two transactions, not three. SQLite commits the
     lookup, since there every transaction holds the write lock while the body arrives."""
-    labeler = api_as("labeler")
-    for _ in range(3):
-        make_ranking_task(make_prompt(), k=5, overlap=1)
-    _cycle(labeler, "ranking")  # warm: the token's last-used time is written once a minute
+    labeler = _warm_labeler(api_as)
     with transactions_ended() as ended:
         _cycle(labeler, "ranking")
     expected = 2 if app_env.startswith("postgresql") else 3
