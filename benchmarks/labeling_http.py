@@ -10,8 +10,9 @@ queue afterwards (no task over its overlap, one ranking per submission), and non
     python benchmarks/labeling_http.py [--users 100] [--seconds 60] [--workers 2]
         [--tasks 20000] [--sqlite]
 
-``--sqlite``: prefloop on its embedded SQLite default instead (no reference: the reference is
-PostgreSQL's floor); the issue's SQLite goal is at 10 labelers.
+``--sqlite``: both on SQLite files instead, prefloop on its embedded default and the reference
+with the same write lock per transaction (``BEGIN IMMEDIATE``); the issue's SQLite goal is at
+10 labelers.
 """
 
 from __future__ import annotations
@@ -285,7 +286,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--tasks", type=int, default=20_000)
-    parser.add_argument("--sqlite", action="store_true", help="prefloop on SQLite, no reference")
+    parser.add_argument(
+        "--sqlite", action="store_true", help="both on SQLite files (the embedded default)"
+    )
     parser.add_argument("--postgres-admin-url", default=PG_ADMIN_URL)
     parser.add_argument(
         "--app-root",
@@ -298,7 +301,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="prefloop-http-bench-"))
     admin = args.postgres_admin_url
     pf_url = f"sqlite:///{work / 'bench.sqlite'}" if args.sqlite else create_database(admin)
-    ref_url = None if args.sqlite else create_database(admin)
+    ref_url = f"sqlite:///{work / 'reference.sqlite'}" if args.sqlite else create_database(admin)
     procs: list[subprocess.Popen] = []
     try:
         tokens = seed_prefloop(pf_url, args.tasks, args.users, args.app_root)
@@ -326,10 +329,7 @@ def main() -> None:
                        work / "tokens.json", work / "prefloop"),
         )  # fmt: skip
         stop(server)
-        if not args.sqlite:
-            print(integrity(pf_url))
-        if ref_url is None:
-            return
+        print(integrity(pf_url))
         from benchmarks.reference_app import seed
 
         seed(ref_url, args.tasks)
@@ -357,8 +357,7 @@ def main() -> None:
             stop(proc)
         if not args.sqlite:
             drop_database(admin, pf_url)
-            if ref_url:
-                drop_database(admin, ref_url)
+            drop_database(admin, ref_url)
 
 
 if __name__ == "__main__":

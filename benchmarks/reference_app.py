@@ -1,7 +1,11 @@
 """The floor of the labeling job, for the ratio in benchmarks/labeling_http.py: a minimal
-FastAPI app on the same PostgreSQL and uvicorn workers, doing per cycle only what any task
+FastAPI app on the same database and uvicorn workers, doing per cycle only what any task
 queue must (next: one ``SELECT … FOR UPDATE SKIP LOCKED`` + one ``UPDATE``; submit: one
 ``INSERT``), with no authentication, no validation and no rules.
+
+On SQLite (the embedded default's floor) it does what SQLite allows a queue, as prefloop
+does: every transaction takes the write lock up front (``BEGIN IMMEDIATE``, WAL), and the
+``SELECT`` has no row lock.
 
     PREFLOOP_REFERENCE_DATABASE_URL=postgresql+psycopg://... \
         uvicorn benchmarks.reference_app:app --workers 2 --port 8002
@@ -11,31 +15,55 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 from fastapi import FastAPI, Response
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
 
 URL = os.environ.get(
     "PREFLOOP_REFERENCE_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/reference"
 )
-engine = create_engine(URL, pool_size=10, max_overflow=5)
+SQLITE = URL.startswith("sqlite")
+
+
+def make_engine(url: str) -> Engine:
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_size=10, max_overflow=5)
+    engine = create_engine(url, pool_size=10, max_overflow=5, connect_args={"timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # SQLAlchemy's BEGIN below, not the driver's
+        dbapi_conn.execute("PRAGMA journal_mode=WAL")
+        dbapi_conn.execute("PRAGMA foreign_keys=ON")
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+engine = make_engine(URL)
 app = FastAPI()
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ref_tasks (
-    id serial PRIMARY KEY, prompt text NOT NULL, outputs json NOT NULL,
+    id {key}, prompt text NOT NULL, outputs json NOT NULL,
     overlap int NOT NULL, filled int NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS ref_rankings (
-    id serial PRIMARY KEY, task_id int NOT NULL REFERENCES ref_tasks(id), labeler int NOT NULL,
+    id {key}, task_id int NOT NULL REFERENCES ref_tasks(id), labeler int NOT NULL,
     ranking json NOT NULL, UNIQUE (task_id, labeler));
 """
+ROW_LOCK = "" if SQLITE else " FOR UPDATE SKIP LOCKED"
 
 
 def seed(url: str, tasks: int) -> None:
     """The same tasks as the prefloop run: a prompt and five outputs each, overlap 1..3."""
-    seeder = create_engine(url)
+    seeder = make_engine(url)
+    key = "INTEGER PRIMARY KEY" if url.startswith("sqlite") else "serial PRIMARY KEY"
     with seeder.begin() as conn:
-        for statement in SCHEMA.split(";"):
+        for statement in SCHEMA.format(key=key).split(";"):
             if statement.strip():
                 conn.execute(text(statement))
         conn.execute(
@@ -61,7 +89,7 @@ def next_task(labeler: int) -> Response:
             text(
                 "SELECT t.id, t.prompt, t.outputs FROM ref_tasks t WHERE t.filled < t.overlap"
                 " AND NOT EXISTS (SELECT 1 FROM ref_rankings r WHERE r.task_id = t.id"
-                " AND r.labeler = :l) ORDER BY t.id LIMIT 1 FOR UPDATE SKIP LOCKED"
+                " AND r.labeler = :l) ORDER BY t.id LIMIT 1" + ROW_LOCK
             ),
             {"l": labeler},
         ).first()
