@@ -98,6 +98,10 @@ def serve(
         # one process for both queues; production runs dedicated workers instead
         embedded = EmbeddedWorker(log=typer.echo)
         embedded.start()
+    if workers > 1:
+        # several processes on one SQLite file: none may queue its own writers ahead of the
+        # others' (app.db._one_writer_at_a_time); the web processes read this at start
+        os.environ["PREFLOOP_SQLITE_WRITER_QUEUE"] = "false"
     typer.echo(
         f"prefloop on http://{host}:{port}  (database: {settings.sqlalchemy_url.split('://')[0]})"
     )

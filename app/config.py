@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     # behind PgBouncer in transaction mode: no server-side prepared statements (psycopg's
     # automatic preparation is off), and PgBouncer's pool is the real limit
     db_pgbouncer: bool = False
+    # SQLite: this process's writers queue on a lock before SQLite's own (see
+    # app.db._one_writer_at_a_time); `prefloop serve --workers N` turns it off for N > 1, where
+    # one process handing the lock to its own next writer starved the others
+    sqlite_writer_queue: bool = True
     # empty: the broker's URL for Redis, the SQLAlchemy backend on the database otherwise
     result_backend: str = ""
     # empty: generated once and kept in data_dir/secret_key; at least 32 bytes, and never the

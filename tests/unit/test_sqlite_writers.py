@@ -1,0 +1,119 @@
+"""SQLite's writers in one process queue on a lock of their own before SQLite's (issue 14):
+SQLite's busy handler polls in sleeps of up to 100 ms, so writers slept while the database was
+free. These tests turn SQLite's busy timeout off, so a writer that meets another's lock in
+SQLite fails at once: with the queue it never meets it there."""
+
+from __future__ import annotations
+
+import gc
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, event, text
+
+# how long the first writer keeps its transaction open for the second to try to begin
+HOLD_S = 2.0
+
+
+@pytest.fixture
+def engine_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """``engine_for(queue=True)``: an app engine on a new SQLite file, with SQLite's own busy
+    timeout off, and a table ``t`` with one counter row."""
+    from app.config import get_settings
+    from app.db import make_engine
+
+    made: list[Engine] = []
+
+    def factory(*, queue: bool) -> Engine:
+        monkeypatch.setenv("PREFLOOP_SQLITE_WRITER_QUEUE", "true" if queue else "false")
+        get_settings.cache_clear()
+        engine = make_engine(f"sqlite:///{tmp_path / f'writers{len(made)}.sqlite'}")
+        made.append(engine)
+
+        @event.listens_for(engine, "connect")
+        def _no_busy_wait(dbapi_conn: object, _record: object) -> None:
+            dbapi_conn.execute("PRAGMA busy_timeout=0")  # type: ignore[attr-defined]
+
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE t (n INTEGER NOT NULL)"))
+            conn.execute(text("INSERT INTO t VALUES (0)"))
+        return engine
+
+    yield factory
+    for engine in made:
+        engine.dispose()
+    get_settings.cache_clear()
+
+
+def _two_writers(engine: Engine) -> list[BaseException]:
+    """The first thread writes and keeps its transaction open until the second has tried to
+    write too (or ``HOLD_S`` passed: with the queue, the second waits for the first's commit
+    and cannot say it tried); both add 1 to the counter. The errors the threads met."""
+    first_inside, second_tried = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            with engine.begin() as conn:
+                conn.execute(text("UPDATE t SET n = n + 1"))
+                first_inside.set()
+                second_tried.wait(HOLD_S)
+        except BaseException as exc:
+            errors.append(exc)
+            first_inside.set()
+
+    def second() -> None:
+        first_inside.wait()
+        try:
+            with engine.begin() as conn:
+                conn.execute(text("UPDATE t SET n = n + 1"))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            second_tried.set()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
+def test_a_writer_waits_for_another_in_the_queue_not_in_sqlite(engine_for) -> None:
+    engine = engine_for(queue=True)
+    assert _two_writers(engine) == []
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT n FROM t")) == 2
+
+
+def test_without_the_queue_the_second_writer_meets_sqlites_lock(engine_for) -> None:
+    """The contrast that shows the test above can fail: the same two writers, no queue."""
+    engine = engine_for(queue=False)
+    errors = _two_writers(engine)
+    assert len(errors) == 1 and "database is locked" in str(errors[0]), errors
+
+
+def test_a_transaction_given_back_unfinished_frees_the_queue(engine_for, monkeypatch) -> None:
+    """A connection closed in the middle of its transaction (an error that invalidated it, a
+    session dropped without closing) must not keep every later writer of the process out."""
+    import app.db
+
+    monkeypatch.setattr(app.db, "SQLITE_WRITER_WAIT_S", 1.0)
+    engine = engine_for(queue=True)
+    conn = engine.connect()
+    conn.begin()
+    conn.execute(text("UPDATE t SET n = n + 1"))
+    conn.invalidate()  # closed under its open transaction: SQLite rolls it back
+    conn.close()
+    leaked = engine.connect()
+    leaked.begin()
+    leaked.execute(text("UPDATE t SET n = n + 10"))
+    del leaked  # never committed, rolled back or closed: the pool takes it back when collected
+    gc.collect()
+    with engine.begin() as fresh:  # waits at most 1 s for the queue, then "database is locked"
+        fresh.execute(text("UPDATE t SET n = n + 100"))
+    with engine.connect() as check:
+        assert check.scalar(text("SELECT n FROM t")) == 100
