@@ -120,11 +120,7 @@ class RequestSizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = Headers(scope=scope).get("content-length")
-        try:
-            size = int(declared) if declared is not None else None
-        except ValueError:
-            size = -1
+        size = _declared_length(Headers(scope=scope))
         if size is not None and (size < 0 or size > self.max_bytes):
             detail = (
                 "Content-Length is not a number" if size < 0 else _too_large(size, self.max_bytes)
@@ -175,11 +171,20 @@ class _WatchedSend:
         await self.send(message)
 
 
+def _declared_length(headers: Headers) -> int | None:
+    """The body's declared Content-Length: None without one, -1 when it is not a number."""
+    declared = headers.get("content-length")
+    if declared is None:
+        return None
+    try:
+        return int(declared)
+    except ValueError:
+        return -1
+
+
 def _has_body(headers: Headers) -> bool:
-    length = headers.get("content-length")
-    if length is not None:
-        return length.strip() not in ("", "0")
-    return "transfer-encoding" in headers
+    size = _declared_length(headers)
+    return size != 0 if size is not None else "transfer-encoding" in headers
 
 
 # a body of at most this many bytes (declared) arrives with its headers or right after them
@@ -187,8 +192,8 @@ SMALL_BODY_BYTES = 64 * 1024
 
 
 def _small_body(headers: Headers) -> bool:
-    length = headers.get("content-length")
-    return length is not None and length.strip().isdigit() and int(length) <= SMALL_BODY_BYTES
+    size = _declared_length(headers)
+    return size is not None and 0 <= size <= SMALL_BODY_BYTES
 
 
 def _authenticated(
