@@ -76,6 +76,12 @@ def serve(
     from app.migrate import upgrade_to_head
     from app.services.bootstrap import bootstrap
 
+    if workers > 1:
+        # several processes on one SQLite file (these web processes, and this one's sweeper
+        # and embedded worker): none may queue its own writers ahead of the others'
+        # (app.db._WriterQueue); every process reads this when it loads its settings
+        os.environ["PREFLOOP_SQLITE_WRITER_QUEUE"] = "false"
+        get_settings.cache_clear()
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -98,10 +104,6 @@ def serve(
         # one process for both queues; production runs dedicated workers instead
         embedded = EmbeddedWorker(log=typer.echo)
         embedded.start()
-    if workers > 1:
-        # several processes on one SQLite file: none may queue its own writers ahead of the
-        # others' (app.db._one_writer_at_a_time); the web processes read this at start
-        os.environ["PREFLOOP_SQLITE_WRITER_QUEUE"] = "false"
     typer.echo(
         f"prefloop on http://{host}:{port}  (database: {settings.sqlalchemy_url.split('://')[0]})"
     )

@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     # automatic preparation is off), and PgBouncer's pool is the real limit
     db_pgbouncer: bool = False
     # SQLite: this process's writers queue on a lock before SQLite's own (see
-    # app.db._one_writer_at_a_time); `prefloop serve --workers N` turns it off for N > 1, where
+    # app.db._WriterQueue); `prefloop serve --workers N` turns it off for N > 1, where
     # one process handing the lock to its own next writer starved the others
     sqlite_writer_queue: bool = True
     # empty: the broker's URL for Redis, the SQLAlchemy backend on the database otherwise

@@ -125,19 +125,25 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
-        if read_only or not settings.sqlite_writer_queue:
-            # read-only: plain deferred transactions. Otherwise one writer at a time: every
-            # read-write transaction takes the write lock up front, which is what makes the
-            # task queue and the per-user cap correct on SQLite (a deferred transaction that
-            # reads then writes can fail with SQLITE_BUSY instead)
-            begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
+        # read-only: plain deferred transactions. Otherwise one writer at a time: every
+        # read-write transaction takes the write lock up front, which is what makes the task
+        # queue and the per-user cap correct on SQLite (a deferred transaction that reads then
+        # writes can fail with SQLITE_BUSY instead)
+        begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
+        writers = _WriterQueue(engine) if settings.sqlite_writer_queue and not read_only else None
 
-            @event.listens_for(engine, "begin")
-            def _sqlite_begin(conn: Connection) -> None:
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Connection) -> None:
+            if writers is None:
                 conn.exec_driver_sql(begin)
+                return
+            dbapi_conn = writers.enter(conn)
+            try:
+                conn.exec_driver_sql(begin)
+            except BaseException:
+                writers.leave(dbapi_conn)
+                raise
 
-        else:
-            _one_writer_at_a_time(engine)
         return engine
     connect_args: dict[str, object] = {}
     if settings.db_pgbouncer:
@@ -154,59 +160,56 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
 SQLITE_WRITER_WAIT_S = 30.0
 
 
-def _one_writer_at_a_time(engine: Engine) -> None:
-    """SQLite, one writer at a time (``BEGIN IMMEDIATE``, see ``make_engine``), and this
-    process's writers queue for SQLite's lock on a lock of their own, handed straight to the
-    next one once a transaction's COMMIT or ROLLBACK is done.
+class _WriterQueue:
+    """SQLite: this process's writers queue for SQLite's write lock on a lock of their own,
+    handed straight to the next one once a transaction's COMMIT or ROLLBACK is done.
 
     SQLite's busy handler polls in sleeps of up to 100 ms: with ten labelers on one web
     process, writers slept while the database was free, and the p99 of next-task was 60 times
     its median (950 against 15 ms; 160 against 59 with the queue, issue 14). The lock is
     released by the dialect's commit and rollback, which also end a connection's transaction
     when the pool takes it back unfinished, and when a connection is closed."""
-    writer = threading.Lock()
-    holders: set[int] = set()  # id() of the sqlite3 connections whose transaction holds it
-    dialect = engine.dialect
-    plain_commit, plain_rollback = dialect.do_commit, dialect.do_rollback
 
-    def _release(connection: Any) -> None:
-        # the pool's proxy (commit, rollback) or the sqlite3 connection itself (close)
-        key = id(getattr(connection, "dbapi_connection", connection))
-        if key in holders:
-            holders.discard(key)
-            writer.release()
+    def __init__(self, engine: Engine) -> None:
+        self._lock = threading.Lock()
+        self._holders: set[int] = set()  # id() of the sqlite3 connections holding the lock
+        dialect = engine.dialect
+        plain_commit, plain_rollback = dialect.do_commit, dialect.do_rollback
 
-    def do_commit(connection: PoolProxiedConnection) -> None:
-        try:
-            plain_commit(connection)
-        finally:
-            _release(connection)
+        def do_commit(connection: PoolProxiedConnection) -> None:
+            try:
+                plain_commit(connection)
+            finally:
+                self.leave(connection)
 
-    def do_rollback(connection: PoolProxiedConnection) -> None:
-        try:
-            plain_rollback(connection)
-        finally:
-            _release(connection)
+        def do_rollback(connection: PoolProxiedConnection) -> None:
+            try:
+                plain_rollback(connection)
+            finally:
+                self.leave(connection)
 
-    dialect.do_commit = do_commit  # type: ignore[method-assign,assignment]
-    dialect.do_rollback = do_rollback  # type: ignore[method-assign,assignment]
+        dialect.do_commit = do_commit  # type: ignore[method-assign,assignment]
+        dialect.do_rollback = do_rollback  # type: ignore[method-assign,assignment]
+        # closed (invalidated) inside its transaction
+        event.listen(engine, "close", lambda dbapi_conn, _record: self.leave(dbapi_conn))
 
-    @event.listens_for(engine, "begin")
-    def _sqlite_begin(conn: Connection) -> None:
-        dbapi_conn = conn.connection.dbapi_connection
-        if not writer.acquire(timeout=SQLITE_WRITER_WAIT_S):
+    def enter(self, conn: Connection) -> Any:
+        """Wait for this process's other writers (``SQLITE_WRITER_WAIT_S``, then "database is
+        locked", as SQLite's own wait ends); returns the sqlite3 connection now holding."""
+        if not self._lock.acquire(timeout=SQLITE_WRITER_WAIT_S):
             locked = sqlite3.OperationalError("database is locked")
             raise OperationalError("BEGIN IMMEDIATE", None, locked)
-        holders.add(id(dbapi_conn))
-        try:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        except BaseException:
-            _release(dbapi_conn)
-            raise
+        dbapi_conn = conn.connection.dbapi_connection
+        self._holders.add(id(dbapi_conn))
+        return dbapi_conn
 
-    @event.listens_for(engine, "close")
-    def _closed(dbapi_conn: Any, _record: Any) -> None:
-        _release(dbapi_conn)  # closed (invalidated) inside its transaction
+    def leave(self, connection: Any) -> None:
+        """Let the next writer in, if ``connection`` (the pool's proxy or the sqlite3
+        connection itself) holds the lock."""
+        key = id(getattr(connection, "dbapi_connection", connection))
+        if key in self._holders:
+            self._holders.discard(key)
+            self._lock.release()
 
 
 # a pooled connection is pinged on checkout only when it sat idle longer than this: one used a
