@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS ref_tasks (
 CREATE TABLE IF NOT EXISTS ref_rankings (
     id {key}, task_id int NOT NULL REFERENCES ref_tasks(id), labeler int NOT NULL,
     ranking json NOT NULL, UNIQUE (task_id, labeler));
+CREATE INDEX IF NOT EXISTS ref_tasks_open ON ref_tasks (id) WHERE filled < overlap;
 """
 ROW_LOCK = "" if SQLITE else " FOR UPDATE SKIP LOCKED"
 
