@@ -7,8 +7,14 @@ runs ``--users`` labelers looping next -> submit for ``--seconds``, headless. Pr
 submissions/s, p50/p99 of next and submit for both, the ratios, the integrity of prefloop's
 queue afterwards (no task over its overlap, one ranking per submission), and non-2xx answers.
 
+``--rounds R``: both servers stay up and the two sides take R turns each, in alternating
+order; each round prints its ratio, and the end the median of the rounds' ratios. This
+machine's speed drifts by tens of percent over minutes (the reference alone moved between 159
+and 253 submissions/s from one run to the next), so a ratio of two sides measured minutes
+apart, once, moves with it.
+
     python benchmarks/labeling_http.py [--users 100] [--seconds 60] [--workers 2]
-        [--tasks 20000] [--sqlite]
+        [--tasks 20000] [--rounds 1] [--sqlite]
 
 ``--sqlite``: both on SQLite files instead, prefloop on its embedded default and the reference
 with the same write lock per transaction (``BEGIN IMMEDIATE``); the issue's SQLite goal is at
@@ -24,6 +30,7 @@ import os
 import secrets
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -287,6 +294,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--tasks", type=int, default=20_000)
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="turns of each side, in alternating order (this machine's speed drifts: a ratio "
+        "of sides measured minutes apart moves with it); prints the median ratio",
+    )
+    parser.add_argument(
         "--sqlite", action="store_true", help="both on SQLite files (the embedded default)"
     )
     parser.add_argument("--postgres-admin-url", default=PG_ADMIN_URL)
@@ -307,57 +321,88 @@ def main() -> None:
         tokens = seed_prefloop(pf_url, args.tasks, args.users, args.app_root)
         print(f"prefloop from {args.app_root.resolve()} ({git_head(args.app_root)})")
         (work / "tokens.json").write_text(json.dumps({"labelers": tokens}))
-        port = free_port()
+        from benchmarks.reference_app import seed
+
+        seed(ref_url, args.tasks)
+        pf_port, ref_port = free_port(), free_port()
         env = dict(os.environ, PREFLOOP_DATABASE_URL=pf_url, PREFLOOP_DATA_DIR=str(work),
                    PREFLOOP_SECRET_KEY="bench-secret-key-not-for-production-0123456789",
                    PREFLOOP_GOLD_RATE="0")  # fmt: skip
         server = subprocess.Popen(
             # no access log, as the reference runs (an older checkout lacks the option)
-            [PY, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(args.workers),
-             "--no-worker", *access_log_off(args.app_root)],
+            [PY, "-m", "app.cli", "serve", "--port", str(pf_port), "--workers",
+             str(args.workers), "--no-worker", *access_log_off(args.app_root)],
             cwd=args.app_root, env=dict(env, PYTHONPATH=str(args.app_root)),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,
         )  # fmt: skip
         procs.append(server)
-        wait_for(port, server, "/login")
-        print(f"  prefloop's start-up work done after {wait_until_idle(server):.0f} s more")
-        mine = summary(
-            f"prefloop ({'SQLite' if args.sqlite else 'PostgreSQL'}, {args.workers} workers, "
-            f"{args.users} labelers)",
-            run_locust(f"http://127.0.0.1:{port}", "LabelerUser", args.users, args.seconds,
-                       work / "tokens.json", work / "prefloop"),
-        )  # fmt: skip
-        stop(server)
-        print(integrity(pf_url))
-        from benchmarks.reference_app import seed
-
-        seed(ref_url, args.tasks)
-        port = free_port()
         ref = subprocess.Popen(
-            [PY, "-m", "uvicorn", "benchmarks.reference_app:app", "--port", str(port),
+            [PY, "-m", "uvicorn", "benchmarks.reference_app:app", "--port", str(ref_port),
              "--workers", str(args.workers), "--log-level", "warning", "--no-access-log"],
             cwd=ROOT, env=dict(os.environ, PREFLOOP_REFERENCE_DATABASE_URL=ref_url),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         procs.append(ref)
-        wait_for(port, ref, "/docs")
+        wait_for(pf_port, server, "/login")
+        wait_for(ref_port, ref, "/docs")
+        print(f"  prefloop's start-up work done after {wait_until_idle(server):.0f} s more")
         wait_until_idle(ref)
-        floor = summary(
-            f"reference ({args.workers} workers, {args.users} labelers)",
-            run_locust(f"http://127.0.0.1:{port}", "ReferenceLabeler", args.users, args.seconds,
-                       work / "tokens.json", work / "reference"),
-        )  # fmt: skip
-        stop(ref)
-        print(f"ratio: prefloop at {mine['rate'] / max(floor['rate'], 1e-9):.2f}x the "
-              f"reference's submissions/s; p99 next {mine['next_p99'] / max(floor['next_p99'], 1):.2f}x,"
-              f" submit {mine['submit_p99'] / max(floor['submit_p99'], 1):.2f}x the reference's")  # fmt: skip
+        database = "SQLite" if args.sqlite else "PostgreSQL"
+        sides = [
+            (f"prefloop ({database}, {args.workers} workers, {args.users} labelers)",
+             pf_port, "LabelerUser", "prefloop"),
+            (f"reference ({args.workers} workers, {args.users} labelers)",
+             ref_port, "ReferenceLabeler", "reference"),
+        ]  # fmt: skip
+        ratios: list[dict[str, float]] = []
+        for round_ in range(args.rounds):
+            if args.rounds > 1:
+                print(f"round {round_ + 1} of {args.rounds}:")
+            # each round in the other order, so neither side always runs first
+            order = sides if round_ % 2 == 0 else sides[::-1]
+            results: dict[str, dict[str, float]] = {}
+            for label, port, user_class, name in order:
+                results[name] = summary(
+                    label,
+                    run_locust(f"http://127.0.0.1:{port}", user_class, args.users,
+                               args.seconds, work / "tokens.json",
+                               work / f"{name}{round_}"),
+                )  # fmt: skip
+            ratios.append(ratio_of(results["prefloop"], results["reference"]))
+        stop(server)
+        print(integrity(pf_url))
+        if args.rounds > 1:
+            print(
+                f"median of {args.rounds} rounds: "
+                + describe_ratio(
+                    {key: statistics.median(r[key] for r in ratios) for key in ratios[0]}
+                )  # fmt: skip
+                + "; per round: "
+                + ", ".join(f"{r['rate']:.2f}x" for r in ratios)
+            )
     finally:
         for proc in procs:
             stop(proc)
         if not args.sqlite:
             drop_database(admin, pf_url)
             drop_database(admin, ref_url)
+
+
+def ratio_of(mine: dict[str, float], floor: dict[str, float]) -> dict[str, float]:
+    """Prefloop's submissions/s and p99s as multiples of the reference's; printed."""
+    ratio = {
+        "rate": mine["rate"] / max(floor["rate"], 1e-9),
+        "next_p99": mine["next_p99"] / max(floor["next_p99"], 1),
+        "submit_p99": mine["submit_p99"] / max(floor["submit_p99"], 1),
+    }
+    print("ratio: " + describe_ratio(ratio))
+    return ratio
+
+
+def describe_ratio(ratio: dict[str, float]) -> str:
+    return (f"prefloop at {ratio['rate']:.2f}x the reference's submissions/s; p99 next "
+            f"{ratio['next_p99']:.2f}x, submit {ratio['submit_p99']:.2f}x the reference's")  # fmt: skip
 
 
 if __name__ == "__main__":
