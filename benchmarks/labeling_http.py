@@ -8,7 +8,7 @@ submissions/s, p50/p99 of next and submit for both, the ratios, the integrity of
 queue afterwards (no task over its overlap, one ranking per submission), and non-2xx answers.
 
 ``--rounds R``: both servers stay up and the two sides take R turns each, in alternating
-order; each round prints its ratio, and the end the median of the rounds' ratios. This
+order; each round prints its ratio, and the last line the median of the rounds'. This
 machine's speed drifts by tens of percent over minutes (the reference alone moved between 159
 and 253 submissions/s from one run to the next), so a ratio of two sides measured minutes
 apart, once, moves with it.
@@ -377,7 +377,7 @@ def main() -> None:
                 f"median of {args.rounds} rounds: "
                 + describe_ratio(
                     {key: statistics.median(r[key] for r in ratios) for key in ratios[0]}
-                )  # fmt: skip
+                )
                 + "; per round: "
                 + ", ".join(f"{r['rate']:.2f}x" for r in ratios)
             )

@@ -47,6 +47,9 @@ def make_engine(url: str) -> Engine:
 engine = make_engine(URL)
 app = FastAPI()
 
+# ref_tasks_open: the claim reads unfilled tasks in id order, as prefloop's reads its open
+# ones (ix_tasks_open_id); without it each claim stepped over every filled task, and the
+# floor slowed down during its own run
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ref_tasks (
     id {key}, prompt text NOT NULL, outputs json NOT NULL,
