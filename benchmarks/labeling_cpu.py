@@ -26,6 +26,7 @@ import http.client
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -170,6 +171,7 @@ def main() -> None:
     urls = [create_database(admin) for _ in roots]
     ref_url = create_database(admin)
     procs: list[subprocess.Popen[bytes]] = []
+    work_dirs: list[Path] = []
     try:
         from benchmarks.reference_app import seed
 
@@ -177,7 +179,8 @@ def main() -> None:
         sides: list[tuple[str, subprocess.Popen[bytes], int, Callable[[_Client, int], None]]] = []
         for n, (root, url) in enumerate(zip(roots, urls, strict=True)):
             tokens = seed_prefloop(url, args.tasks, LABELERS, root)
-            server, port = _serve_prefloop(root, url, Path(tempfile.mkdtemp()))
+            work_dirs.append(Path(tempfile.mkdtemp(prefix="prefloop-cpu-bench-")))
+            server, port = _serve_prefloop(root, url, work_dirs[-1])
             procs.append(server)
             label = f"prefloop {n + 1}" if len(roots) > 1 else "prefloop"
             print(f"{label}: {root.resolve()} ({git_head(root)})")
@@ -268,6 +271,8 @@ def main() -> None:
             stop(proc)
         for url in [*urls, ref_url]:
             drop_database(admin, url)
+        for work in work_dirs:  # the servers' data directories (a generated secret key)
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

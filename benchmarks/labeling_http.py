@@ -28,6 +28,7 @@ import csv
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import statistics
@@ -387,6 +388,8 @@ def main() -> None:
         if not args.sqlite:
             drop_database(admin, pf_url)
             drop_database(admin, ref_url)
+        # the SQLite files, the server's secret key and Locust's CSVs (all printed above)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def ratio_of(mine: dict[str, float], floor: dict[str, float]) -> dict[str, float]:
