@@ -166,7 +166,7 @@ class _WriterQueue:
 
     SQLite's busy handler polls in sleeps of up to 100 ms: with ten labelers on one web
     process, writers slept while the database was free, and the p99 of next-task was 60 times
-    its median (950 against 15 ms; 160 against 59 with the queue, issue 14). The lock is
+    its median (950 against 15 ms; 110-120 against 43-48 with the queue, issue 14). The lock is
     released by the dialect's commit and rollback, which also end a connection's transaction
     when the pool takes it back unfinished, and when a connection is closed."""
 
