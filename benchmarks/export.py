@@ -15,6 +15,7 @@ import argparse
 import math
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -304,8 +305,7 @@ def main() -> None:
             server.wait(timeout=30)
         if not args.keep:
             drop_database(url)
-            for f in work.glob("*"):
-                f.unlink() if f.is_file() else None
+            shutil.rmtree(work, ignore_errors=True)
         else:
             print(f"kept database {url} and files in {work}")
 

@@ -22,6 +22,7 @@ import argparse
 import os
 import random
 import secrets
+import shutil
 import sys
 import tempfile
 import time
@@ -381,16 +382,21 @@ def main() -> None:
         help="--http: texts tagged by a 9-digit number, as before (see benchmarks/texts.py)",
     )
     args = parser.parse_args()
-    if args.http:
-        workdir = Path(tempfile.mkdtemp(prefix="prefloop-bench-"))
-        os.environ.setdefault("PREFLOOP_DATA_DIR", str(workdir))
-        os.environ.setdefault("PREFLOOP_SECRET_KEY", "bench-secret-key-not-for-production-0123")
-        bench_http(args)
-        return
-
+    # the data directory (SQLite files, the server's generated secret key), removed when done
     workdir = Path(tempfile.mkdtemp(prefix="prefloop-bench-"))
     os.environ.setdefault("PREFLOOP_DATA_DIR", str(workdir))
     os.environ.setdefault("PREFLOOP_SECRET_KEY", "bench-secret-key-not-for-production-0123")
+    try:
+        if args.http:
+            bench_http(args)
+        else:
+            bench_in_process(args, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def bench_in_process(args: argparse.Namespace, workdir: Path) -> None:
+    """The pipeline in-process on SQLite and PostgreSQL, and the PII filter alone."""
     prompts = make_prompts(args.count, args.users)
     print(f"{args.count} prompts, {args.users} user IDs, batches of {args.batch}")
     bench_pii(prompts[: args.pii_sample])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shutil
 import sys
 import tempfile
 import threading
@@ -164,9 +165,17 @@ def main() -> None:
     parser.add_argument("--postgres-admin-url", default=PG_ADMIN_URL)
     args = parser.parse_args()
 
+    # the data directory (the SQLite files), removed when done
     workdir = Path(tempfile.mkdtemp(prefix="prefloop-bench-"))
     os.environ.setdefault("PREFLOOP_DATA_DIR", str(workdir))
     os.environ.setdefault("PREFLOOP_SECRET_KEY", "bench-secret-key-not-for-production-0123")
+    try:
+        run(args, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, workdir: Path) -> None:
     bench_backend("SQLite", f"sqlite:///{workdir / 'bench.sqlite'}", args.tasks, args.labelers)
     if args.skip_postgres:
         return

@@ -10,6 +10,7 @@ Prints one line per pattern and the ratio against the old scanner; never part of
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -24,11 +25,19 @@ PATTERNS = {"!": "!", "a://::::": "a://::::", "1-": "1-", "1 2 ": "1 2 ", "1.": 
 
 
 def main() -> None:
+    # the data directory (its SQLite database), removed when done
     data_dir = tempfile.mkdtemp(prefix="pii-adversarial-")
     os.environ.update(
         PREFLOOP_DATA_DIR=data_dir,
         PREFLOOP_SECRET_KEY="bench-secret-key-not-for-production-0123",
     )
+    try:
+        run()
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def run() -> None:
     from fastapi.testclient import TestClient
 
     from app.db import get_sessionmaker

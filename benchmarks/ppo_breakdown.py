@@ -13,6 +13,7 @@ a rollout of the same size. A ratio near 1 means the loop adds no hidden overhea
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import tempfile
 import time
@@ -133,7 +134,15 @@ def main() -> None:
     parser.add_argument("--cpu", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    # the checkpoints trained here and the PPO run's, removed when done
     tmp = Path(tempfile.mkdtemp(prefix="ppo-bench-"))
+    try:
+        run(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, tmp: Path) -> None:
     policy, rm = args.policy, args.reward_model
     if policy is None:
         policy = str(tmp / "sft")

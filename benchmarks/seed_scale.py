@@ -21,6 +21,7 @@ import json
 import os
 import random
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -273,7 +274,11 @@ def main() -> None:
     parser.add_argument("--app-root", type=Path, default=ROOT)
     parser.add_argument("--postgres-admin-url", default=PG_ADMIN_URL)
     args = parser.parse_args()
-    os.environ.setdefault("PREFLOOP_DATA_DIR", tempfile.mkdtemp(prefix="prefloop-scale-"))
+    # the servers' data directory (their generated secret key), removed when done unless given
+    made_data_dir = None
+    if "PREFLOOP_DATA_DIR" not in os.environ:
+        made_data_dir = tempfile.mkdtemp(prefix="prefloop-scale-")
+        os.environ["PREFLOOP_DATA_DIR"] = made_data_dir
     os.environ.setdefault("PREFLOOP_SECRET_KEY", "bench-secret-key-not-for-production-0123")
     if args.reuse:
         url = args.reuse
@@ -293,6 +298,8 @@ def main() -> None:
             print(f"kept: {url}")
         else:
             drop_database(args.postgres_admin_url, url)
+        if made_data_dir is not None:
+            shutil.rmtree(made_data_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
