@@ -1,0 +1,42 @@
+"""The in-process queue benchmark runs to its figures on both databases and leaves no files.
+
+Its integrity check (one ranking per filled slot, no task over its overlap) had gone stale
+when adaptive overlap began adding slots, so every run ended in an AssertionError; and its
+work directory (the SQLite files) stayed in the temporary directory after each run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+
+from tests.conftest import PG_ADMIN_URL, service_unavailable
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_labeling_queue_benchmark_prints_both_databases_and_cleans_up(tmp_path: Path) -> None:
+    admin = create_engine(PG_ADMIN_URL)
+    try:
+        with admin.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        service_unavailable("PostgreSQL", exc)
+    finally:
+        admin.dispose()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLOOP_")}
+    env.update(TMPDIR=str(tmp_path), PYTHONPATH=str(ROOT))
+    done = subprocess.run(
+        [sys.executable, "benchmarks/labeling_queue.py", "--tasks", "30", "--labelers", "3",
+         "--postgres-admin-url", PG_ADMIN_URL],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    for backend in ("SQLite", "PostgreSQL"):
+        assert f"{backend}: reference" in done.stdout, done.stdout
+        assert "rankings by 3 labelers" in done.stdout
+    assert list(tmp_path.iterdir()) == []
