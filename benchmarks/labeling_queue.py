@@ -122,12 +122,12 @@ def bench_backend(name: str, url: str, tasks: int, labelers: int) -> None:
     user_ids, seeded = seed(tasks, labelers)
     queue_s = run_threads(labeler, user_ids)
     with get_sessionmaker()() as s:
-        done = s.scalar(select(func.count()).select_from(Ranking))
+        done = s.execute(select(func.count()).select_from(Ranking)).scalar_one()
         # adaptive overlap gives a task whose labelers disagreed one more slot (the labelers
         # here rank in the order shown, which is shuffled for each of them), which may stay
         # open once every labeler has ranked it: one ranking per filled slot, none over
-        filled = s.scalar(select(func.sum(Task.filled)))
-        over = s.scalar(select(func.count()).where(Task.filled > Task.overlap))
+        filled = s.execute(select(func.coalesce(func.sum(Task.filled), 0))).scalar_one()
+        over = s.execute(select(func.count()).where(Task.filled > Task.overlap)).scalar_one()
         s.execute(text("CREATE TABLE bench_ref (id INTEGER PRIMARY KEY, uid INTEGER)"))
         s.commit()
     assert done == filled >= seeded and over == 0, (done, filled, seeded, over)
