@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     # larger request bodies are refused with 413 before they are read (default 32 MiB: 1,000
     # prompts of the maximal length in one ingest call)
     max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # a request body of up to 64 KiB must arrive in full within this many seconds, and a larger
+    # one may pause no longer than this between two pieces; else 408 and the connection is
+    # closed. No place at the database gate, no connection is held while a body arrives
+    body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     # serve /docs and /openapi.json to anyone (true) or only to signed-in users (false)
     public_api_docs: bool = False
 

@@ -26,8 +26,10 @@ from app.api.errors import (
 from app.config import ROOT, get_settings
 from app.deps import CSRFError, Forbidden, NotAuthenticated, PasswordChangeRequired, csrf_protect
 from app.middleware import (
+    SESSION_COOKIE,
     AuthenticateBeforeBody,
     DatabaseBusy,
+    ReceiveSmallBody,
     RequestSizeLimit,
     SecurityHeaders,
     wants_json,
@@ -83,19 +85,20 @@ def create_app() -> FastAPI:
         redoc_url=None,
         openapi_url=None,
     )
-    # added innermost first: the request passes SecurityHeaders, DatabaseBusy,
-    # RequestSizeLimit, the session cookie, then AuthenticateBeforeBody
+    # added innermost first: the request passes SecurityHeaders, RequestSizeLimit,
+    # ReceiveSmallBody, DatabaseBusy, the session cookie, then AuthenticateBeforeBody
     app.add_middleware(AuthenticateBeforeBody)
     app.add_middleware(
         SessionMiddleware,
         secret_key=settings.session_secret(),
-        session_cookie="prefloop_session",
+        session_cookie=SESSION_COOKIE,
         max_age=settings.session_max_age_s,
         same_site="lax",
         https_only=settings.cookie_secure,
     )
-    app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(DatabaseBusy)
+    app.add_middleware(ReceiveSmallBody)
+    app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=str(ROOT / "static")), name="static")
     for router in ROUTERS:

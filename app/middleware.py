@@ -1,14 +1,21 @@
 """ASGI middleware at the edge: security headers, the request size limit, and authentication
 before a request body is read.
 
-They are plain ASGI callables (no ``BaseHTTPMiddleware``), so nothing here buffers a body.
-Order, outermost first: ``SecurityHeaders`` -> ``DatabaseBusy`` -> ``RequestSizeLimit`` -> sessions (Starlette's
-signed cookie) -> ``AuthenticateBeforeBody`` -> the app.
+They are plain ASGI callables (no ``BaseHTTPMiddleware``). Order, outermost first:
+``SecurityHeaders`` -> ``RequestSizeLimit`` -> ``ReceiveSmallBody`` -> ``DatabaseBusy`` ->
+sessions (Starlette's signed cookie) -> ``AuthenticateBeforeBody`` -> the app.
+
+No request waits on its client while it holds a place at the database gate or a connection:
+a body of up to ``SMALL_BODY_BYTES`` arrives in full before the request queues at the gate,
+and a larger one after its sender is authenticated, with the request's place given up
+meanwhile (``PREFLOOP_BODY_TIMEOUT_S`` bounds both; then 408). Otherwise a signed-in client
+sending bodies a byte at a time held every place, and everyone else got 503s.
 """
 
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import weakref
 
 import anyio
@@ -56,6 +63,8 @@ SECURITY_HEADERS = {
 }
 # requests with a body that anyone may send (the login form carries no credentials yet)
 PUBLIC_BODY_PATHS = frozenset({"/login", "/logout"})
+# the signed session cookie (Starlette's SessionMiddleware, set up in app.main)
+SESSION_COOKIE = "prefloop_session"
 
 
 def wants_json(path: str, headers: Headers) -> bool:
@@ -196,6 +205,143 @@ def _small_body(headers: Headers) -> bool:
     return size is not None and 0 <= size <= SMALL_BODY_BYTES
 
 
+class _ClientGone(Exception):
+    """The client disconnected before its body arrived in full: nobody to answer."""
+
+
+def _body_timeout(timeout: float) -> str:
+    return (
+        f"the request body did not arrive within {timeout:g} s (PREFLOOP_BODY_TIMEOUT_S); "
+        "nothing was stored"
+    )
+
+
+async def _answer_body_timeout(scope: Scope, receive: Receive, send: Send) -> None:
+    """408 Request Timeout, and the connection closed (its client is mid-body)."""
+    timeout = get_settings().body_timeout_s
+    response: Response
+    if wants_json(scope["path"], Headers(scope=scope)):
+        response = JSONResponse(
+            {"detail": _body_timeout(timeout), "field": "body"},
+            status_code=408,
+            headers={"Connection": "close"},
+        )
+    else:
+        response = HTMLResponse(
+            f"<!doctype html><title>Request timeout</title><p>{_body_timeout(timeout)}.</p>",
+            status_code=408,
+            headers={"Connection": "close"},
+        )
+    await response(scope, receive, send)
+
+
+async def _next_piece(receive: Receive) -> tuple[bytes, bool]:
+    """The next piece of the body and whether more follows."""
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise _ClientGone()
+    return message.get("body", b""), message.get("more_body", False)
+
+
+def _replay(first: Message, rest: Receive) -> Receive:
+    """``receive`` that gives ``first`` (the whole body), then what the client sends next (its
+    disconnect)."""
+    pending: Message | None = first
+
+    async def receive() -> Message:
+        nonlocal pending
+        if pending is not None:
+            message, pending = pending, None
+            return message
+        return await rest()
+
+    return receive
+
+
+def _may_send_body(scope: Scope, headers: Headers) -> bool:
+    """Whether the request may get as far as its body: it carries credentials, or goes to a
+    form anyone may send. Without either, ``AuthenticateBeforeBody`` refuses it unread."""
+    if scope["path"] in PUBLIC_BODY_PATHS or "authorization" in headers:
+        return True
+    return f"{SESSION_COOKIE}=" in headers.get("cookie", "")
+
+
+class ReceiveSmallBody:
+    """A body of at most ``SMALL_BODY_BYTES`` (declared) is received in full, within
+    ``body_timeout_s``, before the request goes further: before it queues at the database gate
+    and before its sender is authenticated (a request with credentials, even forged ones, can
+    make the server hold 64 KiB for that long, no more; one without is refused unread further
+    in). Bodies arrive with their headers from every well-behaved client; one that
+    trickles in holds no place and no connection, and gets 408."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        size = _declared_length(headers)
+        if size is None or not 0 < size <= SMALL_BODY_BYTES or not _may_send_body(scope, headers):
+            await self.app(scope, receive, send)
+            return
+        pieces: list[bytes] = []
+        try:
+            with anyio.fail_after(get_settings().body_timeout_s):
+                more = True
+                while more:
+                    piece, more = await _next_piece(receive)
+                    pieces.append(piece)
+        except _ClientGone:
+            return
+        except TimeoutError:
+            await _answer_body_timeout(scope, receive, send)
+            return
+        body = {"type": "http.request", "body": b"".join(pieces), "more_body": False}
+        await self.app(scope, _replay(body, receive), send)
+
+
+# a large body is kept in memory up to this size while it arrives, on disk beyond
+SPOOL_IN_MEMORY_BYTES = 1024 * 1024
+
+
+async def _spooled_body(receive: Receive) -> tempfile.SpooledTemporaryFile[bytes]:
+    """The whole body of a large or chunked request, each piece within ``body_timeout_s`` of
+    the last (its total size is bounded by ``RequestSizeLimit``, which counts ``receive``)."""
+    timeout = get_settings().body_timeout_s
+    # closed by the caller once the route is done (or below, if the body never arrives)
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES)  # noqa: SIM115
+    try:
+        more = True
+        while more:
+            with anyio.fail_after(timeout):
+                piece, more = await _next_piece(receive)
+            spool.write(piece)
+    except BaseException:
+        spool.close()
+        raise
+    return spool
+
+
+def _replay_spool(spool: tempfile.SpooledTemporaryFile[bytes], rest: Receive) -> Receive:
+    """``receive`` that gives the spooled body in pieces of ``SMALL_BODY_BYTES``, then what
+    the client sends next."""
+    size = spool.seek(0, 2)
+    spool.seek(0)
+    done = False
+
+    async def receive() -> Message:
+        nonlocal done
+        if done:
+            return await rest()
+        piece = spool.read(SMALL_BODY_BYTES)
+        done = spool.tell() >= size
+        return {"type": "http.request", "body": piece, "more_body": not done}
+
+    return receive
+
+
 def _authenticated(
     session: Session, authorization: str | None, session_secret: object, small_body: bool
 ) -> Principal | str:
@@ -232,11 +378,19 @@ class AuthenticateBeforeBody:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_BODY_PATHS:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
         if not _has_body(headers):
+            await self.app(scope, receive, send)
+            return
+        if scope["path"] in PUBLIC_BODY_PATHS:
+            # anyone may send these forms: only as small bodies, which arrived in full before
+            # the gate (ReceiveSmallBody), never one that could trickle in holding a place
+            if not _small_body(headers):
+                await _public_form_too_large(scope, receive, send)
+                return
             await self.app(scope, receive, send)
             return
         cookie_secret = scope.get("session", {}).get(SESSION_KEY)
@@ -253,11 +407,26 @@ class AuthenticateBeforeBody:
                     # of looking it up again
                     state = scope.setdefault("state", {})
                     state[CHECKED_PRINCIPAL] = (authorization, cookie_secret, problem)
+                    spool = None
+                    if not _small_body(headers):
+                        # a large or chunked body may take a while: it arrives before the
+                        # route runs, with the request's place at the gate given up meanwhile
+                        # (the lookup committed: no connection is held either)
+                        try:
+                            spool = await _receive_large_body(scope, receive)
+                        except _ClientGone:
+                            return
+                        except TimeoutError:
+                            await _answer_body_timeout(scope, receive, send)
+                            return
+                        receive = _replay_spool(spool, receive)
                     shared = request_session.set(session)
                     try:
                         await self.app(scope, receive, send)
                     finally:
                         request_session.reset(shared)
+                        if spool is not None:
+                            spool.close()
                     return
             finally:
                 await close_session(session)
@@ -275,7 +444,68 @@ class AuthenticateBeforeBody:
         await response(scope, receive, send)
 
 
+async def _public_form_too_large(scope: Scope, receive: Receive, send: Send) -> None:
+    detail = (
+        f"a form sent to {scope['path']} is at most {SMALL_BODY_BYTES} bytes, with its "
+        "Content-Length declared"
+    )
+    response = JSONResponse(
+        {"detail": detail, "field": "body"}, status_code=413, headers={"Connection": "close"}
+    )
+    await response(scope, receive, send)
+
+
+async def _receive_large_body(
+    scope: Scope, receive: Receive
+) -> tempfile.SpooledTemporaryFile[bytes]:
+    """The whole body, received with this request's place at the gate given up, then taken
+    again (``GateTimeout`` when none comes in time)."""
+    place: _Place | None = scope.get(GATE_PLACE)
+    if place is not None:
+        place.give_up()
+    spool = await _spooled_body(receive)
+    if place is not None and not await place.take():
+        spool.close()
+        raise GateTimeout()
+    return spool
+
+
 SATURATED = "the database is busy; retry in a moment (nothing was stored by this request)"
+# scope key: the request's place at DatabaseBusy's gate (a ``_Place``)
+GATE_PLACE = "prefloop.gate_place"
+
+
+class GateTimeout(Exception):
+    """A request that gave its place up (while its body arrived) found none again in
+    ``db_pool_timeout_s``: answered as a saturated database (503)."""
+
+
+class _Place:
+    """A request's place at the gate, which it gives up while it waits on its client."""
+
+    def __init__(self, gate: anyio.Semaphore) -> None:
+        self.gate = gate
+        self.held = False
+
+    async def take(self) -> bool:
+        """Wait for a place, first come first served, up to ``db_pool_timeout_s``."""
+        try:
+            # a free place is taken without a cancel scope or a trip through the event loop;
+            # none is free only while others wait, since a release hands its place to the
+            # first waiter: taking it here never overtakes them
+            self.gate.acquire_nowait()
+        except anyio.WouldBlock:
+            with anyio.move_on_after(get_settings().db_pool_timeout_s):
+                await self.gate.acquire()
+                self.held = True
+            return self.held
+        self.held = True
+        return True
+
+    def give_up(self) -> None:
+        if self.held:
+            self.held = False
+            self.gate.release()
 
 
 class DatabaseBusy:
@@ -310,30 +540,20 @@ class DatabaseBusy:
         if scope["type"] != "http" or scope["path"].startswith("/static/"):
             await self.app(scope, receive, send)
             return
-        gate = self._gate()
-        admitted = False
-        try:
-            # a free place is taken without a cancel scope or a trip through the event loop;
-            # none is free only while others wait, since a release hands its place to the first
-            # waiter: taking it here never overtakes them
-            gate.acquire_nowait()
-            admitted = True
-        except anyio.WouldBlock:
-            with anyio.move_on_after(get_settings().db_pool_timeout_s):
-                await gate.acquire()
-                admitted = True
-        if not admitted:
+        place = _Place(self._gate())
+        if not await place.take():
             await self._busy(scope, receive, send)
             return
+        scope[GATE_PLACE] = place
         watched = _WatchedSend(send)
         try:
             await self.app(scope, receive, watched)
         except Exception as exc:
-            if watched.started or not is_saturation(exc):
+            if watched.started or not (isinstance(exc, GateTimeout) or is_saturation(exc)):
                 raise
             await self._busy(scope, receive, send)
         finally:
-            gate.release()
+            place.give_up()
 
     async def _busy(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = {"Retry-After": str(get_settings().db_retry_after_s)}

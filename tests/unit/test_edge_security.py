@@ -12,6 +12,7 @@ import anyio
 import pytest
 from fastapi.testclient import TestClient
 
+from app.middleware import SMALL_BODY_BYTES
 from tests.conftest import login
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,8 +92,15 @@ def test_strangers_are_refused_before_their_body_is_read(client) -> None:
         status, reads, _ = call_asgi(client.app, "POST", path, headers, [body])
         assert reads == 0, path
         assert status == (401 if path.startswith("/api/") else 303), path
+    # with credentials, even forged ones, a small body (at most 64 KiB) is received before
+    # the lookup (so that no transaction waits on it, see test_slow_bodies.py), never parsed;
+    # a larger one is refused unread
     bad_token = dict(headers, authorization="Bearer pfl_forged")
     status, reads, text = call_asgi(client.app, "POST", "/api/v1/completions", bad_token, [body])
+    assert (status, reads) == (401, 1) and b"invalid or revoked token" in text
+    large = dict(bad_token, **{"content-length": str(SMALL_BODY_BYTES + 1)})
+    chunks = [b" " * SMALL_BODY_BYTES, b" "]
+    status, reads, text = call_asgi(client.app, "POST", "/api/v1/completions", large, chunks)
     assert (status, reads) == (401, 0) and b"invalid or revoked token" in text
 
 

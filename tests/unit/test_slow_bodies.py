@@ -1,0 +1,157 @@
+"""A client that sends its request body slowly holds no place at the database gate and no
+connection: everyone else is served meanwhile, and the slow request gets 408 once
+``PREFLOOP_BODY_TIMEOUT_S`` has passed.
+
+Before: a signed-in labeler with as many connections as the gate has places, each sending a
+submission's body a byte at a time, made every other request (even /healthz) wait the pool's
+timeout and answer 503; on PostgreSQL each also kept a transaction open. A real server
+(uvicorn in a thread) and raw sockets, since a test client sends its body at once.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.middleware import SMALL_BODY_BYTES
+from tests.conftest import configure_env
+
+GATE = 2  # places at the gate: db_pool_size 2, no overflow
+BODY_TIMEOUT_S = 2.0
+
+
+@pytest.fixture
+def server(app_env: str, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """The app under uvicorn on a free port, with a small gate and a short body timeout."""
+    import uvicorn
+
+    from app.main import create_app
+
+    configure_env(monkeypatch, data_dir, app_env, db_pool_size=str(GATE), db_max_overflow="0",
+                  db_pool_timeout_s="1", body_timeout_s=str(BODY_TIMEOUT_S))  # fmt: skip
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning")
+    running = uvicorn.Server(config)
+    thread = threading.Thread(target=running.run, name="slow-bodies-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not running.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    yield port
+    running.should_exit = True
+    thread.join(timeout=15)
+
+
+def _request(port: int, method: str, path: str, token: str, body: bytes | None = None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    started = time.monotonic()
+    conn.request(method, path, body, headers)
+    response = conn.getresponse()
+    payload = response.read()
+    conn.close()
+    return response.status, time.monotonic() - started, payload
+
+
+def _start_slow_body(port: int, token: str, form: str) -> socket.socket:
+    """A submission whose body stops after its first byte: declared small, declared large,
+    or chunked."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    head = (
+        f"POST /api/v1/tasks/1/submission HTTP/1.1\r\nHost: test\r\n"
+        f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+    )
+    if form == "chunked":
+        sock.sendall((head + "Transfer-Encoding: chunked\r\n\r\n1\r\n{\r\n").encode())
+    else:
+        size = 600 if form == "small" else SMALL_BODY_BYTES + 600
+        sock.sendall((head + f"Content-Length: {size}\r\n\r\n{{").encode())
+    return sock
+
+
+def _answer_of(sock: socket.socket) -> bytes:
+    received = b""
+    while b"\r\n\r\n" not in received or not received.rstrip().endswith(b"}"):
+        piece = sock.recv(4096)
+        if not piece:
+            break
+        received += piece
+    return received
+
+
+@pytest.mark.parametrize("form", ["small", "large", "chunked"])
+def test_slow_bodies_hold_no_place_and_end_in_408(server, make_user, make_token, form) -> None:
+    slow_token = make_token(make_user("labeler"))
+    other = make_token(make_user("labeler"))
+    slow = [_start_slow_body(server, slow_token, form) for _ in range(GATE + 2)]
+    try:
+        time.sleep(0.5)  # the slow requests are in, waiting on their bodies
+        # before: 503 after the pool's timeout (1 s here), every place held by a slow body
+        status, seconds, _ = _request(server, "GET", "/api/v1/tasks/next", other)
+        assert status == 204, (status, seconds)
+        status, _, _ = _request(server, "GET", "/healthz", other)
+        assert status == 200
+        for sock in slow:
+            answer = _answer_of(sock)
+            assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+            assert b"connection: close" in answer.lower()
+            detail = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+            assert detail["field"] == "body" and "PREFLOOP_BODY_TIMEOUT_S" in detail["detail"]
+    finally:
+        for sock in slow:
+            sock.close()
+    # the places came back: the gate serves as many at once as before
+    assert _request(server, "GET", "/api/v1/tasks/next", other)[0] == 204
+
+
+def test_a_large_body_with_a_pause_is_stored_whole(server, make_user, make_token) -> None:
+    # spooled while its place is given up, then replayed to the route: nothing lost
+    token = make_token(make_user("researcher"))
+    prompts = [
+        {"text": f"Explain tides to a child, version {n}. " + "Waves. " * 40, "user_id": f"u{n}"}
+        for n in range(200)
+    ]
+    body = json.dumps({"prompts": prompts}).encode()
+    assert len(body) > SMALL_BODY_BYTES
+    sock = socket.create_connection(("127.0.0.1", server), timeout=30)
+    try:
+        sock.sendall(
+            (
+                f"POST /api/v1/prompts HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            + body[: len(body) // 2]
+        )
+        time.sleep(BODY_TIMEOUT_S / 2)  # a pause shorter than the timeout
+        sock.sendall(body[len(body) // 2 :])
+        answer = _answer_of(sock)
+    finally:
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    results = json.loads(answer.split(b"\r\n\r\n", 1)[1])["results"]
+    assert len(results) == 200 and {r["status"] for r in results} == {"accepted"}
+
+
+def test_a_public_form_comes_whole_or_not_at_all(server) -> None:
+    # anyone may post the login form: a body that could trickle in is refused unread
+    sock = socket.create_connection(("127.0.0.1", server), timeout=30)
+    try:
+        sock.sendall(
+            b"POST /login HTTP/1.1\r\nHost: test\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n1\r\nu\r\n"
+        )
+        answer = _answer_of(sock)
+    finally:
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
