@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     # one may pause no longer than this between two pieces; else 408 and the connection is
     # closed. No place at the database gate, no connection is held while a body arrives
     body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    # a client that takes no part of a response for this long is cut off (connection closed),
+    # so that one that stops reading a download holds no place at the database gate
+    send_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    # exports streamed at once per web process (each holds a database connection while its
+    # client reads); more answer 503 with Retry-After, so exports never hold every place
+    export_streams: int = Field(default=4, ge=1, le=1000)
     # serve /docs and /openapi.json to anyone (true) or only to signed-in users (false)
     public_api_docs: bool = False
 

@@ -136,9 +136,16 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(ServiceError)
     def _service_error(request: Request, exc: ServiceError) -> Response:
+        response: Response
         if _wants_json(request):
-            return JSONResponse(error_body(exc), status_code=exc.status_code)
-        return render(request, "error.html", {"message": exc.detail}, status_code=exc.status_code)
+            response = JSONResponse(error_body(exc), status_code=exc.status_code)
+        else:
+            response = render(
+                request, "error.html", {"message": exc.detail}, status_code=exc.status_code
+            )
+        if exc.status_code == 503:
+            response.headers["Retry-After"] = str(get_settings().db_retry_after_s)
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     def _http_error(request: Request, exc: StarletteHTTPException) -> Response:

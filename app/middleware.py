@@ -15,6 +15,7 @@ sending bodies a byte at a time held every place, and everyone else got 503s.
 from __future__ import annotations
 
 import asyncio
+import logging
 import tempfile
 import weakref
 
@@ -61,6 +62,8 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
+logger = logging.getLogger(__name__)
+
 # requests with a body that anyone may send (the login form carries no credentials yet)
 PUBLIC_BODY_PATHS = frozenset({"/login", "/logout"})
 # the signed session cookie (Starlette's SessionMiddleware, set up in app.main)
@@ -178,6 +181,36 @@ class _WatchedSend:
         if message["type"] == "http.response.start":
             self.started = True
         await self.send(message)
+
+
+class ClientStoppedReading(Exception):
+    """A client took no part of its response for ``send_timeout_s``."""
+
+
+class _TimedSend(_WatchedSend):
+    """``_WatchedSend`` whose body messages must be taken by the client within
+    ``send_timeout_s`` (a send waits only while the client does not read)."""
+
+    def __init__(self, send: Send, timeout: float) -> None:
+        super().__init__(send)
+        self.timeout = timeout
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] != "http.response.body":
+            await super().__call__(message)
+            return
+        try:
+            with anyio.fail_after(self.timeout):
+                await self.send(message)
+        except TimeoutError:
+            raise ClientStoppedReading() from None
+
+
+def _stopped_reading(exc: BaseException) -> bool:
+    """``exc`` is ``ClientStoppedReading``, alone or in a group (a streamed response's)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_stopped_reading(e) for e in exc.exceptions)
+    return isinstance(exc, ClientStoppedReading)
 
 
 def _declared_length(headers: Headers) -> int | None:
@@ -545,10 +578,21 @@ class DatabaseBusy:
             await self._busy(scope, receive, send)
             return
         scope[GATE_PLACE] = place
-        watched = _WatchedSend(send)
+        watched = _TimedSend(send, get_settings().send_timeout_s)
         try:
             await self.app(scope, receive, watched)
         except Exception as exc:
+            if _stopped_reading(exc):
+                # the response is cut short: returning unfinished makes the server close the
+                # connection, and the place is free again
+                logger.warning(
+                    "%s %s: the client took nothing for %g s (PREFLOOP_SEND_TIMEOUT_S); "
+                    "connection closed",
+                    scope.get("method"),
+                    scope["path"],
+                    watched.timeout,
+                )
+                return
             if watched.started or not (isinstance(exc, GateTimeout) or is_saturation(exc)):
                 raise
             await self._busy(scope, receive, send)

@@ -30,12 +30,15 @@ DESCRIPTIONS = {
     403: "not allowed for your role or token scope, a password to change first, or no CSRF token",
     404: "no such object (or one you may not see)",
     409: "the object is not in a state that allows this",
+    408: "the request body did not arrive within PREFLOOP_BODY_TIMEOUT_S (the connection is "
+    "closed)",
     413: "the request body is over PREFLOOP_MAX_REQUEST_BYTES",
     422: "invalid input: `detail` and `field` name the first problem, `errors` lists them all",
     429: "too many attempts: wait and try again",
     503: "a service the request needs is unavailable: the database is saturated (retry after "
-    "`Retry-After` seconds), the job broker is unreachable, or whole-table figures are still "
-    "being counted (retry after `Retry-After` seconds)",
+    "`Retry-After` seconds), the job broker is unreachable, whole-table figures are still "
+    "being counted, or PREFLOOP_EXPORT_STREAMS exports are streaming already (retry after "
+    "`Retry-After` seconds)",
 }
 # who may call: a bearer token (the JSON API's way), or the browser's session cookie (unsafe
 # methods then also need the X-CSRF-Token header); app/deps.py checks both
@@ -153,7 +156,7 @@ def _machinery_codes(route: APIRoute) -> list[int]:
     if dependant.path_params:
         codes.append(404)
     if route.body_field is not None:
-        codes.append(413)
+        codes += [408, 413]
     if takes_input:
         codes.append(422)
     if _requires_sign_in(route) or _uses_database(route):  # (signing in reads the database)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,6 +15,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
 from app.api.errors import errors
+from app.config import get_settings
 from app.deps import ResearcherDep, SessionDep, researcher
 from app.models import Snapshot
 from app.schemas import DbId
@@ -24,7 +27,7 @@ from app.schemas.export import (
     SnapshotOut,
     SnapshotRequest,
 )
-from app.services import NotFound
+from app.services import Busy, NotFound
 from app.services import export as export_service
 from app.services.export import ExportStream, create_snapshot
 from app.services.export_formats import OUTPUTS, choose_output, encode
@@ -33,32 +36,55 @@ from app.services.export_params import filters_from_query, parse_filters
 router = APIRouter(prefix="/api/v1/export", tags=["export"], dependencies=[Depends(researcher)])
 
 
+@lru_cache(maxsize=1)
+def _streams(bound: int) -> threading.BoundedSemaphore:
+    """The exports this process streams at once (``PREFLOOP_EXPORT_STREAMS``)."""
+    return threading.BoundedSemaphore(bound)
+
+
 def _stream(request: Request, session: Session, kind: str) -> StreamingResponse:
     filters = filters_from_query(session, request.query_params.multi_items())
     chosen = choose_output(request.query_params.get("output"), request.headers.get("accept"))
-    # the request's session lives until the response is sent; end its transaction so it
-    # holds no lock (SQLite) while the stream reads on a session of its own
-    session.commit()
-    stream = ExportStream(kind, filters, request.query_params.get("format"))
-    media_type, suffix = OUTPUTS[chosen]
-    name = "-".join(p for p in (kind, stream.fmt, filters.split and filters.split.value) if p)
-    headers = {
-        "X-Total-Count": str(stream.count),
-        "Content-Disposition": f'attachment; filename="{name}.{suffix}"',
-        "Cache-Control": "no-store",
-    }
-    body = encode(stream, chosen, kind, stream.fmt)
-    return _ClosingStreamingResponse(body, stream, media_type=media_type, headers=headers)
+    # each stream holds a database connection while its client reads, as fast or as slowly as
+    # it likes: bounded, so that exports never hold every place the labelers need
+    bound = get_settings().export_streams
+    streams = _streams(bound)
+    if not streams.acquire(blocking=False):
+        raise Busy(
+            f"{bound} exports are being streamed by this server (PREFLOOP_EXPORT_STREAMS); "
+            "retry in a moment"
+        )
+    try:
+        # the request's session lives until the response is sent; end its transaction so it
+        # holds no lock (SQLite) while the stream reads on a session of its own
+        session.commit()
+        stream = ExportStream(kind, filters, request.query_params.get("format"))
+        media_type, suffix = OUTPUTS[chosen]
+        name = "-".join(p for p in (kind, stream.fmt, filters.split and filters.split.value) if p)
+        headers = {
+            "X-Total-Count": str(stream.count),
+            "Content-Disposition": f'attachment; filename="{name}.{suffix}"',
+            "Cache-Control": "no-store",
+        }
+        body = encode(stream, chosen, kind, stream.fmt)
+    except BaseException:
+        streams.release()
+        raise
+    return _ClosingStreamingResponse(
+        body, stream, streams.release, media_type=media_type, headers=headers
+    )
 
 
 class _ClosingStreamingResponse(StreamingResponse):
     """Ends the export's read when the response ends, also when the client goes away
     mid-stream: Starlette then drops the iterator, and its transaction would stay open until
-    the garbage collector found it."""
+    the garbage collector found it. Then gives the stream's place back (``done``)."""
 
-    def __init__(self, body: Iterator[bytes], stream: ExportStream, **kwargs: Any):
+    def __init__(
+        self, body: Iterator[bytes], stream: ExportStream, done: Callable[[], None], **kwargs: Any
+    ):
         super().__init__(body, **kwargs)
-        self._body, self._stream = body, stream
+        self._body, self._stream, self._done = body, stream, done
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
@@ -68,10 +94,18 @@ class _ClosingStreamingResponse(StreamingResponse):
                 await run_in_threadpool(self._close)
 
     def _close(self) -> None:
-        close = getattr(self._body, "close", None)
-        if close is not None:
-            close()
-        self._stream.close()
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+            self._stream.close()
+        finally:
+            done, self._done = self._done, _nothing
+            done()
+
+
+def _nothing() -> None:
+    pass
 
 
 # what the streams are, by ``output`` (or Accept): one JSON record a line, an array, Parquet

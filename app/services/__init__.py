@@ -30,6 +30,12 @@ class NotFound(ServiceError):
     status_code = 404
 
 
+class Busy(ServiceError):
+    """A shared resource is in use to its bound: 503 with Retry-After, nothing was done."""
+
+    status_code = 503
+
+
 class Conflict(ServiceError):
     status_code = 409
 

@@ -221,7 +221,10 @@ def test_a_client_that_goes_away_mid_stream_ends_the_read(env, monkeypatch) -> N
     monkeypatch.setattr(export_formats, "CHUNK_BYTES", 1)  # one record per chunk
     stream = ExportStream("comparisons", ExportFilters(), "pairs")
     body = export_formats.encode(stream, "ndjson", "comparisons", "pairs")
-    response = _ClosingStreamingResponse(body, stream, media_type="application/x-ndjson")
+    given_back: list[bool] = []
+    response = _ClosingStreamingResponse(
+        body, stream, lambda: given_back.append(True), media_type="application/x-ndjson"
+    )
     sent: list[dict[str, Any]] = []
 
     async def send(message: dict[str, Any]) -> None:
@@ -238,6 +241,7 @@ def test_a_client_that_goes_away_mid_stream_ends_the_read(env, monkeypatch) -> N
     with pytest.raises(ClientDisconnect):
         anyio.run(response, scope, receive, send)
     assert len(sent) == 2 and not stream.session.in_transaction()
+    assert given_back == [True]  # its place among PREFLOOP_EXPORT_STREAMS, once
 
 
 def test_a_stream_reads_one_snapshot_and_blocks_no_writer(env, monkeypatch) -> None:

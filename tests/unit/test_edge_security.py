@@ -93,7 +93,7 @@ def test_strangers_are_refused_before_their_body_is_read(client) -> None:
         assert reads == 0, path
         assert status == (401 if path.startswith("/api/") else 303), path
     # with credentials, even forged ones, a small body (at most 64 KiB) is received before
-    # the lookup (so that no transaction waits on it, see test_slow_bodies.py), never parsed;
+    # the lookup (so that no transaction waits on it, see test_slow_clients.py), never parsed;
     # a larger one is refused unread
     bad_token = dict(headers, authorization="Bearer pfl_forged")
     status, reads, text = call_asgi(client.app, "POST", "/api/v1/completions", bad_token, [body])

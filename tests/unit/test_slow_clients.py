@@ -1,6 +1,8 @@
-"""A client that sends its request body slowly holds no place at the database gate and no
-connection: everyone else is served meanwhile, and the slow request gets 408 once
-``PREFLOOP_BODY_TIMEOUT_S`` has passed.
+"""Slow clients stall nobody else. One that sends its request body slowly holds no place at
+the database gate and no connection: everyone else is served meanwhile, and the slow request
+gets 408 once ``PREFLOOP_BODY_TIMEOUT_S`` has passed. One that stops reading its response is
+cut off after ``PREFLOOP_SEND_TIMEOUT_S``, and exports streamed at once are bounded
+(``PREFLOOP_EXPORT_STREAMS``), so slow downloads never hold every place.
 
 Before: a signed-in labeler with as many connections as the gate has places, each sending a
 submission's body a byte at a time, made every other request (even /healthz) wait the pool's
@@ -35,7 +37,8 @@ def server(app_env: str, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
     from app.main import create_app
 
     configure_env(monkeypatch, data_dir, app_env, db_pool_size=str(GATE), db_max_overflow="0",
-                  db_pool_timeout_s="1", body_timeout_s=str(BODY_TIMEOUT_S))  # fmt: skip
+                  db_pool_timeout_s="1", body_timeout_s=str(BODY_TIMEOUT_S),
+                  export_streams="1")  # fmt: skip
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -155,3 +158,87 @@ def test_a_public_form_comes_whole_or_not_at_all(server) -> None:
     finally:
         sock.close()
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+
+
+def test_a_client_that_stops_reading_is_cut_off_and_frees_its_place(
+    app_env, data_dir, monkeypatch
+) -> None:
+    # the ASGI app called directly: the first client takes nothing of its response (its send
+    # never returns), as one that stopped reading a download. Before: it held the only place
+    # for good, and the second request answered 503 after the pool's timeout
+    import anyio
+
+    from app.main import create_app
+
+    configure_env(monkeypatch, data_dir, app_env, db_pool_size="1", db_max_overflow="0",
+                  db_pool_timeout_s="5", send_timeout_s="1")  # fmt: skip
+    app = create_app()
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+        "scheme": "http", "path": "/healthz", "raw_path": b"/healthz", "root_path": "",
+        "query_string": b"", "headers": [], "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }  # fmt: skip
+    statuses: dict[str, int] = {}
+
+    async def receive() -> dict:
+        await anyio.sleep_forever()
+        return {}
+
+    def client(name: str, reads: bool):
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                statuses[name] = message["status"]
+            elif not reads:
+                await anyio.sleep_forever()
+
+        return send
+
+    async def main() -> None:
+        with anyio.fail_after(15):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(app, dict(scope), receive, client("stalled", reads=False))
+                await anyio.sleep(0.2)  # the stalled one holds the place
+                await app(dict(scope), receive, client("waiting", reads=True))
+
+    anyio.run(main)
+    assert statuses == {"stalled": 200, "waiting": 200}
+
+
+def test_exports_streamed_at_once_are_bounded(server, make_user, make_token, monkeypatch) -> None:
+    # the first export's client reads slowly (its stream waits on an event); the second is
+    # refused with 503 and Retry-After instead of taking a place the labelers need
+    from app.services.export_formats import encode
+    from tests.labeling_support import make_prompt
+
+    released = threading.Event()
+
+    def slow_encode(*args, **kwargs):
+        for n, piece in enumerate(encode(*args, **kwargs)):
+            yield piece
+            if n == 0:
+                released.wait(20)
+
+    monkeypatch.setattr("app.api.export.encode", slow_encode)
+    monkeypatch.setattr("app.services.export_formats.CHUNK_BYTES", 1)  # a record a piece
+    for n in range(3):
+        make_prompt(f"Name a river, number {n}.", split="test")  # test split: no tasks
+    researcher = make_token(make_user("researcher"))
+    labeler = make_token(make_user("labeler"))
+    first = socket.create_connection(("127.0.0.1", server), timeout=30)
+    try:
+        first.sendall(
+            f"GET /api/v1/export/prompts HTTP/1.1\r\nHost: test\r\n"
+            f"Authorization: Bearer {researcher}\r\n\r\n".encode()
+        )
+        assert first.recv(4096).startswith(b"HTTP/1.1 200")  # streaming, held open
+        status, _, payload = _request(server, "GET", "/api/v1/export/prompts", researcher)
+        assert status == 503 and b"PREFLOOP_EXPORT_STREAMS" in payload
+        assert _request(server, "GET", "/api/v1/tasks/next", labeler)[0] == 204
+    finally:
+        released.set()
+        first.close()
+    deadline = time.monotonic() + 10
+    while _request(server, "GET", "/api/v1/export/prompts", researcher)[0] != 200:
+        assert time.monotonic() < deadline, "the first export's place never came back"
+        time.sleep(0.1)
