@@ -65,8 +65,12 @@ class Settings(BaseSettings):
     # the header is ignored and the TCP peer is the client
     trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
     # larger request bodies are refused with 413 before they are read (default 32 MiB: 1,000
-    # prompts of the maximal length in one ingest call)
+    # prompts of the maximal length in one ingest call); only the bulk routes take that much
+    # (app.middleware.BULK_BODY_PATHS)
     max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # every other route's limit (a submission, a job, a form): parsing JSON holds the web
+    # process, and 28 MB of tiny values held it 11 s for a labeler's submission
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     # a request body of up to 64 KiB must arrive in full within this many seconds, and a larger
     # one may pause no longer than this between two pieces; else 408 and the connection is
     # closed. No place at the database gate, no connection is held while a body arrives

@@ -98,7 +98,11 @@ def create_app() -> FastAPI:
     )
     app.add_middleware(DatabaseBusy)
     app.add_middleware(ReceiveSmallBody)
-    app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        RequestSizeLimit,
+        max_bytes=settings.max_request_bytes,
+        max_body_bytes=settings.max_body_bytes,
+    )
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=str(ROOT / "static")), name="static")
     for router in ROUTERS:

@@ -66,6 +66,11 @@ logger = logging.getLogger(__name__)
 
 # requests with a body that anyone may send (the login form carries no credentials yet)
 PUBLIC_BODY_PATHS = frozenset({"/login", "/logout"})
+# the routes whose bodies may be up to PREFLOOP_MAX_REQUEST_BYTES (a batch of prompts or
+# outputs); every other body is limited to PREFLOOP_MAX_BODY_BYTES
+BULK_BODY_PATHS = frozenset(
+    {"/api/v1/prompts", "/api/v1/completions", "/api/v1/evaluations", "/admin/evaluations"}
+)
 # the signed session cookie (Starlette's SessionMiddleware, set up in app.main)
 SESSION_COOKIE = "prefloop_session"
 
@@ -111,31 +116,38 @@ class RequestTooLarge(HTTPException):
     An HTTPException, so FastAPI's body reading passes it on (it turns other errors into a
     400) and the app's handler answers 413."""
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(status_code=413, detail=_too_large(None, limit))
+    def __init__(self, limit: int, setting: str) -> None:
+        super().__init__(status_code=413, detail=_too_large(None, limit, setting))
 
 
-def _too_large(size: int | None, limit: int) -> str:
+def _too_large(size: int | None, limit: int, setting: str) -> str:
     what = f"request body is {size} bytes" if size is not None else "request body is too large"
-    return f"{what}; the limit is {limit} bytes (PREFLOOP_MAX_REQUEST_BYTES)"
+    return f"{what}; the limit is {limit} bytes ({setting})"
 
 
 class RequestSizeLimit:
     """413 for a declared Content-Length over the limit, before the app or a read runs; a body
-    without a length (chunked) is counted as it arrives and cut off at the limit."""
+    without a length (chunked) is counted as it arrives and cut off at the limit. The limit is
+    ``max_bytes`` for the bulk routes (``BULK_BODY_PATHS``), ``max_body_bytes`` (if lower) for
+    every other."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, max_body_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_body_bytes = min(max_bytes, max_body_bytes or max_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if scope["path"] in BULK_BODY_PATHS or self.max_body_bytes == self.max_bytes:
+            limit, setting = self.max_bytes, "PREFLOOP_MAX_REQUEST_BYTES"
+        else:
+            limit, setting = self.max_body_bytes, "PREFLOOP_MAX_BODY_BYTES"
         size = _declared_length(Headers(scope=scope))
-        if size is not None and (size < 0 or size > self.max_bytes):
+        if size is not None and (size < 0 or size > limit):
             detail = (
-                "Content-Length is not a number" if size < 0 else _too_large(size, self.max_bytes)
+                "Content-Length is not a number" if size < 0 else _too_large(size, limit, setting)
             )
             response = JSONResponse(
                 {"detail": detail, "field": "body"},
@@ -151,8 +163,8 @@ class RequestSizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise RequestTooLarge(self.max_bytes)
+                if received > limit:
+                    raise RequestTooLarge(limit, setting)
             return message
 
         watched = _WatchedSend(send)
@@ -162,7 +174,7 @@ class RequestSizeLimit:
             if watched.started:
                 raise
             response = JSONResponse(
-                {"detail": _too_large(None, self.max_bytes), "field": "body"},
+                {"detail": _too_large(None, limit, setting), "field": "body"},
                 status_code=413,
                 headers={"Connection": "close"},
             )

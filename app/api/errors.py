@@ -32,7 +32,8 @@ DESCRIPTIONS = {
     409: "the object is not in a state that allows this",
     408: "the request body did not arrive within PREFLOOP_BODY_TIMEOUT_S (the connection is "
     "closed)",
-    413: "the request body is over PREFLOOP_MAX_REQUEST_BYTES",
+    413: "the request body is over PREFLOOP_MAX_BODY_BYTES (PREFLOOP_MAX_REQUEST_BYTES for the "
+    "bulk routes: prompts, completions, evaluations)",
     422: "invalid input: `detail` and `field` name the first problem, `errors` lists them all",
     429: "too many attempts: wait and try again",
     503: "a service the request needs is unavailable: the database is saturated (retry after "

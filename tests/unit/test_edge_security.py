@@ -83,6 +83,28 @@ def test_a_streamed_oversized_body_is_cut_off(app_env, monkeypatch, make_user, m
     assert status == 413 and reads <= 6
 
 
+def test_bodies_past_the_bulk_routes_are_limited_to_max_body_bytes(api_as) -> None:
+    # before: a labeler's submission of 28 MB of tiny JSON values ([[1],[1],...]) held the web
+    # process 11 s parsing it (every other request waited), then answered 403
+    labeler, researcher = api_as("labeler"), api_as("researcher")
+    big = b'{"ranking": [' + b",".join([b"[1]"] * 600_000) + b"]}"  # 2.4 MB
+    headers = {"content-type": "application/json"}
+    r = labeler.post("/api/v1/tasks/1/submission", content=big, headers=headers)
+    assert r.status_code == 413 and "PREFLOOP_MAX_BODY_BYTES" in r.json()["detail"], r.text
+    # chunked (no length declared): counted as it arrives and cut off at the limit
+    token = labeler.headers["Authorization"]
+    chunked = dict(headers, authorization=token, **{"transfer-encoding": "chunked"})
+    status, reads, text = call_asgi(
+        labeler.app, "POST", "/api/v1/tasks/1/submission", chunked, [b" " * 65536] * 40
+    )
+    assert status == 413 and reads <= 18 and b"PREFLOOP_MAX_BODY_BYTES" in text
+    # a bulk route takes bodies up to PREFLOOP_MAX_REQUEST_BYTES: this one is read (and
+    # refused for its shape, not its size)
+    r = researcher.post("/api/v1/prompts", content=b'{"prompts": "' + b"x" * 2_000_000 + b'"}',
+                        headers=headers)  # fmt: skip
+    assert r.status_code == 422, r.text
+
+
 def test_strangers_are_refused_before_their_body_is_read(client) -> None:
     # POST /api/v1/completions takes a Pydantic body, which FastAPI reads and parses before
     # it runs the route's dependencies. before: the body was read, then 401
