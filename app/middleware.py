@@ -18,6 +18,7 @@ import asyncio
 import logging
 import tempfile
 import weakref
+from collections.abc import Mapping
 
 import anyio
 from anyio import to_thread
@@ -261,23 +262,31 @@ def _body_timeout(timeout: float) -> str:
     )
 
 
-async def _answer_body_timeout(scope: Scope, receive: Receive, send: Send) -> None:
-    """408 Request Timeout, and the connection closed (its client is mid-body)."""
-    timeout = get_settings().body_timeout_s
+async def _answer(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    status: int,
+    body: Mapping[str, object],
+    page: str,
+    headers: dict[str, str],
+) -> None:
+    """An answer of the edge's own: ``body`` as JSON under /api/ (or when JSON is asked for),
+    else ``page``, a short HTML page."""
     response: Response
     if wants_json(scope["path"], Headers(scope=scope)):
-        response = JSONResponse(
-            {"detail": _body_timeout(timeout), "field": "body"},
-            status_code=408,
-            headers={"Connection": "close"},
-        )
+        response = JSONResponse(body, status_code=status, headers=headers)
     else:
-        response = HTMLResponse(
-            f"<!doctype html><title>Request timeout</title><p>{_body_timeout(timeout)}.</p>",
-            status_code=408,
-            headers={"Connection": "close"},
-        )
+        response = HTMLResponse(page, status_code=status, headers=headers)
     await response(scope, receive, send)
+
+
+async def _answer_body_timeout(scope: Scope, receive: Receive, send: Send) -> None:
+    """408 Request Timeout, and the connection closed (its client is mid-body)."""
+    detail = _body_timeout(get_settings().body_timeout_s)
+    page = f"<!doctype html><title>Request timeout</title><p>{detail}.</p>"
+    body = {"detail": detail, "field": "body"}
+    await _answer(scope, receive, send, 408, body, page, {"Connection": "close"})
 
 
 async def _next_piece(receive: Receive) -> tuple[bytes, bool]:
@@ -430,10 +439,11 @@ class AuthenticateBeforeBody:
         if not _has_body(headers):
             await self.app(scope, receive, send)
             return
+        small = _small_body(headers)
         if scope["path"] in PUBLIC_BODY_PATHS:
             # anyone may send these forms: only as small bodies, which arrived in full before
             # the gate (ReceiveSmallBody), never one that could trickle in holding a place
-            if not _small_body(headers):
+            if not small:
                 await _public_form_too_large(scope, receive, send)
                 return
             await self.app(scope, receive, send)
@@ -445,7 +455,7 @@ class AuthenticateBeforeBody:
             session = get_sessionmaker()()
             try:
                 problem = await to_thread.run_sync(
-                    _authenticated, session, authorization, cookie_secret, _small_body(headers)
+                    _authenticated, session, authorization, cookie_secret, small
                 )
                 if isinstance(problem, Principal):
                     # the route's dependencies take it from here, in the same session, instead
@@ -453,7 +463,7 @@ class AuthenticateBeforeBody:
                     state = scope.setdefault("state", {})
                     state[CHECKED_PRINCIPAL] = (authorization, cookie_secret, problem)
                     spool = None
-                    if not _small_body(headers):
+                    if not small:
                         # a large or chunked body may take a while: it arrives before the
                         # route runs, with the request's place at the gate given up meanwhile
                         # (the lookup committed: no connection is held either)
@@ -612,15 +622,9 @@ class DatabaseBusy:
             place.give_up()
 
     async def _busy(self, scope: Scope, receive: Receive, send: Send) -> None:
+        page = (
+            "<!doctype html><title>Busy</title><p>The server is busy. Please retry in"
+            " a moment; nothing was saved by this request.</p>"
+        )
         headers = {"Retry-After": str(get_settings().db_retry_after_s)}
-        response: Response
-        if wants_json(scope["path"], Headers(scope=scope)):
-            response = JSONResponse({"detail": SATURATED}, status_code=503, headers=headers)
-        else:
-            response = HTMLResponse(
-                "<!doctype html><title>Busy</title><p>The server is busy. Please retry in"
-                " a moment; nothing was saved by this request.</p>",
-                status_code=503,
-                headers=headers,
-            )
-        await response(scope, receive, send)
+        await _answer(scope, receive, send, 503, {"detail": SATURATED}, page, headers)
