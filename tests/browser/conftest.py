@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +22,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REQUIRE_SERVICES, TestUser
+from tests.live_server import serving
 
 CHROMIUM = os.environ.get("PREFLOOP_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -44,33 +42,14 @@ def _unavailable(message: str) -> None:
     pytest.skip(message)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def live_server(app_env: str) -> Iterator[str]:
     """The app on http://127.0.0.1:<free port>, stopped after the test (before tables are
     emptied)."""
-    import uvicorn
-
     from app.main import create_app
 
-    port = _free_port()
-    config = uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="live-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the live server did not start", pytrace=False)
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=15)
+    with serving(create_app()) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 # package scope, not session: Playwright's sync API keeps an event loop running in the main

@@ -6,19 +6,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from typer.testing import CliRunner
 
 from app.cli import cli
-from tests.integration.test_serve import free_port
 from tests.labeling_support import make_prompt, make_ranking_task
+from tests.live_server import free_port, serving
 
 PREFERENCE = '''
 def prefer(prompt, text):
@@ -33,21 +30,8 @@ def live_server(app_env: str) -> Iterator[str]:
     """The app on the test database, served by uvicorn in a thread of this process."""
     from app.main import create_app
 
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.05)
-    try:
+    with serving(create_app()) as port:
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def test_simulate_command_ranks_by_a_hidden_preference(

@@ -24,6 +24,7 @@ import pytest
 
 from app.middleware import SMALL_BODY_BYTES
 from tests.conftest import configure_env
+from tests.live_server import serving
 
 GATE = 2  # places at the gate: db_pool_size 2, no overflow
 BODY_TIMEOUT_S = 2.0
@@ -32,27 +33,13 @@ BODY_TIMEOUT_S = 2.0
 @pytest.fixture
 def server(app_env: str, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
     """The app under uvicorn on a free port, with a small gate and a short body timeout."""
-    import uvicorn
-
     from app.main import create_app
 
     configure_env(monkeypatch, data_dir, app_env, db_pool_size=str(GATE), db_max_overflow="0",
                   db_pool_timeout_s="1", body_timeout_s=str(BODY_TIMEOUT_S),
                   export_streams="1")  # fmt: skip
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning")
-    running = uvicorn.Server(config)
-    thread = threading.Thread(target=running.run, name="slow-bodies-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not running.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield port
-    running.should_exit = True
-    thread.join(timeout=15)
+    with serving(create_app()) as port:
+        yield port
 
 
 def _request(port: int, method: str, path: str, token: str, body: bytes | None = None):
