@@ -33,7 +33,8 @@ DESCRIPTIONS = {
     408: "the request body did not arrive within PREFLOOP_BODY_TIMEOUT_S (the connection is "
     "closed)",
     413: "the request body is over PREFLOOP_MAX_BODY_BYTES (PREFLOOP_MAX_REQUEST_BYTES for the "
-    "bulk routes: prompts, completions, evaluations)",
+    "bulk routes: prompts, completions, evaluations), or holds more than "
+    "PREFLOOP_MAX_JSON_VALUES JSON values",
     422: "invalid input: `detail` and `field` name the first problem, `errors` lists them all",
     429: "too many attempts: wait and try again",
     503: "a service the request needs is unavailable: the database is saturated (retry after "

@@ -9,9 +9,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
+from app import json_values
+from app.config import get_settings
 from app.deps import ReadSessionDep, ResearcherDep, SessionDep, researcher
 from app.models import FLAGS
 from app.schemas import DbId
+from app.schemas.evaluations import MAX_OUTPUTS
 from app.schemas.job_kinds import POLICY_KINDS
 from app.services import Invalid, ServiceError
 from app.services.evaluation_results import leaderboard, overview, results
@@ -43,6 +46,14 @@ def _form_context(
 def _outputs(text: str, field: str) -> list[dict[str, Any]]:
     """Uploaded outputs pasted as JSON lines (or a JSON array) of {"prompt_id", "text"}."""
     text = text.strip()
+    lines = text.count("\n") + 1
+    if lines > MAX_OUTPUTS and not text.startswith("["):
+        raise Invalid(f"at most {MAX_OUTPUTS} outputs per system ({lines} lines)", field=field)
+    # counted before parsing, as the JSON API's bodies are (app.middleware): parsing holds
+    # the web process; JSON lines are one value each beyond what the count sees
+    limit = get_settings().max_json_values
+    if not json_values.at_most(text.encode(), limit - (0 if text.startswith("[") else lines)):
+        raise Invalid(json_values.too_many_detail(limit, "these outputs hold"), field=field)
     try:
         if text.startswith("["):
             rows = json.loads(text)

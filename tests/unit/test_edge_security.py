@@ -105,6 +105,40 @@ def test_bodies_past_the_bulk_routes_are_limited_to_max_body_bytes(api_as) -> No
     assert r.status_code == 422, r.text
 
 
+def test_json_bodies_holding_too_many_values_are_refused_before_they_are_parsed(
+    api_as, monkeypatch
+) -> None:
+    # before: a bulk route takes 32 MiB, and 32 MiB of [[1],[1],...] sent to the ingest route
+    # held the web process 3.5 s parsing it (every other request waited), then got a 422
+    from app.config import get_settings
+
+    monkeypatch.setenv("PREFLOOP_MAX_JSON_VALUES", "100000")
+    get_settings.cache_clear()
+    researcher = api_as("researcher")
+    headers = {"content-type": "application/json"}
+    flood = b'{"prompts": [' + b",".join([b"[1]"] * 60_000) + b"]}"  # 120,002 values
+    for media_type in ("application/json", "application/vnd.api+json", None):
+        sent = {"content-type": media_type} if media_type else {}
+        r = researcher.post("/api/v1/prompts", content=flood, headers=sent)
+        assert r.status_code == 413, (media_type, r.text)
+        assert r.json() == {
+            "detail": "the request body holds more than 100000 JSON values "
+            "(PREFLOOP_MAX_JSON_VALUES); send them in smaller requests",
+            "field": "body",
+        }
+    # chunked (no length declared): counted once it has arrived, still before any parse
+    chunked = dict(headers, authorization=researcher.headers["Authorization"],
+                   **{"transfer-encoding": "chunked"})  # fmt: skip
+    pieces = [flood[i : i + 65536] for i in range(0, len(flood), 65536)]
+    status, _, text = call_asgi(researcher.app, "POST", "/api/v1/prompts", chunked, pieces)
+    assert status == 413 and b"PREFLOOP_MAX_JSON_VALUES" in text
+    # as large a body whose strings are full of JSON's punctuation holds few values: stored
+    prompts = [{"text": f"{i}: " + "[1], {2}, " * 120, "user_id": f"u{i}"} for i in range(1000)]
+    r = researcher.post("/api/v1/prompts", json={"prompts": prompts})
+    assert r.status_code == 200, r.text
+    assert [x["status"] for x in r.json()["results"]] == ["accepted"] * 1000
+
+
 def test_strangers_are_refused_before_their_body_is_read(client) -> None:
     # POST /api/v1/completions takes a Pydantic body, which FastAPI reads and parses before
     # it runs the route's dependencies. before: the body was read, then 401

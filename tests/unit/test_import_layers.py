@@ -1,8 +1,8 @@
 """The code's shape, read from its imports (every ``import``, also inside functions).
 
-Layers, lowest first: infrastructure (config, db, broker, migrate) -> models -> schemas ->
-services -> the edges (api, web, worker, cli, main). A module imports only from its own layer
-or below; api and web never import worker (jobs reach workers through the broker); trainer/
+Layers, lowest first: infrastructure (config, db, broker, migrate, json_values) -> models ->
+schemas -> services -> the edges (api, web, worker, cli, main). A module imports only from its
+own layer or below; api and web never import worker (jobs reach workers through the broker); trainer/
 never imports app/. No two modules import each other, directly or around a loop.
 """
 
@@ -24,6 +24,7 @@ LAYER_OF_PREFIX = {
     "app.db": INFRA,
     "app.broker": INFRA,
     "app.migrate": INFRA,
+    "app.json_values": INFRA,
     "app.models": "models",
     "app.schemas": "schemas",
     "app.services": "services",
