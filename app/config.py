@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     # one may pause no longer than this between two pieces; else 408 and the connection is
     # closed. No place at the database gate, no connection is held while a body arrives
     body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    # a request's headers must arrive in full within this many seconds of the connection (or,
+    # on a connection kept alive, of the request's first byte); else 408 and the connection is
+    # closed (app.http_protocol: a client trickling headers held a connection for ever)
+    header_timeout_s: float = Field(default=15.0, gt=0, le=3600)
     # a client that takes no part of a response for this long is cut off (connection closed),
     # so that one that stops reading a download holds no place at the database gate
     send_timeout_s: float = Field(default=60.0, gt=0, le=3600)

@@ -18,12 +18,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(app: Any) -> Iterator[int]:
-    """Serve ``app`` until the block ends; yields the port once the server has started."""
+def serving(app: Any, **options: Any) -> Iterator[int]:
+    """Serve ``app`` until the block ends; yields the port once the server has started.
+    ``options`` go to ``uvicorn.Config``."""
     import uvicorn
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, **{"log_level": "warning", **options})
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="live-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
