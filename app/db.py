@@ -292,6 +292,11 @@ def get_readonly_sessionmaker() -> sessionmaker[Session]:
 # authentication of a request with a body, app.middleware.AuthenticateBeforeBody): the route
 # works in it too, so the request costs one session and one pooled connection, not two
 request_session: ContextVar[Session | None] = ContextVar("request_session", default=None)
+# request scope key: a route sets it (True) when its response needs no database connection once
+# it has started (a file sent from disk, the route's session closed before it returned); the
+# request's place at the database gate (app.middleware.DatabaseBusy) is then given up as the
+# response starts, so a client that downloads slowly holds no place that labelers need
+NO_DATABASE_AFTER_START = "prefloop.no_database_after_start"
 
 
 async def get_session() -> AsyncGenerator[Session, None]:

@@ -33,7 +33,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import json_values
 from app.config import get_settings
-from app.db import close_session, get_sessionmaker, is_postgres, is_saturation, request_session
+from app.db import (
+    NO_DATABASE_AFTER_START,
+    close_session,
+    get_sessionmaker,
+    is_postgres,
+    is_saturation,
+    request_session,
+)
 from app.deps import (
     CHECKED_PRINCIPAL,
     SESSION_KEY,
@@ -205,14 +212,20 @@ class ClientStoppedReading(Exception):
 
 class _TimedSend(_WatchedSend):
     """``_WatchedSend`` whose body messages must be taken by the client within
-    ``send_timeout_s`` (a send waits only while the client does not read)."""
+    ``send_timeout_s`` (a send waits only while the client does not read). The request's
+    place at the gate is given up as the response starts when the route said it needs no
+    database connection from then on (``NO_DATABASE_AFTER_START``)."""
 
-    def __init__(self, send: Send, timeout: float) -> None:
+    def __init__(self, send: Send, timeout: float, scope: Scope, place: _Place) -> None:
         super().__init__(send)
         self.timeout = timeout
+        self.scope = scope
+        self.place = place
 
     async def __call__(self, message: Message) -> None:
         if message["type"] != "http.response.body":
+            if self.scope.get(NO_DATABASE_AFTER_START):
+                self.place.give_up()
             await super().__call__(message)
             return
         try:
@@ -643,7 +656,7 @@ class DatabaseBusy:
             await self._busy(scope, receive, send)
             return
         scope[GATE_PLACE] = place
-        watched = _TimedSend(send, get_settings().send_timeout_s)
+        watched = _TimedSend(send, get_settings().send_timeout_s, scope, place)
         try:
             await self.app(scope, receive, watched)
         except Exception as exc:

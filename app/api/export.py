@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from app.api.errors import errors
 from app.config import get_settings
+from app.db import NO_DATABASE_AFTER_START
 from app.deps import ResearcherDep, SessionDep, researcher
 from app.models import Snapshot
 from app.schemas import DbId
@@ -217,6 +218,7 @@ def get_snapshot(
 def download_snapshot(
     snapshot_id: DbId,
     session: SessionDep,
+    request: Request,
 ) -> FileResponse:
     """The snapshot's file, byte for byte (its sha256 in ``X-Content-SHA256``)."""
     snapshot = export_service.get_snapshot(session, snapshot_id)
@@ -224,6 +226,10 @@ def download_snapshot(
     if not path.is_file():
         raise NotFound(f"the file of snapshot {snapshot_id} is missing from the artifact store")
     name = f"snapshot-{snapshot.id}-{snapshot.dataset}.jsonl"
+    # the file is sent from disk: its connection goes back to the pool now, and the request's
+    # place at the database gate as the file starts (a slow download holds neither)
+    session.close()
+    request.scope[NO_DATABASE_AFTER_START] = True
     return FileResponse(
         path,
         media_type=OUTPUTS["ndjson"][0],

@@ -229,3 +229,42 @@ def test_exports_streamed_at_once_are_bounded(server, make_user, make_token, mon
     while _request(server, "GET", "/api/v1/export/prompts", researcher)[0] != 200:
         assert time.monotonic() < deadline, "the first export's place never came back"
         time.sleep(0.1)
+
+
+def test_a_slow_snapshot_download_holds_no_place(server, make_user, make_token, tmp_path) -> None:
+    # before: a snapshot download held its place at the gate for as long as its client took to
+    # read the file; as many clients as places, reading nothing, made every other request wait
+    # the pool's timeout and answer 503. The file needs no connection: the place is given up
+    # as it starts
+    from app.db import get_sessionmaker
+    from app.models import Snapshot
+
+    path = tmp_path / "snapshot.jsonl"
+    path.write_bytes(b'{"n": 1}\n' * 4_000_000)  # 36 MB: far more than the sockets buffer
+    with get_sessionmaker()() as s:
+        snapshot = Snapshot(dataset="prompts", format="ndjson", filters={}, row_count=4_000_000,
+                            sha256="0" * 64, path=str(path))  # fmt: skip
+        s.add(snapshot)
+        s.commit()
+        snapshot_id = snapshot.id
+    researcher = make_token(make_user("researcher"))
+    labeler = make_token(make_user("labeler"))
+    readers = []
+    try:
+        for _ in range(GATE):
+            sock = socket.create_connection(("127.0.0.1", server), timeout=30)
+            sock.sendall(
+                f"GET /api/v1/export/snapshots/{snapshot_id}/download HTTP/1.1\r\nHost: test\r\n"
+                f"Authorization: Bearer {researcher}\r\n\r\n".encode()
+            )
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")  # started; nothing more is read
+            readers.append(sock)
+        assert _request(server, "GET", "/api/v1/tasks/next", labeler)[0] == 204
+        # a download read to its end is the file, byte for byte
+        status, _, payload = _request(
+            server, "GET", f"/api/v1/export/snapshots/{snapshot_id}/download", researcher
+        )
+        assert status == 200 and payload == path.read_bytes()
+    finally:
+        for sock in readers:
+            sock.close()
