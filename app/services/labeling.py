@@ -41,7 +41,6 @@ from app.models import (
 from app.schemas.labeling import SubmissionIn
 from app.services import Conflict, Invalid, NotFound, ServiceError, validated
 from app.services.judgment_scores import (
-    ranks_of,
     reopen_if_disagreed,
     rescore_task,
     score_new_ranking,
@@ -263,7 +262,7 @@ def submit(
             time_spent_ms=time_spent,
         )
         entries = _entries(groups, ratings)
-        score_new_ranking(session, task, ranking, ranks_of(entries))
+        score_new_ranking(session, task, ranking, {e["completion_id"]: e["rank"] for e in entries})
         # Core, not the unit of work: one INSERT … RETURNING id, then the entries in one
         # executemany (the ORM would insert them one by one for their ids)
         connection = session.connection()
@@ -284,16 +283,7 @@ def submit(
         # no cheaper: the server's cost is per row, in its foreign-key checks)
         connection.execute(
             insert(cast(Table, RankingEntry.__table__)),
-            [
-                {
-                    "ranking_id": ranking_id,
-                    "completion_id": e.completion_id,
-                    "rank": e.rank,
-                    "likert": e.likert,
-                    "flags": e.flags,
-                }
-                for e in entries
-            ],
+            [{"ranking_id": ranking_id, **e} for e in entries],
         )
         label_id = ranking_id
     done_here = skip_reason is None and task.overlap <= 1 and task.kind in slot_kinds()
@@ -361,7 +351,7 @@ def revise(
         )
         ranking.entries.clear()
         session.flush()  # the old entries go before the new ones take their unique keys
-        ranking.entries.extend(_entries(groups, ratings))
+        ranking.entries.extend(RankingEntry(**row) for row in _entries(groups, ratings))
         ranking.time_spent_ms = (ranking.time_spent_ms or 0) + extra_ms
         session.flush()
         rescore_task(session, task)  # the task's agreement and gold scores follow the edit
@@ -386,15 +376,18 @@ def check_editable(assignment: Assignment, task: Task) -> None:
 
 def _entries(
     groups: list[list[int]], ratings: dict[int, tuple[int | None, list[str]]]
-) -> list[RankingEntry]:
-    # rank 1 = best; tied completions share their group's rank
+) -> list[dict[str, Any]]:
+    """A ranking's entries as rows (rank 1 = best; tied completions share their group's
+    rank): plain dicts, since a submission inserts them in Core (an ORM object each cost
+    more than its insert)."""
+    unrated: tuple[int | None, list[str]] = (None, [])
     return [
-        RankingEntry(
-            completion_id=cid,
-            rank=position,
-            likert=ratings.get(cid, (None, []))[0],
-            flags=ratings.get(cid, (None, []))[1],
-        )
+        {
+            "completion_id": cid,
+            "rank": position,
+            "likert": ratings.get(cid, unrated)[0],
+            "flags": ratings.get(cid, unrated)[1],
+        }
         for position, group in enumerate(groups, start=1)
         for cid in group
     ]
