@@ -130,14 +130,15 @@ def serve(
 def uvicorn_options() -> dict[str, Any]:
     """Forwarded headers are trusted only from PREFLOOP_TRUSTED_PROXIES (uvicorn's own default
     trusts 127.0.0.1, so any local client could claim any address); a request's headers must
-    arrive within PREFLOOP_HEADER_TIMEOUT_S."""
+    arrive within PREFLOOP_HEADER_TIMEOUT_S and be at most PREFLOOP_MAX_HEADER_BYTES."""
     from app.config import get_settings
-    from app.http_protocol import HeaderTimeoutProtocol
+    from app.http_protocol import HeaderLimitsProtocol
 
     proxies = list(get_settings().trusted_proxies)
     return {
-        # httptools, with a deadline for a request's headers (PREFLOOP_HEADER_TIMEOUT_S)
-        "http": HeaderTimeoutProtocol,
+        # httptools, with a deadline and a size limit for a request's headers
+        # (PREFLOOP_HEADER_TIMEOUT_S, PREFLOOP_MAX_HEADER_BYTES)
+        "http": HeaderLimitsProtocol,
         "log_level": "info",
         "proxy_headers": bool(proxies),
         "forwarded_allow_ips": proxies or None,

@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     # on a connection kept alive, of the request's first byte); else 408 and the connection is
     # closed (app.http_protocol: a client trickling headers held a connection for ever)
     header_timeout_s: float = Field(default=15.0, gt=0, le=3600)
+    # a request line and headers larger than this get 431 and the connection is closed (the
+    # server held 400 MB of one connection's header lines before)
+    max_header_bytes: int = Field(default=64 * 1024, ge=4096)
     # a client that takes no part of a response for this long is cut off (connection closed),
     # so that one that stops reading a download holds no place at the database gate
     send_timeout_s: float = Field(default=60.0, gt=0, le=3600)

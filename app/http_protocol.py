@@ -1,4 +1,5 @@
-"""uvicorn's HTTP protocol (httptools), with a deadline for a request's headers.
+"""uvicorn's HTTP protocol (httptools), with a deadline and a size limit for a request's
+headers.
 
 uvicorn bounds an idle keep-alive connection (``timeout_keep_alive``), but not a connection
 that has not finished sending a request's headers: one that connects and sends nothing, or a
@@ -8,6 +9,11 @@ connects; a reverse proxy in front would bound them too, but the server should n
 one. Here the headers of a request must have arrived in full within
 ``PREFLOOP_HEADER_TIMEOUT_S`` of the connection being made, or of its first byte on a
 connection kept alive; otherwise the client gets 408 and the connection is closed.
+
+Nor did uvicorn bound their size with httptools: one connection sent 400 MB of header lines in
+0.4 s, and the web process held all of it (its memory grew by 400 MB). Here a request line
+and headers of more than ``PREFLOOP_MAX_HEADER_BYTES`` get 431 and the connection is closed;
+a connection holds at most that much, and one read, of unfinished headers.
 
 The timer is armed only when a read ends with a request's headers unfinished (and on a new
 connection): the usual request, whose headers come in one read, costs nothing more.
@@ -22,21 +28,37 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.config import get_settings
 
-REQUEST_TIMEOUT = (
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
-    b"connection: close\r\ncontent-length: 49\r\n\r\n"
-    b"the request headers did not arrive in time (408)\n"
+
+def _plain_answer(status: str, text: str) -> bytes:
+    body = text.encode()
+    return (
+        f"HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+REQUEST_TIMEOUT = _plain_answer(
+    "408 Request Timeout",
+    "the request headers did not arrive within PREFLOOP_HEADER_TIMEOUT_S\n",
+)
+HEADERS_TOO_LARGE = _plain_answer(
+    "431 Request Header Fields Too Large",
+    "the request line and headers are larger than PREFLOOP_MAX_HEADER_BYTES\n",
 )
 
 
-class HeaderTimeoutProtocol(HttpToolsProtocol):
-    """``HttpToolsProtocol`` that closes a connection whose request headers are late."""
+class HeaderLimitsProtocol(HttpToolsProtocol):
+    """``HttpToolsProtocol`` that closes a connection whose request headers are late (408) or
+    too large (431)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.header_timeout = get_settings().header_timeout_s
+        settings = get_settings()
+        self.header_timeout = settings.header_timeout_s
+        self.max_header_bytes = settings.max_header_bytes
         self.header_timer: asyncio.TimerHandle | None = None
         self.in_headers = False
+        self.header_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -44,11 +66,18 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self.in_headers and self.header_timer is None:
-            self._arm()  # a request has begun and its headers are not all here yet
+        if not self.in_headers:
+            return
+        # a request has begun and its headers are not all here yet: all of this read is theirs
+        self.header_bytes += len(data)
+        if self.header_bytes > self.max_header_bytes:
+            self._refuse(HEADERS_TOO_LARGE)
+        elif self.header_timer is None:
+            self._arm()
 
     def on_message_begin(self) -> None:
         self.in_headers = True
+        self.header_bytes = 0
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
@@ -70,6 +99,10 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 
     def _headers_late(self) -> None:
         self.header_timer = None
+        self._refuse(REQUEST_TIMEOUT)
+
+    def _refuse(self, answer: bytes) -> None:
+        self._disarm()
         if not self.transport.is_closing():
-            self.transport.write(REQUEST_TIMEOUT)
+            self.transport.write(answer)
             self.transport.close()

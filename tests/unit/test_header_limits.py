@@ -1,9 +1,11 @@
-"""A request's headers must arrive within PREFLOOP_HEADER_TIMEOUT_S (app.http_protocol).
+"""A request's headers must arrive within PREFLOOP_HEADER_TIMEOUT_S and be at most
+PREFLOOP_MAX_HEADER_BYTES (app.http_protocol).
 
 Before: uvicorn bounded idle keep-alive connections only; a client that connected and sent
 nothing, or a header line now and then (a "slowloris"), held its connection for as long as it
-liked, and enough of them leave the server no file descriptors. The server here runs with
-the options ``prefloop serve`` gives uvicorn (``app.cli.uvicorn_options``)."""
+liked, and enough of them leave the server no file descriptors; and one connection's 400 MB
+of header lines were all held in the web process's memory. The server here runs with the
+options ``prefloop serve`` gives uvicorn (``app.cli.uvicorn_options``)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import pytest
 from tests.live_server import serving
 
 HEADER_TIMEOUT_S = 1.0
+MAX_HEADER_BYTES = 8192
 
 
 async def hello(scope, receive, send) -> None:
@@ -33,6 +36,7 @@ def port(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
     from app.config import get_settings
 
     monkeypatch.setenv("PREFLOOP_HEADER_TIMEOUT_S", str(HEADER_TIMEOUT_S))
+    monkeypatch.setenv("PREFLOOP_MAX_HEADER_BYTES", str(MAX_HEADER_BYTES))
     get_settings.cache_clear()
     try:
         with serving(hello, **{**uvicorn_options(), "log_level": "warning"}) as p:
@@ -103,3 +107,42 @@ def test_unhurried_clients_are_served(port) -> None:
         # (its idle time is bounded by the keep-alive timeout, 65 s)
         time.sleep(HEADER_TIMEOUT_S * 1.5)
         assert _get(sock).startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.parametrize("where", ["header lines", "request line"])
+def test_headers_larger_than_the_limit_are_refused(port, where) -> None:
+    with _connect(port) as sock:
+        if where == "header lines":
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            line = b"X-Big: " + b"a" * 1000 + b"\r\n"
+            sent = 0
+            try:
+                while sent < 100 * MAX_HEADER_BYTES:  # until refused (before: 800 KB held)
+                    sock.sendall(line)
+                    sent += len(line)
+            except OSError:  # reset once refused and closed
+                pass
+        else:
+            sock.sendall(b"GET /" + b"a" * (2 * MAX_HEADER_BYTES) + b" HTTP/1.1\r\n")
+        answer = _until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large"), answer[:80]
+    assert b"PREFLOOP_MAX_HEADER_BYTES" in answer
+
+
+def test_headers_within_the_limit_are_served(port) -> None:
+    cookie = b"Cookie: c=" + b"a" * (MAX_HEADER_BYTES - 200) + b"\r\n"
+    with _connect(port) as sock:
+        # sent in small pieces: the count is per request, not per read
+        request = b"GET / HTTP/1.1\r\nHost: x\r\n" + cookie + b"\r\n"
+        for i in range(0, len(request), 512):
+            sock.sendall(request[i : i + 512])
+        answer = b""
+        while not answer.endswith(b"hello"):
+            answer += sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 200")
+        # and the next request on the connection counts afresh
+        sock.sendall(request)
+        answer = b""
+        while not answer.endswith(b"hello"):
+            answer += sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 200")
