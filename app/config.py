@@ -34,9 +34,9 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(default=5, ge=0, le=1000)
     # a request waits this long for a free connection, then answers 503 with Retry-After
     db_pool_timeout_s: float = Field(default=10.0, gt=0)
-    # a client (one token or browser session) with more requests than this in at once in a
-    # web process waits for places at the database gate behind every other client's
-    # (app.middleware.FairGate): one client's flood no longer holds everyone else off
+    # a client (a token or browser session that has worked, else an address; app.clients)
+    # with more requests than this in at once in a web process waits for places at the
+    # database gate behind every other client's (app.middleware.FairGate)
     fair_share_requests: int = Field(default=8, ge=1)
     # the Retry-After (seconds) of a 503 when the database is saturated
     db_retry_after_s: int = Field(default=2, ge=1, le=3600)

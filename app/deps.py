@@ -13,6 +13,7 @@ from anyio import to_thread
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from app.clients import credential_worked
 from app.config import get_settings
 from app.db import get_readonly_session, get_session
 from app.models import Role, User, UserSession, role_at_least
@@ -131,6 +132,7 @@ async def optional_principal(
             request.session.clear()
         return None
     request.state.user = CurrentUser.of(principal.user)
+    credential_worked(request.scope)  # its next requests are its own at the gate
     return principal
 
 

@@ -33,6 +33,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import json_values
+from app.clients import client_of
 from app.config import get_settings
 from app.db import (
     NO_DATABASE_AFTER_START,
@@ -609,25 +610,26 @@ class FairGate:
     another labeler's cycle took 5.3 s at the median (the pool's timeout, then 503s, with
     more); 210 ms after (docs/performance.md).
 
-    A client is a credential (the bearer token or the session cookie; requests without either
-    are one client); a request counts against its client from arrival to its end. With one
-    client only (a load test on one token) the order is plain arrival order."""
+    A client is a credential that has worked in this process (a bearer token, a browser's
+    cookies), else an address (``app.clients``); a request counts against its client from
+    arrival to its end. With one client only (a load test on one token) the order is plain
+    arrival order."""
 
     def __init__(self, places: int, share: int) -> None:
         self.free = places
         self.share = share
-        self.load: dict[bytes | None, int] = {}
+        self.load: dict[int | str, int] = {}
         self.waiting = 0  # waiters not cancelled, in either queue
         self.within_share: deque[_Waiter] = deque()
         self.beyond_share: deque[_Waiter] = deque()
 
-    def arrive(self, client: bytes | None) -> bool:
+    def arrive(self, client: int | str) -> bool:
         """Count a request of ``client``; whether it is within the client's share."""
         load = self.load.get(client, 0) + 1
         self.load[client] = load
         return load <= self.share
 
-    def leave(self, client: bytes | None) -> None:
+    def leave(self, client: int | str) -> None:
         load = self.load[client] - 1
         if load:
             self.load[client] = load
@@ -689,20 +691,6 @@ class _Place:
             self.gate.release()
 
 
-def _client(scope: Scope) -> bytes | None:
-    """The request's credential, as sent (not yet checked): its bearer token, else its
-    cookies (the session's), else None."""
-    cookie: bytes | None = None
-    name: bytes
-    value: bytes
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            return value
-        if name == b"cookie":
-            cookie = value
-    return cookie
-
-
 class DatabaseBusy:
     """A saturated database (no connection in ``db_pool_timeout_s``, PostgreSQL's "too many
     clients") answers 503 with ``Retry-After``, never 500: JSON under /api/, a plain page
@@ -738,7 +726,7 @@ class DatabaseBusy:
             await self.app(scope, receive, send)
             return
         gate = self._gate()
-        client = _client(scope)
+        client = client_of(scope)
         place = _Place(gate, gate.arrive(client))
         try:
             await self._in_turn(place, scope, receive, send)

@@ -51,7 +51,7 @@ def test_a_client_beyond_its_share_waits_behind_the_others(settings) -> None:
         gate = FairGate(places=1, share=1)
         order: list[str] = []
 
-        async def request(client: bytes, name: str, hold: anyio.Event | None = None) -> None:
+        async def request(client: str, name: str, hold: anyio.Event | None = None) -> None:
             within = gate.arrive(client)
             try:
                 assert await gate.take(within)
@@ -64,12 +64,12 @@ def test_a_client_beyond_its_share_waits_behind_the_others(settings) -> None:
 
         first = anyio.Event()
         async with anyio.create_task_group() as tg:
-            tg.start_soon(request, b"flood", "flood 1", first)
+            tg.start_soon(request, "flood", "flood 1", first)
             await _settle()
             for n in range(2, 5):  # three more of the same client: beyond its share
-                tg.start_soon(request, b"flood", f"flood {n}")
+                tg.start_soon(request, "flood", f"flood {n}")
                 await _settle()
-            tg.start_soon(request, b"labeler", "labeler")  # arrives last, within its share
+            tg.start_soon(request, "labeler", "labeler")  # arrives last, within its share
             await _settle()
             assert order == ["flood 1"] and gate.waiting == 4
             first.set()
@@ -83,21 +83,21 @@ def test_one_client_alone_is_served_in_arrival_order(settings) -> None:
     async def main() -> None:
         gate = FairGate(places=1, share=1)
         order: list[int] = []
-        holder = gate.arrive(b"only")
+        holder = gate.arrive("only")
         assert await gate.take(holder)
 
         async def request(n: int) -> None:
-            assert await gate.take(gate.arrive(b"only"))
+            assert await gate.take(gate.arrive("only"))
             order.append(n)
             gate.release()
-            gate.leave(b"only")
+            gate.leave("only")
 
         async with anyio.create_task_group() as tg:
             for n in range(5):
                 tg.start_soon(request, n)
                 await _settle()
             gate.release()
-            gate.leave(b"only")
+            gate.leave("only")
         assert order == [0, 1, 2, 3, 4] and gate.load == {}
 
     run(main)
@@ -140,12 +140,17 @@ def test_no_place_is_lost_to_a_timeout_or_a_cancelled_wait(settings) -> None:
     run(main)
 
 
-def test_the_middleware_tells_clients_apart_by_their_credentials(settings) -> None:
-    # DatabaseBusy over an app whose requests hold their place until released: one token
-    # fills the gate and queues more; a request with another token (or a browser's cookie)
-    # is next in, before the token's queued ones
+def test_the_middleware_tells_clients_apart_by_credentials_that_worked(settings) -> None:
+    # DatabaseBusy over an app whose requests hold their place until released. A token seen
+    # to work fills the gate and queues more; a request with another working credential (a
+    # token, a browser's cookies) is next in, before the token's queued ones. Credentials not
+    # seen to work (invented ones) count as their address's: a flood that invents a new token
+    # for every request is one client, and a request from another address overtakes it.
+    from app.clients import credential_worked
+
     async def main() -> None:
-        release = {name: anyio.Event() for name in ("t1", "t2", "t3", "t4", "cookie", "other")}
+        names = ("t1", "t2", "t3", "t4", "cookie", "other", "f1", "f2", "f3", "f4", "elsewhere")
+        release = {name: anyio.Event() for name in names}
         served: list[str] = []
 
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -158,32 +163,48 @@ def test_the_middleware_tells_clients_apart_by_their_credentials(settings) -> No
         busy = DatabaseBusy(app)
         statuses: dict[str, int] = {}
 
-        async def call(name: str, headers: list[tuple[bytes, bytes]]) -> None:
-            scope: Scope = {"type": "http", "method": "GET", "path": f"/{name}", "headers": headers}
+        def scope_of(name: str, headers: list[tuple[bytes, bytes]], address: str) -> Scope:
+            return {"type": "http", "method": "GET", "path": f"/{name}", "headers": headers,
+                    "client": (address, 5000)}  # fmt: skip
 
+        async def call(scope: Scope) -> None:
             async def receive() -> Message:
                 return {"type": "http.request", "body": b"", "more_body": False}
 
             async def send(message: Message) -> None:
                 if message["type"] == "http.response.start":
-                    statuses[name] = message["status"]
+                    statuses[scope["path"].strip("/")] = message["status"]
 
             await busy(scope, receive, send)
 
         token = [(b"authorization", b"Bearer pfl_flood")]
+        cookie = [(b"cookie", b"prefloop_session=abc")]
+        other = [(b"authorization", b"Bearer pfl_other")]
+        for headers in (token, cookie, other):
+            credential_worked(scope_of("-", headers, "10.0.0.1"))
         async with anyio.create_task_group() as tg:
             for name in ("t1", "t2", "t3", "t4"):
-                tg.start_soon(call, name, token)
+                tg.start_soon(call, scope_of(name, token, "10.0.0.1"))
                 await _settle()
-            tg.start_soon(call, "cookie", [(b"cookie", b"prefloop_session=abc")])
+            tg.start_soon(call, scope_of("cookie", cookie, "10.0.0.2"))
             await _settle()
-            tg.start_soon(call, "other", [(b"authorization", b"Bearer pfl_other")])
+            tg.start_soon(call, scope_of("other", other, "10.0.0.3"))
+            await _settle()
+            for n in range(1, 5):  # invented tokens, one address
+                invented = [(b"authorization", f"Bearer pfl_invented{n}".encode())]
+                tg.start_soon(call, scope_of(f"f{n}", invented, "10.0.0.9"))
+                await _settle()
+            tg.start_soon(call, scope_of("elsewhere", [], "10.0.0.4"))  # no credential
             await _settle()
             assert served == ["t1", "t2"]
-            for name in ("t1", "t2", "cookie", "other", "t3", "t4"):
+            for name in ("t1", "t2", "cookie", "other", "f1", "elsewhere", "t3", "t4", "f2"):
                 release[name].set()
                 await _settle()
-        assert served == ["t1", "t2", "cookie", "other", "t3", "t4"]
+            release["f3"].set()
+            release["f4"].set()
+        assert served == [
+            "t1", "t2", "cookie", "other", "f1", "elsewhere", "t3", "t4", "f2", "f3", "f4"
+        ]  # fmt: skip
         assert set(statuses.values()) == {204}
 
     run(main)

@@ -1,9 +1,9 @@
 """The code's shape, read from its imports (every ``import``, also inside functions).
 
-Layers, lowest first: infrastructure (config, db, broker, migrate, json_values) -> models ->
-schemas -> services -> the edges (api, web, worker, cli, main). A module imports only from its
-own layer or below; api and web never import worker (jobs reach workers through the broker); trainer/
-never imports app/. No two modules import each other, directly or around a loop.
+Layers, lowest first: infrastructure (config, db, broker, migrate, json_values, clients) ->
+models -> schemas -> services -> the edges (api, web, worker, cli, main). A module imports
+only from its own layer or below; api and web never import worker (jobs reach workers through
+the broker); trainer/ never imports app/. No two modules import each other, directly or around a loop.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ LAYER_OF_PREFIX = {
     "app.broker": INFRA,
     "app.migrate": INFRA,
     "app.json_values": INFRA,
+    "app.clients": INFRA,
     "app.models": "models",
     "app.schemas": "schemas",
     "app.services": "services",

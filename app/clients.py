@@ -1,0 +1,60 @@
+"""Who a request comes from, for sharing the database gate fairly (``app.middleware.FairGate``).
+
+A client is a credential that has worked: the bearer token, or the browser's cookies, of a
+request that was authenticated in this process before. Anything else (no credential, or one
+not yet seen to work, invented ones included) counts as its address's: otherwise a flood
+that made up a new token or cookie for every request would count as thousands of clients,
+each within its share.
+
+Keys are Python's (salted, per process) hashes of the credential: small, and not the secret.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from starlette.types import Scope
+
+# credentials seen to work in this process (their hashes), the oldest forgotten first
+VERIFIED_MAX = 10_000
+_verified: dict[int, None] = {}
+_lock = threading.Lock()
+
+
+def _credential(scope: Scope) -> bytes | None:
+    """The request's credential as sent: its Authorization header, else its cookies."""
+    cookie: bytes | None = None
+    name: bytes
+    value: bytes
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return value
+        if name == b"cookie":
+            cookie = value
+    return cookie
+
+
+def client_of(scope: Scope) -> int | str:
+    """The request's client: its credential's hash when that credential has worked here,
+    else its address (the proxy's client address when PREFLOOP_TRUSTED_PROXIES is set)."""
+    credential = _credential(scope)
+    if credential is not None:
+        key = hash(credential)
+        if key in _verified:
+            return key
+    peer = scope.get("client")
+    return f"address {peer[0] if peer else 'unknown'}"
+
+
+def credential_worked(scope: Scope) -> None:
+    """Remember that this request's credential authenticated (called once it has)."""
+    credential = _credential(scope)
+    if credential is None:
+        return
+    key = hash(credential)
+    if key in _verified:
+        return
+    with _lock:
+        _verified[key] = None
+        if len(_verified) > VERIFIED_MAX:
+            del _verified[next(iter(_verified))]
