@@ -11,7 +11,9 @@ and a larger one after its sender is authenticated, with the request's place giv
 meanwhile (``PREFLOOP_BODY_TIMEOUT_S`` bounds both; then 408). Otherwise a signed-in client
 sending bodies a byte at a time held every place, and everyone else got 503s. Such a large
 body, when it is JSON, has its values counted before anything parses it
-(``PREFLOOP_MAX_JSON_VALUES``, ``app.json_values``; then 413).
+(``PREFLOOP_MAX_JSON_VALUES``, ``app.json_values``; then 413). The gate's places go in
+arrival order, but fairly between clients (``FairGate``): one client's flood waits behind
+everyone else's requests.
 """
 
 from __future__ import annotations
