@@ -12,8 +12,8 @@ connection kept alive; otherwise the client gets 408 and the connection is close
 
 Nor did uvicorn bound their size with httptools: one connection sent 400 MB of header lines in
 0.4 s, and the web process held all of it (its memory grew by 400 MB). Here a request line
-and headers of more than ``PREFLOOP_MAX_HEADER_BYTES`` get 431 and the connection is closed;
-a connection holds at most that much, and one read, of unfinished headers.
+and headers of more than ``PREFLOOP_MAX_HEADER_BYTES`` get 431 and the connection is closed,
+counted as they arrive, before the parser keeps any of a read that goes past the limit.
 
 The timer is armed only when a read ends with a request's headers unfinished (and on a new
 connection): the usual request, whose headers come in one read, costs nothing more.
@@ -47,6 +47,10 @@ HEADERS_TOO_LARGE = _plain_answer(
 )
 
 
+# how long a refused connection's further bytes are read and dropped before it is closed
+LINGER_S = 2.0
+
+
 class HeaderLimitsProtocol(HttpToolsProtocol):
     """``HttpToolsProtocol`` that closes a connection whose request headers are late (408) or
     too large (431)."""
@@ -57,33 +61,56 @@ class HeaderLimitsProtocol(HttpToolsProtocol):
         self.header_timeout = settings.header_timeout_s
         self.max_header_bytes = settings.max_header_bytes
         self.header_timer: asyncio.TimerHandle | None = None
+        # between a request's first byte and the end of its headers (the deadline's span)
         self.in_headers = False
+        # the next bytes belong to a request's line and headers (not to a body), and how many
+        # of those have come, with the last bytes of the previous read (an end of headers may
+        # be split between two reads)
+        self.awaiting_headers = True
         self.header_bytes = 0
+        self.tail = b""
+        self.refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm()
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if not self.in_headers:
+        if self.refused:
+            return  # dropped while the refusal lingers
+        if self.awaiting_headers and not self._headers_fit(data):
+            self._refuse(HEADERS_TOO_LARGE)  # before the parser holds any of it
             return
-        # a request has begun and its headers are not all here yet: all of this read is theirs
-        self.header_bytes += len(data)
-        if self.header_bytes > self.max_header_bytes:
-            self._refuse(HEADERS_TOO_LARGE)
-        elif self.header_timer is None:
-            self._arm()
+        super().data_received(data)
+        if self.in_headers and self.header_timer is None:
+            self._arm()  # a request has begun and its headers are not all here yet
+
+    def _headers_fit(self, data: bytes) -> bool:
+        """Count the part of ``data`` up to the end of the headers; whether it is within
+        the limit so far."""
+        end = (self.tail + data).find(b"\r\n\r\n")
+        if end < 0:
+            self.header_bytes += len(data)
+            self.tail = data[-3:]
+        else:
+            self.header_bytes += end + 4 - len(self.tail)
+            self.tail = b""
+        return self.header_bytes <= self.max_header_bytes
 
     def on_message_begin(self) -> None:
         self.in_headers = True
-        self.header_bytes = 0
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
-        self.in_headers = False
+        self.in_headers = self.awaiting_headers = False
+        self.header_bytes = 0
+        self.tail = b""
         self._disarm()
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self.awaiting_headers = True  # what comes next is the next request's
+        super().on_message_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -102,7 +129,14 @@ class HeaderLimitsProtocol(HttpToolsProtocol):
         self._refuse(REQUEST_TIMEOUT)
 
     def _refuse(self, answer: bytes) -> None:
+        """Answer and close, lingering: the answer goes out with the end of the stream, and
+        what the client still sends is read and dropped for ``LINGER_S``, so that its socket
+        is not reset before it reads the answer (a close with unread data sends a reset)."""
         self._disarm()
-        if not self.transport.is_closing():
-            self.transport.write(answer)
-            self.transport.close()
+        if self.transport.is_closing() or self.refused:
+            return
+        self.refused = True
+        self.transport.write(answer)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_S, self.transport.close)

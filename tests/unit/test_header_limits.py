@@ -109,10 +109,13 @@ def test_unhurried_clients_are_served(port) -> None:
         assert _get(sock).startswith(b"HTTP/1.1 200")
 
 
-@pytest.mark.parametrize("where", ["header lines", "request line"])
+@pytest.mark.parametrize("where", ["header lines", "request line", "one piece"])
 def test_headers_larger_than_the_limit_are_refused(port, where) -> None:
     with _connect(port) as sock:
-        if where == "header lines":
+        if where == "one piece":  # all of it in one read: counted before it is parsed
+            big = b"X-Big: " + b"a" * (MAX_HEADER_BYTES + 100) + b"\r\n"
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n" + big + b"\r\n")
+        elif where == "header lines":
             sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
             line = b"X-Big: " + b"a" * 1000 + b"\r\n"
             sent = 0
