@@ -1,7 +1,7 @@
 """Who a request comes from, for sharing the database gate fairly (``app.middleware.FairGate``).
 
-A client is a credential that has worked: the bearer token, or the browser's cookies, of a
-request that was authenticated in this process before. Anything else (no credential, or one
+A client is a credential that has worked: the bearer token, or the browser's session cookie,
+of a request that was authenticated in this process before. Anything else (no credential, or one
 not yet seen to work, invented ones included) counts as its address's: otherwise a flood
 that made up a new token or cookie for every request would count as thousands of clients,
 each within its share.
@@ -21,17 +21,30 @@ _verified: dict[int, None] = {}
 _lock = threading.Lock()
 
 
+# the signed session cookie (Starlette's SessionMiddleware, set up in app.main)
+SESSION_COOKIE = "prefloop_session"
+_SESSION_COOKIE = SESSION_COOKIE.encode() + b"="
+
+
 def _credential(scope: Scope) -> bytes | None:
-    """The request's credential as sent: its Authorization header, else its cookies."""
-    cookie: bytes | None = None
+    """The request's credential as sent: its Authorization header, else its session cookie's
+    signed data (without the timestamp and signature, which Starlette renews on every
+    response: the same session keeps one credential)."""
+    cookies: bytes | None = None
     name: bytes
     value: bytes
     for name, value in scope["headers"]:
         if name == b"authorization":
             return value
         if name == b"cookie":
-            cookie = value
-    return cookie
+            cookies = value
+    if cookies is None:
+        return None
+    for cookie in cookies.split(b";"):
+        cookie = cookie.strip()
+        if cookie.startswith(_SESSION_COOKIE):
+            return cookie[len(_SESSION_COOKIE) :].split(b".", 1)[0]
+    return None
 
 
 def client_of(scope: Scope) -> int | str:

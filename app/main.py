@@ -23,10 +23,10 @@ from app.api.errors import (
     invalid_body,
     openapi_document,
 )
+from app.clients import SESSION_COOKIE
 from app.config import ROOT, get_settings
 from app.deps import CSRFError, Forbidden, NotAuthenticated, PasswordChangeRequired, csrf_protect
 from app.middleware import (
-    SESSION_COOKIE,
     AuthenticateBeforeBody,
     DatabaseBusy,
     ReceiveSmallBody,

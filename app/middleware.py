@@ -35,7 +35,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import json_values
-from app.clients import client_of
+from app.clients import SESSION_COOKIE, client_of
 from app.config import get_settings
 from app.db import (
     NO_DATABASE_AFTER_START,
@@ -86,8 +86,6 @@ PUBLIC_BODY_PATHS = frozenset({"/login", "/logout"})
 BULK_BODY_PATHS = frozenset(
     {"/api/v1/prompts", "/api/v1/completions", "/api/v1/evaluations", "/admin/evaluations"}
 )
-# the signed session cookie (Starlette's SessionMiddleware, set up in app.main)
-SESSION_COOKIE = "prefloop_session"
 
 
 def wants_json(path: str, headers: Headers) -> bool:

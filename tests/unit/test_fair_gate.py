@@ -208,3 +208,22 @@ def test_the_middleware_tells_clients_apart_by_credentials_that_worked(settings)
         assert set(statuses.values()) == {204}
 
     run(main)
+
+
+def test_a_browser_session_stays_one_client_as_its_cookie_is_renewed() -> None:
+    # Starlette signs the session cookie anew (timestamp, signature) on every response: the
+    # session's data is the credential, so a browser does not become a stranger each second
+    from app.clients import client_of, credential_worked
+
+    def scope(cookie: bytes) -> Scope:
+        return {"type": "http", "headers": [(b"cookie", cookie)], "client": ("10.1.1.1", 1)}
+
+    first = scope(b"theme=dark; prefloop_session=eyJzaWQiOiAidGVzdC1yZW5ldyJ9.Z1x.sig1")
+    renewed = scope(b"prefloop_session=eyJzaWQiOiAidGVzdC1yZW5ldyJ9.Z1y.sig2; theme=dark")
+    assert client_of(first) == client_of(renewed) == "address 10.1.1.1"  # not yet worked
+    credential_worked(first)
+    assert client_of(renewed) == client_of(first) != "address 10.1.1.1"
+    # another session, or no session cookie at all, is not that client
+    other = scope(b"prefloop_session=eyJzaWQiOiAib3RoZXIifQ.Z1x.sig3")
+    assert client_of(other) == "address 10.1.1.1"
+    assert client_of(scope(b"theme=dark")) == "address 10.1.1.1"
