@@ -26,7 +26,7 @@ SESSION_COOKIE = "prefloop_session"
 _SESSION_COOKIE = SESSION_COOKIE.encode() + b"="
 
 
-def _credential(scope: Scope) -> bytes | None:
+def credential_of(scope: Scope) -> bytes | None:
     """The request's credential as sent: its Authorization header, else its session cookie's
     signed data (without the timestamp and signature, which Starlette renews on every
     response: the same session keeps one credential)."""
@@ -50,7 +50,7 @@ def _credential(scope: Scope) -> bytes | None:
 def client_of(scope: Scope) -> int | str:
     """The request's client: its credential's hash when that credential has worked here,
     else its address (the proxy's client address when PREFLOOP_TRUSTED_PROXIES is set)."""
-    credential = _credential(scope)
+    credential = credential_of(scope)
     if credential is not None:
         key = hash(credential)
         if key in _verified:
@@ -61,7 +61,7 @@ def client_of(scope: Scope) -> int | str:
 
 def credential_worked(scope: Scope) -> None:
     """Remember that this request's credential authenticated (called once it has)."""
-    credential = _credential(scope)
+    credential = credential_of(scope)
     if credential is None:
         return
     key = hash(credential)

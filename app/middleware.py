@@ -35,7 +35,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import json_values
-from app.clients import SESSION_COOKIE, client_of
+from app.clients import client_of, credential_of
 from app.config import get_settings
 from app.db import (
     NO_DATABASE_AFTER_START,
@@ -330,12 +330,11 @@ def _replay(first: Message, rest: Receive) -> Receive:
     return receive
 
 
-def _may_send_body(scope: Scope, headers: Headers) -> bool:
-    """Whether the request may get as far as its body: it carries credentials, or goes to a
-    form anyone may send. Without either, ``AuthenticateBeforeBody`` refuses it unread."""
-    if scope["path"] in PUBLIC_BODY_PATHS or "authorization" in headers:
-        return True
-    return f"{SESSION_COOKIE}=" in headers.get("cookie", "")
+def _may_send_body(scope: Scope) -> bool:
+    """Whether the request may get as far as its body: it carries credentials (those the fair
+    gate reads, ``app.clients``), or goes to a form anyone may send. Without either,
+    ``AuthenticateBeforeBody`` refuses it unread."""
+    return scope["path"] in PUBLIC_BODY_PATHS or credential_of(scope) is not None
 
 
 class ReceiveSmallBody:
@@ -355,7 +354,7 @@ class ReceiveSmallBody:
             return
         headers = Headers(scope=scope)
         size = _declared_length(headers)
-        if size is None or not 0 < size <= SMALL_BODY_BYTES or not _may_send_body(scope, headers):
+        if size is None or not 0 < size <= SMALL_BODY_BYTES or not _may_send_body(scope):
             await self.app(scope, receive, send)
             return
         pieces: list[bytes] = []
