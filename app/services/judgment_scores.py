@@ -35,14 +35,11 @@ def reference_ranks(reference: Mapping[str, Any] | None) -> dict[int, int] | Non
     return {int(cid): rank for cid, rank in ranks_from_groups(groups).items()}
 
 
-def ranks_of(entries: Iterable[RankingEntry]) -> dict[int, int]:
-    return {entry.completion_id: entry.rank for entry in entries}
-
-
 @lru_cache(maxsize=1)
-def _ranks_statement() -> Select[int, int, int]:
-    # built once: read on every submission to a shared task (the labeling hot path)
-    # Core on the tables: the ORM's compile step cost more than the read
+def ranks_statement() -> Select[int, int, int]:
+    """SQL: the ranks of every ranking of the task ``task_id`` (ranking id, completion id,
+    rank). Built once, Core on the tables: the submission of a shared task reads it (as part of
+    its statement after the task's lock), and the ORM's compile step cost more than the read."""
     entries, rankings = cast(Table, RankingEntry.__table__), cast(Table, Ranking.__table__)
     return (
         select(entries.c.ranking_id, entries.c.completion_id, entries.c.rank)
@@ -54,34 +51,26 @@ def _ranks_statement() -> Select[int, int, int]:
 def _ranks_by_ranking(session: Session, task_id: int) -> dict[int, dict[int, int]]:
     """The task's stored rankings as ranks by completion. Callers flush first what the read
     must see (a ranking is inserted in Core, after this read, by ``labeling.submit``)."""
-    rows = session.connection().execute(_ranks_statement(), {"task_id": task_id})
+    rows = session.connection().execute(ranks_statement(), {"task_id": task_id})
     by_ranking: dict[int, dict[int, int]] = {}
     for ranking_id, completion_id, rank in rows:
         by_ranking.setdefault(ranking_id, {})[completion_id] = rank
     return by_ranking
 
 
-def score_new_ranking(
-    session: Session, task: Task, ranking: Ranking, new: dict[int, int] | None = None
-) -> None:
-    """Add a new ranking (``new``: its ranks, else read from its entries) to its task's
-    agreement tally and score it against the reference of a gold task. The caller holds the
-    task's row lock; the ranking need not be flushed yet."""
-    new = ranks_of(ranking.entries) if new is None else new
-    spec = spec_of(task.kind)
-    # a one-labeler task has no earlier ranking to compare with (the usual case: no query)
-    if spec.once_per_labeler or task.overlap > 1:
-        earlier = _ranks_by_ranking(session, task.id)
-        if ranking.id is not None:
-            earlier.pop(ranking.id, None)
-        tally = sum((pair_tally(new, other) for other in earlier.values()), Tally())
-        if tally.pairs:
-            task.agreement_credit = (task.agreement_credit or 0.0) + tally.credit
-            task.agreement_pairs = (task.agreement_pairs or 0) + tally.pairs
-    reference = reference_ranks(task.reference)
-    if reference is not None and spec.reference == "ranking":
-        gold = pair_tally(new, reference)
-        ranking.gold_credit, ranking.gold_pairs = gold.credit, gold.pairs
+def agreement_with_earlier(new: dict[int, int], earlier: Iterable[dict[int, int]]) -> Tally:
+    """What a new ranking (its ranks) adds to its task's agreement tally: its pairwise
+    agreement with each earlier ranking of the task. The caller holds the task's row lock and
+    read the earlier rankings after taking it."""
+    return sum((pair_tally(new, other) for other in earlier), Tally())
+
+
+def gold_score(kind: str, reference: Mapping[str, Any] | None, new: dict[int, int]) -> Tally | None:
+    """A ranking's agreement with its gold task's reference order; None for other tasks."""
+    ranks = reference_ranks(reference)
+    if ranks is None or spec_of(kind).reference != "ranking":
+        return None
+    return pair_tally(new, ranks)
 
 
 def rescore_task(session: Session, task: Task) -> None:
@@ -111,23 +100,16 @@ def task_agreement(task: Task) -> float | None:
     return Tally(task.agreement_credit or 0.0, task.agreement_pairs or 0).rate
 
 
-def reopen_if_disagreed(session: Session, task: Task) -> bool:
-    """Called when ``overlap`` labelers have submitted: give a disagreed task one more slot
-    (adaptive overlap). Returns True when the task stays open. The caller holds the row lock."""
-    if not spec_of(task.kind).adaptive_overlap:
-        return False
-    agreement = task_agreement(task)
-    if agreement is None:
+def one_more_labeler(session: Session, kind: str, agreement: Tally, overlap: int) -> bool:
+    """Adaptive overlap, when ``overlap`` labelers have submitted a task of ``kind``: whether
+    their ``agreement`` is low enough for one more labeler (and the task may still grow). The
+    caller holds the task's row lock and adds the slot."""
+    if not spec_of(kind).adaptive_overlap or agreement.rate is None:
         return False
     settings = overlap_settings(session)
-    if (
-        agreement >= settings.adaptive_agreement_min
-        or task.overlap >= settings.adaptive_overlap_max
-    ):
-        return False
-    task.overlap += 1
-    task.overlap_added = (task.overlap_added or 0) + 1
-    return True
+    return (
+        agreement.rate < settings.adaptive_agreement_min and overlap < settings.adaptive_overlap_max
+    )
 
 
 def gold_accuracy_by_labeler(session: Session) -> dict[int, float]:

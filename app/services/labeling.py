@@ -5,28 +5,37 @@ The HTML pages and the JSON API both call `describe_assignment` and `submit`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Protocol, cast
 
 from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
+    Connection,
+    Float,
     Integer,
-    Select,
+    Row,
     String,
     Table,
+    Update,
     and_,
     bindparam,
     case,
     func,
     insert,
+    literal_column,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql.dml import ReturningUpdate
 
 from app.config import get_settings
-from app.db import UTCDateTime, utcnow
+from app.db import UTCDateTime, sql_constant, utcnow
 from app.models import (
     FLAGS,
     Assignment,
@@ -35,21 +44,26 @@ from app.models import (
     Ranking,
     RankingEntry,
     Task,
+    TaskItem,
     TaskStatus,
     User,
 )
 from app.schemas.labeling import SubmissionIn
 from app.services import Conflict, Invalid, NotFound, ServiceError, validated
+from app.services.agreement import Tally
 from app.services.judgment_scores import (
-    reopen_if_disagreed,
+    agreement_with_earlier,
+    gold_score,
+    one_more_labeler,
+    ranks_statement,
     rescore_task,
-    score_new_ranking,
 )
-from app.services.queue import ASSIGNMENTS, FINISHED, Held, task_view
+from app.services.queue import ASSIGNMENTS, FINISHED, TASKS, Held, task_view
 from app.services.task_kinds import a_or_an, slot_kinds, spec_of
 
 SKIP_REASON_MAX_CHARS = 2000
 RANKINGS = cast(Table, Ranking.__table__)
+DEMONSTRATIONS = cast(Table, Demonstration.__table__)
 
 
 class _Finished(Protocol):
@@ -132,13 +146,53 @@ def describe_assignment(session: Session, assignment: Held) -> dict[str, Any]:
     return described
 
 
+# what the submission reads of the task it locks, in this order (``LockedTask``)
+_LOCKED_COLUMNS = (
+    "id",
+    "kind",
+    "prompt_id",
+    "overlap",
+    "overlap_added",
+    "agreement_credit",
+    "agreement_pairs",
+    "status",
+    "reference",
+)
+
+
+@dataclass
+class LockedTask:
+    """A task as the submission's lock returned it. What the submission changes (agreement
+    tally, adaptive overlap, status) is written back in one ``UPDATE`` (``write_back``)."""
+
+    id: int
+    kind: str
+    prompt_id: int
+    overlap: int
+    overlap_added: int
+    agreement_credit: float
+    agreement_pairs: int
+    status: str
+    reference: dict[str, Any] | None
+
+    def changed_since(self, row: Row[Any]) -> bool:
+        return tuple(getattr(self, name) for name in _LOCKED_COLUMNS) != tuple(row)
+
+
+@dataclass(frozen=True)
+class _SubmitStatements:
+    """``submit``'s statements, built once with parameters (building them anew cost more CPU
+    than running them), all Core: no entity of the ORM is loaded or flushed on this path."""
+
+    end_hold: ReturningUpdate[Any]
+    lock: ReturningUpdate[Any]
+    lock_of_skip: ReturningUpdate[Any]
+    after_lock: CompoundSelect[Any]
+    write_back: Update
+
+
 @lru_cache(maxsize=1)
-def _submit_statements() -> tuple[
-    ReturningUpdate[Any], ReturningUpdate[Task], ReturningUpdate[Task]
-]:
-    """``submit``'s end of the hold and its lock of the task (for a submission and for a skip),
-    built once with parameters: building them anew cost more CPU than running them."""
-    # Core: the hold's row is not needed as an object, only what the submission reads of it
+def _submit_statements() -> _SubmitStatements:
     end_hold = (
         update(ASSIGNMENTS)
         .where(
@@ -159,19 +213,53 @@ def _submit_statements() -> tuple[
             ASSIGNMENTS.c.display_order,
         )
     )
+    # the kinds written out (a list bound as parameters is expanded into the text on every
+    # execution: 5% of a submission's CPU)
+    slot_kind = TASKS.c.kind.in_([sql_constant(k) for k in slot_kinds()])
     # serialises the submissions of one task, so exactly one of them marks it done; a task
     # of one labeler is done with this submission (nobody else can have submitted it)
-    one_labeler_done = and_(Task.overlap <= 1, Task.kind.in_(slot_kinds()))
-    lock = (
-        update(Task)
-        .where(Task.id == bindparam("of_task", type_=Integer))
-        .execution_options(synchronize_session=False)
+    lock = update(TASKS).where(TASKS.c.id == bindparam("of_task", type_=Integer))
+    returned = [TASKS.c[name] for name in _LOCKED_COLUMNS]
+    one_labeler_done = and_(TASKS.c.overlap <= 1, slot_kind)
+    submitted = case((one_labeler_done, sql_constant(TaskStatus.done.value)), else_=TASKS.c.status)
+    # a skip gives its slot back to another labeler at once (kinds served once to every
+    # labeler hold none)
+    freed = case((slot_kind, TASKS.c.filled - 1), else_=TASKS.c.filled)
+
+    def finished(status: AssignmentStatus) -> ColumnElement[int]:
+        is_it = case((ASSIGNMENTS.c.status == sql_constant(status.value), 1), else_=0)
+        return func.coalesce(func.sum(is_it), 0)
+
+    # after the lock, in one statement: what the earlier labelers of the task did (how many
+    # submitted and skipped, for its status; their rankings' ranks, for agreement). It must
+    # come after the lock: on PostgreSQL a statement that waited for the row still reads
+    # with the snapshot it started with, without the submission it waited for
+    after_lock: CompoundSelect[Any] = union_all(
+        # ranking ids are positive: the row of id 0 is the counts
+        select(
+            literal_column("0"),
+            finished(AssignmentStatus.submitted),
+            finished(AssignmentStatus.skipped),
+        ).where(ASSIGNMENTS.c.task_id == bindparam("task_id", type_=Integer)),
+        ranks_statement(),
     )
-    submitted = case((one_labeler_done, TaskStatus.done.value), else_=Task.status)
-    return (
-        end_hold,
-        lock.values(status=submitted).returning(Task),
-        lock.values(status=Task.status).returning(Task),
+    write_back = (
+        update(TASKS)
+        .where(TASKS.c.id == bindparam("of_task", type_=Integer))
+        .values(
+            status=bindparam("new_status", type_=String),
+            overlap=bindparam("new_overlap", type_=Integer),
+            overlap_added=bindparam("new_overlap_added", type_=Integer),
+            agreement_credit=bindparam("new_credit", type_=Float),
+            agreement_pairs=bindparam("new_pairs", type_=Integer),
+        )
+    )
+    return _SubmitStatements(
+        end_hold=end_hold,
+        lock=lock.values(status=submitted).returning(*returned),
+        lock_of_skip=lock.values(filled=freed).returning(*returned),
+        after_lock=after_lock,
+        write_back=write_back,
     )
 
 
@@ -200,34 +288,45 @@ def submit(
         raise Invalid("'ratings' go with a 'ranking'", field="ratings")
     skip_reason = _skip_reason(sub.skip.reason) if sub.skip is not None else None
     now = utcnow()
+    statements = _submit_statements()
+    # Core on the session's connection: nothing of the ORM's is pending on this path
+    connection = session.connection()
     # lock order: the assignment, then the task (as the queue does)
-    end_hold, lock_task, lock_task_of_skip = _submit_statements()
-    assignment = (
-        session.connection()
-        .execute(
-            end_hold,
-            {
-                "of_task": task_id,
-                "of_labeler": labeler.id,
-                "now": now,
-                "new_status": (
-                    AssignmentStatus.skipped.value
-                    if skip_reason
-                    else AssignmentStatus.submitted.value
-                ),
-                "reason": skip_reason,
-            },
-        )
-        .one_or_none()
-    )
+    assignment = connection.execute(
+        statements.end_hold,
+        {
+            "of_task": task_id,
+            "of_labeler": labeler.id,
+            "now": now,
+            "new_status": (
+                AssignmentStatus.skipped.value if skip_reason else AssignmentStatus.submitted.value
+            ),
+            "reason": skip_reason,
+        },
+    ).one_or_none()
     if assignment is None:
         return _submit_without_hold(session, labeler, task_id, sub, now)
-    task = session.scalars(
-        lock_task if skip_reason is None else lock_task_of_skip,
-        {"of_task": task_id},
-        execution_options={"populate_existing": True},
+    locked = connection.execute(
+        statements.lock if skip_reason is None else statements.lock_of_skip, {"of_task": task_id}
     ).one()
+    task = LockedTask(*locked)
     spec = spec_of(task.kind)
+    ranking_form = skip_reason is None and spec.form == "ranking"
+    # a task of one labeler, submitted (not skipped), is done: the lock marked it so
+    done_here = skip_reason is None and task.overlap <= 1 and not spec.once_per_labeler
+    counts_matter = not spec.once_per_labeler and not done_here
+    earlier_matter = ranking_form and (spec.once_per_labeler or task.overlap > 1)
+    finished: dict[str, int] = {}
+    earlier: dict[int, dict[int, int]] = {}
+    if counts_matter or earlier_matter:
+        for ranking_id, completion_id, rank in connection.execute(
+            statements.after_lock, {"task_id": task_id}
+        ):
+            if ranking_id == 0:
+                finished[AssignmentStatus.submitted.value] = int(completion_id)
+                finished[AssignmentStatus.skipped.value] = int(rank)
+            else:
+                earlier.setdefault(ranking_id, {})[completion_id] = rank
     time_spent = sub.time_spent_ms
     if time_spent is None:
         time_spent = int((now - assignment.assigned_at) / timedelta(milliseconds=1))
@@ -235,62 +334,82 @@ def submit(
     if skip_reason is None and spec.form == "demonstration":
         if sub.text is None:
             raise Invalid(f"task {task_id} is a demonstration: send 'text'", field="text")
-        label_id = session.scalar(
-            insert(Demonstration)
-            .values(
-                task_id=task.id,
-                prompt_id=task.prompt_id,
-                labeler_id=labeler.id,
-                text=demonstration_text(sub.text),
-                time_spent_ms=time_spent,
-            )
-            .returning(Demonstration.id)
-        )
-    elif skip_reason is None:
+        label_id = connection.execute(
+            insert(DEMONSTRATIONS).returning(DEMONSTRATIONS.c.id),
+            {
+                "task_id": task.id,
+                "prompt_id": task.prompt_id,
+                "labeler_id": labeler.id,
+                "text": demonstration_text(sub.text),
+                "time_spent_ms": time_spent,
+            },
+        ).scalar_one()
+    elif ranking_form:
         if sub.ranking is None:
             raise Invalid(
                 f"task {task_id} is {a_or_an(spec.shown_as)}: send 'ranking'", field="ranking"
             )
-        shown = assignment.display_order or [item.completion_id for item in task.items]
+        shown = list(assignment.display_order or _shown_order(connection, task.id))
         groups, ratings = _validated_ranking(sub, shown, likert_required=spec.requires_likert())
-        ranking = Ranking(
-            task_id=task.id,
-            prompt_id=task.prompt_id,
-            labeler_id=labeler.id,
-            k=len(shown),
-            display_order=list(shown),
-            time_spent_ms=time_spent,
-        )
         entries = _entries(groups, ratings)
-        score_new_ranking(session, task, ranking, {e["completion_id"]: e["rank"] for e in entries})
-        # Core, not the unit of work: one INSERT … RETURNING id, then the entries in one
-        # executemany (the ORM would insert them one by one for their ids)
-        connection = session.connection()
-        ranking_id = connection.execute(
+        new = {e["completion_id"]: e["rank"] for e in entries}
+        if earlier_matter:
+            tally = agreement_with_earlier(new, earlier.values())
+            if tally.pairs:
+                task.agreement_credit = (task.agreement_credit or 0.0) + tally.credit
+                task.agreement_pairs = (task.agreement_pairs or 0) + tally.pairs
+        gold = gold_score(task.kind, task.reference, new)
+        label_id = connection.execute(
             insert(RANKINGS).returning(RANKINGS.c.id),
             {
-                "task_id": ranking.task_id,
-                "prompt_id": ranking.prompt_id,
-                "labeler_id": ranking.labeler_id,
-                "k": ranking.k,
-                "display_order": ranking.display_order,
-                "time_spent_ms": ranking.time_spent_ms,
-                "gold_credit": ranking.gold_credit,
-                "gold_pairs": ranking.gold_pairs,
+                "task_id": task.id,
+                "prompt_id": task.prompt_id,
+                "labeler_id": labeler.id,
+                "k": len(shown),
+                "display_order": shown,
+                "time_spent_ms": time_spent,
+                "gold_credit": gold.credit if gold else None,
+                "gold_pairs": gold.pairs if gold else None,
             },
         ).scalar_one()
         # one executemany (on PostgreSQL one INSERT … SELECT FROM unnest(arrays) was measured
         # no cheaper: the server's cost is per row, in its foreign-key checks)
         connection.execute(
             insert(cast(Table, RankingEntry.__table__)),
-            [{"ranking_id": ranking_id, **e} for e in entries],
+            [{"ranking_id": label_id, **e} for e in entries],
         )
-        label_id = ranking_id
-    done_here = skip_reason is None and task.overlap <= 1 and task.kind in slot_kinds()
-    if not spec.once_per_labeler and not done_here:
-        _update_task_after(session, task, skipped=skip_reason is not None)
-    session.flush()
+    if counts_matter:
+        _status_after(session, task, finished, skipped=skip_reason is not None)
+    if task.changed_since(locked):
+        connection.execute(
+            statements.write_back,
+            {
+                "of_task": task.id,
+                "new_status": task.status,
+                "new_overlap": task.overlap,
+                "new_overlap_added": task.overlap_added,
+                "new_credit": task.agreement_credit,
+                "new_pairs": task.agreement_pairs,
+            },
+        )
+    # a Task this session loaded earlier (the HTML form reads its kind) is read again if used
+    stale = session.identity_map.get(identity_key(Task, task.id))
+    if stale is not None:
+        session.expire(stale)
     return _result(session, task, assignment, replayed=False, label_id=label_id)
+
+
+def _shown_order(connection: Connection, task_id: int) -> list[int]:
+    """A ranking task's outputs in position order: what a hold without a stored order (made
+    before orders were stored) showed."""
+    items = cast(Table, TaskItem.__table__)
+    return list(
+        connection.execute(
+            select(items.c.completion_id)
+            .where(items.c.task_id == task_id)
+            .order_by(items.c.position)
+        ).scalars()
+    )
 
 
 def _submit_without_hold(
@@ -412,37 +531,23 @@ def _validated_ranking(
     return groups, ratings
 
 
-@lru_cache(maxsize=1)
-def _finished_counts() -> Select[str, int]:
-    # built once: read on every submission to a shared task (the labeling hot path)
-    # Core on the table: the ORM's compile step cost more than the count
-    return (
-        select(ASSIGNMENTS.c.status, func.count())
-        .where(
-            ASSIGNMENTS.c.task_id == bindparam("task_id", type_=Integer),
-            ASSIGNMENTS.c.status.in_(FINISHED),
-        )
-        .group_by(ASSIGNMENTS.c.status)
-    )
-
-
-def _update_task_after(session: Session, task: Task, *, skipped: bool) -> None:
+def _status_after(
+    session: Session, task: LockedTask, finished: dict[str, int], *, skipped: bool
+) -> None:
     """A skip gives its slot to another labeler (one labeler's "I cannot judge this" should not
     end the task) until `task_max_skips` labelers skipped it: then it is closed as unclear.
     The task is done when `overlap` labelers submitted, unless they disagree and adaptive
-    overlap gives it one more (see judgment_scores). (Kinds served once to every labeler hold
-    no slots and stay open.)"""
-    if skipped:
-        task.filled = Task.filled - 1  # in SQL: the row is locked, this just stays exact
-    # nothing of the ORM's is pending that the count reads: the holds changed in Core
-    counts = session.connection().execute(_finished_counts(), {"task_id": task.id})
-    by_status = dict(counts.all())
-    if by_status.get(AssignmentStatus.submitted.value, 0) >= task.overlap:
-        if skipped or not reopen_if_disagreed(session, task):
+    overlap gives it one more (see judgment_scores). ``finished``: the task's submitted and
+    skipped holds, this one included, read under the task's lock."""
+    if finished.get(AssignmentStatus.submitted.value, 0) >= task.overlap:
+        agreement = Tally(task.agreement_credit or 0.0, task.agreement_pairs or 0)
+        if not skipped and one_more_labeler(session, task.kind, agreement, task.overlap):
+            task.overlap += 1
+            task.overlap_added = (task.overlap_added or 0) + 1
+        else:
             task.status = TaskStatus.done.value
-    elif by_status.get(AssignmentStatus.skipped.value, 0) >= get_settings().task_max_skips:
+    elif finished.get(AssignmentStatus.skipped.value, 0) >= get_settings().task_max_skips:
         task.status = TaskStatus.closed.value
-    session.flush()
 
 
 def _skip_reason(reason: str) -> str:
@@ -565,7 +670,7 @@ def _same_as_stored(
 
 def _result(
     session: Session,
-    task: Task,
+    task: Task | LockedTask,
     assignment: _Finished,
     *,
     replayed: bool,
