@@ -15,7 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
-from app.db import is_postgres, utcnow
+from app.db import is_postgres, sql_constant, utcnow
 from app.models import LabelingSetting, User
 from app.schemas.quality import OverlapSettings, OverlapSettingsOut
 from app.services import Invalid, validated
@@ -27,8 +27,11 @@ KEYS = tuple(OverlapSettings.model_fields)
 def _stored_statement() -> Select[str, Any]:
     # built once, Core on the table (the ORM's compile step cost more than the read): read on
     # every submission that completes a shared task (adaptive overlap)
+    # the keys written out: a bound list is expanded into the text on every execution
     table = cast(Table, LabelingSetting.__table__)
-    return select(table.c.key, table.c.value).where(table.c.key.in_(KEYS))
+    return select(table.c.key, table.c.value).where(
+        table.c.key.in_([sql_constant(key) for key in KEYS])
+    )
 
 
 def _stored(session: Session) -> dict[str, Any]:
