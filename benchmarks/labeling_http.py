@@ -42,6 +42,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 PY = sys.executable
+# how the locustfile's labelers report a 204 from next-task: the run's tasks ran out, and what
+# is measured from then on is an empty queue answering at once (`ran_dry` stops the run)
+NOTHING_WAITING = "nothing waiting (204): the load test's tasks ran out"
 PG_ADMIN_URL = os.environ.get(
     "PREFLOOP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
@@ -253,6 +256,12 @@ def run_locust(host: str, user_class: str, users: int, seconds: int, tokens: Pat
         return {row["Name"]: row for row in csv.DictReader(f)}
 
 
+def ran_dry(out: Path) -> bool:
+    """Whether a Locust run (its CSVs at ``out``) heard "nothing waiting" from next-task."""
+    with open(f"{out}_failures.csv") as f:
+        return any(NOTHING_WAITING in row["Error"] for row in csv.DictReader(f))
+
+
 def summary(label: str, stats: dict[str, dict[str, str]]) -> dict[str, float]:
     nxt, sub = stats.get("next", {}), stats.get("submit", {})
 
@@ -370,6 +379,14 @@ def main() -> None:
                                args.seconds, work / "tokens.json",
                                work / f"{name}{round_}"),
                 )  # fmt: skip
+            dry = [name for name in results if ran_dry(work / f"{name}{round_}")]
+            if dry:
+                # an empty queue answers at once: a ratio from here on would be meaningless
+                raise SystemExit(
+                    f"the {' and '.join(dry)} queue ran out of tasks in round {round_ + 1}: "
+                    f"no ratio; rerun with more than --tasks {args.tasks} (a side takes about "
+                    "its submissions/s times --seconds slots a round, two slots per task)"
+                )
             ratios.append(ratio_of(results["prefloop"], results["reference"]))
         stop(server)
         print(integrity(pf_url))

@@ -22,6 +22,7 @@ import threading
 
 from locust import HttpUser, between, constant, task
 
+from benchmarks.labeling_http import NOTHING_WAITING
 from benchmarks.texts import realistic_text
 
 _lock = threading.Lock()
@@ -54,9 +55,13 @@ class LabelerUser(HttpUser):
 
     @task(10)
     def label(self) -> None:
-        r = self.client.get("/api/v1/tasks/next", params={"kind": "ranking"}, name="next")
-        if r.status_code != 200:
-            return
+        with self.client.get(
+            "/api/v1/tasks/next", params={"kind": "ranking"}, name="next", catch_response=True
+        ) as r:
+            if r.status_code == 204:
+                r.failure(NOTHING_WAITING)
+            if r.status_code != 200:
+                return
         task_ = r.json()
         self.client.post(
             f"/api/v1/tasks/{task_['task_id']}/submission", json=_ranking_of(task_), name="submit"
@@ -85,9 +90,13 @@ class ReferenceLabeler(HttpUser):
 
     @task
     def label(self) -> None:
-        r = self.client.get("/next", params={"labeler": self.labeler}, name="next")
-        if r.status_code != 200:
-            return
+        with self.client.get(
+            "/next", params={"labeler": self.labeler}, name="next", catch_response=True
+        ) as r:
+            if r.status_code == 204:
+                r.failure(NOTHING_WAITING)
+            if r.status_code != 200:
+                return
         body = r.json()
         ranking = [[i] for i in random.sample(range(5), 5)]
         self.client.post(

@@ -65,3 +65,20 @@ def test_fair_gate_benchmark_prints_both_runs_and_cleans_up(tmp_path: Path) -> N
     # (multiprocessing's and torch's own caches of the server's processes are theirs)
     left = [p.name for p in tmp_path.iterdir() if not p.name.startswith(("pymp-", "torch"))]
     assert left == []
+
+
+def test_a_load_test_whose_tasks_ran_out_prints_no_ratio(tmp_path: Path) -> None:
+    """An empty queue answers 204 at once: the reference's ran dry in a three-round SQLite run
+    and the script printed a ratio of 60153425655.70x. It now stops and names --tasks."""
+    env = _benchmark_env(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "benchmarks/labeling_http.py", "--sqlite", "--workers", "1",
+         "--users", "5", "--seconds", "4", "--tasks", "10", "--rounds", "2"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr[-3000:]
+    assert "nothing waiting (204): the load test's tasks ran out" in done.stdout, done.stdout
+    assert "ran out of tasks in round 1: no ratio; rerun with more than --tasks 10" in done.stderr
+    assert "ratio:" not in done.stdout
+    left = [p.name for p in tmp_path.iterdir() if not p.name.startswith(("pymp-", "torch"))]
+    assert left == []
