@@ -612,7 +612,15 @@ class FairGate:
     A client is a credential that has worked in this process (a bearer token, a browser's
     cookies), else an address (``app.clients``); a request counts against its client from
     arrival to its end. With one client only (a load test on one token) the order is plain
-    arrival order."""
+    arrival order.
+
+    Waiting behind the others is a priority, not a ban: while requests of both kinds wait, one
+    place in ``BEYOND_SHARE_TURN`` goes to the longest-waiting request beyond its share. Else
+    the first requests of many labelers behind one address (an office, a load test: their
+    tokens not yet seen to work in this process, so all counted as the address's) waited
+    while the others' requests kept coming, until the timeout's 503."""
+
+    BEYOND_SHARE_TURN = 5
 
     def __init__(self, places: int, share: int) -> None:
         self.free = places
@@ -621,6 +629,9 @@ class FairGate:
         self.waiting = 0  # waiters not cancelled, in either queue
         self.within_share: deque[_Waiter] = deque()
         self.beyond_share: deque[_Waiter] = deque()
+        # places handed within share while requests beyond share waited, since the last
+        # place handed beyond share
+        self.within_in_a_row = 0
 
     def arrive(self, client: int | str) -> bool:
         """Count a request of ``client``; whether it is within the client's share."""
@@ -659,15 +670,24 @@ class FairGate:
 
     def release(self) -> None:
         """Give a place back: to the first waiter within its client's share, else to the first
-        beyond it, else to the free ones."""
-        for queue in (self.within_share, self.beyond_share):
+        beyond it (first anyway when its turn has come, see ``BEYOND_SHARE_TURN``), else to
+        the free ones."""
+        queues = (self.within_share, self.beyond_share)
+        if self.within_in_a_row >= self.BEYOND_SHARE_TURN - 1:
+            queues = (self.beyond_share, self.within_share)
+        for queue in queues:
             while queue:
                 waiter = queue.popleft()
-                if not waiter.cancelled:
-                    waiter.granted = True
-                    self.waiting -= 1
-                    waiter.event.set()
-                    return
+                if waiter.cancelled:
+                    continue
+                waiter.granted = True
+                self.waiting -= 1
+                waiter.event.set()
+                if queue is self.beyond_share:
+                    self.within_in_a_row = 0
+                elif self.beyond_share:
+                    self.within_in_a_row += 1
+                return
         self.free += 1
 
 

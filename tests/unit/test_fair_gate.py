@@ -5,7 +5,8 @@ flight held everyone else behind them. Measured with `prefloop serve --workers 2
 PostgreSQL: while one labeler's token kept 1,000 requests in flight, another labeler managed
 3 cycles in 15 s (p50 5.3 s, worst 7.7 s; the pool's timeout, then 503s, with more); now 68
 (p50 210 ms, worst 918 ms). A client's requests beyond its share now wait behind every other
-client's; with one client only, the order is still arrival order."""
+client's (one place in FairGate.BEYOND_SHARE_TURN still goes to them, so none starves); with
+one client only, the order is still arrival order."""
 
 from __future__ import annotations
 
@@ -75,6 +76,44 @@ def test_a_client_beyond_its_share_waits_behind_the_others(settings) -> None:
             first.set()
         assert order == ["flood 1", "labeler", "flood 2", "flood 3", "flood 4"]
         assert gate.free == 1 and gate.waiting == 0 and gate.load == {}
+
+    run(main)
+
+
+def test_a_request_beyond_its_share_still_gets_a_turn_while_others_keep_coming(settings) -> None:
+    # Many labelers behind one address (or a load test on one machine): each one's first
+    # request in a web process counts as the address's, so most of them are beyond its share.
+    # The others' requests, within their shares, kept coming, and the first ones waited until
+    # the timeout (503). Now one place in BEYOND_SHARE_TURN goes to the longest-waiting
+    # request beyond its share.
+    async def main() -> None:
+        gate = FairGate(places=1, share=1)
+        turn = FairGate.BEYOND_SHARE_TURN
+        order: list[str] = []
+
+        async def request(client: str, name: str) -> None:
+            within = gate.arrive(client)
+            try:
+                assert await gate.take(within)
+                order.append(name)
+                await _settle()
+                gate.release()
+            finally:
+                gate.leave(client)
+
+        holder = gate.arrive("address")
+        assert await gate.take(holder)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(request, "address", "first request of a labeler behind the address")
+            await _settle()
+            for n in range(2 * turn):  # other clients, one request each, all within share
+                tg.start_soon(request, f"labeler {n}", f"labeler {n}")
+                await _settle()
+            gate.release()
+            gate.leave("address")
+        first = "first request of a labeler behind the address"
+        assert order.index(first) == turn - 1, order
+        assert len(order) == 2 * turn + 1 and gate.free == 1 and gate.load == {}
 
     run(main)
 
