@@ -36,7 +36,8 @@ class Settings(BaseSettings):
     db_pool_timeout_s: float = Field(default=10.0, gt=0)
     # a client (a token or browser session that has worked, else an address; app.clients)
     # with more requests than this in at once in a web process waits for places at the
-    # database gate behind every other client's, but for one place in five (app.middleware.FairGate)
+    # database gate behind every other client's, but for one place in five
+    # (app.middleware.FairGate)
     fair_share_requests: int = Field(default=8, ge=1)
     # the Retry-After (seconds) of a 503 when the database is saturated
     db_retry_after_s: int = Field(default=2, ge=1, le=3600)
