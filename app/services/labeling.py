@@ -5,7 +5,7 @@ The HTML pages and the JSON API both call `describe_assignment` and `submit`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Protocol, cast
@@ -13,7 +13,6 @@ from typing import Any, Protocol, cast
 from sqlalchemy import (
     ColumnElement,
     CompoundSelect,
-    Connection,
     Float,
     Integer,
     Row,
@@ -44,7 +43,6 @@ from app.models import (
     Ranking,
     RankingEntry,
     Task,
-    TaskItem,
     TaskStatus,
     User,
 )
@@ -146,24 +144,11 @@ def describe_assignment(session: Session, assignment: Held) -> dict[str, Any]:
     return described
 
 
-# what the submission reads of the task it locks, in this order (``LockedTask``)
-_LOCKED_COLUMNS = (
-    "id",
-    "kind",
-    "prompt_id",
-    "overlap",
-    "overlap_added",
-    "agreement_credit",
-    "agreement_pairs",
-    "status",
-    "reference",
-)
-
-
 @dataclass
 class LockedTask:
-    """A task as the submission's lock returned it. What the submission changes (agreement
-    tally, adaptive overlap, status) is written back in one ``UPDATE`` (``write_back``)."""
+    """A task as the submission's lock returned it (its fields are the columns the lock
+    returns, in order). What the submission changes (agreement tally, adaptive overlap,
+    status) is written back in one ``UPDATE`` (``write_back``)."""
 
     id: int
     kind: str
@@ -177,6 +162,9 @@ class LockedTask:
 
     def changed_since(self, row: Row[Any]) -> bool:
         return tuple(getattr(self, name) for name in _LOCKED_COLUMNS) != tuple(row)
+
+
+_LOCKED_COLUMNS = tuple(field.name for field in fields(LockedTask))
 
 
 @dataclass(frozen=True)
@@ -349,7 +337,7 @@ def submit(
             raise Invalid(
                 f"task {task_id} is {a_or_an(spec.shown_as)}: send 'ranking'", field="ranking"
             )
-        shown = list(assignment.display_order or _shown_order(connection, task.id))
+        shown = list(assignment.display_order or task_view(session, task.id).completion_ids)
         groups, ratings = _validated_ranking(sub, shown, likert_required=spec.requires_likert())
         entries = _entries(groups, ratings)
         new = {e["completion_id"]: e["rank"] for e in entries}
@@ -397,19 +385,6 @@ def submit(
     if stale is not None:
         session.expire(stale)
     return _result(session, task, assignment, replayed=False, label_id=label_id)
-
-
-def _shown_order(connection: Connection, task_id: int) -> list[int]:
-    """A ranking task's outputs in position order: what a hold without a stored order (made
-    before orders were stored) showed."""
-    items = cast(Table, TaskItem.__table__)
-    return list(
-        connection.execute(
-            select(items.c.completion_id)
-            .where(items.c.task_id == task_id)
-            .order_by(items.c.position)
-        ).scalars()
-    )
 
 
 def _submit_without_hold(
