@@ -13,6 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import Any
 
 from pwdlib import PasswordHash
 from sqlalchemy import Integer, Select, String, Update, bindparam, func, select, update
@@ -20,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
-from app.db import UTCDateTime, utcnow
+from app.db import UTCDateTime, attached, mapped_columns, utcnow
 from app.models import ApiToken, LabelerStatus, Role, User
 from app.services import Conflict, Invalid, NotFound, ServiceError
 from app.services.login_throttle import release_attempt, reserve_attempt
@@ -300,9 +301,18 @@ class TokenUse:
 
 
 @lru_cache(maxsize=1)
-def _token_lookup() -> Select[User, int, list[str], datetime | None, datetime | None]:
+def _token_lookup() -> Select[Any]:
+    # Core, the user's columns beside the token's, the object made by ``attached``: the ORM's
+    # query cost 35-40 us more CPU per lookup, of ~250 us with its round trips (issue 14)
     return (
-        select(User, ApiToken.id, ApiToken.scopes, ApiToken.revoked_at, ApiToken.last_used_at)
+        select(
+            *mapped_columns(User),
+            ApiToken.id.label("token_id"),
+            ApiToken.scopes.label("token_scopes"),
+            ApiToken.revoked_at.label("token_revoked_at"),
+            ApiToken.last_used_at.label("token_last_used_at"),
+        )
+        .select_from(ApiToken)
         .join(User, User.id == ApiToken.user_id)
         .where(ApiToken.token_hash == bindparam("token_hash", type_=String))
     )
@@ -323,15 +333,15 @@ def user_for_token(session: Session, secret: str) -> tuple[User, TokenUse] | Non
     if not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
         return None
     # token and user in one statement, built once: this runs on every API request
-    row = session.execute(_token_lookup(), {"token_hash": hash_token(secret)}).first()
-    if row is None:
+    lookup, params = _token_lookup(), {"token_hash": hash_token(secret)}
+    row = session.connection().execute(lookup, params).first()
+    if row is None or row.token_revoked_at is not None or not row.is_active:
         return None
-    user, token_id, scopes, revoked_at, last_used_at = row
-    if revoked_at is not None or not user.is_active:
-        return None
+    user = attached(session, User, row._mapping)
     now = utcnow()
+    last_used_at = row.token_last_used_at
     # write at most once a minute: every request touching the row would serialise on it
     if last_used_at is None or now - last_used_at > timedelta(minutes=1):
-        session.execute(_token_used(), {"token_id": token_id, "now": now})
+        session.execute(_token_used(), {"token_id": row.token_id, "now": now})
         session.commit()
-    return user, TokenUse(token_id, tuple(scopes or ()))
+    return user, TokenUse(row.token_id, tuple(row.token_scopes or ()))

@@ -63,16 +63,22 @@ def user_for_session(session: Session, secret: object) -> tuple[User, UserSessio
     records the last activity (commits when it writes)."""
     if not isinstance(secret, str) or not secret or len(secret) > SECRET_MAX_CHARS:
         return None
-    row = session.scalar(select(UserSession).where(UserSession.key_hash == _hash(secret)))
+    # the session and its user in one statement (a page's every request reads both)
+    found = session.execute(
+        select(UserSession, User)
+        .join(User, User.id == UserSession.user_id)
+        .where(UserSession.key_hash == _hash(secret))
+    ).first()
     now = utcnow()
-    if row is None or row.revoked_at is not None or row.expires_at <= now:
+    if found is None:
         return None
-    if not row.user.is_active:
+    row, user = found
+    if row.revoked_at is not None or row.expires_at <= now or not user.is_active:
         return None
     if now - row.last_seen_at > ACTIVITY_RESOLUTION:
         row.last_seen_at = now
         session.commit()
-    return row.user, row
+    return user, row
 
 
 def end_session(session: Session, secret: object) -> None:

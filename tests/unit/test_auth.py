@@ -232,3 +232,29 @@ def test_generated_admin_must_change_password(client, session) -> None:
         follow_redirects=False,
     )
     assert r.status_code == 303 and r.headers["location"] == "/admin"
+
+
+def test_a_tokens_user_is_a_loaded_object_of_the_session(make_user, make_token, session) -> None:
+    """The lookup reads the user through Core (issue 14) and hands back the session's own
+    object, as a query would: unchanged until the caller changes it, its changes written on
+    commit, the same object on a second lookup; a deactivated user's token finds no one."""
+    from app.db import get_sessionmaker
+    from app.services.accounts import user_for_token
+
+    user = make_user("labeler")
+    secret = make_token(user)
+    found = user_for_token(session, secret)
+    assert found is not None
+    labeler, token = found
+    assert labeler in session and labeler.id == user.id and labeler.username == user.username
+    assert not session.dirty and not session.new
+    assert token.scopes == ()
+    assert user_for_token(session, secret)[0] is labeler  # type: ignore[index]
+    labeler.held_out = True
+    session.commit()
+    with get_sessionmaker()() as other:
+        assert other.get(User, user.id).held_out is True  # type: ignore[union-attr]
+        other.get(User, user.id).is_active = False  # type: ignore[union-attr]
+        other.commit()
+    with get_sessionmaker()() as fresh:
+        assert user_for_token(fresh, secret) is None

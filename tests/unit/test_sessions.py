@@ -179,3 +179,36 @@ def test_serve_refuses_a_placeholder_or_short_secret(tmp_path) -> None:
         )
         assert result.returncode == 2, result.stdout + result.stderr
         assert "refusing to start" in result.stderr
+
+
+def test_a_signed_in_request_reads_its_session_and_its_user_in_one_statement(
+    make_user,
+) -> None:
+    """Every page request of a signed-in browser looks its session up: the session's row and
+    its user in one statement (two before: the user was loaded after the session)."""
+    from sqlalchemy import event
+
+    from app.db import get_engine, get_sessionmaker
+    from app.models import User
+    from app.services.sessions import start_session, user_for_session
+
+    user = make_user("labeler")
+    with get_sessionmaker()() as s:
+        secret = start_session(s, s.get(User, user.id))  # type: ignore[arg-type]
+        s.commit()
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        seen.append(statement)
+
+    engine = get_engine()
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        with get_sessionmaker()() as s:
+            found = user_for_session(s, secret)
+            assert found is not None and found[0].id == user.id
+            assert found[1].user is found[0]  # the relationship finds it loaded
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    reads = [x for x in seen if x.lstrip().upper().startswith("SELECT")]
+    assert len(reads) == 1, reads
