@@ -5,36 +5,39 @@ The HTML pages and the JSON API both call `describe_assignment` and `submit`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Protocol, cast
 
 from sqlalchemy import (
+    JSON,
     ColumnElement,
     CompoundSelect,
     Float,
     Integer,
-    Row,
     String,
     Table,
     Update,
     and_,
     bindparam,
     case,
+    column,
     func,
     insert,
     literal_column,
     select,
+    true,
     union_all,
     update,
 )
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
-from sqlalchemy.sql.dml import ReturningUpdate
+from sqlalchemy.sql.dml import ReturningInsert, ReturningUpdate
 
 from app.config import get_settings
-from app.db import UTCDateTime, sql_constant, utcnow
+from app.db import UTCDateTime, is_postgres, sql_constant, utcnow
 from app.models import (
     FLAGS,
     Assignment,
@@ -61,6 +64,7 @@ from app.services.task_kinds import a_or_an, slot_kinds, spec_of
 
 SKIP_REASON_MAX_CHARS = 2000
 RANKINGS = cast(Table, Ranking.__table__)
+RANKING_ENTRIES = cast(Table, RankingEntry.__table__)
 DEMONSTRATIONS = cast(Table, Demonstration.__table__)
 
 
@@ -160,11 +164,24 @@ class LockedTask:
     status: str
     reference: dict[str, Any] | None
 
-    def changed_since(self, row: Row[Any]) -> bool:
+    def changed_since(self, row: Sequence[Any]) -> bool:
         return tuple(getattr(self, name) for name in _LOCKED_COLUMNS) != tuple(row)
 
 
 _LOCKED_COLUMNS = tuple(field.name for field in fields(LockedTask))
+
+
+@dataclass(frozen=True)
+class EndedHold:
+    """What a submission reads of the hold it ended (``UPDATE … RETURNING``)."""
+
+    status: str
+    labeler_id: int
+    assigned_at: datetime
+    display_order: list[int] | None
+
+
+_ENDED_COLUMNS = tuple(field.name for field in fields(EndedHold))
 
 
 @dataclass(frozen=True)
@@ -175,6 +192,9 @@ class _SubmitStatements:
     end_hold: ReturningUpdate[Any]
     lock: ReturningUpdate[Any]
     lock_of_skip: ReturningUpdate[Any]
+    # PostgreSQL: the hold's end and the task's lock in one statement (``_ended_then_locked``)
+    end_and_lock: ReturningUpdate[Any]
+    end_and_lock_of_skip: ReturningUpdate[Any]
     after_lock: CompoundSelect[Any]
     write_back: Update
 
@@ -194,12 +214,7 @@ def _submit_statements() -> _SubmitStatements:
             finished_at=bindparam("now", type_=UTCDateTime()),
             skip_reason=bindparam("reason", type_=String),
         )
-        .returning(
-            ASSIGNMENTS.c.status,
-            ASSIGNMENTS.c.labeler_id,
-            ASSIGNMENTS.c.assigned_at,
-            ASSIGNMENTS.c.display_order,
-        )
+        .returning(*(ASSIGNMENTS.c[name] for name in _ENDED_COLUMNS))
     )
     # the kinds written out (a list bound as parameters is expanded into the text on every
     # execution: 5% of a submission's CPU)
@@ -208,6 +223,12 @@ def _submit_statements() -> _SubmitStatements:
     # of one labeler is done with this submission (nobody else can have submitted it)
     lock = update(TASKS).where(TASKS.c.id == bindparam("of_task", type_=Integer))
     returned = [TASKS.c[name] for name in _LOCKED_COLUMNS]
+    # PostgreSQL: ``UPDATE tasks … FROM ended`` after ``WITH ended AS (UPDATE assignments …)``:
+    # the hold is ended (its row locked) first, as in two statements, then the task is locked;
+    # no row when there was no live hold to end
+    ended = end_hold.returning(ASSIGNMENTS.c.task_id).cte("ended")
+    lock_after_end = update(TASKS).where(TASKS.c.id == ended.c.task_id)
+    after_end = [*returned, *(ended.c[name].label(f"hold_{name}") for name in _ENDED_COLUMNS)]
     one_labeler_done = and_(TASKS.c.overlap <= 1, slot_kind)
     submitted = case((one_labeler_done, sql_constant(TaskStatus.done.value)), else_=TASKS.c.status)
     # a skip gives its slot back to another labeler at once (kinds served once to every
@@ -246,8 +267,51 @@ def _submit_statements() -> _SubmitStatements:
         end_hold=end_hold,
         lock=lock.values(status=submitted).returning(*returned),
         lock_of_skip=lock.values(filled=freed).returning(*returned),
+        end_and_lock=lock_after_end.values(status=submitted).returning(*after_end),
+        end_and_lock_of_skip=lock_after_end.values(filled=freed).returning(*after_end),
         after_lock=after_lock,
         write_back=write_back,
+    )
+
+
+@lru_cache(maxsize=1)
+def _ranking_with_entries() -> ReturningInsert[Any]:
+    """PostgreSQL: a ranking and its entries in one statement (the ranking's ``INSERT …
+    RETURNING id`` as a CTE, the entries selected from the JSON array ``entries``), one round
+    trip instead of two; returns the ranking's id once per entry."""
+    ranking = (
+        insert(RANKINGS)
+        .values(
+            task_id=bindparam("task_id", type_=Integer),
+            prompt_id=bindparam("prompt_id", type_=Integer),
+            labeler_id=bindparam("labeler_id", type_=Integer),
+            k=bindparam("k", type_=Integer),
+            display_order=bindparam("display_order", type_=JSON),
+            time_spent_ms=bindparam("time_spent_ms", type_=Integer),
+            created_at=bindparam("created_at", type_=UTCDateTime()),
+            gold_credit=bindparam("gold_credit", type_=Float),
+            gold_pairs=bindparam("gold_pairs", type_=Integer),
+        )
+        .returning(RANKINGS.c.id)
+        .cte("new_ranking")
+    )
+    entries = (
+        func.json_to_recordset(bindparam("entries", type_=JSON))
+        .table_valued(
+            column("completion_id", Integer),
+            column("rank", Integer),
+            column("likert", Integer),
+            column("flags", JSON),
+        )
+        .render_derived(with_types=True)
+    )
+    rows = select(
+        ranking.c.id, entries.c.completion_id, entries.c.rank, entries.c.likert, entries.c.flags
+    ).select_from(ranking.join(entries, true()))
+    return (
+        insert(RANKING_ENTRIES)
+        .from_select(["ranking_id", "completion_id", "rank", "likert", "flags"], rows)
+        .returning(RANKING_ENTRIES.c.ranking_id)
     )
 
 
@@ -279,24 +343,31 @@ def submit(
     statements = _submit_statements()
     # Core on the session's connection: nothing of the ORM's is pending on this path
     connection = session.connection()
+    end = {
+        "of_task": task_id,
+        "of_labeler": labeler.id,
+        "now": now,
+        "new_status": (
+            AssignmentStatus.skipped.value if skip_reason else AssignmentStatus.submitted.value
+        ),
+        "reason": skip_reason,
+    }
     # lock order: the assignment, then the task (as the queue does)
-    assignment = connection.execute(
-        statements.end_hold,
-        {
-            "of_task": task_id,
-            "of_labeler": labeler.id,
-            "now": now,
-            "new_status": (
-                AssignmentStatus.skipped.value if skip_reason else AssignmentStatus.submitted.value
-            ),
-            "reason": skip_reason,
-        },
-    ).one_or_none()
-    if assignment is None:
-        return _submit_without_hold(session, labeler, task_id, sub, now)
-    locked = connection.execute(
-        statements.lock if skip_reason is None else statements.lock_of_skip, {"of_task": task_id}
-    ).one()
+    locked: Sequence[Any]
+    if is_postgres(session):  # both in one statement
+        both = statements.end_and_lock if skip_reason is None else statements.end_and_lock_of_skip
+        row = connection.execute(both, end).one_or_none()
+        if row is None:
+            return _submit_without_hold(session, labeler, task_id, sub, now)
+        locked = row[: len(_LOCKED_COLUMNS)]
+        assignment = EndedHold(*row[len(_LOCKED_COLUMNS) :])
+    else:
+        ended = connection.execute(statements.end_hold, end).one_or_none()
+        if ended is None:
+            return _submit_without_hold(session, labeler, task_id, sub, now)
+        assignment = EndedHold(*ended)
+        lock = statements.lock if skip_reason is None else statements.lock_of_skip
+        locked = connection.execute(lock, {"of_task": task_id}).one()
     task = LockedTask(*locked)
     spec = spec_of(task.kind)
     ranking_form = skip_reason is None and spec.form == "ranking"
@@ -347,25 +418,29 @@ def submit(
                 task.agreement_credit = (task.agreement_credit or 0.0) + tally.credit
                 task.agreement_pairs = (task.agreement_pairs or 0) + tally.pairs
         gold = gold_score(task.kind, task.reference, new)
-        label_id = connection.execute(
-            insert(RANKINGS).returning(RANKINGS.c.id),
-            {
-                "task_id": task.id,
-                "prompt_id": task.prompt_id,
-                "labeler_id": labeler.id,
-                "k": len(shown),
-                "display_order": shown,
-                "time_spent_ms": time_spent,
-                "gold_credit": gold.credit if gold else None,
-                "gold_pairs": gold.pairs if gold else None,
-            },
-        ).scalar_one()
-        # one executemany (on PostgreSQL one INSERT … SELECT FROM unnest(arrays) was measured
-        # no cheaper: the server's cost is per row, in its foreign-key checks)
-        connection.execute(
-            insert(cast(Table, RankingEntry.__table__)),
-            [{"ranking_id": label_id, **e} for e in entries],
-        )
+        ranking = {
+            "task_id": task.id,
+            "prompt_id": task.prompt_id,
+            "labeler_id": labeler.id,
+            "k": len(shown),
+            "display_order": shown,
+            "time_spent_ms": time_spent,
+            "created_at": now,
+            "gold_credit": gold.credit if gold else None,
+            "gold_pairs": gold.pairs if gold else None,
+        }
+        if is_postgres(session):
+            inserted = connection.execute(_ranking_with_entries(), {**ranking, "entries": entries})
+            label_id = inserted.scalars().first()
+        else:
+            label_id = connection.execute(
+                insert(RANKINGS).returning(RANKINGS.c.id), ranking
+            ).scalar_one()
+            # one executemany (on PostgreSQL one INSERT … SELECT FROM unnest(arrays) was
+            # measured no cheaper: the server's cost is per row, in its foreign-key checks)
+            connection.execute(
+                insert(RANKING_ENTRIES), [{"ranking_id": label_id, **e} for e in entries]
+            )
     if counts_matter:
         _status_after(session, task, finished, skipped=skip_reason is not None)
     if task.changed_since(locked):

@@ -40,12 +40,14 @@ from sqlalchemy import (
     func,
     literal,
     literal_column,
+    null,
     or_,
     select,
     type_coerce,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.dml import ReturningUpdate
 from sqlalchemy.types import TypeEngine
@@ -71,6 +73,7 @@ from app.services.task_kinds import (
     SHOWN_KINDS,
     LabelerTraits,
     eligibility,
+    kinds_of_form,
     kinds_shown_as,
     parse_shown_kind,
     shown_kind_of,
@@ -381,14 +384,15 @@ class _AnyLabeler:
 @lru_cache(maxsize=64)
 def _slot_statements(
     kind: str | None, kinds: tuple[str, ...], held_out: bool, labeler_status: str, postgres: bool
-) -> tuple[list[ReturningUpdate[Any]], Select[bool]]:
+) -> tuple[list[ReturningUpdate[Any] | Select[Any]], Select[bool]]:
     """The claim statements (waiting for a locked candidate last; PostgreSQL only) and the
     "is anything left" check of ``_take_slot``, built once per shape with the labeler and the
     time as parameters: building them (aliases, eligibility) cost more CPU per request than
     all the queue's SQL took (issue 14's profile); SQLAlchemy reuses the compiled form.
 
     A claim is Core, not ORM, and returns what the labeler will see (the task's view, see
-    ``_view_columns``) with the slot: one statement, no entities to load."""
+    ``_view_columns``) with the slot: one statement, no entities to load. On PostgreSQL the
+    claim also makes the hold, in the same statement (``_claim_and_hold``)."""
     labeler = _AnyLabeler(held_out=held_out, labeler_status=labeler_status)
     candidate = aliased(Task)
     base = _open_for(labeler, list(kinds), task=candidate).where(
@@ -396,19 +400,74 @@ def _slot_statements(
     )
     # LIMIT 1 written out, as the constants: a generic plan does not know a bound limit is 1
     pick = base.with_only_columns(candidate.id).order_by(candidate.id).limit(literal_column("1"))
-    claims: list[ReturningUpdate[Any]] = []
+    claims: list[ReturningUpdate[Any] | Select[Any]] = []
     for skip_locked in [True, False] if postgres else [True]:
         chosen = pick.with_for_update(skip_locked=skip_locked, of=candidate).scalar_subquery()
         # every candidate may be locked by labelers being served this instant, with slots
         # left once they commit: then wait for one rather than answer "nothing waiting"
         # (PostgreSQL re-checks `filled < overlap` on the row it waited for)
-        claims.append(
+        claim = (
             update(TASKS)
             .where(TASKS.c.id == chosen, TASKS.c.filled < TASKS.c.overlap)
             .values(filled=TASKS.c.filled + 1)
             .returning(*_view_columns(postgres))
         )
+        claims.append(_claim_and_hold(claim) if postgres else claim)
     return claims, select(exists(base))
+
+
+# the hold's end, a parameter of the statements that make a hold
+LOCK_UNTIL = bindparam("lock_until", type_=UTCDateTime())
+
+
+def _claim_and_hold(claim: ReturningUpdate[Any]) -> Select[Any]:
+    """PostgreSQL: the claim and the hold's upsert in one statement, one round trip instead
+    of two (``WITH claimed AS (UPDATE tasks …), held AS (INSERT INTO assignments … SELECT
+    FROM claimed ON CONFLICT …)``). Returns the claim's columns, and ``held_by``,
+    ``held_until`` and ``held_order`` of the hold (NULL when the upsert found the labeler's
+    hold of this task live: another request of theirs took it this instant). A ranking's
+    outputs are shuffled here, in SQL (``ORDER BY random()``), as ``_hold`` does in Python."""
+    claimed = claim.cte("claimed")
+    ranking = claimed.c.kind.in_([sql_constant(k) for k in kinds_of_form("ranking")])
+    shuffled = (
+        select(func.json_agg(aggregate_order_by(TaskItem.completion_id, func.random())))
+        .where(TaskItem.task_id == claimed.c.id)
+        .scalar_subquery()
+    )
+    hold = select(
+        claimed.c.id,
+        LABELER_ID,
+        claimed.c.kind,
+        sql_constant(AssignmentStatus.active.value),
+        NOW,
+        LOCK_UNTIL,
+        case((ranking, shuffled), else_=null()),
+    )
+    columns = [
+        "task_id",
+        "labeler_id",
+        "task_kind",
+        "status",
+        "assigned_at",
+        "lock_expires_at",
+        "display_order",
+    ]
+    held = (
+        _take_up_expired(postgresql.insert(ASSIGNMENTS).from_select(columns, hold))
+        .returning(
+            ASSIGNMENTS.c.task_id,
+            ASSIGNMENTS.c.labeler_id,
+            ASSIGNMENTS.c.lock_expires_at,
+            ASSIGNMENTS.c.display_order,
+        )
+        .cte("held")
+    )
+    return select(
+        *claimed.c,
+        held.c.labeler_id.label("held_by"),
+        held.c.lock_expires_at.label("held_until"),
+        held.c.display_order.label("held_order"),
+    ).select_from(claimed.outerjoin(held, held.c.task_id == claimed.c.id))
 
 
 @lru_cache(maxsize=64)
@@ -436,15 +495,24 @@ def _take_slot(
     claims, anything_left = _slot_statements(
         kind, tuple(kinds), labeler.held_out, labeler.labeler_status, is_postgres(session)
     )
-    params = {"labeler_id": labeler.id, "now": now}
+    postgres = is_postgres(session)
+    params: dict[str, Any] = {"labeler_id": labeler.id, "now": now}
+    if postgres:
+        params["lock_until"] = _lock_until(now)
     # Core on the session's connection: nothing of the ORM's is needed for these rows (the
     # session has nothing pending to flush on the labeler's path)
     connection = session.connection()
     for _ in range(_MAX_ATTEMPTS):
         for claim in claims:
             view = connection.execute(claim, params).first()
-            if view is not None:
+            if view is None:
+                continue
+            if not postgres:
                 return _hold(session, TaskView.of(view), labeler, now)
+            if view.held_by is None:
+                raise _held_in_parallel()
+            session.info.setdefault(QUEUE_VIEWS, {})[view.id] = TaskView.of(view)
+            return Hold(view.id, view.held_by, view.held_until, view.held_order)
         if connection.execute(anything_left, params).scalar() is not True:
             return None
     return None
@@ -611,7 +679,20 @@ def _hold_statement(postgres: bool) -> Any:
         lock_expires_at=bindparam("lock_until"),
         display_order=bindparam("display_order"),
     )
-    upsert = upsert.on_conflict_do_update(
+    return _take_up_expired(upsert).returning(
+        ASSIGNMENTS.c.task_id,
+        ASSIGNMENTS.c.labeler_id,
+        ASSIGNMENTS.c.lock_expires_at,
+        ASSIGNMENTS.c.display_order,
+    )
+
+
+def _take_up_expired(
+    upsert: postgresql.Insert | sqlite.Insert,
+) -> postgresql.Insert | sqlite.Insert:
+    """The hold's insert takes up the labeler's expired hold of the same task again (its
+    order shown kept); a live one is left as it is (nothing returned)."""
+    return upsert.on_conflict_do_update(
         index_elements=[ASSIGNMENTS.c.task_id, ASSIGNMENTS.c.labeler_id],
         set_={
             "status": AssignmentStatus.active.value,
@@ -623,18 +704,20 @@ def _hold_statement(postgres: bool) -> Any:
         # this task in a parallel request (two tabs)
         where=ASSIGNMENTS.c.status == AssignmentStatus.expired.value,
     )
-    return upsert.returning(
-        ASSIGNMENTS.c.task_id,
-        ASSIGNMENTS.c.labeler_id,
-        ASSIGNMENTS.c.lock_expires_at,
-        ASSIGNMENTS.c.display_order,
-    )
+
+
+def _lock_until(now: datetime) -> datetime:
+    return now + timedelta(seconds=get_settings().task_lock_s)
+
+
+def _held_in_parallel() -> Conflict:
+    return Conflict("this task was just assigned to you in another request; retry")
 
 
 def _hold(session: Session, view: TaskView, labeler: User, now: datetime) -> Hold:
     """Insert the hold (or take up again an expired hold of the same task, with the same
     order shown) in one upsert; the task's view is kept for ``describe_assignment``."""
-    lock_until = now + timedelta(seconds=get_settings().task_lock_s)
+    lock_until = _lock_until(now)
     order = None
     if spec_of(view.kind).form == "ranking":
         # randomised per labeler, so position bias averages out; stored with the ranking
@@ -650,7 +733,7 @@ def _hold(session: Session, view: TaskView, labeler: User, now: datetime) -> Hol
     }
     row = session.connection().execute(_hold_statement(is_postgres(session)), params).first()
     if row is None:
-        raise Conflict("this task was just assigned to you in another request; retry")
+        raise _held_in_parallel()
     session.info.setdefault(QUEUE_VIEWS, {})[view.task_id] = view
     return Hold(
         task_id=row.task_id,

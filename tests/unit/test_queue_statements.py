@@ -14,11 +14,17 @@ from sqlalchemy import event
 from tests.labeling_support import make_prompt, make_ranking_task
 
 # next-task + submission of the usual task (one labeler), the authentication lookup of each
-# request included (issue 14's bound); transaction control is not counted
-MAX_STATEMENTS_PER_CYCLE = 8
+# request included (issue 14's bound: 8); transaction control is not counted. PostgreSQL runs
+# three fewer: the claim makes the hold, the hold's end locks the task, and the ranking's
+# insert writes its entries, each in one statement (CTEs that SQLite does not allow)
+MAX_STATEMENTS_PER_CYCLE = {"sqlite": 8, "postgresql": 5}
 # the last of several labelers also reads, in one statement, the earlier rankings and how many
 # submitted, reads the labeling settings (adaptive overlap) and writes the task's tally and status
-MAX_STATEMENTS_PER_SHARED_CYCLE = 11
+MAX_STATEMENTS_PER_SHARED_CYCLE = {"sqlite": 11, "postgresql": 8}
+
+
+def _database(app_env: str) -> str:
+    return "postgresql" if app_env.startswith("postgresql") else "sqlite"
 
 
 @contextmanager
@@ -79,12 +85,12 @@ def _warm_labeler(api_as):
     return labeler
 
 
-def test_a_ranking_cycle_runs_few_statements(api_as) -> None:
+def test_a_ranking_cycle_runs_few_statements(api_as, app_env: str) -> None:
     labeler = _warm_labeler(api_as)
     with counted_statements() as seen:
         _cycle(labeler, "ranking")
     work = _labeling_statements(seen)
-    assert len(work) <= MAX_STATEMENTS_PER_CYCLE, "\n".join(work)
+    assert len(work) <= MAX_STATEMENTS_PER_CYCLE[_database(app_env)], "\n".join(work)
 
 
 @contextmanager
@@ -144,7 +150,7 @@ def test_a_large_body_is_not_awaited_inside_a_transaction(api_as) -> None:
     assert ended == ["commit", "commit"], ended  # the lookup's, then the submission's
 
 
-def test_a_shared_ranking_cycle_runs_few_statements(api_as) -> None:
+def test_a_shared_ranking_cycle_runs_few_statements(api_as, app_env: str) -> None:
     first, second = api_as("labeler"), api_as("labeler")
     for _ in range(2):
         make_ranking_task(make_prompt(), k=5, overlap=2)
@@ -154,10 +160,10 @@ def test_a_shared_ranking_cycle_runs_few_statements(api_as) -> None:
     with counted_statements() as seen:
         _cycle(second, "ranking")  # the last of two labelers: the task is done
     work = _labeling_statements(seen)
-    assert len(work) <= MAX_STATEMENTS_PER_SHARED_CYCLE, "\n".join(work)
+    assert len(work) <= MAX_STATEMENTS_PER_SHARED_CYCLE[_database(app_env)], "\n".join(work)
 
 
-def test_a_demonstration_cycle_runs_few_statements(api_as) -> None:
+def test_a_demonstration_cycle_runs_few_statements(api_as, app_env: str) -> None:
     from app.db import get_sessionmaker
     from app.services.queue import ensure_demonstration_tasks
 
@@ -171,7 +177,7 @@ def test_a_demonstration_cycle_runs_few_statements(api_as) -> None:
     with counted_statements() as seen:
         _cycle(labeler, "demonstration")
     work = _labeling_statements(seen)
-    assert len(work) <= MAX_STATEMENTS_PER_CYCLE, "\n".join(work)
+    assert len(work) <= MAX_STATEMENTS_PER_CYCLE[_database(app_env)], "\n".join(work)
 
 
 def test_the_labelers_own_counts_read_assignments_alone(api_as) -> None:
@@ -260,7 +266,7 @@ def test_postgresql_plans_the_queue_claim_once(app_env: str) -> None:
         plans = connection.execute(
             text(
                 "SELECT name, cardinality(parameter_types), generic_plans, custom_plans"
-                " FROM pg_prepared_statements WHERE statement LIKE 'UPDATE tasks SET filled%'"
+                " FROM pg_prepared_statements WHERE statement LIKE 'WITH claimed AS%'"
             )
         ).all()
         assert len(plans) == 1, plans
