@@ -19,6 +19,11 @@ apart, once, moves with it.
 ``--sqlite``: both on SQLite files instead, prefloop on its embedded default and the reference
 with the same write lock per transaction (``BEGIN IMMEDIATE``); the issue's SQLite goal is at
 10 labelers.
+
+On a PostgreSQL server without autovacuum (this machine's CI configuration), prefloop's sweep
+analyzes its changed tables itself (``app.services.table_statistics``); the reference's database
+is analyzed the same way, every 5 s, so both sides' query plans follow their data as they would
+on a server with autovacuum.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -327,6 +333,8 @@ def main() -> None:
     pf_url = f"sqlite:///{work / 'bench.sqlite'}" if args.sqlite else create_database(admin)
     ref_url = f"sqlite:///{work / 'reference.sqlite'}" if args.sqlite else create_database(admin)
     procs: list[subprocess.Popen] = []
+    reference_analyzed = threading.Event()  # set: the reference's statistics upkeep stops
+    analyzer: threading.Thread | None = None
     try:
         tokens = seed_prefloop(pf_url, args.tasks, args.users, args.app_root)
         print(f"prefloop from {args.app_root.resolve()} ({git_head(args.app_root)})")
@@ -354,6 +362,9 @@ def main() -> None:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         procs.append(ref)
+        if not args.sqlite:
+            analyzer = threading.Thread(target=analyze_until, args=(ref_url, reference_analyzed))
+            analyzer.start()
         wait_for(pf_port, server, "/login")
         wait_for(ref_port, ref, "/docs")
         print(f"  prefloop's start-up work done after {wait_until_idle(server):.0f} s more")
@@ -400,6 +411,9 @@ def main() -> None:
                 + ", ".join(f"{r['rate']:.2f}x" for r in ratios)
             )
     finally:
+        reference_analyzed.set()
+        if analyzer is not None:
+            analyzer.join()
         for proc in procs:
             stop(proc)
         if not args.sqlite:
@@ -407,6 +421,23 @@ def main() -> None:
             drop_database(admin, ref_url)
         # the SQLite files, the server's secret key and Locust's CSVs (all printed above)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def analyze_until(url: str, stopped: threading.Event, every_s: float = 5.0) -> None:
+    """What prefloop's periodic sweep does for its own database on a server without
+    autovacuum (``analyze_changed_tables``), for the reference's database until ``stopped``:
+    the same statistics upkeep for both sides."""
+    from sqlalchemy import create_engine
+
+    from app.services.table_statistics import analyze_changed_tables
+
+    engine = create_engine(url)
+    try:
+        while not stopped.wait(every_s):
+            with engine.connect() as connection:
+                analyze_changed_tables(connection)
+    finally:
+        engine.dispose()
 
 
 def ratio_of(mine: dict[str, float], floor: dict[str, float]) -> dict[str, float]:

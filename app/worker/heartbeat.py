@@ -3,9 +3,10 @@ running job's ``heartbeat_at``, each refreshed by a background thread of the wor
 
 The periodic sweep (``sweep_jobs``) fails the running jobs whose worker stopped beating and
 sends the queued jobs the broker missed, and keeps the task queue up (expired holds released,
-demonstration tasks made for new prompts: `queue.maintain_queue`). Every worker runs it with its heartbeat, and
-``prefloop serve`` runs it in a ``JobSweeper`` thread, so a crashed job ends ``failed`` even
-when no worker is left; reading jobs never writes.
+demonstration tasks made for new prompts: `queue.maintain_queue`; on a PostgreSQL server
+without autovacuum, the changed tables analyzed: `table_statistics`). Every worker runs it
+with its heartbeat, and ``prefloop serve`` runs it in a ``JobSweeper`` thread, so a crashed
+job ends ``failed`` even when no worker is left; reading jobs never writes.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import threading
 from sqlalchemy import update
 
 from app.config import get_settings
-from app.db import get_sessionmaker, utcnow
+from app.db import get_engine, get_sessionmaker, utcnow
 from app.models import Job, JobStatus
 from app.services import workers
 from app.services.jobs import send_unsent_jobs, sweep_stale_jobs
 from app.services.queue import maintain_queue
+from app.services.table_statistics import analyze_changed_tables
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,11 @@ def sweep_jobs() -> None:
         # the task queue's upkeep, kept off the labelers' next-task path
         maintain_queue(session)
         session.commit()
+    with get_engine().connect() as connection:
+        # PostgreSQL without autovacuum only: statistics that follow the data
+        analyzed = analyze_changed_tables(connection)
+    if analyzed:
+        log.debug("analyzed %s (autovacuum is off)", analyzed)
 
 
 class _Ticker(threading.Thread):

@@ -1,0 +1,85 @@
+"""On a PostgreSQL server without autovacuum the periodic sweep analyzes the tables that
+changed, so prepared statements' plans follow the data (issue 14); nowhere else."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from sqlalchemy import insert, text
+
+_names = itertools.count()
+
+
+def _users_rows(n: int) -> list[dict[str, object]]:
+    return [
+        {"username": f"stats{next(_names)}", "password_hash": "-", "role": "labeler"}
+        for _ in range(n)
+    ]
+
+
+def _reltuples(session, table: str) -> float:
+    return session.execute(
+        text("SELECT reltuples FROM pg_class WHERE relname = :t AND relkind = 'r'"), {"t": table}
+    ).scalar_one()
+
+
+def _grow_users(n: int) -> None:
+    """``n`` new users, their changes counted at once (the server's statistics are flushed
+    at the end of this transaction, not up to 10 s later)."""
+    from app.db import get_engine
+    from app.models import User
+
+    with get_engine().begin() as connection:
+        connection.execute(insert(User), _users_rows(n))
+        connection.execute(text("SELECT pg_stat_force_next_flush()"))
+
+
+@pytest.fixture
+def postgres_only(app_env: str) -> None:
+    if not app_env.startswith("postgresql"):
+        pytest.skip("autovacuum and ANALYZE are PostgreSQL's")
+
+
+def test_without_autovacuum_the_sweep_analyzes_the_tables_that_changed(
+    postgres_only, session, monkeypatch
+) -> None:
+    from app.db import get_engine
+    from app.services import table_statistics
+    from app.worker.heartbeat import sweep_jobs
+
+    monkeypatch.setattr(table_statistics, "autovacuum_on", lambda _connection: False)
+    session.execute(text("ANALYZE users"))
+    session.commit()
+    before = _reltuples(session, "users")
+    _grow_users(300)
+    with get_engine().connect() as connection:
+        assert "users" in table_statistics.analyze_changed_tables(connection)
+        # analyzed: nothing left to do until the table changes again
+        assert "users" not in table_statistics.analyze_changed_tables(connection)
+    session.rollback()  # a new snapshot
+    assert _reltuples(session, "users") >= before + 300
+    _grow_users(300)
+    sweep_jobs()  # the sweep does it (every PREFLOOP_WORKER_HEARTBEAT_S)
+    session.rollback()
+    assert _reltuples(session, "users") >= before + 600
+
+
+def test_with_autovacuum_on_the_sweep_leaves_statistics_to_it(postgres_only, monkeypatch) -> None:
+    from app.db import get_engine
+    from app.services import table_statistics
+
+    monkeypatch.setattr(table_statistics, "autovacuum_on", lambda _connection: True)
+    _grow_users(300)
+    with get_engine().connect() as connection:
+        assert table_statistics.analyze_changed_tables(connection) == []
+
+
+def test_sqlite_has_nothing_to_analyze(app_env: str) -> None:
+    from app.db import get_engine
+    from app.services.table_statistics import analyze_changed_tables
+
+    if app_env.startswith("postgresql"):
+        pytest.skip("the SQLite side")
+    with get_engine().connect() as connection:
+        assert analyze_changed_tables(connection) == []
