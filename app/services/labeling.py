@@ -192,7 +192,7 @@ class _SubmitStatements:
     end_hold: ReturningUpdate[Any]
     lock: ReturningUpdate[Any]
     lock_of_skip: ReturningUpdate[Any]
-    # PostgreSQL: the hold's end and the task's lock in one statement (``_ended_then_locked``)
+    # PostgreSQL: the hold's end and the task's lock in one statement (``WITH ended AS …``)
     end_and_lock: ReturningUpdate[Any]
     end_and_lock_of_skip: ReturningUpdate[Any]
     after_lock: CompoundSelect[Any]
@@ -436,8 +436,7 @@ def submit(
             label_id = connection.execute(
                 insert(RANKINGS).returning(RANKINGS.c.id), ranking
             ).scalar_one()
-            # one executemany (on PostgreSQL one INSERT … SELECT FROM unnest(arrays) was
-            # measured no cheaper: the server's cost is per row, in its foreign-key checks)
+            # the entries in one executemany
             connection.execute(
                 insert(RANKING_ENTRIES), [{"ranking_id": label_id, **e} for e in entries]
             )

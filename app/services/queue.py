@@ -492,10 +492,10 @@ def _take_slot(
     """Take a free slot of the first open task of ``kinds`` in one ``UPDATE … WHERE id =
     (SELECT … FOR UPDATE SKIP LOCKED) AND filled < overlap RETURNING`` (see the module's
     invariants); None when the labeler still holds a task of this kind, or none is free."""
-    claims, anything_left = _slot_statements(
-        kind, tuple(kinds), labeler.held_out, labeler.labeler_status, is_postgres(session)
-    )
     postgres = is_postgres(session)
+    claims, anything_left = _slot_statements(
+        kind, tuple(kinds), labeler.held_out, labeler.labeler_status, postgres
+    )
     params: dict[str, Any] = {"labeler_id": labeler.id, "now": now}
     if postgres:
         params["lock_until"] = _lock_until(now)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 
 from sqlalchemy import Connection, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,9 @@ def analyze_changed_tables(connection: Connection) -> list[str]:
                 connection.execute(text("SET LOCAL lock_timeout = '1s'"))
                 connection.execute(text(f"ANALYZE {quote(table)}"))
                 connection.commit()
-            except OperationalError:  # its lock was held a second: next sweep
+            except DBAPIError as exc:  # its lock was held a second (or not ours): next sweep
                 connection.rollback()
+                log.debug("not analyzed now: %s (%s)", table, exc.orig)
                 continue
             analyzed.append(table)
     finally:

@@ -83,3 +83,22 @@ def test_sqlite_has_nothing_to_analyze(app_env: str) -> None:
         pytest.skip("the SQLite side")
     with get_engine().connect() as connection:
         assert analyze_changed_tables(connection) == []
+
+
+def test_a_table_locked_by_someone_else_waits_for_the_next_sweep(
+    postgres_only, monkeypatch
+) -> None:
+    """A sweep waits at most a second for a table (a migration or a TRUNCATE holding it) and
+    goes on with the others; it never holds one table while waiting for another."""
+    from app.db import get_engine
+    from app.services import table_statistics
+
+    monkeypatch.setattr(table_statistics, "autovacuum_on", lambda _connection: False)
+    _grow_users(300)
+    with get_engine().connect() as holder, get_engine().connect() as sweeper:
+        holder.execute(text("LOCK TABLE users IN ACCESS EXCLUSIVE MODE"))
+        # returns while the lock is still held (waiting for it would never end here)
+        analyzed = table_statistics.analyze_changed_tables(sweeper)
+        holder.rollback()
+        assert "users" not in analyzed
+        assert "users" in table_statistics.analyze_changed_tables(sweeper)
