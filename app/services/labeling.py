@@ -274,6 +274,21 @@ def _submit_statements() -> _SubmitStatements:
     )
 
 
+# a new ranking's columns (its id and defaults aside), and each entry's (its ranking aside)
+_NEW_RANKING = (
+    "task_id",
+    "prompt_id",
+    "labeler_id",
+    "k",
+    "display_order",
+    "time_spent_ms",
+    "created_at",
+    "gold_credit",
+    "gold_pairs",
+)
+_ENTRY = ("completion_id", "rank", "likert", "flags")
+
+
 @lru_cache(maxsize=1)
 def _ranking_with_entries() -> ReturningInsert[Any]:
     """PostgreSQL: a ranking and its entries in one statement (the ranking's ``INSERT …
@@ -281,36 +296,21 @@ def _ranking_with_entries() -> ReturningInsert[Any]:
     trip instead of two; returns the ranking's id once per entry."""
     ranking = (
         insert(RANKINGS)
-        .values(
-            task_id=bindparam("task_id", type_=Integer),
-            prompt_id=bindparam("prompt_id", type_=Integer),
-            labeler_id=bindparam("labeler_id", type_=Integer),
-            k=bindparam("k", type_=Integer),
-            display_order=bindparam("display_order", type_=JSON),
-            time_spent_ms=bindparam("time_spent_ms", type_=Integer),
-            created_at=bindparam("created_at", type_=UTCDateTime()),
-            gold_credit=bindparam("gold_credit", type_=Float),
-            gold_pairs=bindparam("gold_pairs", type_=Integer),
-        )
+        .values({name: bindparam(name, type_=RANKINGS.c[name].type) for name in _NEW_RANKING})
         .returning(RANKINGS.c.id)
         .cte("new_ranking")
     )
     entries = (
         func.json_to_recordset(bindparam("entries", type_=JSON))
-        .table_valued(
-            column("completion_id", Integer),
-            column("rank", Integer),
-            column("likert", Integer),
-            column("flags", JSON),
-        )
+        .table_valued(*(column(name, RANKING_ENTRIES.c[name].type) for name in _ENTRY))
         .render_derived(with_types=True)
     )
-    rows = select(
-        ranking.c.id, entries.c.completion_id, entries.c.rank, entries.c.likert, entries.c.flags
-    ).select_from(ranking.join(entries, true()))
+    rows = select(ranking.c.id, *(entries.c[name] for name in _ENTRY)).select_from(
+        ranking.join(entries, true())
+    )
     return (
         insert(RANKING_ENTRIES)
-        .from_select(["ranking_id", "completion_id", "rank", "likert", "flags"], rows)
+        .from_select(["ranking_id", *_ENTRY], rows)
         .returning(RANKING_ENTRIES.c.ranking_id)
     )
 
@@ -341,6 +341,7 @@ def submit(
     skip_reason = _skip_reason(sub.skip.reason) if sub.skip is not None else None
     now = utcnow()
     statements = _submit_statements()
+    postgres = is_postgres(session)
     # Core on the session's connection: nothing of the ORM's is pending on this path
     connection = session.connection()
     end = {
@@ -354,7 +355,7 @@ def submit(
     }
     # lock order: the assignment, then the task (as the queue does)
     locked: Sequence[Any]
-    if is_postgres(session):  # both in one statement
+    if postgres:  # both in one statement
         both = statements.end_and_lock if skip_reason is None else statements.end_and_lock_of_skip
         row = connection.execute(both, end).one_or_none()
         if row is None:
@@ -429,7 +430,7 @@ def submit(
             "gold_credit": gold.credit if gold else None,
             "gold_pairs": gold.pairs if gold else None,
         }
-        if is_postgres(session):
+        if postgres:
             inserted = connection.execute(_ranking_with_entries(), {**ranking, "entries": entries})
             label_id = inserted.scalars().first()
         else:

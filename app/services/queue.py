@@ -21,7 +21,7 @@ import random
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Protocol, cast
@@ -454,12 +454,7 @@ def _claim_and_hold(claim: ReturningUpdate[Any]) -> Select[Any]:
     ]
     held = (
         _take_up_expired(postgresql.insert(ASSIGNMENTS).from_select(columns, hold))
-        .returning(
-            ASSIGNMENTS.c.task_id,
-            ASSIGNMENTS.c.labeler_id,
-            ASSIGNMENTS.c.lock_expires_at,
-            ASSIGNMENTS.c.display_order,
-        )
+        .returning(*_hold_returned())
         .cte("held")
     )
     return select(
@@ -679,12 +674,12 @@ def _hold_statement(postgres: bool) -> Any:
         lock_expires_at=bindparam("lock_until"),
         display_order=bindparam("display_order"),
     )
-    return _take_up_expired(upsert).returning(
-        ASSIGNMENTS.c.task_id,
-        ASSIGNMENTS.c.labeler_id,
-        ASSIGNMENTS.c.lock_expires_at,
-        ASSIGNMENTS.c.display_order,
-    )
+    return _take_up_expired(upsert).returning(*_hold_returned())
+
+
+def _hold_returned() -> list[ColumnElement[Any]]:
+    """What a hold's upsert returns: the columns of ``Hold``."""
+    return [ASSIGNMENTS.c[field.name] for field in fields(Hold)]
 
 
 def _take_up_expired(
