@@ -6,15 +6,16 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 
 from app.api.errors import errors
-from app.deps import LabelerDep, SessionDep
+from app.deps import LabelerCaller, LabelerDep, SessionDep
 from app.schemas import DbId
 from app.schemas.labeling import NextTaskOut, RevisionIn, SubmissionIn, SubmissionOut
 from app.services.labeling import describe_assignment, revise, submit
 from app.services.queue import assign_next_task
 from app.services.task_kinds import SHOWN_KINDS
 
-# every route takes `principal: LabelerDep` (any signed-in user); no router-level copy of it:
-# FastAPI solves a cached dependency's own dependencies again for each copy (issue 14)
+# every route takes `principal: LabelerDep` (any signed-in user), or next-task, the hot path's
+# one request without a body, `caller: LabelerCaller`, resolved in the route; no router-level
+# copy of either: FastAPI solves a cached dependency's own dependencies again for each copy
 router = APIRouter(prefix="/api/v1/tasks", tags=["labeling"])
 
 
@@ -31,7 +32,7 @@ def _json(model: BaseModel) -> Response:
     responses={204: {"description": "nothing is waiting for you"}},
 )
 def next_task(
-    principal: LabelerDep,
+    caller: LabelerCaller,
     session: SessionDep,
     kind: str | None = Query(
         None,
@@ -41,6 +42,8 @@ def next_task(
     ),
 ) -> Response:
     """Hold the next task for you (your unfinished one first) until `lock_expires_at`."""
+    # looked up here, in this route's worker thread: one trip through the thread pool
+    principal = caller.principal(session)
     assignment = assign_next_task(session, principal.user, kind)
     if assignment is None:
         session.commit()

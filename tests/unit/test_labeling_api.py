@@ -111,6 +111,42 @@ def test_next_task_ranking_shape_and_204(api_as) -> None:
     assert labeler.get("/api/v1/tasks/next?kind=nonsense").status_code == 422
 
 
+def test_next_task_takes_one_trip_through_the_thread_pool(
+    api_as, make_user, make_token, monkeypatch
+) -> None:
+    """Next-task looks its caller up in its route's own worker thread (issue 14): one trip
+    through the thread pool per request (two before), with the same answers to strangers."""
+    import anyio.to_thread
+
+    labeler = api_as("labeler")
+    task_id, _ = make_ranking_task(make_prompt())
+    trips: list[object] = []
+    real = anyio.to_thread.run_sync
+
+    async def counted(func, *args, **kwargs):
+        trips.append(func)
+        return await real(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    r = labeler.get("/api/v1/tasks/next?kind=ranking")
+    assert r.status_code == 200 and r.json()["task_id"] == task_id
+    assert len(trips) == 1, trips
+
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    stranger = TestClient(create_app())
+    assert stranger.get("/api/v1/tasks/next").status_code == 401
+    bad = stranger.get("/api/v1/tasks/next", headers={"Authorization": "Bearer pfl_nonsense"})
+    assert bad.status_code == 401 and bad.json()["detail"] == "invalid or revoked token"
+    assert bad.headers["www-authenticate"] == "Bearer"
+    ingest_only = make_token(make_user("labeler"), scopes=["ingest"])
+    r = stranger.get("/api/v1/tasks/next", headers={"Authorization": f"Bearer {ingest_only}"})
+    assert r.status_code == 403, r.text
+    assert "scope" in r.json()["detail"]
+
+
 def test_demonstration_submission_and_idempotent_repeat(api_as) -> None:
     labeler = api_as("labeler")
     prompt_id = make_prompt("Write a haiku about rain.")
