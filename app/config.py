@@ -29,9 +29,13 @@ class Settings(BaseSettings):
     # connections each process keeps to PostgreSQL (SQLAlchemy's QueuePool): pool_size kept
     # open, up to db_max_overflow more under load. Size them against the server's
     # max_connections: (db_pool_size + db_max_overflow) x (web processes + worker processes)
-    # + other clients must stay below it (see docs/performance.md)
-    db_pool_size: int = Field(default=10, ge=1, le=1000)
-    db_max_overflow: int = Field(default=5, ge=0, le=1000)
+    # + other clients must stay below it (see docs/performance.md). No overflow by default:
+    # the pool closes an overflow connection as soon as it comes back to a full pool, so under
+    # a steady load around pool_size connections were opened and closed all the time (a new
+    # server process each, without its prepared statements); with 100 labelers 15 + 0 served
+    # 266-310 submissions/s where 10 + 5 served 170-194 (issue 14)
+    db_pool_size: int = Field(default=15, ge=1, le=1000)
+    db_max_overflow: int = Field(default=0, ge=0, le=1000)
     # a request waits this long for a free connection, then answers 503 with Retry-After
     db_pool_timeout_s: float = Field(default=10.0, gt=0)
     # a client (a token or browser session that has worked, else an address; app.clients)

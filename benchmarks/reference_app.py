@@ -26,10 +26,18 @@ URL = os.environ.get(
 SQLITE = URL.startswith("sqlite")
 
 
+# prefloop's default pool (app.config: PREFLOOP_DB_POOL_SIZE, PREFLOOP_DB_MAX_OVERFLOW), read
+# from the same variables: both sides keep the same connections open
+POOL = {
+    "pool_size": int(os.environ.get("PREFLOOP_DB_POOL_SIZE", "15")),
+    "max_overflow": int(os.environ.get("PREFLOOP_DB_MAX_OVERFLOW", "0")),
+}
+
+
 def make_engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_size=10, max_overflow=5)
-    engine = create_engine(url, pool_size=10, max_overflow=5, connect_args={"timeout": 30})
+        return create_engine(url, **POOL)
+    engine = create_engine(url, **POOL, connect_args={"timeout": 30})
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -84,3 +84,40 @@ def test_a_connection_lost_under_a_request_answers_503_and_the_retry_works(
     assert r.status_code == 200, r.text
     with get_sessionmaker()() as s:
         assert s.query(Prompt).count() == 1  # stored once: the lost request stored nothing
+
+
+def test_a_load_around_the_pools_size_reuses_its_connections(app_env: str) -> None:
+    """Bursts of as many requests as the database gate admits open each connection once
+    (issue 14). With an overflow (the default was 10 + 5), the pool closed an overflow
+    connection as soon as it came back to a full pool, so a load moving around the pool's size
+    opened and closed connections all the time, each a new server process without its prepared
+    statements: 100 labelers got 170-194 submissions/s where no overflow got 266-310."""
+    import threading
+
+    from app import db
+    from app.config import get_settings
+
+    settings = get_settings()
+    places = settings.db_pool_size + settings.db_max_overflow  # the gate's size
+    engine = db.make_engine(app_env)
+    opened: list[int] = []
+    event.listen(engine, "connect", lambda *_: opened.append(1))
+    try:
+        for _ in range(4):  # four bursts, the pool idle between them
+            everyone_holds = threading.Barrier(places)
+
+            def hold(barrier: threading.Barrier) -> None:
+                connection = engine.raw_connection()
+                try:
+                    barrier.wait(timeout=30)
+                finally:
+                    connection.close()  # back to the pool
+
+            threads = [threading.Thread(target=hold, args=(everyone_holds,)) for _ in range(places)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        assert len(opened) == places, f"{len(opened)} connections opened for {places} places"
+    finally:
+        engine.dispose()
