@@ -21,6 +21,7 @@ from typing import Any, cast
 from sqlalchemy import Integer, Select, Table, bindparam, func, select
 from sqlalchemy.orm import Session
 
+from app.db import planned_for_any
 from app.models import Ranking, RankingEntry, Task
 from app.services.agreement import Tally, pair_tally, ranks_from_groups
 from app.services.labeling_settings import overlap_settings
@@ -44,7 +45,7 @@ def ranks_statement() -> Select[int, int, int]:
     return (
         select(entries.c.ranking_id, entries.c.completion_id, entries.c.rank)
         .join(rankings, rankings.c.id == entries.c.ranking_id)
-        .where(rankings.c.task_id == bindparam("task_id", type_=Integer))
+        .where(rankings.c.task_id == planned_for_any(bindparam("task_id", type_=Integer)))
     )
 
 

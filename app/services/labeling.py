@@ -37,7 +37,7 @@ from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql.dml import ReturningInsert, ReturningUpdate
 
 from app.config import get_settings
-from app.db import UTCDateTime, is_postgres, sql_constant, utcnow
+from app.db import UTCDateTime, is_postgres, planned_for_any, sql_constant, utcnow
 from app.models import (
     FLAGS,
     Assignment,
@@ -249,7 +249,7 @@ def _submit_statements() -> _SubmitStatements:
             literal_column("0"),
             finished(AssignmentStatus.submitted),
             finished(AssignmentStatus.skipped),
-        ).where(ASSIGNMENTS.c.task_id == bindparam("task_id", type_=Integer)),
+        ).where(ASSIGNMENTS.c.task_id == planned_for_any(bindparam("task_id", type_=Integer))),
         ranks_statement(),
     )
     write_back = (
