@@ -20,18 +20,18 @@ from typing import Any
 from fastapi import FastAPI, Response
 from sqlalchemy import Engine, create_engine, event, text
 
+from app.config import get_settings
+
 URL = os.environ.get(
     "PREFLOOP_REFERENCE_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/reference"
 )
 SQLITE = URL.startswith("sqlite")
 
 
-# prefloop's default pool (app.config: PREFLOOP_DB_POOL_SIZE, PREFLOOP_DB_MAX_OVERFLOW), read
-# from the same variables: both sides keep the same connections open
-POOL = {
-    "pool_size": int(os.environ.get("PREFLOOP_DB_POOL_SIZE", "15")),
-    "max_overflow": int(os.environ.get("PREFLOOP_DB_MAX_OVERFLOW", "0")),
-}
+# prefloop's pool, from its own settings (PREFLOOP_DB_POOL_SIZE, PREFLOOP_DB_MAX_OVERFLOW and
+# their defaults): both sides keep the same connections open
+_settings = get_settings()
+POOL = {"pool_size": _settings.db_pool_size, "max_overflow": _settings.db_max_overflow}
 
 
 def make_engine(url: str) -> Engine:
