@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import tempfile
 import weakref
 from collections import deque
@@ -86,6 +87,11 @@ PUBLIC_BODY_PATHS = frozenset({"/login", "/logout"})
 BULK_BODY_PATHS = frozenset(
     {"/api/v1/prompts", "/api/v1/completions", "/api/v1/evaluations", "/admin/evaluations"}
 )
+
+# a labeler's submission (the JSON API's and the labeling page's): a small body whose route
+# works in the database from start to end, so on SQLite too the caller's lookup leaves its
+# transaction (and the write lock it holds there) open for the route (see _authenticated)
+SUBMISSION_PATH = re.compile(r"/(?:api/v1/)?tasks/[0-9]+(?:/submission|/skip)?")
 
 
 def wants_json(path: str, headers: Headers) -> bool:
@@ -414,16 +420,22 @@ def _replay_spool(spool: tempfile.SpooledTemporaryFile[bytes], rest: Receive) ->
 
 
 def _authenticated(
-    session: Session, authorization: str | None, session_secret: object, small_body: bool
+    session: Session,
+    authorization: str | None,
+    session_secret: object,
+    small_body: bool,
+    submission: bool,
 ) -> Principal | str:
     """The principal when the credentials are good, else why not (runs in a worker thread).
 
-    For a small body on PostgreSQL (a labeler's submission), the lookup's transaction stays
-    open for the route, which works in this session: one transaction per request, not two (a
-    COMMIT and a BEGIN less per submission, issue 14). Otherwise the lookup commits, so that
-    no transaction stays open while a body arrives: a large upload must not hold one of
-    PgBouncer's server connections (transaction mode), and on SQLite every transaction holds
-    the write lock (``BEGIN IMMEDIATE``)."""
+    For a small body (it has arrived already) on PostgreSQL, or a labeler's submission
+    (``SUBMISSION_PATH``) on SQLite too, the lookup's transaction stays open for the route,
+    which works in this session: one transaction per request, not two (a BEGIN and a COMMIT
+    less per submission, issue 14). Otherwise the lookup commits, so that no transaction stays
+    open while a body arrives: a large upload must not hold one of PgBouncer's server
+    connections (transaction mode). On SQLite every transaction holds the write lock (``BEGIN
+    IMMEDIATE``): kept only for a route that goes straight to its writes, never for one that
+    may work a while outside the database first (a prompt's PII scan)."""
     try:
         principal = resolve_principal(session, authorization, session_secret)
     except NotAuthenticated as exc:
@@ -432,7 +444,7 @@ def _authenticated(
     if principal is None:
         session.rollback()
         return "authentication required"
-    if not (small_body and is_postgres(session)):
+    if not (small_body and (submission or is_postgres(session))):
         session.commit()
     return principal
 
@@ -471,8 +483,9 @@ class AuthenticateBeforeBody:
         if authorization is not None or cookie_secret is not None:
             session = get_sessionmaker()()
             try:
+                submission = small and SUBMISSION_PATH.fullmatch(scope["path"]) is not None
                 problem = await to_thread.run_sync(
-                    _authenticated, session, authorization, cookie_secret, small
+                    _authenticated, session, authorization, cookie_secret, small, submission
                 )
                 if isinstance(problem, Principal):
                     # the route's dependencies take it from here, in the same session, instead

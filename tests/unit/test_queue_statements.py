@@ -27,23 +27,39 @@ def _database(app_env: str) -> str:
     return "postgresql" if app_env.startswith("postgresql") else "sqlite"
 
 
+# statements that only control a transaction: not counted
+TRANSACTION_CONTROL = {"BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "PRAGMA"}
+
+
+def _controls_a_transaction(statement: str) -> bool:
+    return statement.lstrip().split(None, 1)[0].upper() in TRANSACTION_CONTROL
+
+
 @contextmanager
-def counted_statements() -> Iterator[list[str]]:
+def _listening(**listeners: Any) -> Iterator[None]:
+    """The app's engine calls each of ``listeners`` (event name -> function) meanwhile."""
     from app.db import get_engine
 
+    engine = get_engine()
+    for name, listener in listeners.items():
+        event.listen(engine, name, listener)
+    try:
+        yield
+    finally:
+        for name, listener in listeners.items():
+            event.remove(engine, name, listener)
+
+
+@contextmanager
+def counted_statements() -> Iterator[list[str]]:
     seen: list[str] = []
 
     def record(conn, cursor, statement, parameters, context, executemany):
-        head = statement.lstrip().split(None, 1)[0].upper()
-        if head not in {"BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "PRAGMA"}:
+        if not _controls_a_transaction(statement):
             seen.append(statement)
 
-    engine = get_engine()
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with _listening(before_cursor_execute=record):
         yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 def _cycle(labeler, kind: str) -> None:
@@ -96,35 +112,60 @@ def test_a_ranking_cycle_runs_few_statements(api_as, app_env: str) -> None:
 @contextmanager
 def transactions_ended() -> Iterator[list[str]]:
     """ "commit" or "rollback" for each transaction that ends on the app's engine meanwhile."""
-    from app.db import get_engine
-
     ended: list[str] = []
-
-    def commit(_connection: object) -> None:
-        ended.append("commit")
-
-    def rollback(_connection: object) -> None:
-        ended.append("rollback")
-
-    engine = get_engine()
-    event.listen(engine, "commit", commit)
-    event.listen(engine, "rollback", rollback)
-    try:
+    with _listening(
+        commit=lambda _connection: ended.append("commit"),
+        rollback=lambda _connection: ended.append("rollback"),
+    ):
         yield ended
-    finally:
-        event.remove(engine, "commit", commit)
-        event.remove(engine, "rollback", rollback)
 
 
-def test_a_cycle_is_one_transaction_per_request_on_postgresql(api_as, app_env: str) -> None:
-    """On PostgreSQL a small body's early authentication (before the body is read) and its
-    route share one transaction: a cycle is two transactions, not three. SQLite commits the
-    lookup, since there every transaction holds the write lock while the body arrives."""
+def test_a_cycle_is_one_transaction_per_request(api_as, app_env: str) -> None:
+    """A small body's early authentication (before the body is read) and its route share one
+    transaction: a cycle is two transactions, not three. On SQLite too, for a submission
+    (before: three there, the lookup committed on its own)."""
     labeler = _warm_labeler(api_as)
     with transactions_ended() as ended:
         _cycle(labeler, "ranking")
-    expected = 2 if app_env.startswith("postgresql") else 3
-    assert ended == ["commit"] * expected, ended
+    assert ended == ["commit", "commit"], ended
+
+
+@contextmanager
+def after_the_lookup() -> Iterator[list[str]]:
+    """What the app's engine did next after each authentication lookup meanwhile: "commit",
+    or "statement" (the route's first, in the lookup's transaction)."""
+    steps: list[str] = []
+
+    def statement(conn, cursor, text, parameters, context, executemany) -> None:
+        if "FROM api_tokens" in text:
+            steps.append("lookup")
+        elif not _controls_a_transaction(text):
+            steps.append("statement")
+
+    next_steps: list[str] = []
+    with _listening(
+        before_cursor_execute=statement, commit=lambda _connection: steps.append("commit")
+    ):
+        yield next_steps
+    next_steps.extend(steps[i + 1] for i, step in enumerate(steps[:-1]) if step == "lookup")
+
+
+def test_on_sqlite_only_a_submission_keeps_its_lookups_transaction(api_as, app_env) -> None:
+    """On SQLite every transaction holds the write lock: a small body to any other route (one
+    that may work outside the database first, as the intake's PII scan does) commits its
+    lookup before the route runs, so no writer waits on that work. PostgreSQL shares the
+    lookup's transaction with every small body's route; both share it with a submission's."""
+    researcher = api_as("researcher")
+    researcher.get("/api/v1/me")  # the token's last use is written once a minute
+    on_postgresql = app_env.startswith("postgresql")
+    with after_the_lookup() as steps:
+        r = researcher.post("/api/v1/prompts", json={"prompts": [{"text": "Hi", "user_id": "u1"}]})
+    assert r.status_code == 200, r.text
+    assert steps == ["statement" if on_postgresql else "commit"], steps
+    labeler = _warm_labeler(api_as)
+    with after_the_lookup() as steps:
+        _cycle(labeler, "ranking")
+    assert steps == ["statement", "statement"], steps  # next-task's and the submission's
 
 
 def test_a_large_body_is_not_awaited_inside_a_transaction(api_as) -> None:
