@@ -5,7 +5,8 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -15,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from app.clients import credential_worked
 from app.config import get_settings
-from app.db import get_readonly_session, get_session
+from app.db import get_readonly_session, get_session, get_sessionmaker, request_session
 from app.models import Role, User, UserSession, role_at_least
 from app.services.accounts import TokenUse, user_for_token
 from app.services.sessions import user_for_session
@@ -224,10 +225,32 @@ class Caller:
     thing in its worker thread (``principal``), so the request makes one trip through the
     thread pool instead of two (the lookup's and the route's; each trip, a worker woken and the
     result handed back to the event loop, was 16% of a web process's CPU with 100 labelers,
-    issue 14). The same checks and answers as ``require_role``'s."""
+    issue 14). The same checks and answers as ``require_role``'s.
+
+    The route works in ``session()``, opened in its thread, rather than in ``SessionDep``: each
+    dependency FastAPI solves costs a request tens of microseconds, one with ``yield`` more
+    (issue 14)."""
 
     request: Request
     minimum: Role
+    # the request's session when a middleware opened one (app.db.request_session): read in
+    # the event loop, where the middleware set it
+    shared: Session | None = None
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """The route's session, as ``get_session`` gives it: the request's own when a
+        middleware opened one (it closes it), else a new one, closed here; rolled back when the
+        route fails."""
+        session = self.shared or get_sessionmaker()()
+        try:
+            yield session
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            if self.shared is None:
+                session.close()
 
     def principal(self, session: Session) -> Principal:
         """Who is calling, in ``session`` (the route's), if they may: else the 401 or 403."""
@@ -239,15 +262,28 @@ class Caller:
             found = resolve_principal(session, authorization, secret)
         return _allowed(_identified(request, found), self.minimum, None, False)
 
+    def check(self) -> None:
+        """``principal``'s 401 or 403 now, in a session of its own."""
+        with self.session() as session:
+            self.principal(session)
 
-def caller(minimum: Role) -> Callable[..., Awaitable[Caller]]:
+
+def caller(minimum: Role, *, takes_body: bool = False) -> Callable[..., Awaitable[Caller]]:
     """Dependency: the route's ``Caller``, to be looked up by the route (``Caller.principal``)
     before it does anything else; for sync routes on the hot path only, ``require_role``
     everywhere else: a route that forgets the call would serve anyone (the role-matrix test's
-    anonymous request to every route with a role would then fail)."""
+    anonymous request to every route with a role would then fail).
+
+    ``takes_body``: FastAPI validates a route's body before the route runs. A request with a
+    body was looked up before it was read (``AuthenticateBeforeBody``: ``shared`` is its
+    session); one sent without a body is checked here, so that a stranger gets the 401 every
+    route gives before the 422 about the missing body."""
 
     async def dependency(request: Request) -> Caller:
-        return Caller(request, minimum)
+        found = Caller(request, minimum, request_session.get())
+        if takes_body and found.shared is None:
+            await to_thread.run_sync(found.check)
+        return found
 
     dependency.minimum_role = minimum  # type: ignore[attr-defined]
     dependency.scope = None  # type: ignore[attr-defined]
@@ -297,5 +333,6 @@ SessionDep = Annotated[Session, Depends(get_session)]
 ReadSessionDep = Annotated[Session, Depends(get_readonly_session)]
 LabelerDep = Annotated[Principal, Depends(any_user)]
 LabelerCaller = Annotated[Caller, Depends(caller(Role.labeler))]
+LabelerBodyCaller = Annotated[Caller, Depends(caller(Role.labeler, takes_body=True))]
 ResearcherDep = Annotated[Principal, Depends(researcher)]
 AdminDep = Annotated[Principal, Depends(admin)]

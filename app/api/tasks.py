@@ -6,16 +6,18 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 
 from app.api.errors import errors
-from app.deps import LabelerCaller, LabelerDep, SessionDep
+from app.deps import LabelerBodyCaller, LabelerCaller, LabelerDep, SessionDep
 from app.schemas import DbId
 from app.schemas.labeling import NextTaskOut, RevisionIn, SubmissionIn, SubmissionOut
 from app.services.labeling import describe_assignment, revise, submit
 from app.services.queue import assign_next_task
 from app.services.task_kinds import SHOWN_KINDS
 
-# every route takes `principal: LabelerDep` (any signed-in user), or next-task, the hot path's
-# one request without a body, `caller: LabelerCaller`, resolved in the route; no router-level
-# copy of either: FastAPI solves a cached dependency's own dependencies again for each copy
+# a route takes `principal: LabelerDep` (any signed-in user) and `session: SessionDep`; the hot
+# path's two, next-task and a first submission, take `caller: LabelerCaller` (LabelerBodyCaller
+# with a body) instead, resolved in the route with its session (fewer dependencies to solve
+# per request); no router-level copy of any: FastAPI solves a cached dependency's own
+# dependencies again for each copy
 router = APIRouter(prefix="/api/v1/tasks", tags=["labeling"])
 
 
@@ -33,7 +35,6 @@ def _json(model: BaseModel) -> Response:
 )
 def next_task(
     caller: LabelerCaller,
-    session: SessionDep,
     kind: str | None = Query(
         None,
         description="demonstration, ranking or evaluation; any when omitted (or empty)",
@@ -42,28 +43,26 @@ def next_task(
     ),
 ) -> Response:
     """Hold the next task for you (your unfinished one first) until `lock_expires_at`."""
-    # looked up here, in this route's worker thread: one trip through the thread pool
-    principal = caller.principal(session)
-    assignment = assign_next_task(session, principal.user, kind)
-    if assignment is None:
+    with caller.session() as session:
+        # looked up here, in this route's worker thread: one trip through the thread pool
+        principal = caller.principal(session)
+        assignment = assign_next_task(session, principal.user, kind)
+        if assignment is None:
+            session.commit()
+            return Response(status_code=204)
+        described = describe_assignment(session, assignment)
         session.commit()
-        return Response(status_code=204)
-    described = describe_assignment(session, assignment)
-    session.commit()
     return _json(NextTaskOut.model_validate(described))
 
 
 @router.post("/{task_id}/submission", response_model=SubmissionOut, responses=errors(409))
-def post_submission(
-    task_id: DbId,
-    body: SubmissionIn,
-    principal: LabelerDep,
-    session: SessionDep,
-) -> Response:
+def post_submission(task_id: DbId, body: SubmissionIn, caller: LabelerBodyCaller) -> Response:
     """`{"text"}`, `{"ranking", "ratings"}` or `{"skip": {"reason"}}`; an identical repeat is a
     no-op that answers 200 again."""
-    result = submit(session, principal.user, task_id, body)
-    session.commit()
+    with caller.session() as session:
+        # the body-guarding middleware looked the caller up already, in this session
+        result = submit(session, caller.principal(session).user, task_id, body)
+        session.commit()
     return _json(SubmissionOut.model_validate(result))
 
 

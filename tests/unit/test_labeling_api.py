@@ -147,6 +147,87 @@ def test_next_task_takes_one_trip_through_the_thread_pool(
     assert "scope" in r.json()["detail"]
 
 
+def test_the_hot_paths_routes_open_their_session_in_their_own_thread(
+    api_as, make_user, make_token
+) -> None:
+    """Next-task and a first submission solve no session dependency (issue 14): besides their
+    parameters (and the app's CSRF check), the caller is all FastAPI solves for them (a yield
+    dependency, and the role check's chain, cost a request tens of microseconds each), and a
+    submission still answers strangers and scoped tokens as every route does."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from tests.unit.test_roles import iter_api_routes
+
+    def solved(dependant) -> list[str]:
+        return [name for d in dependant.dependencies for name in (d.call.__name__, *solved(d))]
+
+    hot = {("GET", "/api/v1/tasks/next"), ("POST", "/api/v1/tasks/{task_id}/submission")}
+    app = create_app()
+    found = {
+        (method, route.path): solved(route.dependant)
+        for route in iter_api_routes(app.routes)
+        for method in route.methods or ()
+        if (method, route.path) in hot
+    }
+    assert set(found) == hot
+    for dependencies in found.values():
+        assert dependencies == ["dependency"], dependencies  # caller(Role.labeler)'s
+
+    labeler = api_as("labeler")
+    task_id, _ = make_ranking_task(make_prompt())
+    task = labeler.get("/api/v1/tasks/next?kind=ranking").json()
+    shown = [c["completion_id"] for c in task["completions"]]
+    url = f"/api/v1/tasks/{task_id}/submission"
+    stranger = TestClient(app)
+    body = {"ranking": [[cid] for cid in reversed(shown)]}
+    assert stranger.post(url, json=body).status_code == 401
+    # without a body, the middleware that looks a body's sender up first has nothing to guard:
+    # a stranger still gets the 401, not the 422 about the missing body
+    for headers in ({}, {"Authorization": "Bearer pfl_nonsense"}):
+        assert stranger.post(url, headers=headers).status_code == 401
+    forged = stranger.post(url, json=body, headers={"Authorization": "Bearer pfl_nonsense"})
+    assert forged.status_code == 401 and forged.json()["detail"] == "invalid or revoked token"
+    ingest_only = make_token(make_user("labeler"), scopes=["ingest"])
+    r = stranger.post(url, json=body, headers={"Authorization": f"Bearer {ingest_only}"})
+    assert r.status_code == 403 and "scope" in r.json()["detail"], r.text
+    # a submission the service refuses changes nothing: the same labeler then submits
+    r = labeler.post(url, json={"ranking": [[cid] for cid in shown[1:]]})
+    assert r.status_code == 422, r.text
+    r = labeler.post(url, json=body)
+    assert r.status_code == 200, r.text
+
+
+def test_a_callers_session_is_rolled_back_when_its_route_fails(app_env: str, make_user) -> None:
+    """``Caller.session``: what a failing route wrote is not stored, on both databases (on
+    SQLite the write lock is free again at once); the request's shared session, which the
+    middleware that opened it closes, is rolled back but left open."""
+    from sqlalchemy import update
+
+    from app.db import get_sessionmaker
+    from app.deps import Caller
+    from app.models import Role, User
+
+    user = make_user("labeler")
+
+    def rename(session) -> None:
+        session.execute(update(User).where(User.id == user.id).values(username="renamed"))
+        raise RuntimeError("the route failed")
+
+    with pytest.raises(RuntimeError), Caller(None, Role.labeler).session() as session:  # type: ignore[arg-type]
+        rename(session)
+    shared = get_sessionmaker()()
+    with pytest.raises(RuntimeError), Caller(None, Role.labeler, shared).session() as session:  # type: ignore[arg-type]
+        assert session is shared
+        rename(session)
+    assert not shared.in_transaction()
+    with Caller(None, Role.labeler).session() as session:  # type: ignore[arg-type]
+        assert session.scalar(select(User.username).where(User.id == user.id)) == user.username
+        session.execute(update(User).where(User.id == user.id).values(held_out=False))
+        session.commit()
+    shared.close()
+
+
 def test_demonstration_submission_and_idempotent_repeat(api_as) -> None:
     labeler = api_as("labeler")
     prompt_id = make_prompt("Write a haiku about rain.")
