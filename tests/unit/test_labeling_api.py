@@ -200,8 +200,8 @@ def test_the_hot_paths_routes_open_their_session_in_their_own_thread(
 
 def test_a_callers_session_is_rolled_back_when_its_route_fails(app_env: str, make_user) -> None:
     """``Caller.session``: what a failing route wrote is not stored, on both databases (on
-    SQLite the write lock is free again at once); the request's shared session, which the
-    middleware that opened it closes, is rolled back but left open."""
+    SQLite the write lock is free again at once); the request's shared session is rolled back
+    too, and left for the middleware that opened it to close."""
     from sqlalchemy import update
 
     from app.db import get_sessionmaker
