@@ -166,8 +166,9 @@ def test_statements_run_no_engine_events(engine_for) -> None:
     """The app's engines listen to no connection events: SQLAlchemy then skips the statement
     events (before/after execute, before/after cursor execute) for every statement it runs.
     On SQLite a "begin" listener issued BEGIN IMMEDIATE: with it, a labeling cycle ran 6.8%
-    more instructions (issue 14). ``_has_events`` is the flag SQLAlchemy reads before each statement. A
-    PostgreSQL engine is made without connecting: its idle ping listens to the pool only."""
+    more instructions (issue 14). ``_has_events`` is the flag SQLAlchemy reads before each
+    statement. A PostgreSQL engine is made without connecting: its idle ping listens to the
+    pool only."""
     from app.db import make_engine
 
     postgres = make_engine("postgresql+psycopg://nobody@127.0.0.1:9/never_connected")
