@@ -6,6 +6,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import AsyncGenerator, Iterator, Mapping
+from contextlib import closing
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -165,11 +166,8 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
             if writers is not None:
                 writers.enter(connection)
             try:
-                cursor = connection.cursor()
-                try:
+                with closing(connection.cursor()) as cursor:
                     cursor.execute(begin)
-                finally:
-                    cursor.close()
             except BaseException:
                 if writers is not None:
                     writers.leave(connection)
