@@ -78,8 +78,8 @@ def serve(
 
     if workers > 1:
         # several processes on one SQLite file (these web processes, and this one's sweeper
-        # and embedded worker): none may queue its own writers ahead of the others'
-        # (app.db._WriterQueue); every process reads this when it loads its settings
+        # and embedded worker): none may queue its own writers ahead of the others' (on one
+        # connection, app.db.make_engine); every process reads this when it loads its settings
         os.environ["PREFLOOP_SQLITE_WRITER_QUEUE"] = "false"
         get_settings.cache_clear()
     settings = get_settings()

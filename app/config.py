@@ -48,9 +48,9 @@ class Settings(BaseSettings):
     # behind PgBouncer in transaction mode: no server-side prepared statements (psycopg's
     # automatic preparation is off), and PgBouncer's pool is the real limit
     db_pgbouncer: bool = False
-    # SQLite: this process's writers queue on a lock before SQLite's own (see
-    # app.db._WriterQueue); `prefloop serve --workers N` turns it off for N > 1, where
-    # one process handing the lock to its own next writer starved the others
+    # SQLite: this process's writers take turns on one connection, queued in its pool before
+    # SQLite's own lock (see app.db.make_engine); `prefloop serve --workers N` turns it off
+    # for N > 1, where one process handing the lock to its own next writer starved the others
     sqlite_writer_queue: bool = True
     # empty: the broker's URL for Redis, the SQLAlchemy backend on the database otherwise
     result_backend: str = ""

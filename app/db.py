@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
 from collections.abc import AsyncGenerator, Iterator, Mapping
 from contextlib import closing
@@ -134,6 +132,18 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
         "pool_timeout": settings.db_pool_timeout_s,
     }
     if url.startswith("sqlite"):
+        if settings.sqlite_writer_queue and not read_only:
+            # this process's writers take turns on one connection, queued in the pool for as
+            # long as SQLite's own busy timeout waits (then a 503). SQLite lets one transaction
+            # write at a time anyway (each takes the write lock, below), but its busy handler
+            # polls in sleeps of up to 100 ms: with ten labelers on one web process, writers
+            # slept while the database was free, and the p99 of next-task was 60 times its
+            # median (950 against 15 ms; 110-120 against 43-48 queued, issue 14). One
+            # connection also keeps its page cache: SQLite drops a connection's whole cache when
+            # another one has written since its last transaction, and with a pool of them
+            # taking turns every transaction read again each page it touched (60 reads of the
+            # file a labeling cycle at ten labelers, none with one connection)
+            pool = {"pool_size": 1, "max_overflow": 0, "pool_timeout": SQLITE_WRITER_WAIT_S}
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
@@ -156,22 +166,14 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
         # queue and the per-user cap correct on SQLite (a deferred transaction that reads then
         # writes can fail with SQLITE_BUSY instead)
         begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
-        writers = _WriterQueue(engine) if settings.sqlite_writer_queue and not read_only else None
 
         # the dialect's own BEGIN, not SQLAlchemy's documented "begin" event listener: any
         # listener of the engine's events makes every statement run the engine's statement
         # events too, each an empty list walked (with the BEGIN run as a statement: 6.8% of a
         # labeling cycle's instructions, issue 14)
         def do_begin(connection: PoolProxiedConnection) -> None:
-            if writers is not None:
-                writers.enter(connection)
-            try:
-                with closing(connection.cursor()) as cursor:
-                    cursor.execute(begin)
-            except BaseException:
-                if writers is not None:
-                    writers.leave(connection)
-                raise
+            with closing(connection.cursor()) as cursor:
+                cursor.execute(begin)
 
         engine.dialect.do_begin = do_begin  # type: ignore[method-assign,assignment]
         return engine
@@ -188,55 +190,6 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
 # how long a SQLite write transaction waits for this process's other writers (as long as
 # SQLite's own busy timeout, set above, waits for another process's)
 SQLITE_WRITER_WAIT_S = 30.0
-
-
-class _WriterQueue:
-    """SQLite: this process's writers queue for SQLite's write lock on a lock of their own,
-    handed straight to the next one once a transaction's COMMIT or ROLLBACK is done.
-
-    SQLite's busy handler polls in sleeps of up to 100 ms: with ten labelers on one web
-    process, writers slept while the database was free, and the p99 of next-task was 60 times
-    its median (950 against 15 ms; 110-120 against 43-48 with the queue, issue 14). The lock is
-    released by the dialect's commit and rollback, which also end a connection's transaction
-    when the pool takes it back unfinished, and when a connection is closed."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._lock = threading.Lock()
-        self._holders: set[int] = set()  # id() of the sqlite3 connections holding the lock
-        dialect = engine.dialect
-        plain_commit, plain_rollback = dialect.do_commit, dialect.do_rollback
-
-        def do_commit(connection: PoolProxiedConnection) -> None:
-            try:
-                plain_commit(connection)
-            finally:
-                self.leave(connection)
-
-        def do_rollback(connection: PoolProxiedConnection) -> None:
-            try:
-                plain_rollback(connection)
-            finally:
-                self.leave(connection)
-
-        dialect.do_commit = do_commit  # type: ignore[method-assign,assignment]
-        dialect.do_rollback = do_rollback  # type: ignore[method-assign,assignment]
-        # closed (invalidated) inside its transaction
-        event.listen(engine, "close", lambda dbapi_conn, _record: self.leave(dbapi_conn))
-
-    def enter(self, connection: PoolProxiedConnection) -> None:
-        """Wait for this process's other writers (``SQLITE_WRITER_WAIT_S``, then "database is
-        locked", as SQLite's own wait ends) before ``connection`` begins."""
-        if not self._lock.acquire(timeout=SQLITE_WRITER_WAIT_S):
-            raise sqlite3.OperationalError("database is locked")
-        self._holders.add(id(connection.dbapi_connection))
-
-    def leave(self, connection: Any) -> None:
-        """Let the next writer in, if ``connection`` (the pool's proxy or the sqlite3
-        connection itself) holds the lock."""
-        key = id(getattr(connection, "dbapi_connection", connection))
-        if key in self._holders:
-            self._holders.discard(key)
-            self._lock.release()
 
 
 # a pooled connection is pinged on checkout only when it sat idle longer than this: one used a

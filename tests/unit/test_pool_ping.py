@@ -86,7 +86,9 @@ def test_a_connection_lost_under_a_request_answers_503_and_the_retry_works(
         assert s.query(Prompt).count() == 1  # stored once: the lost request stored nothing
 
 
-def test_a_load_around_the_pools_size_reuses_its_connections(app_env: str) -> None:
+def test_a_load_around_the_pools_size_reuses_its_connections(
+    app_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Bursts of as many requests as the database gate admits open each connection once
     (issue 14). With an overflow (the default was 10 + 5), the pool closed an overflow
     connection as soon as it came back to a full pool, so a load moving around the pool's size
@@ -97,6 +99,11 @@ def test_a_load_around_the_pools_size_reuses_its_connections(app_env: str) -> No
     from app import db
     from app.config import get_settings
 
+    if app_env.startswith("sqlite"):
+        # the pool of several web processes on one file: with one process, its writers take
+        # turns on one connection instead (tests/unit/test_sqlite_writers.py)
+        monkeypatch.setenv("PREFLOOP_SQLITE_WRITER_QUEUE", "false")
+        get_settings.cache_clear()
     settings = get_settings()
     places = settings.db_pool_size + settings.db_max_overflow  # the gate's size
     engine = db.make_engine(app_env)
