@@ -116,6 +116,11 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime()}
 
 
+# how long a SQLite write transaction waits for this process's other writers (in the pool)
+# and for another process's (SQLite's busy timeout)
+SQLITE_WRITER_WAIT_S = 30.0
+
+
 def make_engine(url: str, *, read_only: bool = False) -> Engine:
     """An engine for ``url``; SQLite gets WAL, foreign keys and serialised writers.
 
@@ -146,7 +151,8 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
             pool = {"pool_size": 1, "max_overflow": 0, "pool_timeout": SQLITE_WRITER_WAIT_S}
         engine = create_engine(
             url,
-            connect_args={"check_same_thread": False, "timeout": 30},
+            # sqlite3's timeout is SQLite's busy timeout (sqlite3_busy_timeout)
+            connect_args={"check_same_thread": False, "timeout": SQLITE_WRITER_WAIT_S},
             hide_parameters=True,
             **pool,
         )
@@ -158,7 +164,6 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
         # read-only: plain deferred transactions. Otherwise one writer at a time: every
@@ -185,11 +190,6 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
     engine = create_engine(url, connect_args=connect_args, **pool, hide_parameters=True)
     _ping_when_idle(engine)
     return engine
-
-
-# how long a SQLite write transaction waits for this process's other writers (as long as
-# SQLite's own busy timeout, set above, waits for another process's)
-SQLITE_WRITER_WAIT_S = 30.0
 
 
 # a pooled connection is pinged on checkout only when it sat idle longer than this: one used a
