@@ -263,7 +263,9 @@
   // --- drag and drop ------------------------------------------------------------------------
   // pointer events (mouse, pen and touch alike): the card follows the pointer through the list,
   // and on release it takes its own place before the group it landed above. Near the window's
-  // top or bottom edge the page scrolls. Side by side (K <= 3 on a wide screen) the axis is x.
+  // top or bottom edge the page scrolls, once the pointer has moved: a card pressed near the
+  // edge and not moved leaves the page where it is. Side by side (K <= 3 on a wide screen) the
+  // axis is x.
   var dragging = null;
   var startedBefore = null;  // the card's next sibling when the drag began
   var pointerX = 0;
@@ -297,7 +299,6 @@
     list.setPointerCapture(event.pointerId);
     pointerX = event.clientX;
     pointerY = event.clientY;
-    if (!scrolling) scrolling = window.requestAnimationFrame(autoscroll);
     event.preventDefault();
   });
 
@@ -318,10 +319,11 @@
   }
 
   list.addEventListener("pointermove", function (event) {
-    if (!dragging) return;
+    if (!dragging || (event.clientX === pointerX && event.clientY === pointerY)) return;
     pointerX = event.clientX;
     pointerY = event.clientY;
     place();
+    if (!scrolling) scrolling = window.requestAnimationFrame(autoscroll);
   });
 
   function drop() {

@@ -250,13 +250,18 @@ def test_untouched_refused_draft_survives_a_422_and_a_reload_and_phone_targets(
     assert page.dialogs == []
 
 
-def test_dragging_near_the_window_edge_scrolls(app_env, live_server, page, make_user) -> None:
-    _sqlite_only(app_env)
+def _open_nine_outputs(live_server: str, page: Any, labeler: Any) -> None:
+    """A K=9 ranking task (two screens tall), opened by ``labeler`` at desktop size."""
     task_id, _ = make_ranking_task(make_prompt("Name a river.", split="test"), k=9)
     page.set_viewport_size(DESKTOP)
-    log_in(page, live_server, make_user("labeler"))
+    log_in(page, live_server, labeler)
     page.goto(f"{live_server}/labeler/next?kind=ranking")
     assert page.url.endswith(f"/labeler/tasks/{task_id}")
+
+
+def test_dragging_near_the_window_edge_scrolls(app_env, live_server, page, make_user) -> None:
+    _sqlite_only(app_env)
+    _open_nine_outputs(live_server, page, make_user("labeler"))
     first = _shown(page)[0]
     head = page.locator(".rank-card").first.locator(".rank-head").bounding_box()
     page.mouse.move(head["x"] + 60, head["y"] + head["height"] / 2)
@@ -271,4 +276,39 @@ def test_dragging_near_the_window_edge_scrolls(app_env, live_server, page, make_
     )
     page.mouse.up()
     assert _shown(page)[-1] == first  # carried to the end of the list
+    assert page.dialogs == []
+
+
+def test_a_card_pressed_near_the_window_edge_leaves_the_page_still(
+    app_env, live_server, page, make_user
+) -> None:
+    """A press on a card that lies near the window's bottom edge is not a drag yet: the page
+    scrolls only once the pointer moves (it used to scroll from the press on, so a drag that
+    went on to the top of the list could land below the first card)."""
+    _sqlite_only(app_env)
+    _open_nine_outputs(live_server, page, make_user("labeler"))
+    shown = _shown(page)
+    # scroll until the fifth card's header is 20 px above the window's bottom edge
+    page.evaluate(
+        """() => {
+            const head = document.querySelectorAll(".rank-card")[4].querySelector(".rank-head");
+            const box = head.getBoundingClientRect();
+            window.scrollBy(0, box.top + box.height / 2 - (innerHeight - 20));
+        }"""
+    )
+    scrolled = page.evaluate("() => window.scrollY")
+    head = page.locator(".rank-card").nth(4).locator(".rank-head").bounding_box()
+    assert head["y"] + head["height"] / 2 > DESKTOP["height"] - 60  # inside the scrolling edge
+    page.mouse.move(head["x"] + 60, head["y"] + head["height"] / 2)
+    page.mouse.down()
+    page.evaluate(  # twenty animation frames: the edge scrolls a step on each while dragging
+        """() => new Promise(done => {
+            let frames = 0;
+            const tick = () => (++frames >= 20 ? done() : requestAnimationFrame(tick));
+            requestAnimationFrame(tick);
+        })"""
+    )
+    assert page.evaluate("() => window.scrollY") == scrolled
+    page.mouse.up()
+    assert _shown(page) == shown  # a press and release in place is not a move
     assert page.dialogs == []
