@@ -49,7 +49,8 @@ class Settings(BaseSettings):
     # automatic preparation is off), and PgBouncer's pool is the real limit
     db_pgbouncer: bool = False
     # SQLite: this process's writers take turns on one connection, queued in its pool before
-    # SQLite's own lock (see app.db.make_engine); `prefloop serve --workers N` turns it off
+    # SQLite's own lock (see app.db.make_engine), and the labeling hot path runs on the event
+    # loop (app.db.on_the_loop); `prefloop serve --workers N` turns it off
     # for N > 1, where one process handing the lock to its own next writer starved the others
     sqlite_writer_queue: bool = True
     # empty: the broker's URL for Redis, the SQLAlchemy backend on the database otherwise

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import threading
 import time
-from collections.abc import AsyncGenerator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from contextlib import closing
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, TypeVar, cast
 
+import anyio
 from anyio import to_thread
 from sqlalchemy import (
     ColumnElement,
@@ -35,8 +39,9 @@ from sqlalchemy.orm import (
     make_transient_to_detached,
     sessionmaker,
 )
-from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePool
 from sqlalchemy.types import TypeDecorator
+from sqlalchemy.util import queue as pool_queue
 
 from app.config import get_settings
 
@@ -120,6 +125,130 @@ class Base(DeclarativeBase):
 # and for another process's (SQLite's busy timeout)
 SQLITE_WRITER_WAIT_S = 30.0
 
+# True while database work runs on the event loop's own thread (``on_the_loop``): there it
+# may not wait, for the pool's connection nor for SQLite's lock
+_on_the_loop: ContextVar[bool] = ContextVar("on_the_loop", default=False)
+
+
+class WriterBusy(Exception):
+    """Work on the event loop would have to wait: this process's SQLite connection is in use
+    (by a worker thread's work), or another process holds SQLite's write lock.
+    ``on_the_loop`` then waits without holding up the loop, and tries again."""
+
+
+# while SQLite's write lock is another process's, ``on_the_loop`` tries again this often (no
+# signal says when it is free; SQLite's own busy handler sleeps up to 100 ms between tries)
+WRITER_RETRY_S = 0.02
+
+
+class WritersPool(QueuePool):
+    """The read-write pool of a SQLite process whose writers take turns (one connection,
+    ``sqlite_writer_queue``): on the event loop (``on_the_loop``) a checkout takes the idle
+    connection or raises ``WriterBusy``, never waits; in a worker thread it queues as
+    ``QueuePool`` does, and the loop lets a thread that waits go first (else the loop, which
+    takes the connection back within microseconds, kept routes in threads waiting: a health
+    check took a second beside ten labelers). ``returned`` lets the loop wait for the
+    connection without blocking."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._loop_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._threads_waiting = 0
+        self._waiters_lock = threading.Lock()
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        if _on_the_loop.get():
+            if self._threads_waiting:
+                raise WriterBusy("a worker thread waits for the process's SQLite connection")
+            if self._overflow >= self._max_overflow:
+                # every connection is made: QueuePool's own queue of idle ones, no waiting
+                try:
+                    return self._pool.get(False)
+                except pool_queue.Empty:
+                    raise WriterBusy("the process's SQLite connection is in use") from None
+            return super()._do_get()
+        with self._waiters_lock:
+            self._threads_waiting += 1
+        try:
+            return super()._do_get()
+        finally:
+            with self._waiters_lock:
+                self._threads_waiting -= 1
+
+    def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
+        super()._do_return_conn(record)
+        if self._loop_waiters:
+            with self._waiters_lock:
+                waiters, self._loop_waiters = self._loop_waiters, []
+            for loop, future in waiters:
+                if not loop.is_closed():
+                    loop.call_soon_threadsafe(_wake, future)
+
+    async def returned(self, timeout: float) -> None:
+        """Until a connection comes back to the pool, or ``timeout`` (seconds) passed."""
+        loop = asyncio.get_running_loop()
+        waiter = (loop, loop.create_future())
+        with self._waiters_lock:
+            self._loop_waiters.append(waiter)
+        try:
+            with anyio.move_on_after(timeout):
+                await waiter[1]
+        finally:
+            with self._waiters_lock:
+                if waiter in self._loop_waiters:
+                    self._loop_waiters.remove(waiter)
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def runs_on_the_loop(engine: Engine) -> bool:
+    """Whether ``on_the_loop`` runs work on the event loop with ``engine``: SQLite, its
+    writers taking turns on one connection (``sqlite_writer_queue``, one web process)."""
+    return isinstance(engine.pool, WritersPool)
+
+
+WorkT = TypeVar("WorkT")
+
+
+async def on_the_loop(work: Callable[[], WorkT]) -> WorkT:
+    """Run ``work`` (sync database work of the request's) on the event loop's own thread
+    when the database is this process's SQLite file with its writers taking turns, else in
+    the thread pool.
+
+    SQLite runs in the process: the labeling hot path's transaction (three to five
+    statements) takes less time than its trips through the thread pool and the hand-overs of
+    the GIL between a worker thread that holds the write lock and the event loop serving the
+    other labelers (issue 14). The loop never waits there: when the connection is in use (a
+    worker thread's work: another route, the periodic jobs) or another process holds SQLite's
+    write lock, the first statement raises ``WriterBusy``; the request then waits, without
+    holding up the loop, until the connection comes back (or ``WRITER_RETRY_S``), and tries
+    again, for ``SQLITE_WRITER_WAIT_S`` in all as in a thread (then the pool's timeout: a
+    503). So ``work`` must do nothing that matters before its first statement, and hold one
+    transaction (a second one's ``WriterBusy`` would run the first again)."""
+    engine = get_engine()
+    if not isinstance(engine.pool, WritersPool):
+        return await to_thread.run_sync(work)
+    deadline = time.monotonic() + SQLITE_WRITER_WAIT_S
+    while True:
+        entered = _on_the_loop.set(True)
+        try:
+            return work()
+        except WriterBusy:
+            pass
+        finally:
+            _on_the_loop.reset(entered)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise PoolTimeout(
+                f"SQLite's writers: no turn within {SQLITE_WRITER_WAIT_S:.0f} s", code="3o7r"
+            )
+        pool = engine.pool  # a new one if the engine was disposed of meanwhile
+        if isinstance(pool, WritersPool):
+            await pool.returned(min(left, WRITER_RETRY_S))
+
 
 def make_engine(url: str, *, read_only: bool = False) -> Engine:
     """An engine for ``url``; SQLite gets WAL, foreign keys and serialised writers.
@@ -131,7 +260,7 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
     long reads such as streamed exports that must not block writers.
     """
     settings = get_settings()
-    pool = {
+    pool: dict[str, Any] = {
         "pool_size": settings.db_pool_size,
         "max_overflow": settings.db_max_overflow,
         "pool_timeout": settings.db_pool_timeout_s,
@@ -148,7 +277,12 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
             # another one has written since its last transaction, and with a pool of them
             # taking turns every transaction read again each page it touched (60 reads of the
             # file a labeling cycle at ten labelers, none with one connection)
-            pool = {"pool_size": 1, "max_overflow": 0, "pool_timeout": SQLITE_WRITER_WAIT_S}
+            pool = {
+                "poolclass": WritersPool,
+                "pool_size": 1,
+                "max_overflow": 0,
+                "pool_timeout": SQLITE_WRITER_WAIT_S,
+            }
         engine = create_engine(
             url,
             # sqlite3's timeout is SQLite's busy timeout (sqlite3_busy_timeout)
@@ -171,6 +305,7 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
         # queue and the per-user cap correct on SQLite (a deferred transaction that reads then
         # writes can fail with SQLITE_BUSY instead)
         begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
+        busy_timeout_ms = int(SQLITE_WRITER_WAIT_S * 1000)  # as sqlite3's timeout sets it
 
         # the dialect's own BEGIN, not SQLAlchemy's documented "begin" event listener: any
         # listener of the engine's events makes every statement run the engine's statement
@@ -178,7 +313,19 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
         # labeling cycle's instructions, issue 14)
         def do_begin(connection: PoolProxiedConnection) -> None:
             with closing(connection.cursor()) as cursor:
-                cursor.execute(begin)
+                if read_only or not _on_the_loop.get():
+                    cursor.execute(begin)
+                    return
+                # on the event loop: the write lock now or never (another process holds it)
+                cursor.execute("PRAGMA busy_timeout=0")
+                try:
+                    cursor.execute(begin)
+                except sqlite3.OperationalError as exc:
+                    if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:  # or its variants
+                        raise
+                    raise WriterBusy("another process holds SQLite's write lock") from exc
+                finally:
+                    cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
 
         engine.dialect.do_begin = do_begin  # type: ignore[method-assign,assignment]
         return engine

@@ -25,9 +25,9 @@ import tempfile
 import weakref
 from collections import deque
 from collections.abc import Mapping
+from functools import partial
 
 import anyio
-from anyio import to_thread
 from sqlalchemy.orm import Session
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -41,10 +41,13 @@ from app.config import get_settings
 from app.db import (
     NO_DATABASE_AFTER_START,
     close_session,
+    get_engine,
     get_sessionmaker,
     is_postgres,
     is_saturation,
+    on_the_loop,
     request_session,
+    runs_on_the_loop,
 )
 from app.deps import (
     CHECKED_PRINCIPAL,
@@ -426,16 +429,19 @@ def _authenticated(
     small_body: bool,
     submission: bool,
 ) -> Principal | str:
-    """The principal when the credentials are good, else why not (runs in a worker thread).
+    """The principal when the credentials are good, else why not (runs in a worker thread, or
+    on the event loop: ``app.db.on_the_loop``).
 
     For a small body (it has arrived already) on PostgreSQL, or a labeler's submission
-    (``SUBMISSION_PATH``) on SQLite too, the lookup's transaction stays open for the route,
-    which works in this session: one transaction per request, not two (a BEGIN and a COMMIT
-    less per submission, issue 14). Otherwise the lookup commits, so that no transaction stays
+    (``SUBMISSION_PATH``) on SQLite in a worker thread, the lookup's transaction stays open for
+    the route, which works in this session: one transaction per request, not two (a BEGIN and
+    a COMMIT less per submission, issue 14). Otherwise the lookup commits, so that no transaction stays
     open while a body arrives: a large upload must not hold one of PgBouncer's server
     connections (transaction mode). On SQLite every transaction holds the write lock (``BEGIN
     IMMEDIATE``): kept only for a route that goes straight to its writes, never for one that
-    may work a while outside the database first (a prompt's PII scan)."""
+    may work a while outside the database first (a prompt's PII scan). On the event loop a
+    submission's lookup commits too: a transaction kept open there across the loop's next
+    steps would leave the other requests the connection in use (``WriterBusy``)."""
     try:
         principal = resolve_principal(session, authorization, session_secret)
     except NotAuthenticated as exc:
@@ -483,9 +489,15 @@ class AuthenticateBeforeBody:
         if authorization is not None or cookie_secret is not None:
             session = get_sessionmaker()()
             try:
-                submission = small and SUBMISSION_PATH.fullmatch(scope["path"]) is not None
-                problem = await to_thread.run_sync(
-                    _authenticated, session, authorization, cookie_secret, small, submission
+                submission = (
+                    small
+                    and SUBMISSION_PATH.fullmatch(scope["path"]) is not None
+                    and not runs_on_the_loop(get_engine())
+                )
+                problem = await on_the_loop(
+                    partial(
+                        _authenticated, session, authorization, cookie_secret, small, submission
+                    )
                 )
                 if isinstance(problem, Principal):
                     # the route's dependencies take it from here, in the same session, instead

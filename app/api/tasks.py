@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 
 from app.api.errors import errors
-from app.deps import LabelerBodyCaller, LabelerCaller, LabelerDep, SessionDep
+from app.db import on_the_loop
+from app.deps import Caller, LabelerBodyCaller, LabelerCaller, LabelerDep, SessionDep
 from app.schemas import DbId
 from app.schemas.labeling import NextTaskOut, RevisionIn, SubmissionIn, SubmissionOut
 from app.services.labeling import describe_assignment, revise, submit
@@ -16,8 +19,9 @@ from app.services.task_kinds import SHOWN_KINDS
 # a route takes `principal: LabelerDep` (any signed-in user) and `session: SessionDep`; the hot
 # path's two, next-task and a first submission, take `caller: LabelerCaller` (LabelerBodyCaller
 # with a body) instead, resolved in the route with its session (fewer dependencies to solve
-# per request); no router-level copy of any: FastAPI solves a cached dependency's own
-# dependencies again for each copy
+# per request), and run their work through `on_the_loop` (on SQLite, on the event loop itself);
+# no router-level copy of any: FastAPI solves a cached dependency's own dependencies again for
+# each copy
 router = APIRouter(prefix="/api/v1/tasks", tags=["labeling"])
 
 
@@ -33,7 +37,7 @@ def _json(model: BaseModel) -> Response:
     response_model=NextTaskOut,
     responses={204: {"description": "nothing is waiting for you"}},
 )
-def next_task(
+async def next_task(
     caller: LabelerCaller,
     kind: str | None = Query(
         None,
@@ -43,8 +47,12 @@ def next_task(
     ),
 ) -> Response:
     """Hold the next task for you (your unfinished one first) until `lock_expires_at`."""
+    return await on_the_loop(partial(_next_task, caller, kind))
+
+
+def _next_task(caller: Caller, kind: str | None) -> Response:
     with caller.session() as session:
-        # looked up here, in this route's worker thread: one trip through the thread pool
+        # looked up here, with the route's work: one trip through the thread pool at most
         principal = caller.principal(session)
         assignment = assign_next_task(session, principal.user, kind)
         if assignment is None:
@@ -56,9 +64,13 @@ def next_task(
 
 
 @router.post("/{task_id}/submission", response_model=SubmissionOut, responses=errors(409))
-def post_submission(task_id: DbId, body: SubmissionIn, caller: LabelerBodyCaller) -> Response:
+async def post_submission(task_id: DbId, body: SubmissionIn, caller: LabelerBodyCaller) -> Response:
     """`{"text"}`, `{"ranking", "ratings"}` or `{"skip": {"reason"}}`; an identical repeat is a
     no-op that answers 200 again."""
+    return await on_the_loop(partial(_post_submission, task_id, body, caller))
+
+
+def _post_submission(task_id: int, body: SubmissionIn, caller: Caller) -> Response:
     with caller.session() as session:
         # the body-guarding middleware looked the caller up already, in this session
         result = submit(session, caller.principal(session).user, task_id, body)

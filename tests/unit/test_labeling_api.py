@@ -112,10 +112,12 @@ def test_next_task_ranking_shape_and_204(api_as) -> None:
 
 
 def test_next_task_takes_one_trip_through_the_thread_pool(
-    api_as, make_user, make_token, monkeypatch
+    api_as, make_user, make_token, monkeypatch, app_env
 ) -> None:
-    """Next-task looks its caller up in its route's own worker thread (issue 14): one trip
-    through the thread pool per request (two before), with the same answers to strangers."""
+    """Next-task looks its caller up with its route's own work (issue 14): on PostgreSQL one
+    trip through the thread pool per request (two before), on SQLite none (the work runs on
+    the event loop, ``app.db.on_the_loop``); a submission none there either. The same answers
+    to strangers."""
     import anyio.to_thread
 
     labeler = api_as("labeler")
@@ -130,7 +132,14 @@ def test_next_task_takes_one_trip_through_the_thread_pool(
     monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
     r = labeler.get("/api/v1/tasks/next?kind=ranking")
     assert r.status_code == 200 and r.json()["task_id"] == task_id
-    assert len(trips) == 1, trips
+    on_sqlite = app_env.startswith("sqlite")
+    assert len(trips) == (0 if on_sqlite else 1), trips
+    shown = [c["completion_id"] for c in r.json()["completions"]]
+    r = labeler.post(
+        f"/api/v1/tasks/{task_id}/submission", json={"ranking": [[c] for c in shown[::-1]]}
+    )
+    assert r.status_code == 200, r.text
+    assert len(trips) == (0 if on_sqlite else 3), trips  # PostgreSQL: the lookup, the route
 
     from fastapi.testclient import TestClient
 
