@@ -70,7 +70,7 @@ def _loop_goes_on_while(
     async def main() -> int:
         holder = threading.Thread(target=hold, args=(held, loop_went_on, said))
         holder.start()
-        await anyio.to_thread.run_sync(held.wait)
+        assert await anyio.to_thread.run_sync(held.wait, LOOP_SAYS_S), "the holder failed"
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(on_the_loop, _work(ran_in))
             await anyio.sleep(0.05)  # returns only if the work does not hold up the loop
@@ -154,7 +154,7 @@ def test_no_turn_within_the_writers_wait_is_a_saturation(
     async def main() -> BaseException:
         holder = threading.Thread(target=hold)
         holder.start()
-        await anyio.to_thread.run_sync(held.wait)
+        assert await anyio.to_thread.run_sync(held.wait, LOOP_SAYS_S), "the holder failed"
         try:
             await on_the_loop(_work(ran_in))
         except Exception as exc:  # noqa: BLE001 - what the request would meet
