@@ -229,9 +229,9 @@ async def on_the_loop(work: Callable[[], WorkT]) -> WorkT:
     503). So ``work`` must do nothing that matters before its first statement, and hold one
     transaction (a second one's ``WriterBusy`` would run the first again)."""
     engine = get_engine()
-    if not isinstance(engine.pool, WritersPool):
+    if not runs_on_the_loop(engine):
         return await to_thread.run_sync(work)
-    deadline = time.monotonic() + SQLITE_WRITER_WAIT_S
+    deadline: float | None = None  # from the first WriterBusy on: the usual call needs none
     while True:
         entered = _on_the_loop.set(True)
         try:
@@ -240,6 +240,8 @@ async def on_the_loop(work: Callable[[], WorkT]) -> WorkT:
             pass
         finally:
             _on_the_loop.reset(entered)
+        if deadline is None:
+            deadline = time.monotonic() + SQLITE_WRITER_WAIT_S
         left = deadline - time.monotonic()
         if left <= 0:
             raise PoolTimeout(

@@ -435,9 +435,9 @@ def _authenticated(
     For a small body (it has arrived already) on PostgreSQL, or a labeler's submission
     (``SUBMISSION_PATH``) on SQLite in a worker thread, the lookup's transaction stays open for
     the route, which works in this session: one transaction per request, not two (a BEGIN and
-    a COMMIT less per submission, issue 14). Otherwise the lookup commits, so that no transaction stays
-    open while a body arrives: a large upload must not hold one of PgBouncer's server
-    connections (transaction mode). On SQLite every transaction holds the write lock (``BEGIN
+    a COMMIT less per submission, issue 14). Otherwise the lookup commits, so that no
+    transaction stays open while a body arrives: a large upload must not hold one of
+    PgBouncer's server connections (transaction mode). On SQLite every transaction holds the write lock (``BEGIN
     IMMEDIATE``): kept only for a route that goes straight to its writes, never for one that
     may work a while outside the database first (a prompt's PII scan). On the event loop a
     submission's lookup commits too: a transaction kept open there across the loop's next
