@@ -32,6 +32,7 @@ from app.middleware import (
     ReceiveSmallBody,
     RequestSizeLimit,
     SecurityHeaders,
+    deferred_lookup_failed,
     wants_json,
 )
 from app.services import Invalid, ServiceError
@@ -118,6 +119,12 @@ def create_app() -> FastAPI:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"/login?next={target}", status_code=303)
 
+    def _not_authenticated_first(request: Request) -> Response | None:
+        """The 401 a stranger gets before any 422, for a request whose route was to look its
+        caller up but never ran (``app.middleware.deferred_lookup_failed``)."""
+        problem = deferred_lookup_failed(request)
+        return None if problem is None else _not_authenticated(request, NotAuthenticated(problem))
+
     @app.exception_handler(Forbidden)
     def _forbidden(request: Request, exc: Forbidden) -> Response:
         if _wants_json(request):
@@ -155,7 +162,7 @@ def create_app() -> FastAPI:
     def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         """Unknown URLs (and other HTTP errors) as JSON under /api/, as a page elsewhere."""
         if body_parse_failed(exc):
-            return _service_error(request, invalid_body(exc))
+            return _not_authenticated_first(request) or _service_error(request, invalid_body(exc))
         headers = exc.headers
         if exc.status_code == 405:  # every method of the path, not only the first route's
             headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
@@ -176,6 +183,9 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     def _validation(request: Request, exc: RequestValidationError) -> Response:
+        stranger = _not_authenticated_first(request)
+        if stranger is not None:
+            return stranger
         if not _wants_json(request) and any(err["loc"][:1] == ("path",) for err in exc.errors()):
             # a page URL with an id no row can have (not a number, past 32 bits) names nothing
             return render(request, "error.html", {"message": "page not found"}, status_code=404)

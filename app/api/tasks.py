@@ -72,7 +72,8 @@ async def post_submission(task_id: DbId, body: SubmissionIn, caller: LabelerBody
 
 def _post_submission(task_id: int, body: SubmissionIn, caller: Caller) -> Response:
     with caller.session() as session:
-        # the body-guarding middleware looked the caller up already, in this session
+        # looked up by the body-guarding middleware already, in this session, or here (a
+        # bearer token on PostgreSQL: app.middleware._route_looks_up)
         result = submit(session, caller.principal(session).user, task_id, body)
         session.commit()
     return _json(SubmissionOut.model_validate(result))

@@ -114,10 +114,10 @@ def test_next_task_ranking_shape_and_204(api_as) -> None:
 def test_next_task_takes_one_trip_through_the_thread_pool(
     api_as, make_user, make_token, monkeypatch, app_env
 ) -> None:
-    """Next-task looks its caller up with its route's own work (issue 14): on PostgreSQL one
-    trip through the thread pool per request (two before), on SQLite none (the work runs on
-    the event loop, ``app.db.on_the_loop``); a submission none there either. The same answers
-    to strangers."""
+    """Next-task and a submission look their caller up with their route's own work (issue
+    14): on PostgreSQL one trip through the thread pool per request (two before), on SQLite
+    none (the work runs on the event loop, ``app.db.on_the_loop``). The same answers to
+    strangers."""
     import anyio.to_thread
 
     labeler = api_as("labeler")
@@ -139,7 +139,7 @@ def test_next_task_takes_one_trip_through_the_thread_pool(
         f"/api/v1/tasks/{task_id}/submission", json={"ranking": [[c] for c in shown[::-1]]}
     )
     assert r.status_code == 200, r.text
-    assert len(trips) == (0 if on_sqlite else 3), trips  # PostgreSQL: the lookup, the route
+    assert len(trips) == (0 if on_sqlite else 2), trips  # PostgreSQL: the route (and lookup)
 
     from fastapi.testclient import TestClient
 
@@ -200,6 +200,22 @@ def test_the_hot_paths_routes_open_their_session_in_their_own_thread(
     ingest_only = make_token(make_user("labeler"), scopes=["ingest"])
     r = stranger.post(url, json=body, headers={"Authorization": f"Bearer {ingest_only}"})
     assert r.status_code == 403 and "scope" in r.json()["detail"], r.text
+    # a request that fails before its route runs (which looks the caller up on PostgreSQL):
+    # a stranger gets the 401 first, a labeler the 422
+    forged_token = {"Authorization": "Bearer pfl_nonsense"}
+    labeler_token = {"Authorization": labeler.headers["authorization"]}
+    raw = {"Content-Type": "application/json"}
+    for path, sent in (
+        (url, {"json": {"ranking": "first"}}),  # not the body's shape
+        (url, {"content": b'{"ranking": [[1]', "headers": raw}),  # not JSON
+        ("/api/v1/tasks/99999999999/submission", {"json": body}),  # an id no row can have
+    ):
+        headers = {**sent.pop("headers", {})}  # type: ignore[dict-item]
+        r = stranger.post(path, headers={**headers, **forged_token}, **sent)
+        assert r.status_code == 401, (path, sent, r.text)
+        assert r.json()["detail"] == "invalid or revoked token"
+        r = stranger.post(path, headers={**headers, **labeler_token}, **sent)
+        assert r.status_code == 422, (path, sent, r.text)
     # a submission the service refuses changes nothing: the same labeler then submits
     r = labeler.post(url, json={"ranking": [[cid] for cid in shown[1:]]})
     assert r.status_code == 422, r.text
