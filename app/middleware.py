@@ -532,11 +532,9 @@ class AuthenticateBeforeBody:
                             await _answer_too_many_values(scope, receive, send, exc.limit)
                             return
                         receive = _replay_spool(spool, receive)
-                    shared = request_session.set(session)
                     try:
-                        await self.app(scope, receive, send)
+                        await _app_in_session(self.app, session, scope, receive, send)
                     finally:
-                        request_session.reset(shared)
                         if spool is not None:
                             spool.close()
                     return
@@ -559,8 +557,8 @@ class AuthenticateBeforeBody:
 def _route_looks_up(scope: Scope) -> bool:
     """Whether the route itself looks the caller up, in the same trip through the thread pool
     as its work: a bearer token's small submission through the API, on PostgreSQL (one trip
-    less per submission: 6% less of the web process's CPU per cycle, docs/performance.md). On SQLite
-    the lookup runs on the event loop anyway (``app.db.on_the_loop``), or keeps its
+    less per submission: 6% less of the web process's CPU per cycle, docs/performance.md). On
+    SQLite the lookup runs on the event loop anyway (``app.db.on_the_loop``), or keeps its
     transaction for the route."""
     if scope["method"] != "POST" or API_SUBMISSION_PATH.fullmatch(scope["path"]) is None:
         return False
@@ -576,12 +574,22 @@ async def _with_deferred_lookup(app: ASGIApp, scope: Scope, receive: Receive, se
     that a stranger still gets 401 before any 422, as on every other route."""
     scope.setdefault("state", {})[DEFERRED_LOOKUP] = True
     session = get_sessionmaker()()
+    try:
+        await _app_in_session(app, session, scope, receive, send)
+    finally:
+        await close_session(session)
+
+
+async def _app_in_session(
+    app: ASGIApp, session: Session, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """Run the app with ``session`` as the request's own (``app.db.request_session``): the
+    route and its dependencies work in it; the caller closes it."""
     shared = request_session.set(session)
     try:
         await app(scope, receive, send)
     finally:
         request_session.reset(shared)
-        await close_session(session)
 
 
 def deferred_lookup_failed(request: Request) -> str | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from sqlalchemy import func, select
 
@@ -204,18 +206,17 @@ def test_the_hot_paths_routes_open_their_session_in_their_own_thread(
     # a stranger gets the 401 first, a labeler the 422
     forged_token = {"Authorization": "Bearer pfl_nonsense"}
     labeler_token = {"Authorization": labeler.headers["authorization"]}
-    raw = {"Content-Type": "application/json"}
-    for path, sent in (
-        (url, {"json": {"ranking": "first"}}),  # not the body's shape
-        (url, {"content": b'{"ranking": [[1]', "headers": raw}),  # not JSON
-        ("/api/v1/tasks/99999999999/submission", {"json": body}),  # an id no row can have
+    as_json = {"Content-Type": "application/json"}
+    for path, content in (
+        (url, b'{"ranking": "first"}'),  # not the body's shape
+        (url, b'{"ranking": [[1]'),  # not JSON
+        ("/api/v1/tasks/99999999999/submission", json.dumps(body).encode()),  # no such id
     ):
-        headers = {**sent.pop("headers", {})}  # type: ignore[dict-item]
-        r = stranger.post(path, headers={**headers, **forged_token}, **sent)
-        assert r.status_code == 401, (path, sent, r.text)
+        r = stranger.post(path, content=content, headers={**as_json, **forged_token})
+        assert r.status_code == 401, (path, content, r.text)
         assert r.json()["detail"] == "invalid or revoked token"
-        r = stranger.post(path, headers={**headers, **labeler_token}, **sent)
-        assert r.status_code == 422, (path, sent, r.text)
+        r = stranger.post(path, content=content, headers={**as_json, **labeler_token})
+        assert r.status_code == 422, (path, content, r.text)
     # a submission the service refuses changes nothing: the same labeler then submits
     r = labeler.post(url, json={"ranking": [[cid] for cid in shown[1:]]})
     assert r.status_code == 422, r.text
