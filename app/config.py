@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
     # larger request bodies are refused with 413 before they are read (default 32 MiB: 1,000
     # prompts of the maximal length in one ingest call); only the bulk routes take that much
-    # (app.middleware.BULK_BODY_PATHS)
+    # (app.middleware.body.BULK_BODY_PATHS)
     max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     # every other route's limit (a submission, a job, a form): parsing JSON holds the web
     # process, and 28 MB of tiny values held it 11 s for a labeler's submission

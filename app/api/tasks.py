@@ -73,7 +73,7 @@ async def post_submission(task_id: DbId, body: SubmissionIn, caller: LabelerBody
 def _post_submission(task_id: int, body: SubmissionIn, caller: Caller) -> Response:
     with caller.session() as session:
         # looked up by the body-guarding middleware already, in this session, or here (a
-        # bearer token on PostgreSQL: app.middleware._route_looks_up)
+        # bearer token on PostgreSQL: app.middleware.authenticate._route_looks_up)
         result = submit(session, caller.principal(session).user, task_id, body)
         session.commit()
     return _json(SubmissionOut.model_validate(result))

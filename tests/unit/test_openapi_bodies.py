@@ -93,7 +93,7 @@ def test_who_may_call_is_declared() -> None:
 
 
 def test_a_saturated_database_is_a_declared_503() -> None:
-    # app/middleware.py's DatabaseBusy answers any operation that reads the database
+    # app/middleware/gate.py's DatabaseBusy answers any operation that reads the database
     for path, operations in DOCUMENT["paths"].items():
         for method, operation in operations.items():
             if path != "/healthz":
