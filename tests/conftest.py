@@ -41,7 +41,7 @@ def _reset_caches() -> None:
     from app.config import get_settings
     from app.db import get_engine, get_readonly_sessionmaker, get_sessionmaker
     from app.services import admin_figures
-    from app.services.queue import reset_scan_spacing
+    from app.services.queue_upkeep import reset_scan_spacing
 
     admin_figures.clear()
     reset_scan_spacing()

@@ -30,7 +30,7 @@ from app.models import (
 from app.services import Conflict, Invalid, NotFound
 from app.services.completions import accepted_prompt, checked_completions, create_ranking_task
 from app.services.judgment_scores import rescore_task
-from app.services.labeling import demonstration_text, validated_groups
+from app.services.labeling_input import demonstration_text, validated_groups
 from app.services.task_kinds import a_or_an, reference_kinds, spec_of
 
 

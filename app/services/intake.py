@@ -33,7 +33,7 @@ from app.services.curation.pii_policy import drop_reason, scanned_split
 from app.services.curation.pii_pool import ScanFailure, scan_texts
 from app.services.curation.pii_scan import PiiScan
 from app.services.curation.splits import splits_for_users
-from app.services.queue import ensure_demonstration_tasks
+from app.services.queue_upkeep import ensure_demonstration_tasks
 from app.services.use_cases import use_case_lookup
 
 BATCH_SIZE = 1000

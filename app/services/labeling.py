@@ -6,40 +6,20 @@ The HTML pages and the JSON API both call `describe_assignment` and `submit`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
-from functools import lru_cache
 from typing import Any, Protocol, cast
 
 from sqlalchemy import (
-    JSON,
-    ColumnElement,
-    CompoundSelect,
-    Float,
-    Integer,
-    String,
     Table,
-    Update,
-    and_,
-    bindparam,
-    case,
-    column,
-    func,
     insert,
-    literal_column,
     select,
-    true,
-    union_all,
-    update,
 )
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
-from sqlalchemy.sql.dml import ReturningInsert, ReturningUpdate
 
 from app.config import get_settings
-from app.db import UTCDateTime, is_postgres, planned_for_any, sql_constant, utcnow
+from app.db import is_postgres, utcnow
 from app.models import (
-    FLAGS,
     Assignment,
     AssignmentStatus,
     Demonstration,
@@ -50,21 +30,34 @@ from app.models import (
     User,
 )
 from app.schemas.labeling import SubmissionIn
-from app.services import Conflict, Invalid, NotFound, ServiceError, validated
+from app.services import Conflict, Invalid, NotFound, ServiceError
 from app.services.agreement import Tally
 from app.services.judgment_scores import (
     agreement_with_earlier,
     gold_score,
     one_more_labeler,
-    ranks_statement,
     rescore_task,
 )
-from app.services.queue import ASSIGNMENTS, FINISHED, TASKS, Held, task_view
-from app.services.task_kinds import a_or_an, slot_kinds, spec_of
+from app.services.labeling_input import (
+    checked_skip_reason,
+    demonstration_text,
+    parse_submission,
+    ranking_entries,
+    validated_ranking,
+)
+from app.services.queue import FINISHED, Held
+from app.services.submission_statements import (
+    LOCKED_COLUMNS,
+    RANKING_ENTRIES,
+    RANKINGS,
+    EndedHold,
+    LockedTask,
+    ranking_with_entries,
+    submit_statements,
+)
+from app.services.task_kinds import a_or_an, spec_of
+from app.services.task_view import task_view
 
-SKIP_REASON_MAX_CHARS = 2000
-RANKINGS = cast(Table, Ranking.__table__)
-RANKING_ENTRIES = cast(Table, RankingEntry.__table__)
 DEMONSTRATIONS = cast(Table, Demonstration.__table__)
 
 
@@ -148,177 +141,6 @@ def describe_assignment(session: Session, assignment: Held) -> dict[str, Any]:
     return described
 
 
-@dataclass
-class LockedTask:
-    """A task as the submission's lock returned it (its fields are the columns the lock
-    returns, in order). What the submission changes (agreement tally, adaptive overlap,
-    status) is written back in one ``UPDATE`` (``write_back``)."""
-
-    id: int
-    kind: str
-    prompt_id: int
-    overlap: int
-    overlap_added: int
-    agreement_credit: float
-    agreement_pairs: int
-    status: str
-    reference: dict[str, Any] | None
-
-    def changed_since(self, row: Sequence[Any]) -> bool:
-        return tuple(getattr(self, name) for name in _LOCKED_COLUMNS) != tuple(row)
-
-
-_LOCKED_COLUMNS = tuple(field.name for field in fields(LockedTask))
-
-
-@dataclass(frozen=True)
-class EndedHold:
-    """What a submission reads of the hold it ended (``UPDATE … RETURNING``)."""
-
-    status: str
-    labeler_id: int
-    assigned_at: datetime
-    display_order: list[int] | None
-
-
-_ENDED_COLUMNS = tuple(field.name for field in fields(EndedHold))
-
-
-@dataclass(frozen=True)
-class _SubmitStatements:
-    """``submit``'s statements, built once with parameters (building them anew cost more CPU
-    than running them), all Core: no entity of the ORM is loaded or flushed on this path."""
-
-    end_hold: ReturningUpdate[Any]
-    lock: ReturningUpdate[Any]
-    lock_of_skip: ReturningUpdate[Any]
-    # PostgreSQL: the hold's end and the task's lock in one statement (``WITH ended AS …``)
-    end_and_lock: ReturningUpdate[Any]
-    end_and_lock_of_skip: ReturningUpdate[Any]
-    after_lock: CompoundSelect[Any]
-    write_back: Update
-
-
-@lru_cache(maxsize=1)
-def _submit_statements() -> _SubmitStatements:
-    end_hold = (
-        update(ASSIGNMENTS)
-        .where(
-            ASSIGNMENTS.c.task_id == bindparam("of_task", type_=Integer),
-            ASSIGNMENTS.c.labeler_id == bindparam("of_labeler", type_=Integer),
-            ASSIGNMENTS.c.status == AssignmentStatus.active.value,
-            ASSIGNMENTS.c.lock_expires_at > bindparam("now", type_=UTCDateTime()),
-        )
-        .values(
-            status=bindparam("new_status", type_=String),
-            finished_at=bindparam("now", type_=UTCDateTime()),
-            skip_reason=bindparam("reason", type_=String),
-        )
-        .returning(*(ASSIGNMENTS.c[name] for name in _ENDED_COLUMNS))
-    )
-    # the kinds written out (a list bound as parameters is expanded into the text on every
-    # execution: 5% of a submission's CPU)
-    slot_kind = TASKS.c.kind.in_([sql_constant(k) for k in slot_kinds()])
-    # serialises the submissions of one task, so exactly one of them marks it done; a task
-    # of one labeler is done with this submission (nobody else can have submitted it)
-    lock = update(TASKS).where(TASKS.c.id == bindparam("of_task", type_=Integer))
-    returned = [TASKS.c[name] for name in _LOCKED_COLUMNS]
-    # PostgreSQL: ``UPDATE tasks … FROM ended`` after ``WITH ended AS (UPDATE assignments …)``:
-    # the hold is ended (its row locked) first, as in two statements, then the task is locked;
-    # no row when there was no live hold to end
-    ended = end_hold.returning(ASSIGNMENTS.c.task_id).cte("ended")
-    lock_after_end = update(TASKS).where(TASKS.c.id == ended.c.task_id)
-    after_end = [*returned, *(ended.c[name].label(f"hold_{name}") for name in _ENDED_COLUMNS)]
-    one_labeler_done = and_(TASKS.c.overlap <= 1, slot_kind)
-    submitted = case((one_labeler_done, sql_constant(TaskStatus.done.value)), else_=TASKS.c.status)
-    # a skip gives its slot back to another labeler at once (kinds served once to every
-    # labeler hold none)
-    freed = case((slot_kind, TASKS.c.filled - 1), else_=TASKS.c.filled)
-
-    def finished(status: AssignmentStatus) -> ColumnElement[int]:
-        is_it = case((ASSIGNMENTS.c.status == sql_constant(status.value), 1), else_=0)
-        return func.coalesce(func.sum(is_it), 0)
-
-    # after the lock, in one statement: what the earlier labelers of the task did (how many
-    # submitted and skipped, for its status; their rankings' ranks, for agreement). It must
-    # come after the lock: on PostgreSQL a statement that waited for the row still reads
-    # with the snapshot it started with, without the submission it waited for
-    after_lock: CompoundSelect[Any] = union_all(
-        # ranking ids are positive: the row of id 0 is the counts
-        select(
-            literal_column("0"),
-            finished(AssignmentStatus.submitted),
-            finished(AssignmentStatus.skipped),
-        ).where(ASSIGNMENTS.c.task_id == planned_for_any(bindparam("task_id", type_=Integer))),
-        ranks_statement(),
-    )
-    write_back = (
-        update(TASKS)
-        .where(TASKS.c.id == bindparam("of_task", type_=Integer))
-        .values(
-            status=bindparam("new_status", type_=String),
-            overlap=bindparam("new_overlap", type_=Integer),
-            overlap_added=bindparam("new_overlap_added", type_=Integer),
-            agreement_credit=bindparam("new_credit", type_=Float),
-            agreement_pairs=bindparam("new_pairs", type_=Integer),
-        )
-    )
-    return _SubmitStatements(
-        end_hold=end_hold,
-        lock=lock.values(status=submitted).returning(*returned),
-        lock_of_skip=lock.values(filled=freed).returning(*returned),
-        end_and_lock=lock_after_end.values(status=submitted).returning(*after_end),
-        end_and_lock_of_skip=lock_after_end.values(filled=freed).returning(*after_end),
-        after_lock=after_lock,
-        write_back=write_back,
-    )
-
-
-# a new ranking's columns (its id and defaults aside), and each entry's (its ranking aside)
-_NEW_RANKING = (
-    "task_id",
-    "prompt_id",
-    "labeler_id",
-    "k",
-    "display_order",
-    "time_spent_ms",
-    "created_at",
-    "gold_credit",
-    "gold_pairs",
-)
-_ENTRY = ("completion_id", "rank", "likert", "flags")
-
-
-@lru_cache(maxsize=1)
-def _ranking_with_entries() -> ReturningInsert[Any]:
-    """PostgreSQL: a ranking and its entries in one statement (the ranking's ``INSERT …
-    RETURNING id`` as a CTE, the entries selected from the JSON array ``entries``), one round
-    trip instead of two; returns the ranking's id once per entry."""
-    ranking = (
-        insert(RANKINGS)
-        .values({name: bindparam(name, type_=RANKINGS.c[name].type) for name in _NEW_RANKING})
-        .returning(RANKINGS.c.id)
-        .cte("new_ranking")
-    )
-    entries = (
-        func.json_to_recordset(bindparam("entries", type_=JSON))
-        .table_valued(*(column(name, RANKING_ENTRIES.c[name].type) for name in _ENTRY))
-        .render_derived(with_types=True)
-    )
-    rows = select(ranking.c.id, *(entries.c[name] for name in _ENTRY)).select_from(
-        ranking.join(entries, true())
-    )
-    return (
-        insert(RANKING_ENTRIES)
-        .from_select(["ranking_id", *_ENTRY], rows)
-        .returning(RANKING_ENTRIES.c.ranking_id)
-    )
-
-
-def parse_submission(payload: SubmissionIn | dict[str, Any]) -> SubmissionIn:
-    return validated(SubmissionIn, payload)
-
-
 def submit(
     session: Session, labeler: User, task_id: int, payload: SubmissionIn | dict[str, Any]
 ) -> dict[str, Any]:
@@ -338,9 +160,9 @@ def submit(
         raise Invalid("send exactly one of 'text', 'ranking' or 'skip'", field="submission")
     if sub.ratings is not None and sub.ranking is None:
         raise Invalid("'ratings' go with a 'ranking'", field="ratings")
-    skip_reason = _skip_reason(sub.skip.reason) if sub.skip is not None else None
+    skip_reason = checked_skip_reason(sub.skip.reason) if sub.skip is not None else None
     now = utcnow()
-    statements = _submit_statements()
+    statements = submit_statements()
     postgres = is_postgres(session)
     # Core on the session's connection: nothing of the ORM's is pending on this path
     connection = session.connection()
@@ -360,8 +182,8 @@ def submit(
         row = connection.execute(both, end).one_or_none()
         if row is None:
             return _submit_without_hold(session, labeler, task_id, sub, now)
-        locked = row[: len(_LOCKED_COLUMNS)]
-        assignment = EndedHold(*row[len(_LOCKED_COLUMNS) :])
+        locked = row[: len(LOCKED_COLUMNS)]
+        assignment = EndedHold(*row[len(LOCKED_COLUMNS) :])
     else:
         ended = connection.execute(statements.end_hold, end).one_or_none()
         if ended is None:
@@ -410,8 +232,8 @@ def submit(
                 f"task {task_id} is {a_or_an(spec.shown_as)}: send 'ranking'", field="ranking"
             )
         shown = list(assignment.display_order or task_view(session, task.id).completion_ids)
-        groups, ratings = _validated_ranking(sub, shown, likert_required=spec.requires_likert())
-        entries = _entries(groups, ratings)
+        groups, ratings = validated_ranking(sub, shown, likert_required=spec.requires_likert())
+        entries = ranking_entries(groups, ratings)
         new = {e["completion_id"]: e["rank"] for e in entries}
         if earlier_matter:
             tally = agreement_with_earlier(new, earlier.values())
@@ -431,7 +253,7 @@ def submit(
             "gold_pairs": gold.pairs if gold else None,
         }
         if postgres:
-            inserted = connection.execute(_ranking_with_entries(), {**ranking, "entries": entries})
+            inserted = connection.execute(ranking_with_entries(), {**ranking, "entries": entries})
             label_id = inserted.scalars().first()
         else:
             label_id = connection.execute(
@@ -515,12 +337,12 @@ def revise(
         ).one()
         # an edit starts from the labeler's own answer, not the shown order: no untouched check
         sub = sub.model_copy(update={"confirmed_order": True})
-        groups, ratings = _validated_ranking(
+        groups, ratings = validated_ranking(
             sub, list(ranking.display_order), likert_required=spec.requires_likert()
         )
         ranking.entries.clear()
         session.flush()  # the old entries go before the new ones take their unique keys
-        ranking.entries.extend(RankingEntry(**row) for row in _entries(groups, ratings))
+        ranking.entries.extend(RankingEntry(**row) for row in ranking_entries(groups, ratings))
         ranking.time_spent_ms = (ranking.time_spent_ms or 0) + extra_ms
         session.flush()
         rescore_task(session, task)  # the task's agreement and gold scores follow the edit
@@ -543,44 +365,6 @@ def check_editable(assignment: Assignment, task: Task) -> None:
         )
 
 
-def _entries(
-    groups: list[list[int]], ratings: dict[int, tuple[int | None, list[str]]]
-) -> list[dict[str, Any]]:
-    """A ranking's entries as rows (rank 1 = best; tied completions share their group's
-    rank): plain dicts, since a submission inserts them in Core (an ORM object each cost
-    more than its insert)."""
-    unrated: tuple[int | None, list[str]] = (None, [])
-    return [
-        {
-            "completion_id": cid,
-            "rank": position,
-            "likert": ratings.get(cid, unrated)[0],
-            "flags": ratings.get(cid, unrated)[1],
-        }
-        for position, group in enumerate(groups, start=1)
-        for cid in group
-    ]
-
-
-def _validated_ranking(
-    sub: SubmissionIn, shown: list[int], *, likert_required: bool
-) -> tuple[list[list[int]], dict[int, tuple[int | None, list[str]]]]:
-    assert sub.ranking is not None
-    groups = validated_groups(sub.ranking, shown)
-    ratings = _validated_ratings(sub, shown, likert_required=likert_required)
-    untouched = groups == [[cid] for cid in shown] and not any(
-        likert is not None or flags for likert, flags in ratings.values()
-    )
-    if untouched and not sub.confirmed_order:
-        raise Invalid(
-            "the outputs are still in the order shown, with no score or flag: rank them "
-            "(best first) before submitting, or confirm that the shown order is your ranking "
-            '(API: "confirmed_order": true)',
-            field="ranking",
-        )
-    return groups, ratings
-
-
 def _status_after(
     session: Session, task: LockedTask, finished: dict[str, int], *, skipped: bool
 ) -> None:
@@ -598,83 +382,6 @@ def _status_after(
             task.status = TaskStatus.done.value
     elif finished.get(AssignmentStatus.skipped.value, 0) >= get_settings().task_max_skips:
         task.status = TaskStatus.closed.value
-
-
-def _skip_reason(reason: str) -> str:
-    reason = reason.strip()
-    if not reason:
-        raise Invalid("say why you skip this task (e.g. the prompt is unclear)", field="skip")
-    if len(reason) > SKIP_REASON_MAX_CHARS:
-        raise Invalid(f"the reason is longer than {SKIP_REASON_MAX_CHARS} characters", field="skip")
-    return reason
-
-
-def demonstration_text(text: str, field: str = "text") -> str:
-    """A demonstration as stored (LF line breaks); 422 naming ``field`` when it is empty or
-    too long."""
-    # browsers submit textarea line breaks as CRLF; store what the labeler typed
-    text = text.replace("\r\n", "\n")
-    if not text.strip():
-        raise Invalid("write the ideal response before submitting", field=field)
-    limit = get_settings().demonstration_max_chars
-    if len(text) > limit:
-        raise Invalid(f"the response is longer than {limit} characters", field=field)
-    return text
-
-
-def validated_groups(
-    ranking: list[list[int]], shown: list[int], field: str = "ranking"
-) -> list[list[int]]:
-    """A weak order (tie groups, best first) that places every one of ``shown`` exactly once;
-    422 naming ``field`` otherwise."""
-    seen: set[int] = set()
-    for group in ranking:
-        if not group:
-            raise Invalid(f"a tie group in '{field}' is empty", field=field)
-        for cid in group:
-            if cid not in shown:
-                raise Invalid(f"completion {cid} is not part of this task", field=field)
-            if cid in seen:
-                raise Invalid(f"completion {cid} is ranked more than once", field=field)
-            seen.add(cid)
-    missing = [cid for cid in shown if cid not in seen]
-    if missing:
-        raise Invalid(
-            f"completions {missing} are not ranked; place every completion exactly once",
-            field=field,
-        )
-    return ranking
-
-
-def _validated_ratings(
-    sub: SubmissionIn, shown: list[int], *, likert_required: bool = False
-) -> dict[int, tuple[int | None, list[str]]]:
-    ratings: dict[int, tuple[int | None, list[str]]] = {}
-    if likert_required:
-        given = sub.ratings or {}
-        unrated = [cid for cid in shown if cid not in given or given[cid].likert is None]
-        if unrated:
-            raise Invalid(
-                f"give every output an overall quality score (1-7); missing for {unrated}",
-                field="ratings",
-            )
-    for cid, rating in (sub.ratings or {}).items():
-        if cid not in shown:
-            raise Invalid(f"completion {cid} is not part of this task", field=f"ratings.{cid}")
-        if rating.likert is not None and not 1 <= rating.likert <= 7:
-            raise Invalid(
-                f"overall quality must be 1 to 7, got {rating.likert}",
-                field=f"ratings.{cid}.likert",
-            )
-        unknown = [f for f in rating.flags if f not in FLAGS]
-        if unknown:
-            raise Invalid(
-                f"unknown flag(s) {unknown}; known flags: {', '.join(FLAGS)}",
-                field=f"ratings.{cid}.flags",
-            )
-        # stored once each, in the order labelers see them
-        ratings[cid] = (rating.likert, [f for f in FLAGS if f in rating.flags])
-    return ratings
 
 
 def _same_as_stored(

@@ -13,7 +13,7 @@ from app.models import Demonstration, Job, ModelVersion, Prompt, Ranking, Task
 from app.services.curation.splits import SPLITS
 from app.services.intake_stats import dataset_table
 from app.services.jobs import ACTIVE
-from app.services.queue import open_task_counts
+from app.services.queue_upkeep import open_task_counts
 from app.services.task_kinds import training_kinds
 from app.services.wording import counted
 
@@ -33,7 +33,7 @@ def _count(session: Session, query: Any) -> int:
 def data_sets(session: Session) -> dict[str, Any]:
     """Accepted prompts by split, the three data sets of the method (train split) and the labels
     collected for them. Prompts per data set come from `intake_stats.dataset_table` (the data
-    page's table), open tasks from `queue.open_task_counts`: one source for each figure."""
+    page's table), open tasks from `queue_upkeep.open_task_counts`: one source for each figure."""
     table = dataset_table(session)
     prompts = {(row["dataset"], row["split"]): row["total"] for row in table["rows"]}
     train_prompt = (Prompt.split == "train") & (Prompt.status == "accepted")

@@ -18,57 +18,45 @@ never deadlock.
 from __future__ import annotations
 
 import random
-import threading
-import time
-from collections import Counter
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Protocol, cast
 
 from sqlalchemy import (
-    JSON,
     ColumnElement,
     Integer,
-    Row,
     Select,
-    String,
     Table,
     bindparam,
     case,
     exists,
     func,
-    literal,
     literal_column,
     null,
     or_,
     select,
-    type_coerce,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.dml import ReturningUpdate
-from sqlalchemy.types import TypeEngine
 
 from app.config import get_settings
 from app.db import UTCDateTime, is_postgres, sql_constant, utcnow
 from app.models import (
     Assignment,
     AssignmentStatus,
-    Completion,
     LabelerStatus,
     Prompt,
     PromptStatus,
     Task,
     TaskItem,
-    TaskKind,
     TaskStatus,
     User,
 )
-from app.services import Conflict
-from app.services.labeling_settings import overlap_settings
+from app.services import Conflict, queue_upkeep
 from app.services.task_kinds import (
     SHOWN_KINDS,
     LabelerTraits,
@@ -77,128 +65,23 @@ from app.services.task_kinds import (
     kinds_shown_as,
     parse_shown_kind,
     shown_kind_of,
-    slot_kinds,
     spec_of,
 )
+from app.services.task_view import QUEUE_VIEWS, TASKS, TaskView, task_view, view_columns
 
 FINISHED = (AssignmentStatus.submitted.value, AssignmentStatus.skipped.value)
+
+
 # a few retries cover the (PostgreSQL-only) case where a locked candidate filled up meanwhile
 _MAX_ATTEMPTS = 5
+
+
 _random = random.SystemRandom()
 
 
 def parse_kind(kind: str | None) -> str | None:
     """``None``/empty for any kind, else a kind labelers may ask for (422 otherwise)."""
     return parse_shown_kind(kind)
-
-
-def release_expired_locks(session: Session, now: datetime | None = None) -> int:
-    """Mark active assignments past their lock as expired and give their slots back."""
-    return _release(session, Assignment.lock_expires_at <= (now or utcnow()))
-
-
-def release_holds_of(session: Session, labeler_id: int) -> int:
-    """End a labeler's active holds (they may no longer work, e.g. rejected in screening) and
-    give the slots back to the queue."""
-    return _release(session, Assignment.labeler_id == labeler_id)
-
-
-def _release(session: Session, condition: ColumnElement[bool]) -> int:
-    rows = session.execute(
-        select(Assignment.id, Assignment.task_id, Task.kind)
-        .join(Task, Task.id == Assignment.task_id)
-        .where(Assignment.status == AssignmentStatus.active.value)
-        .where(condition)
-        .order_by(Assignment.id)
-        # another labeler releasing the same rows right now: leave them to it
-        .with_for_update(skip_locked=True, of=Assignment)
-    ).all()
-    if not rows:
-        return 0
-    session.execute(
-        update(Assignment)
-        .where(Assignment.id.in_([r.id for r in rows]))
-        .values(status=AssignmentStatus.expired.value)
-    )
-    # kinds served once to every labeler hold no slot to give back
-    slots = set(slot_kinds())
-    freed = Counter(r.task_id for r in rows if r.kind in slots)
-    for task_id, count in sorted(freed.items()):
-        session.execute(update(Task).where(Task.id == task_id).values(filled=Task.filled - count))
-    return len(rows)
-
-
-def _missing_demonstration_tasks() -> Select[int]:
-    """Accepted prompts of the SFT data set's splits that have no demonstration task yet."""
-    settings = get_settings()
-    has_task = exists().where(
-        Task.prompt_id == Prompt.id, Task.kind == TaskKind.demonstration.value
-    )
-    return (
-        select(Prompt.id)
-        .where(Prompt.status == PromptStatus.accepted.value)
-        .where(Prompt.split.in_(settings.demonstration_splits))
-        .where(~has_task)
-    )
-
-
-def ensure_demonstration_tasks(session: Session, ids: tuple[int, int] | None = None) -> int:
-    """Create the missing demonstration tasks in one idempotent ``INSERT ... SELECT``; with
-    ``ids`` (lowest, highest), only for the prompts in that id range.
-
-    Called by the periodic sweep and when the queue finds nothing (all prompts), and by intake
-    for the id range it just stored: a primary-key range scan instead of an anti-join over every
-    prompt, which PostgreSQL plans as a nested loop while a freshly filled table has no
-    statistics yet (0.9 s per ingest request at 10,000 prompts). The partial unique index on
-    (prompt_id) for demonstration tasks plus ``ON CONFLICT DO NOTHING`` makes concurrent calls
-    safe.
-    """
-    missing = _missing_demonstration_tasks()
-    if ids is not None:
-        missing = missing.where(Prompt.id.between(*ids))
-    # cheap read first: the insert (which may wait on a concurrent one) only when needed
-    if session.scalar(select(exists(missing))) is not True:
-        return 0
-    settings = overlap_settings(session)
-    share_pct = round(settings.agreement_share * 100)
-    overlap = case((Prompt.id % 100 < share_pct, settings.agreement_overlap), else_=1)
-    rows = missing.add_columns(
-        literal(TaskKind.demonstration.value),
-        overlap,
-        literal(0),
-        literal(TaskStatus.open.value),
-        literal(utcnow(), UTCDateTime()),
-    ).order_by(Prompt.id)
-    dialect = postgresql if is_postgres(session) else sqlite
-    stmt = (
-        dialect.insert(Task)
-        .from_select(["prompt_id", "kind", "overlap", "filled", "status", "created_at"], rows)
-        .on_conflict_do_nothing()
-        .returning(Task.id)
-    )
-    return len(session.execute(stmt).all())
-
-
-def open_task_counts(session: Session) -> dict[str, int]:
-    """Open demonstration and ranking tasks, for researchers. Demonstration tasks are made
-    lazily (`ensure_demonstration_tasks`, when a labeler next looks): the ones still to be made
-    count as open, since that is what labelers will see."""
-    open_tasks = dict(
-        session.execute(
-            select(Task.kind, func.count())
-            .where(
-                Task.status == TaskStatus.open.value,
-                Task.kind.in_([TaskKind.demonstration.value, TaskKind.ranking.value]),
-            )
-            .group_by(Task.kind)
-        ).all()
-    )
-    missing = _missing_demonstration_tasks().subquery()
-    to_make = session.scalar(select(func.count()).select_from(missing))
-    return {
-        "demonstration": open_tasks.get(TaskKind.demonstration.value, 0) + (to_make or 0),
-        "ranking": open_tasks.get(TaskKind.ranking.value, 0),
-    }
 
 
 def _open_for(labeler: LabelerTraits, kinds: list[str], task: type[Task] = Task) -> Select[Task]:
@@ -270,10 +153,10 @@ def assign_next_task(session: Session, labeler: User, kind: str | None) -> Held 
     """Hold the next task for ``labeler`` (their own still-active one first), or None.
 
     The usual call (a free slot exists) is two statements: claim a slot (its RETURNING carries
-    what the labeler will see), insert the hold. Queue upkeep (`maintain_queue`: expired holds released,
-    demonstration tasks made) runs in the periodic job and when prompts arrive; here only
-    when nothing was found, so a stale queue never answers "nothing waiting" wrongly.
-    Does not commit: the caller commits, which releases the row lock.
+    what the labeler will see), insert the hold. Queue upkeep (`queue_upkeep.maintain_queue`:
+    expired holds released, demonstration tasks made) runs in the periodic job and when
+    prompts arrive; here only when nothing was found, so a stale queue never answers "nothing
+    waiting" wrongly. Does not commit: the caller commits, which releases the row lock.
     """
     kind = parse_kind(kind)
     now = utcnow()
@@ -281,51 +164,9 @@ def assign_next_task(session: Session, labeler: User, kind: str | None) -> Held 
     if assignment is None:
         # look again even when this upkeep changed nothing: the periodic sweep (or intake) may
         # have made the task between the first look and this one, and then it is ours to take
-        maintain_queue(session, now, kind=kind)
+        queue_upkeep.maintain_queue(session, now, kind=kind)
         assignment = _next(session, labeler, kind, now)
     return assignment
-
-
-# the search for prompts still without a demonstration task reads every prompt (1.7-2.2 s at a
-# million prompts); while it takes under FAST_SCAN_S it runs on every upkeep, and once it is
-# slower it runs again only SCAN_SPACING times its duration later (at most 5% of the time):
-# intake makes the tasks of what it stores itself, this search is the backstop. Before, the
-# periodic sweep (every 5 s) ran it each time: 40% of a core at a million prompts.
-FAST_SCAN_S = 0.5
-SCAN_SPACING = 20.0
-_scan_lock = threading.Lock()
-_next_slow_scan = 0.0  # time.monotonic() before which a slow scan is not repeated
-
-
-def reset_scan_spacing() -> None:
-    """Forget the last slow scan (tests; a process that knows prompts changed)."""
-    _scanned(0.0)
-
-
-def _scan_due() -> bool:
-    with _scan_lock:
-        return time.monotonic() >= _next_slow_scan
-
-
-def _scanned(seconds: float) -> None:
-    global _next_slow_scan
-    with _scan_lock:
-        _next_slow_scan = (
-            0.0 if seconds < FAST_SCAN_S else time.monotonic() + seconds * SCAN_SPACING
-        )
-
-
-def maintain_queue(session: Session, now: datetime | None = None, kind: str | None = None) -> int:
-    """Queue upkeep off the labelers' path: release expired holds and make the missing
-    demonstration tasks (for a request of ``kind``; every kind when None; a slow search not
-    more often than ``SCAN_SPACING`` times its duration). Returns how many rows changed. Run
-    by the periodic job, after intake, and by the queue when it finds nothing."""
-    changed = release_expired_locks(session, now)
-    if kind in (None, TaskKind.demonstration.value) and _scan_due():
-        started = time.monotonic()
-        changed += ensure_demonstration_tasks(session)
-        _scanned(time.monotonic() - started)
-    return changed
 
 
 def _next(session: Session, labeler: User, kind: str | None, now: datetime) -> Held | None:
@@ -368,6 +209,8 @@ def _still_holding(
 
 # the parameters of the queue's prepared statements (see ``_slot_statements``)
 LABELER_ID = bindparam("labeler_id", type_=Integer)
+
+
 NOW = bindparam("now", type_=UTCDateTime())
 
 
@@ -391,7 +234,7 @@ def _slot_statements(
     all the queue's SQL took (issue 14's profile); SQLAlchemy reuses the compiled form.
 
     A claim is Core, not ORM, and returns what the labeler will see (the task's view, see
-    ``_view_columns``) with the slot: one statement, no entities to load. On PostgreSQL the
+    ``view_columns``) with the slot: one statement, no entities to load. On PostgreSQL the
     claim also makes the hold, in the same statement (``_claim_and_hold``)."""
     labeler = _AnyLabeler(held_out=held_out, labeler_status=labeler_status)
     candidate = aliased(Task)
@@ -410,7 +253,7 @@ def _slot_statements(
             update(TASKS)
             .where(TASKS.c.id == chosen, TASKS.c.filled < TASKS.c.overlap)
             .values(filled=TASKS.c.filled + 1)
-            .returning(*_view_columns(postgres))
+            .returning(*view_columns(postgres))
         )
         claims.append(_claim_and_hold(claim) if postgres else claim)
     return claims, select(exists(base))
@@ -511,123 +354,6 @@ def _take_slot(
         if connection.execute(anything_left, params).scalar() is not True:
             return None
     return None
-
-
-TASKS = cast(Table, Task.__table__)
-# session.info key: the views of the tasks this session handed out or read, by task id
-QUEUE_VIEWS = "queue_views"
-
-
-@dataclass(frozen=True)
-class TaskView:
-    """What a labeler sees of a task: its prompt, and its outputs as (position, completion
-    id, text) in position order (none for a demonstration task)."""
-
-    task_id: int
-    kind: str
-    prompt: dict[str, Any]
-    outputs: list[tuple[int, int, str]]
-
-    @classmethod
-    def of(cls, row: Row[Any]) -> TaskView:
-        outputs = sorted((int(p), int(c), str(t)) for p, c, t in (row.outputs or []))
-        prompt = {
-            "prompt_id": row.prompt_id,
-            "text": row.prompt_text,
-            "kind": row.prompt_kind,
-            "structure": row.prompt_structure,
-            "use_case": row.prompt_use_case,
-        }
-        return cls(task_id=row.id, kind=row.kind, prompt=prompt, outputs=outputs)
-
-    @property
-    def completion_ids(self) -> list[int]:
-        return [cid for _, cid, _ in self.outputs]
-
-    @property
-    def texts(self) -> dict[int, str]:
-        return {cid: text for _, cid, text in self.outputs}
-
-
-# SQLite: SQLAlchemy renders RETURNING without table names, inside subqueries too, which makes
-# these correlated subqueries ambiguous ("id"); written out qualified instead
-_SQLITE_VIEW: dict[str, tuple[TypeEngine[Any], str]] = {
-    "prompt_text": (String(), "prompts.text"),
-    "prompt_kind": (String(), "prompts.kind"),
-    "prompt_structure": (JSON(), "prompts.structure"),
-    "prompt_use_case": (String(), "prompts.use_case"),
-}
-_SQLITE_OUTPUTS = (
-    "(SELECT json_group_array(json_array(task_items.position, completions.id, completions.text))"
-    " FROM task_items JOIN completions ON completions.id = task_items.completion_id"
-    " WHERE task_items.task_id = tasks.id)"
-)
-
-
-def _view_columns(postgres: bool) -> list[ColumnElement[Any]]:
-    """A task's view as columns of a statement on ``tasks`` (the claim's RETURNING, or a
-    SELECT): the task, its prompt's fields, and its outputs aggregated as JSON (SQLite and
-    PostgreSQL both allow correlated subqueries in RETURNING)."""
-    task_columns: list[ColumnElement[Any]] = [TASKS.c.id, TASKS.c.kind, TASKS.c.prompt_id]
-    if not postgres:
-        return [
-            *task_columns,
-            *(
-                literal_column(
-                    f"(SELECT {column} FROM prompts WHERE prompts.id = tasks.prompt_id)", type_
-                ).label(name)
-                for name, (type_, column) in _SQLITE_VIEW.items()
-            ),
-            literal_column(_SQLITE_OUTPUTS, JSON()).label("outputs"),
-        ]
-
-    def of_prompt(column: Any, name: str) -> ColumnElement[Any]:
-        return (
-            select(column)
-            .where(Prompt.id == TASKS.c.prompt_id)
-            .correlate(TASKS)
-            .scalar_subquery()
-            .label(name)
-        )
-
-    outputs = (
-        select(
-            func.json_agg(func.json_build_array(TaskItem.position, Completion.id, Completion.text))
-        )
-        .select_from(TaskItem)
-        .join(Completion, Completion.id == TaskItem.completion_id)
-        .where(TaskItem.task_id == TASKS.c.id)
-        .correlate(TASKS)
-        .scalar_subquery()
-    )
-    return [
-        *task_columns,
-        of_prompt(Prompt.text, "prompt_text"),
-        of_prompt(Prompt.kind, "prompt_kind"),
-        of_prompt(Prompt.structure, "prompt_structure"),
-        of_prompt(Prompt.use_case, "prompt_use_case"),
-        type_coerce(outputs, JSON).label("outputs"),
-    ]
-
-
-@lru_cache(maxsize=2)
-def _view_statement(postgres: bool) -> Select[Any]:
-    return select(*_view_columns(postgres)).where(TASKS.c.id == bindparam("task_id", type_=Integer))
-
-
-def task_view(session: Session, task_id: int) -> TaskView:
-    """The view of a task this session's queue just handed out or already read, else read in
-    one statement (and kept for the session: a page asks for it more than once)."""
-    views: dict[int, TaskView] = session.info.setdefault(QUEUE_VIEWS, {})
-    view = views.get(task_id)
-    if view is None:
-        row = (
-            session.connection()
-            .execute(_view_statement(is_postgres(session)), {"task_id": task_id})
-            .one()
-        )
-        view = views[task_id] = TaskView.of(row)
-    return view
 
 
 class Held(Protocol):

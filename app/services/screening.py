@@ -32,7 +32,7 @@ from app.services.judgment_data import LoadedRanking, load_rankings
 from app.services.judgment_scores import reference_ranks, task_agreement
 from app.services.labeler_metrics import EXPLANATIONS, first_shown_best, is_untouched
 from app.services.labeler_stats import FlagDecisions, group_of, labeler_stats
-from app.services.queue import release_holds_of
+from app.services.queue_upkeep import release_holds_of
 from app.services.task_kinds import reference_kinds, spec_of
 
 RECENT = 20

@@ -24,8 +24,9 @@ from app.services.instructions import current_markdown, render_markdown
 from app.services.labeler_work import labeler_counts
 from app.services.labeling import describe_assignment, held_assignment, own_assignment, submit
 from app.services.prompts import set_prompt_use_case
-from app.services.queue import WAITING_UP_TO, assign_next_task, task_view, waiting_counts
+from app.services.queue import WAITING_UP_TO, assign_next_task, waiting_counts
 from app.services.task_kinds import spec_of
+from app.services.task_view import task_view
 from app.services.use_cases import list_use_cases
 from app.web.templating import render
 

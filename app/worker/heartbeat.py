@@ -3,7 +3,7 @@ running job's ``heartbeat_at``, each refreshed by a background thread of the wor
 
 The periodic sweep (``sweep_jobs``) fails the running jobs whose worker stopped beating and
 sends the queued jobs the broker missed, and keeps the task queue up (expired holds released,
-demonstration tasks made for new prompts: `queue.maintain_queue`; on a PostgreSQL server
+demonstration tasks made for new prompts: `queue_upkeep.maintain_queue`; on a PostgreSQL server
 without autovacuum, the changed tables analyzed: `table_statistics`). Every worker runs it
 with its heartbeat, and ``prefloop serve`` runs it in a ``JobSweeper`` thread, so a crashed
 job ends ``failed`` even when no worker is left; reading jobs never writes.
@@ -21,7 +21,7 @@ from app.db import get_engine, get_sessionmaker, utcnow
 from app.models import Job, JobStatus
 from app.services import workers
 from app.services.jobs import send_unsent_jobs, sweep_stale_jobs
-from app.services.queue import maintain_queue
+from app.services.queue_upkeep import maintain_queue
 from app.services.table_statistics import analyze_changed_tables
 
 log = logging.getLogger(__name__)

@@ -119,7 +119,7 @@ def _sweep() -> None:
     """The periodic queue upkeep, which makes the demonstration tasks of prompts that did not
     come through intake (as these tests' prompts)."""
     from app.db import get_sessionmaker
-    from app.services.queue import maintain_queue
+    from app.services.queue_upkeep import maintain_queue
 
     with get_sessionmaker()() as s:
         maintain_queue(s)

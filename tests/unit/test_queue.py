@@ -65,7 +65,7 @@ def test_expired_hold_is_released_and_taken_up_again_in_the_same_order(api_as) -
 
 def test_demonstration_tasks_exist_for_accepted_sft_prompts_only(app_env) -> None:
     from app.db import get_sessionmaker
-    from app.services.queue import ensure_demonstration_tasks
+    from app.services.queue_upkeep import ensure_demonstration_tasks
 
     wanted = {make_prompt(split="train"), make_prompt(split="val")}
     make_prompt(split="test")
@@ -82,7 +82,7 @@ def test_demonstration_tasks_exist_for_accepted_sft_prompts_only(app_env) -> Non
 def test_agreement_share_sets_overlap_for_new_tasks(app_env, monkeypatch) -> None:
     from app.config import get_settings
     from app.db import get_sessionmaker
-    from app.services.queue import ensure_demonstration_tasks
+    from app.services.queue_upkeep import ensure_demonstration_tasks
 
     monkeypatch.setenv("PREFLOOP_AGREEMENT_SHARE", "1.0")
     monkeypatch.setenv("PREFLOOP_AGREEMENT_OVERLAP", "3")

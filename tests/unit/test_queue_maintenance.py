@@ -85,18 +85,18 @@ def test_a_slow_search_for_missing_tasks_is_spaced_out(app_env, monkeypatch) -> 
     """At a million prompts the search for prompts without a demonstration task reads them all
     (1.7-2.2 s); the periodic sweep (every 5 s) ran it every time. A slow search now runs
     again only SCAN_SPACING times its duration later; a fast one on every upkeep (above)."""
-    from app.services import queue
+    from app.services import queue_upkeep
     from app.worker.heartbeat import sweep_jobs
 
-    monkeypatch.setattr(queue, "FAST_SCAN_S", 0.0)  # every search counts as slow
-    monkeypatch.setattr(queue, "SCAN_SPACING", 1e6)
+    monkeypatch.setattr(queue_upkeep, "FAST_SCAN_S", 0.0)  # every search counts as slow
+    monkeypatch.setattr(queue_upkeep, "SCAN_SPACING", 1e6)
     make_prompt()
     sweep_jobs()
     assert _demonstration_tasks() == 1
     make_prompt()  # stored by another door
     sweep_jobs()  # the search is not due yet: before, it ran again
     assert _demonstration_tasks() == 1
-    queue.reset_scan_spacing()
+    queue_upkeep.reset_scan_spacing()
     sweep_jobs()
     assert _demonstration_tasks() == 2
 
@@ -153,18 +153,18 @@ def test_a_task_the_sweep_makes_meanwhile_is_not_nothing_waiting(
         # one writer at a time: the request holds SQLite's write lock from its first look, so
         # the sweep cannot commit in between (here it would time out on the lock instead)
         pytest.skip("the race needs concurrent writers: PostgreSQL")
-    from app.services import queue
+    from app.services import queue_upkeep
     from app.worker.heartbeat import sweep_jobs
 
     labeler = api_as("labeler")
     make_prompt("Summarise the water cycle.")
-    upkeep = queue.maintain_queue
+    upkeep = queue_upkeep.maintain_queue
 
     def sweep_first(*args, **kwargs):
         sweep_jobs()  # another process, committed before this request's upkeep
         return upkeep(*args, **kwargs)
 
-    monkeypatch.setattr(queue, "maintain_queue", sweep_first)
+    monkeypatch.setattr(queue_upkeep, "maintain_queue", sweep_first)
     r = labeler.get("/api/v1/tasks/next", params={"kind": "demonstration"})
     assert r.status_code == 200, r.status_code
     assert r.json()["prompt"]["text"] == "Summarise the water cycle."

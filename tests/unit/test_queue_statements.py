@@ -210,7 +210,7 @@ def test_a_shared_ranking_cycle_runs_few_statements(api_as, app_env: str) -> Non
 
 def test_a_demonstration_cycle_runs_few_statements(api_as, app_env: str) -> None:
     from app.db import get_sessionmaker
-    from app.services.queue import ensure_demonstration_tasks
+    from app.services.queue_upkeep import ensure_demonstration_tasks
 
     labeler = api_as("labeler")
     for _ in range(3):
@@ -233,7 +233,7 @@ def test_the_labelers_own_counts_read_assignments_alone(api_as) -> None:
     from app.db import get_sessionmaker
     from app.models import User
     from app.services.labeler_work import labeler_counts
-    from app.services.queue import ensure_demonstration_tasks
+    from app.services.queue_upkeep import ensure_demonstration_tasks
 
     labeler = api_as("labeler")
     for _ in range(3):
@@ -357,7 +357,7 @@ def test_a_value_planned_for_any_keeps_one_plan_on_postgresql(app_env: str) -> N
     from sqlalchemy.dialects import postgresql
 
     from app.db import get_engine, planned_for_any
-    from app.services.labeling import _submit_statements
+    from app.services.submission_statements import submit_statements
 
     with get_engine().connect() as connection:
         connection.execute(text("CREATE TEMP TABLE skewed (k int, v int)"))
@@ -372,5 +372,5 @@ def test_a_value_planned_for_any_keeps_one_plan_on_postgresql(app_env: str) -> N
         connection.rollback()
     assert custom <= 5 and generic >= 10, (generic, custom)
     # both of the submission's reads by task id (its counts, its earlier rankings)
-    sql = str(_submit_statements().after_lock.compile(dialect=postgresql.dialect()))
+    sql = str(submit_statements().after_lock.compile(dialect=postgresql.dialect()))
     assert sql.count("= (SELECT %(task_id)s") == 2, sql

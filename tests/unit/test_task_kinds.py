@@ -136,7 +136,7 @@ def test_an_expired_hold_on_gold_gives_no_slot_back(
     from app.config import get_settings
     from app.db import utcnow
     from app.models import Assignment
-    from app.services.queue import release_expired_locks
+    from app.services.queue_upkeep import release_expired_locks
 
     monkeypatch.setenv("PREFLOOP_GOLD_RATE", "1")
     get_settings.cache_clear()
