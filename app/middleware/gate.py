@@ -72,10 +72,17 @@ class GateTimeout(Exception):
     ``db_pool_timeout_s``: answered as a saturated database (503)."""
 
 
-def _expire(future: asyncio.Future[bool]) -> None:
-    """A waiter's time ran out: it leaves without a place (unless its turn came first)."""
-    if not future.done():
-        future.set_result(False)
+class _Waiter:
+    """A request waiting at the gate: ``future`` is set True when its turn comes, False when
+    its time runs out, or cancelled with its task. ``left``: no longer counted in
+    ``FairGate.waiting``, which happens at once when its wait ends, not when its task next
+    runs (a place given back in between must not stay idle behind it)."""
+
+    __slots__ = ("future", "left")
+
+    def __init__(self, future: asyncio.Future[bool]) -> None:
+        self.future = future
+        self.left = False
 
 
 class FairGate:
@@ -103,9 +110,9 @@ class FairGate:
         self.free = places
         self.share = share
         self.load: dict[int | str, int] = {}
-        self.waiting = 0  # waiters not cancelled, in either queue
-        self.within_share: deque[asyncio.Future[bool]] = deque()
-        self.beyond_share: deque[asyncio.Future[bool]] = deque()
+        self.waiting = 0  # waiters whose wait has not ended, in either queue
+        self.within_share: deque[_Waiter] = deque()
+        self.beyond_share: deque[_Waiter] = deque()
         # places handed within share while requests beyond share waited, since the last
         # place handed beyond share
         self.within_in_a_row = 0
@@ -135,23 +142,35 @@ class FairGate:
             self.free -= 1
             return True
         loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[bool] = loop.create_future()
+        future: asyncio.Future[bool] = loop.create_future()
+        waiter = _Waiter(future)
         (self.within_share if within_share else self.beyond_share).append(waiter)
         self.waiting += 1
-        timer = loop.call_later(get_settings().db_pool_timeout_s, _expire, waiter)
+        timer = loop.call_later(get_settings().db_pool_timeout_s, self._expire, waiter)
         taken = False
         try:
-            taken = await waiter
+            taken = await future
         finally:
             timer.cancel()
-            granted = waiter.done() and not waiter.cancelled() and waiter.result()
+            granted = future.done() and not future.cancelled() and future.result()
             if not granted:  # timed out or cancelled: its turn never came
-                if not waiter.done():
-                    waiter.cancel()
-                self.waiting -= 1
+                if not future.done():
+                    future.cancel()
+                self._leave(waiter)
             elif not taken:  # cancelled just as its turn came: pass the place on
                 self.release()
         return taken
+
+    def _leave(self, waiter: _Waiter) -> None:
+        if not waiter.left:
+            waiter.left = True
+            self.waiting -= 1
+
+    def _expire(self, waiter: _Waiter) -> None:
+        """``waiter``'s time ran out: it leaves without a place (unless its turn came first)."""
+        if not waiter.future.done():
+            waiter.future.set_result(False)
+            self._leave(waiter)
 
     def release(self) -> None:
         """Give a place back: to the first waiter within its client's share, else to the first
@@ -163,10 +182,11 @@ class FairGate:
         for queue in queues:
             while queue:
                 waiter = queue.popleft()
-                if waiter.done():  # timed out or cancelled
+                if waiter.future.done():  # timed out, or cancelled before its task ran
+                    self._leave(waiter)
                     continue
-                waiter.set_result(True)
-                self.waiting -= 1
+                waiter.future.set_result(True)
+                self._leave(waiter)
                 if queue is self.beyond_share:
                     self.within_in_a_row = 0
                 elif self.beyond_share:

@@ -179,6 +179,30 @@ def test_no_place_is_lost_to_a_timeout_or_a_cancelled_wait(settings) -> None:
     run(main)
 
 
+def test_a_place_given_back_while_a_wait_ends_is_not_left_idle(settings) -> None:
+    """A wait that has just ended (here cancelled: its client went away) but whose task has not
+    run yet no longer counts as waiting: a place given back in that moment is free for the
+    next request at once. Before, the ended wait still counted, so the next request queued
+    behind a free place until its own timeout (a 503), and the place stayed idle while
+    requests waited."""
+
+    async def main() -> None:
+        gate = FairGate(places=1, share=8)
+        assert await gate.take(True)
+        ending = asyncio.create_task(gate.take(True))
+        await _settle()
+        assert gate.waiting == 1
+        ending.cancel()  # its task runs later; the place comes back first
+        gate.release()
+        with anyio.fail_after(0.5):  # the gate's own timeout is 1 s
+            assert await gate.take(True)
+        with pytest.raises(asyncio.CancelledError):
+            await ending
+        assert gate.free == 0 and gate.waiting == 0
+
+    run(main)
+
+
 def test_the_middleware_tells_clients_apart_by_credentials_that_worked(settings) -> None:
     # DatabaseBusy over an app whose requests hold their place until released. A token seen
     # to work fills the gate and queues more; a request with another working credential (a
