@@ -14,10 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.clients import client_of
 from app.config import get_settings
-from app.db import (
-    NO_DATABASE_AFTER_START,
-    is_saturation,
-)
+from app.db import NO_DATABASE_AFTER_START, is_saturation
 from app.middleware.replies import WatchedSend, answer
 
 logger = logging.getLogger(__name__)

@@ -9,11 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
-from sqlalchemy import (
-    Table,
-    insert,
-    select,
-)
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 

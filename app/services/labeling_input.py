@@ -6,9 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.config import get_settings
-from app.models import (
-    FLAGS,
-)
+from app.models import FLAGS
 from app.schemas.labeling import SubmissionIn
 from app.services import Invalid, validated
 

@@ -34,9 +34,7 @@ from app.models import (
     TaskStatus,
 )
 from app.services.labeling_settings import overlap_settings
-from app.services.task_kinds import (
-    slot_kinds,
-)
+from app.services.task_kinds import slot_kinds
 
 
 def release_expired_locks(session: Session, now: datetime | None = None) -> int:

@@ -40,9 +40,7 @@ from app.models import (
     RankingEntry,
     TaskStatus,
 )
-from app.services.judgment_scores import (
-    ranks_statement,
-)
+from app.services.judgment_scores import ranks_statement
 from app.services.queue import ASSIGNMENTS
 from app.services.task_kinds import slot_kinds
 from app.services.task_view import TASKS
