@@ -481,6 +481,13 @@ def mapped_columns(model: type[Base]) -> list[ColumnElement[Any]]:
     return [prop.columns[0].label(prop.key) for prop in mapper.column_attrs]
 
 
+def column_values(model: type[Base], values: Mapping[Any, Any]) -> dict[str, Any]:
+    """The values of ``model``'s column attributes in ``values`` (a row's mapping read with
+    ``mapped_columns(model)``), as a plain dict: for ``attached`` in a later session."""
+    keys, _ = _attribute_keys(model)
+    return {key: values[key] for key in keys}
+
+
 def attached(session: Session, model: type[ModelT], values: Mapping[Any, Any]) -> ModelT:
     """The ``model`` object whose columns a Core statement read (``values``: a row's mapping
     with at least ``mapped_columns(model)``), in ``session`` as if an ORM query had loaded

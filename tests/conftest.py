@@ -40,11 +40,12 @@ def service_unavailable(what: str, error: Exception) -> None:
 def _reset_caches() -> None:
     from app.config import get_settings
     from app.db import get_engine, get_readonly_sessionmaker, get_sessionmaker
-    from app.services import admin_figures
+    from app.services import admin_figures, token_memory
     from app.services.queue_upkeep import reset_scan_spacing
 
     admin_figures.clear()
     reset_scan_spacing()
+    token_memory.forget_all()
 
     if get_sessionmaker.cache_info().currsize:
         get_engine().dispose()

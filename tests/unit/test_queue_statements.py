@@ -4,7 +4,7 @@ runs at most a fixed number of SQL statements (issue 14), on both databases."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -14,7 +14,8 @@ from sqlalchemy import event
 from tests.labeling_support import make_prompt, make_ranking_task
 
 # next-task + submission of the usual task (one labeler), the authentication lookup of each
-# request included (issue 14's bound: 8); transaction control is not counted. PostgreSQL runs
+# request included (on PostgreSQL, of a token the process remembers, the check that it is
+# still valid: ``token_memory``) (issue 14's bound: 8); transaction control is not counted. PostgreSQL runs
 # three fewer: the claim makes the hold, the hold's end locks the task, and the ranking's
 # insert writes its entries, each in one statement (CTEs that SQLite does not allow)
 MAX_STATEMENTS_PER_CYCLE = {"sqlite": 8, "postgresql": 5}
@@ -51,14 +52,35 @@ def _listening(**listeners: Any) -> Iterator[None]:
 
 
 @contextmanager
+def _token_checks(report: Callable[[str], None]) -> Iterator[None]:
+    """``report`` gets the SQL of each check of a remembered token meanwhile: it runs on
+    psycopg's own cursor (``token_memory.still_valid``, PostgreSQL), unseen by the engine's
+    events."""
+    from app.services import token_memory
+
+    still_valid = token_memory.still_valid
+
+    def checked(session, token_hash: str, user_version: str) -> bool:
+        report(token_memory.CHECK_SQL)
+        return still_valid(session, token_hash, user_version)
+
+    token_memory.still_valid = checked
+    try:
+        yield
+    finally:
+        token_memory.still_valid = still_valid
+
+
+@contextmanager
 def counted_statements() -> Iterator[list[str]]:
+    """The statements run meanwhile, a remembered token's check included."""
     seen: list[str] = []
 
     def record(conn, cursor, statement, parameters, context, executemany):
         if not _controls_a_transaction(statement):
             seen.append(statement)
 
-    with _listening(before_cursor_execute=record):
+    with _listening(before_cursor_execute=record), _token_checks(seen.append):
         yield seen
 
 
@@ -78,7 +100,7 @@ def _cycle(labeler, kind: str) -> None:
 
 def _labeling_statements(seen: list[str]) -> list[str]:
     """The statements of the cycle, after checking that authentication is exactly one lookup
-    per request."""
+    (or check of a remembered token) per request."""
     auth = [s for s in seen if "FROM api_tokens" in s]
     assert len(auth) == 2, auth  # next and submission
     return seen
@@ -144,8 +166,11 @@ def after_the_lookup() -> Iterator[list[str]]:
             steps.append("statement")
 
     next_steps: list[str] = []
-    with _listening(
-        before_cursor_execute=statement, commit=lambda _connection: steps.append("commit")
+    with (
+        _listening(
+            before_cursor_execute=statement, commit=lambda _connection: steps.append("commit")
+        ),
+        _token_checks(lambda _sql: steps.append("lookup")),
     ):
         yield next_steps
     next_steps.extend(steps[i + 1] for i, step in enumerate(steps[:-1]) if step == "lookup")
