@@ -359,7 +359,8 @@ def user_for_token(session: Session, secret: str) -> tuple[User, TokenUse] | Non
         known = token_memory.recall(token_hash)
         if known is not None:
             if token_memory.still_valid(session, token_hash, known.user_version):
-                return attached(session, User, known.user_values), known.token
+                token = TokenUse(known.token_id, known.token_scopes)
+                return attached(session, User, known.user_values), token
             token_memory.forget(token_hash)  # the lookup tells what changed
     lookup, params = _token_lookup(versioned), {"token_hash": token_hash}
     row = session.connection().execute(lookup, params).first()
@@ -378,6 +379,7 @@ def user_for_token(session: Session, secret: str) -> tuple[User, TokenUse] | Non
         values = column_values(User, row._mapping)
         until = last_used_at + TOKEN_USE_WRITTEN_EVERY
         token_memory.remember(
-            token_hash, token_memory.Remembered(values, token, row.user_version, until)
+            token_hash,
+            token_memory.Remembered(values, token.id, token.scopes, row.user_version, until),
         )
     return user, token

@@ -32,8 +32,6 @@ from app.db import utcnow
 if TYPE_CHECKING:
     import psycopg
 
-    from app.services.accounts import TokenUse
-
 REMEMBERED_MAX = 4096
 
 # a row if the token is still valid and its user's row the one remembered
@@ -46,11 +44,12 @@ CHECK_SQL = (
 
 @dataclass(frozen=True)
 class Remembered:
-    """What a lookup found behind a token: the user's columns, the token, the user's row
-    version, and until when the token's last use needs no writing."""
+    """What a lookup found behind a token: the user's columns, the token's id and scopes, the
+    user's row version, and until when the token's last use needs no writing."""
 
     user_values: dict[str, Any]
-    token: TokenUse
+    token_id: int
+    token_scopes: tuple[str, ...]
     user_version: str
     until: datetime
 

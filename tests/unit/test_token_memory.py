@@ -4,6 +4,7 @@ status, made anywhere (here: by SQL on a connection of its own, as another proce
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 import pytest
@@ -130,9 +131,7 @@ def test_the_last_use_is_still_written_once_a_minute(
 
 
 def _ended(found: token_memory.Remembered) -> token_memory.Remembered:
-    return token_memory.Remembered(
-        found.user_values, found.token, found.user_version, utcnow() - timedelta(seconds=1)
-    )
+    return dataclasses.replace(found, until=utcnow() - timedelta(seconds=1))
 
 
 def test_the_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -140,7 +139,7 @@ def test_the_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     token_memory.forget_all()
     later = utcnow() + timedelta(minutes=1)
     for name in ["a", "b", "c"]:
-        token_memory.remember(name, token_memory.Remembered({}, None, "1", later))  # type: ignore[arg-type]
+        token_memory.remember(name, token_memory.Remembered({}, 1, (), "1", later))
     assert token_memory.recall("a") is None
     assert token_memory.recall("b") is not None and token_memory.recall("c") is not None
     token_memory.forget_all()
