@@ -8,9 +8,9 @@ import dataclasses
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 
-from app.db import utcnow
+from app.db import get_engine, utcnow
 from app.services import token_memory
 from app.services.accounts import hash_token
 
@@ -48,12 +48,22 @@ def test_a_looked_up_token_is_remembered_and_serves_the_next_requests(
     assert remembered(secret) is None
     assert me(client, secret).json()["username"] == user.username
     assert remembered(secret) is not None
-    # the lookup's statement is not run again: a request from memory reads no other column
-    # of the user, so a change the check does not see would show here
-    for _ in range(3):
-        assert me(client, secret).json()["role"] == "labeler"
-    r = client.get("/api/v1/tasks/next", headers={"Authorization": f"Bearer {secret}"})
-    assert r.status_code == 204
+    lookups: list[str] = []
+
+    def lookup_seen(conn, cursor, statement, parameters, context, executemany) -> None:
+        if "FROM api_tokens" in statement:
+            lookups.append(statement)
+
+    engine = get_engine()
+    event.listen(engine, "before_cursor_execute", lookup_seen)
+    try:
+        for _ in range(3):
+            assert me(client, secret).json()["role"] == "labeler"
+        r = client.get("/api/v1/tasks/next", headers={"Authorization": f"Bearer {secret}"})
+        assert r.status_code == 204
+    finally:
+        event.remove(engine, "before_cursor_execute", lookup_seen)
+    assert lookups == []  # each request only checked the token (on psycopg's own cursor)
 
 
 def test_a_made_up_token_is_never_remembered(pg_only, client) -> None:
