@@ -41,11 +41,13 @@ def _reset_caches() -> None:
     from app.config import get_settings
     from app.db import get_engine, get_readonly_sessionmaker, get_sessionmaker
     from app.services import admin_figures, token_memory
+    from app.services.queue import forget_drained_kinds
     from app.services.queue_upkeep import reset_scan_spacing
 
     admin_figures.clear()
     reset_scan_spacing()
     token_memory.forget_all()
+    forget_drained_kinds()
 
     if get_sessionmaker.cache_info().currsize:
         get_engine().dispose()

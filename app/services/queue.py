@@ -340,6 +340,11 @@ def _take_slot(
     # Core on the session's connection: nothing of the ORM's is needed for these rows (the
     # session has nothing pending to flush on the labeler's path)
     connection = session.connection()
+    drained = tuple(kinds)
+    if drained in _found_drained:
+        if not connection.execute(_open_tasks(drained, counted=True)).scalar():
+            return None
+        _found_drained.discard(drained)  # tasks came: search as usual
     for _ in range(_MAX_ATTEMPTS):
         for claim in claims:
             view = connection.execute(claim, params).first()
@@ -352,8 +357,43 @@ def _take_slot(
             session.info.setdefault(QUEUE_VIEWS, {})[view.id] = TaskView.of(view)
             return Hold(view.id, view.held_by, view.held_until, view.held_order)
         if connection.execute(anything_left, params).scalar() is not True:
+            if not connection.execute(_open_tasks(drained, counted=False)).scalar():
+                _found_drained.add(drained)
             return None
     return None
+
+
+# the kinds whose queue this process last found without any open task (a round's last task
+# done): their next searches first count the kind's open tasks, and search only when there is
+# one. The claim's generic plan walks the open tasks in id order, expecting one of the kind
+# soon, as PostgreSQL's statistics say; when a kind runs dry faster than autovacuum analyzes
+# the table (the last 20,000 of 1.2 M rows, at a million prompts), the statistics still count
+# thousands, and each of an empty next-task's six statements read every open task of the
+# other kinds: seconds per next-task under load, until an ANALYZE (issue 14,
+# docs/performance.md). The count has no order to keep and no early stop to bet on: it reads
+# the (kind, status, id) index, 1.5 ms for none.
+_found_drained: set[tuple[str, ...]] = set()
+
+
+def forget_drained_kinds() -> None:
+    _found_drained.clear()
+
+
+@lru_cache(maxsize=64)
+def _open_tasks(kinds: tuple[str, ...], counted: bool) -> Select[Any]:
+    """How many tasks of ``kinds`` are open with a free slot (slot kinds) (``counted``), or
+    whether any is: every task a claim could take is one of these. The count while a kind is
+    known drained (cheap for none, whatever the statistics say); EXISTS to find that out (cheap
+    when there are many: a labeler who did every open task)."""
+    query = select(Task.id).where(
+        Task.kind.in_([sql_constant(k) for k in kinds]),
+        Task.status == sql_constant(TaskStatus.open.value),
+    )
+    if any(not spec_of(k).once_per_labeler for k in kinds):
+        query = query.where(Task.filled < Task.overlap)
+    if counted:
+        return select(func.count()).select_from(query.subquery())
+    return select(exists(query))
 
 
 class Held(Protocol):

@@ -399,3 +399,22 @@ def test_a_value_planned_for_any_keeps_one_plan_on_postgresql(app_env: str) -> N
     # both of the submission's reads by task id (its counts, its earlier rankings)
     sql = str(submit_statements().after_lock.compile(dialect=postgresql.dialect()))
     assert sql.count("= (SELECT %(task_id)s") == 2, sql
+
+
+def test_a_drained_kind_is_not_searched_again_until_a_task_of_it_opens(api_as) -> None:
+    """Once a next-task finds no task of its kind open at all, the next ones count the kind's
+    open tasks (an index read, whatever the database's statistics say) instead of running the
+    claims, whose plan at a million prompts read every open task of the other kinds when the
+    statistics lagged (issue 14); a task that opens is taken as usual."""
+    labeler = api_as("labeler")
+    make_ranking_task(make_prompt(), k=4, overlap=1)
+    _cycle(labeler, "ranking")  # the only task, done
+    assert labeler.get("/api/v1/tasks/next", params={"kind": "ranking"}).status_code == 204
+    with counted_statements() as seen:
+        r = labeler.get("/api/v1/tasks/next", params={"kind": "ranking"})
+    assert r.status_code == 204
+    claims = [s for s in seen if "UPDATE tasks" in s]
+    assert claims == [], claims
+    make_ranking_task(make_prompt(), k=4, overlap=1)
+    r = labeler.get("/api/v1/tasks/next", params={"kind": "ranking"})
+    assert r.status_code == 200 and len(r.json()["completions"]) == 4
