@@ -509,6 +509,29 @@ def _hold(session: Session, view: TaskView, labeler: User, now: datetime) -> Hol
 WAITING_UP_TO = 100
 
 
+def _waiting(session: Session, labeler: User, kinds: list[str], up_to: int) -> int:
+    """Open tasks of ``kinds`` this labeler could take, at most ``up_to + 1``; a kind known
+    drained (``_found_drained``) is counted first, as the queue does."""
+    drained = tuple(kinds)
+    if drained in _found_drained:
+        if not session.scalar(_open_tasks(drained, counted=True)):
+            return 0
+        _found_drained.discard(drained)
+    # LIMIT before counting, in queue order: PostgreSQL walks the open tasks' index (count
+    # unordered, it merge-joined every task with every prompt)
+    first = (
+        _open_for(labeler, kinds)
+        .with_only_columns(Task.id)
+        .order_by(Task.id)
+        .limit(up_to + 1)
+        .subquery()
+    )
+    waiting = session.scalar(select(func.count()).select_from(first)) or 0
+    if not waiting and not session.scalar(_open_tasks(drained, counted=False)):
+        _found_drained.add(drained)
+    return waiting
+
+
 def waiting_counts(session: Session, labeler: User, up_to: int = WAITING_UP_TO) -> dict[str, int]:
     """Tasks of each kind (as labelers see kinds) this labeler could take now, their own active
     holds included, each at most ``up_to + 1`` (more than ``up_to``: "``up_to``+"). Gold tasks
@@ -535,16 +558,7 @@ def waiting_counts(session: Session, labeler: User, up_to: int = WAITING_UP_TO) 
         kinds = [k for k in pool if shown_kind_of(k) == shown]
         if not kinds:
             continue
-        # LIMIT before counting, in queue order: PostgreSQL walks the open tasks' index (count
-        # unordered, it merge-joined every task with every prompt)
-        first = (
-            _open_for(labeler, kinds)
-            .with_only_columns(Task.id)
-            .order_by(Task.id)
-            .limit(up_to + 1)
-            .subquery()
-        )
-        waiting = session.scalar(select(func.count()).select_from(first)) or 0
+        waiting = _waiting(session, labeler, kinds, up_to)
         waiting += sum(held.get(k, 0) for k in kinds)
         counts[shown] = min(waiting, up_to + 1)
     return counts

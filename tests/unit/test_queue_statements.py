@@ -418,3 +418,28 @@ def test_a_drained_kind_is_not_searched_again_until_a_task_of_it_opens(api_as) -
     make_ranking_task(make_prompt(), k=4, overlap=1)
     r = labeler.get("/api/v1/tasks/next", params={"kind": "ranking"})
     assert r.status_code == 200 and len(r.json()["completions"]) == 4
+
+
+def test_the_home_counts_a_drained_kind_without_searching_it(api_as) -> None:
+    """The labeler home's waiting counts take the same way round a drained kind (one search
+    finds it drained, the next visits count its open tasks first), and count a task that
+    opens again."""
+    from app.db import get_sessionmaker
+    from app.models import User
+    from app.services.queue import waiting_counts
+
+    labeler = api_as("labeler")
+
+    def counts() -> int:
+        with get_sessionmaker()() as session:
+            user = session.get(User, labeler.user.id)
+            assert user is not None
+            return waiting_counts(session, user)["ranking"]
+
+    assert counts() == 0  # nothing at all: the kind found drained
+    with counted_statements() as seen:
+        assert counts() == 0
+    searches = [s for s in seen if "ORDER BY" in s]
+    assert searches == [], searches
+    make_ranking_task(make_prompt(), k=4, overlap=1)
+    assert counts() == 1
