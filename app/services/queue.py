@@ -18,6 +18,7 @@ never deadlock.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -84,6 +85,12 @@ def parse_kind(kind: str | None) -> str | None:
     return parse_shown_kind(kind)
 
 
+def _needs_free_slot(kinds: Sequence[str]) -> bool:
+    """Whether a task of ``kinds`` is open to one more labeler only with a free slot (any slot
+    kind among them; a kind done once per labeler has none)."""
+    return any(not spec_of(k).once_per_labeler for k in kinds)
+
+
 def _open_for(labeler: LabelerTraits, kinds: list[str], task: type[Task] = Task) -> Select[Task]:
     """Tasks of ``kinds`` this labeler may take now: open, not theirs, not done by them, and
     eligible by their kind's rule; slot kinds need a free slot. ``task``: an alias of Task,
@@ -111,7 +118,7 @@ def _open_for(labeler: LabelerTraits, kinds: list[str], task: type[Task] = Task)
         .where(~mine)
         .where(eligibility(labeler, kinds, task))
     )
-    if any(not spec_of(k).once_per_labeler for k in kinds):
+    if _needs_free_slot(kinds):
         query = query.where(task.filled < task.overlap)
     if labeler.labeler_status == LabelerStatus.screening.value:
         query = query.where(task.screening.is_(True))
@@ -340,11 +347,8 @@ def _take_slot(
     # Core on the session's connection: nothing of the ORM's is needed for these rows (the
     # session has nothing pending to flush on the labeler's path)
     connection = session.connection()
-    drained = tuple(kinds)
-    if drained in _found_drained:
-        if not connection.execute(_open_tasks(drained, counted=True)).scalar():
-            return None
-        _found_drained.discard(drained)  # tasks came: search as usual
+    if _still_drained(session, tuple(kinds)):
+        return None
     for _ in range(_MAX_ATTEMPTS):
         for claim in claims:
             view = connection.execute(claim, params).first()
@@ -357,8 +361,7 @@ def _take_slot(
             session.info.setdefault(QUEUE_VIEWS, {})[view.id] = TaskView.of(view)
             return Hold(view.id, view.held_by, view.held_until, view.held_order)
         if connection.execute(anything_left, params).scalar() is not True:
-            if not connection.execute(_open_tasks(drained, counted=False)).scalar():
-                _found_drained.add(drained)
+            _note_if_drained(session, tuple(kinds))
             return None
     return None
 
@@ -379,6 +382,24 @@ def forget_drained_kinds() -> None:
     _found_drained.clear()
 
 
+def _still_drained(session: Session, kinds: tuple[str, ...]) -> bool:
+    """Whether ``kinds`` were found drained and still have no open task (counted); when they
+    have one again, they are searched as usual from now on."""
+    if kinds not in _found_drained:
+        return False
+    if session.scalar(_open_tasks(kinds, counted=True)):
+        _found_drained.discard(kinds)
+        return False
+    return True
+
+
+def _note_if_drained(session: Session, kinds: tuple[str, ...]) -> None:
+    """After a search of ``kinds`` found nothing: remember them drained when no task of
+    theirs is open at all (not when this labeler alone has none left)."""
+    if not session.scalar(_open_tasks(kinds, counted=False)):
+        _found_drained.add(kinds)
+
+
 @lru_cache(maxsize=64)
 def _open_tasks(kinds: tuple[str, ...], counted: bool) -> Select[Any]:
     """How many tasks of ``kinds`` are open with a free slot (slot kinds) (``counted``), or
@@ -389,7 +410,7 @@ def _open_tasks(kinds: tuple[str, ...], counted: bool) -> Select[Any]:
         Task.kind.in_([sql_constant(k) for k in kinds]),
         Task.status == sql_constant(TaskStatus.open.value),
     )
-    if any(not spec_of(k).once_per_labeler for k in kinds):
+    if _needs_free_slot(kinds):
         query = query.where(Task.filled < Task.overlap)
     if counted:
         return select(func.count()).select_from(query.subquery())
@@ -512,11 +533,8 @@ WAITING_UP_TO = 100
 def _waiting(session: Session, labeler: User, kinds: list[str], up_to: int) -> int:
     """Open tasks of ``kinds`` this labeler could take, at most ``up_to + 1``; a kind known
     drained (``_found_drained``) is counted first, as the queue does."""
-    drained = tuple(kinds)
-    if drained in _found_drained:
-        if not session.scalar(_open_tasks(drained, counted=True)):
-            return 0
-        _found_drained.discard(drained)
+    if _still_drained(session, tuple(kinds)):
+        return 0
     # LIMIT before counting, in queue order: PostgreSQL walks the open tasks' index (count
     # unordered, it merge-joined every task with every prompt)
     first = (
@@ -527,8 +545,8 @@ def _waiting(session: Session, labeler: User, kinds: list[str], up_to: int) -> i
         .subquery()
     )
     waiting = session.scalar(select(func.count()).select_from(first)) or 0
-    if not waiting and not session.scalar(_open_tasks(drained, counted=False)):
-        _found_drained.add(drained)
+    if not waiting:
+        _note_if_drained(session, tuple(kinds))
     return waiting
 
 
