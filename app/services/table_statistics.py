@@ -10,8 +10,9 @@ one before (issue 14).
 
 So, on such a server only, the periodic sweep (``app.worker.heartbeat.sweep_jobs``) analyzes the
 tables that changed as much as autovacuum would wait for (``autovacuum_analyze_threshold`` +
-``autovacuum_analyze_scale_factor`` x rows, the server's own settings), one process at a time,
-and warns once that autovacuum is off: dead rows still need ``VACUUM``, which this does not do.
+``autovacuum_analyze_scale_factor`` x rows: the table's own settings where it has them, as tasks
+has since migration 0011, else the server's), one process at a time, and warns once that
+autovacuum is off: dead rows still need ``VACUUM``, which this does not do.
 """
 
 from __future__ import annotations
@@ -26,11 +27,21 @@ log = logging.getLogger(__name__)
 # pg_try_advisory_lock's key: one process analyzes at a time (the others skip that sweep)
 _ANALYZER_LOCK = int.from_bytes(b"pfl-anlz", "big")
 
+
+def _setting(name: str) -> str:
+    """SQL: the table's own ``name`` (``ALTER TABLE … SET (name = …)``, as migration 0011 sets
+    for tasks), else the server's."""
+    return (
+        f"coalesce((SELECT split_part(o, '=', 2)::float8 FROM unnest(c.reloptions) o"
+        f" WHERE split_part(o, '=', 1) = '{name}'), current_setting('{name}')::float8)"
+    )
+
+
 _CHANGED_TABLES = text(
     "SELECT s.relname FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid"
     " WHERE s.schemaname = current_schema() AND s.n_mod_since_analyze >"
-    " current_setting('autovacuum_analyze_threshold')::float8"
-    " + current_setting('autovacuum_analyze_scale_factor')::float8 * greatest(c.reltuples, 0)"
+    f" {_setting('autovacuum_analyze_threshold')}"
+    f" + {_setting('autovacuum_analyze_scale_factor')} * greatest(c.reltuples, 0)"
     " ORDER BY s.relname"
 )
 
