@@ -157,9 +157,6 @@ def test_tasks_are_analyzed_after_a_thousand_changes_at_any_size(
         )
         connection.execute(text("SELECT pg_stat_force_next_flush()"))
     with get_engine().connect() as connection:
+        # the tables it analyzed (not a later count of changes: another connection's pending
+        # statistics may still arrive up to 10 s after its last transaction)
         assert "tasks" in table_statistics.analyze_changed_tables(connection)
-    session.rollback()
-    analyzed = session.execute(
-        text("SELECT n_mod_since_analyze FROM pg_stat_user_tables WHERE relname = 'tasks'")
-    ).scalar_one()
-    assert analyzed == 0
