@@ -16,7 +16,11 @@ from tests.conftest import configure_env, login
 
 @pytest.fixture
 def tiny_pool(app_env: str, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """One connection per process, and a short wait for it."""
+    """One connection per process, and a short wait for it (on SQLite the writers' wait,
+    30 s in the app: three requests waited 90 s of this test's run for it)."""
+    import app.db
+
+    monkeypatch.setattr(app.db, "SQLITE_WRITER_WAIT_S", 0.3)
     configure_env(
         monkeypatch,
         data_dir,
