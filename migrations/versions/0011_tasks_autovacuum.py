@@ -5,7 +5,7 @@ as the statistics say. By default a table is analyzed once 50 rows + 10% of it c
 million prompts (1.2 M tasks) the last 120,000 changes of a round leave the statistics counting
 thousands of open tasks of a kind that has a handful. A labeler who did all of those (each
 waiting for a second labeler) then waited 1.7-2.0 s per next-task, each call reading every open
-task of the other kinds, until an ANALYZE; after one, 50 ms (issue 14, docs/performance.md).
+task of the other kinds, until an ANALYZE; after one, 39-52 ms (issue 14, docs/performance.md).
 
 With a fixed threshold of 1,000 changed rows (no share of the table) autovacuum analyzes tasks
 within a minute of a kind running low, and so does the periodic sweep on a server without
