@@ -106,6 +106,20 @@ class Task(Base):
             postgresql_where=text("status = 'open'"),
             sqlite_where=text("status = 'open'"),
         ),
+        # ... but for one kind (every labeler's request names one), it took that kind's tasks
+        # as spread evenly over the ids too, and walked the one above past every open task of
+        # the other kinds before them (a sampling job's ranking tasks come after the backlog of
+        # demonstration tasks that intake made): each kind's open tasks have their own index,
+        # which reads that kind's alone (migration 0012; a new kind needs one there)
+        *(
+            Index(
+                f"ix_tasks_open_{kind.value}_id",
+                "id",
+                postgresql_where=text(f"status = 'open' AND kind = '{kind.value}'"),
+                sqlite_where=text(f"status = 'open' AND kind = '{kind.value}'"),
+            )
+            for kind in TaskKind
+        ),
         CheckConstraint("overlap >= 1", name="overlap_positive"),
         CheckConstraint("filled <= overlap", name="filled_within_overlap"),
         CheckConstraint("filled >= 0", name="filled_not_negative"),

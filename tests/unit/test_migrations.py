@@ -93,6 +93,24 @@ def test_open_tasks_have_their_own_index(empty_db: str) -> None:
     engine.dispose()
 
 
+def test_each_kinds_open_tasks_have_their_own_index(empty_db: str) -> None:
+    """0012: each task kind's open tasks in id order (partial indexes), on both databases, one
+    per kind the model knows."""
+    from app.models import TaskKind
+
+    names = {f"ix_tasks_open_{kind.value}_id" for kind in TaskKind}
+    upgrade_to_head(empty_db)
+    engine = create_engine(empty_db)
+    indexes = {i["name"]: i for i in inspect(engine).get_indexes("tasks")}
+    engine.dispose()
+    assert names <= set(indexes)
+    assert all(indexes[name]["column_names"] == ["id"] for name in names)
+    command.downgrade(alembic_config(empty_db), "0011")
+    engine = create_engine(empty_db)
+    assert not names & {i["name"] for i in inspect(engine).get_indexes("tasks")}
+    engine.dispose()
+
+
 def test_assignments_take_their_tasks_kind(empty_db: str) -> None:
     """0010: assignments made before it get their task's kind (one UPDATE), then the column is
     NOT NULL and in the labeler's index; down again drops both."""
