@@ -112,21 +112,28 @@ def seed(url: str, scale: float, labelers: int) -> dict[str, object]:
         def overlap(t: int) -> int:
             return 2 if t < twice else 1
 
-        def ranking_tasks():
-            for t in range(n_tasks):
-                if t < labeled:
-                    yield (t + 1, "ranking", t + 1, overlap(t), overlap(t), "done", now)
-                else:
-                    yield (t + 1, "ranking", t + 1, 1, 0, "open", now)
-
-        counts["ranking tasks"] = _copy(cur, "tasks", ["id", "kind", "prompt_id", "overlap",
-                                        "filled", "status", "created_at"], ranking_tasks())  # fmt: skip
+        # in the order a queue grows: earlier rounds' ranking tasks (done), the demonstration
+        # tasks intake made for train/val prompts as they arrived, then this round's ranking
+        # tasks (a sampling job's, open) after that backlog. Seeded ranking-first, the ranking
+        # queue's cost at this size was hidden: every ranking next-task walked past the open
+        # demonstration tasks before them until migration 0012 (docs/performance.md)
         demo_ids = [pid for pid in range(1, n_prompts + 1) if split_of(pid) != "test"]
-        counts["demonstration tasks"] = _copy(cur, "tasks", ["id", "kind", "prompt_id",
-            "overlap", "filled", "status", "created_at"], ((n_tasks + i + 1, "demonstration",
-            pid, 1, 0, "open", now) for i, pid in enumerate(demo_ids)))  # fmt: skip
+
+        def task_id(t: int) -> int:
+            return t + 1 if t < labeled else t + 1 + len(demo_ids)
+
+        task_columns = ["id", "kind", "prompt_id", "overlap", "filled", "status", "created_at"]
+        counts["ranking tasks"] = _copy(cur, "tasks", task_columns, (
+            (task_id(t), "ranking", t + 1, overlap(t), overlap(t), "done", now)
+            for t in range(labeled)))  # fmt: skip
+        counts["demonstration tasks"] = _copy(cur, "tasks", task_columns, (
+            (labeled + i + 1, "demonstration", pid, 1, 0, "open", now)
+            for i, pid in enumerate(demo_ids)))  # fmt: skip
+        counts["ranking tasks"] += _copy(cur, "tasks", task_columns, (
+            (task_id(t), "ranking", t + 1, 1, 0, "open", now)
+            for t in range(labeled, n_tasks)))  # fmt: skip
         _copy(cur, "task_items", ["task_id", "completion_id", "position"],
-              ((t + 1, t * K + i + 1, i) for t in range(n_tasks) for i in range(K)))  # fmt: skip
+              ((task_id(t), t * K + i + 1, i) for t in range(n_tasks) for i in range(K)))  # fmt: skip
 
         def rankings():
             rid = 0
